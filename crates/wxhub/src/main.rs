@@ -1,0 +1,14 @@
+use clap::Parser;
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = wxhub::cli::Cli::parse();
+    wxhub::telemetry::init("info");
+    match wxhub::cli::run(cli).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("wxhub: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -498,7 +498,9 @@ impl SimState {
         });
         if !force {
             if let Some((token, remaining)) = current {
-                if remaining > settings.stable_rotate_window {
+                // At exactly the window's edge the token still has the
+                // promised 300 s (expires_in >= 300, §2.2).
+                if remaining >= settings.stable_rotate_window {
                     return Ok(json!({"access_token": token, "expires_in": remaining}));
                 }
             }

@@ -1,0 +1,1 @@
+//! Real clients nobody here wrote (wechatpy, headless Chromium) against the simulator.

@@ -1,1 +1,246 @@
-fn main() {}
+//! Side-by-side throughput benchmarks. Each compares two servers measured
+//! in the same run, alternating rounds, and reports the ratio: the machine
+//! is shared and noisy, so absolute numbers mean little and ratios are what
+//! the targets are stated in.
+//!
+//! `cargo run --release -p wxhub-bench -- sim` measures token-checked API
+//! calls served by the simulator against a trivial axum handler and writes
+//! its section of `docs/BENCHMARKS.md`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use clap::{Parser, Subcommand};
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+#[derive(Parser)]
+#[command(about = "wxhub side-by-side benchmarks")]
+struct Cli {
+    #[command(subcommand)]
+    bench: Bench,
+    /// Seconds per round.
+    #[arg(long, default_value_t = 3)]
+    seconds: u64,
+    /// Rounds per contender (alternating).
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Concurrent keep-alive connections.
+    #[arg(long, default_value_t = 32)]
+    connections: usize,
+    /// Where to write the report section.
+    #[arg(long, default_value = "docs/BENCHMARKS.md")]
+    out: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum Bench {
+    /// Simulator token-checked calls vs a trivial axum handler.
+    Sim,
+}
+
+/// One contender's result for one round.
+#[derive(Debug, Clone, Copy)]
+struct Round {
+    rps: f64,
+    p50_us: u64,
+    p99_us: u64,
+}
+
+/// Drives `connections` keep-alive HTTP/1 connections against `addr` for
+/// `duration`, each sending `GET path` back to back. Every answer is checked
+/// by `ok`, so a contender that answers errors fast cannot win.
+async fn load(
+    addr: SocketAddr,
+    path: Arc<str>,
+    connections: usize,
+    duration: Duration,
+    ok: fn(u16, &[u8]) -> bool,
+) -> anyhow::Result<Round> {
+    let deadline = Instant::now() + duration;
+    let mut tasks = Vec::new();
+    for _ in 0..connections {
+        let path = path.clone();
+        tasks.push(tokio::spawn(async move {
+            let stream = TcpStream::connect(addr).await?;
+            stream.set_nodelay(true)?;
+            let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+            tokio::spawn(conn);
+            let mut latencies = Vec::with_capacity(100_000);
+            let mut bad = 0u64;
+            while Instant::now() < deadline {
+                let req = hyper::Request::get(&*path)
+                    .header("host", addr.to_string())
+                    .body(Empty::<Bytes>::new())?;
+                let started = Instant::now();
+                let resp = sender.send_request(req).await?;
+                let status = resp.status().as_u16();
+                let body = resp.into_body().collect().await?.to_bytes();
+                latencies.push(started.elapsed().as_micros() as u64);
+                if !ok(status, &body) {
+                    bad += 1;
+                }
+            }
+            anyhow::Ok((latencies, bad))
+        }));
+    }
+    let mut all = Vec::new();
+    let mut bad = 0;
+    for t in tasks {
+        let (l, b) = t.await??;
+        all.extend(l);
+        bad += b;
+    }
+    if bad > 0 {
+        bail!("{bad} of {} answers were wrong", all.len());
+    }
+    all.sort_unstable();
+    let pct = |p: f64| all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1))).copied().unwrap_or(0);
+    Ok(Round {
+        rps: all.len() as f64 / duration.as_secs_f64(),
+        p50_us: pct(0.50),
+        p99_us: pct(0.99),
+    })
+}
+
+fn median(mut v: Vec<Round>) -> Round {
+    v.sort_by(|a, b| a.rps.total_cmp(&b.rps));
+    v[v.len() / 2]
+}
+
+async fn trivial_server() -> anyhow::Result<SocketAddr> {
+    let app = axum::Router::new().route(
+        "/cgi-bin/user/info",
+        axum::routing::get(|| async {
+            (
+                [("content-type", "application/json; encoding=utf-8")],
+                "{\"subscribe\":1,\"openid\":\"o6_bmjrPTlm6_2sgVt7hMZOPfL2M\"}",
+            )
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok(addr)
+}
+
+const BENCH_WORLD: &str = r#"
+[clock]
+start = 1700000000
+
+[[accounts]]
+appid = "wx0123456789abcdef"
+secret = "benchsecret000000000000000000000"
+daily_limits = { "/cgi-bin/user/info" = 1000000000 }
+
+[[people]]
+id = "alice"
+follows = ["wx0123456789abcdef"]
+"#;
+
+async fn bench_sim(cli: &Cli) -> anyhow::Result<String> {
+    let world = wx_sim::World::from_toml_str(BENCH_WORLD)?;
+    let sim = wx_sim::Simulator::spawn(world).await?;
+    let http_base = sim.base_url();
+    let token = fetch_json(&format!(
+        "{http_base}/cgi-bin/token?grant_type=client_credential&appid=wx0123456789abcdef&secret=benchsecret000000000000000000000"
+    ))
+    .await?["access_token"]
+        .as_str()
+        .context("no token from the simulator")?
+        .to_string();
+    let openid = fetch_json(&format!(
+        "{http_base}/_sim/openid?appid=wx0123456789abcdef&person=alice"
+    ))
+    .await?["openid"]
+        .as_str()
+        .context("no openid")?
+        .to_string();
+    let sim_path: Arc<str> = format!("/cgi-bin/user/info?access_token={token}&openid={openid}&lang=zh_CN").into();
+    let trivial = trivial_server().await?;
+    let trivial_path: Arc<str> = format!("/cgi-bin/user/info?access_token={token}&openid={openid}&lang=zh_CN").into();
+    let dur = Duration::from_secs(cli.seconds);
+    fn ok(status: u16, body: &[u8]) -> bool {
+        let has = |needle: &[u8]| body.windows(needle.len()).any(|w| w == needle);
+        status == 200 && has(b"\"subscribe\":1") && !has(b"errcode")
+    }
+    // Warm both up so neither pays for first connections or allocations.
+    load(trivial, trivial_path.clone(), cli.connections, Duration::from_millis(500), ok).await?;
+    load(sim.addr(), sim_path.clone(), cli.connections, Duration::from_millis(500), ok).await?;
+    let (mut base_rounds, mut sim_rounds) = (Vec::new(), Vec::new());
+    for _ in 0..cli.rounds {
+        base_rounds.push(load(trivial, trivial_path.clone(), cli.connections, dur, ok).await?);
+        sim_rounds.push(load(sim.addr(), sim_path.clone(), cli.connections, dur, ok).await?);
+    }
+    let b = median(base_rounds);
+    let s = median(sim_rounds);
+    let ratio = s.rps / b.rps;
+    let verdict = if ratio >= 0.5 { "meets" } else { "MISSES" };
+    Ok(format!(
+        "## Simulator: token-checked calls vs a trivial handler\n\n\
+`cargo run --release -p wxhub-bench -- sim` ({rounds} alternating rounds of {secs} s, {conns} keep-alive connections, \
+load generator in the same process; median round shown).\n\n\
+| server | requests/s | p50 | p99 |\n|---|---:|---:|---:|\n\
+| trivial axum handler (constant JSON) | {:.0} | {} µs | {} µs |\n\
+| wxsim `GET /cgi-bin/user/info` (token check, quota, stats, lookup) | {:.0} | {} µs | {} µs |\n\n\
+**Ratio: {ratio:.2}×** the trivial handler's rate; the target is ≥ 0.5× — this run {verdict} it.\n",
+        b.rps,
+        b.p50_us,
+        b.p99_us,
+        s.rps,
+        s.p50_us,
+        s.p99_us,
+        rounds = cli.rounds,
+        secs = cli.seconds,
+        conns = cli.connections,
+    ))
+}
+
+async fn fetch_json(url: &str) -> anyhow::Result<serde_json::Value> {
+    let uri: hyper::Uri = url.parse()?;
+    let host = uri.authority().context("url has a host")?.to_string();
+    let stream = TcpStream::connect(&host).await?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(conn);
+    let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    let req = hyper::Request::get(path).header("host", host).body(Empty::<Bytes>::new())?;
+    let body = sender.send_request(req).await?.into_body().collect().await?.to_bytes();
+    Ok(serde_json::from_slice(&body)?)
+}
+
+/// Replaces (or appends) the section between `<!-- bench:NAME -->` markers.
+fn write_section(path: &PathBuf, name: &str, section: &str) -> anyhow::Result<()> {
+    let start = format!("<!-- bench:{name} -->");
+    let end = format!("<!-- /bench:{name} -->");
+    let mut doc = std::fs::read_to_string(path).unwrap_or_else(|_| {
+        "# Benchmarks\n\nWritten by `bench/` (`cargo run --release -p wxhub-bench -- <name>`). \
+Timings are compared as ratios measured side by side in one run: this machine is shared and \
+noisy, so only the ratios are meaningful.\n"
+            .to_string()
+    });
+    let block = format!("{start}\n{section}{end}\n");
+    match (doc.find(&start), doc.find(&end)) {
+        (Some(s), Some(e)) if e > s => doc.replace_range(s..e + end.len() + 1, &block),
+        _ => {
+            doc.push('\n');
+            doc.push_str(&block);
+        }
+    }
+    std::fs::write(path, doc).with_context(|| format!("writing {}", path.display()))
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let (name, section) = match cli.bench {
+        Bench::Sim => ("sim", bench_sim(&cli).await?),
+    };
+    print!("{section}");
+    write_section(&cli.out, name, &section)?;
+    Ok(())
+}

@@ -181,20 +181,24 @@ async fn clear_quota(
     Query(q): Params,
     body: Bytes,
 ) -> Response {
-    sim.with_token(q.get("access_token"), "/cgi-bin/clear_quota", |st, appid, now| {
-        if method != Method::POST {
-            return Err(e::REQUIRE_POST);
-        }
-        let m = json_object(&body).ok_or(e::DATA_FORMAT_ERROR)?;
-        let requested = str_field(&m, "appid");
-        if requested.is_empty() {
-            return Err(e::APPID_MISSING);
-        }
-        if requested != appid {
-            return Err(e::INVALID_APPID);
-        }
-        st.clear_quota(appid, now)
-    })
+    sim.with_token(
+        q.get("access_token"),
+        "/cgi-bin/clear_quota",
+        |st, appid, now| {
+            if method != Method::POST {
+                return Err(e::REQUIRE_POST);
+            }
+            let m = json_object(&body).ok_or(e::DATA_FORMAT_ERROR)?;
+            let requested = str_field(&m, "appid");
+            if requested.is_empty() {
+                return Err(e::APPID_MISSING);
+            }
+            if requested != appid {
+                return Err(e::INVALID_APPID);
+            }
+            st.clear_quota(appid, now)
+        },
+    )
 }
 
 /// `POST /cgi-bin/clear_quota/v2`: appid and appsecret in the query or the
@@ -214,7 +218,11 @@ async fn clear_quota_v2(
     };
     let get = |k: &str| {
         let v = param(&q, k);
-        if v.is_empty() { param(&from_body, k) } else { v }
+        if v.is_empty() {
+            param(&from_body, k)
+        } else {
+            v
+        }
     };
     let appid = get("appid").to_string();
     let secret = get("appsecret").to_string();
@@ -250,43 +258,57 @@ fn cgi_path(body: &[u8]) -> Result<String, WxErr> {
 
 /// `POST /cgi-bin/openapi/quota/get` (§2.4).
 async fn quota_get(State(sim): State<Arc<Sim>>, Query(q): Params, body: Bytes) -> Response {
-    sim.with_token(q.get("access_token"), "/cgi-bin/openapi/quota/get", |st, appid, now| {
-        let path = cgi_path(&body)?;
-        st.quota_get(appid, &path, now)
-    })
+    sim.with_token(
+        q.get("access_token"),
+        "/cgi-bin/openapi/quota/get",
+        |st, appid, now| {
+            let path = cgi_path(&body)?;
+            st.quota_get(appid, &path, now)
+        },
+    )
 }
 
 /// `POST /cgi-bin/openapi/quota/clear` (§2.4).
 async fn quota_clear(State(sim): State<Arc<Sim>>, Query(q): Params, body: Bytes) -> Response {
-    sim.with_token(q.get("access_token"), "/cgi-bin/openapi/quota/clear", |st, appid, _| {
-        let path = cgi_path(&body)?;
-        st.quota_clear(appid, &path)
-    })
+    sim.with_token(
+        q.get("access_token"),
+        "/cgi-bin/openapi/quota/clear",
+        |st, appid, _| {
+            let path = cgi_path(&body)?;
+            st.quota_clear(appid, &path)
+        },
+    )
 }
 
 /// `GET /cgi-bin/ticket/getticket?type=jsapi|wx_card` (§7.1).
 async fn getticket(State(sim): State<Arc<Sim>>, Query(q): Params) -> Response {
-    sim.with_token(q.get("access_token"), "/cgi-bin/ticket/getticket", |st, appid, now| {
-        match param(&q, "type") {
+    sim.with_token(
+        q.get("access_token"),
+        "/cgi-bin/ticket/getticket",
+        |st, appid, now| match param(&q, "type") {
             kind @ ("jsapi" | "wx_card") => st.ticket(appid, kind, now),
             _ => Err(e::INVALID_ARGS),
-        }
-    })
+        },
+    )
 }
 
 /// `GET /cgi-bin/user/info` (§6.1).
 async fn user_info(State(sim): State<Arc<Sim>>, Query(q): Params) -> Response {
-    sim.with_token(q.get("access_token"), "/cgi-bin/user/info", |st, appid, _| {
-        let openid = param(&q, "openid");
-        if openid.is_empty() {
-            return Err(e::OPENID_MISSING);
-        }
-        let lang = match param(&q, "lang") {
-            "" => "zh_CN",
-            l => l,
-        };
-        st.user_info(appid, openid, lang)
-    })
+    sim.with_token(
+        q.get("access_token"),
+        "/cgi-bin/user/info",
+        |st, appid, _| {
+            let openid = param(&q, "openid");
+            if openid.is_empty() {
+                return Err(e::OPENID_MISSING);
+            }
+            let lang = match param(&q, "lang") {
+                "" => "zh_CN",
+                l => l,
+            };
+            st.user_info(appid, openid, lang)
+        },
+    )
 }
 
 /// `POST /cgi-bin/user/info/batchget`: at most 100 (§6.2).
@@ -296,33 +318,39 @@ async fn user_batchget(
     Query(q): Params,
     body: Bytes,
 ) -> Response {
-    sim.with_token(q.get("access_token"), "/cgi-bin/user/info/batchget", |st, appid, _| {
-        if method != Method::POST {
-            return Err(e::REQUIRE_POST);
-        }
-        let m = json_object(&body).ok_or(e::DATA_FORMAT_ERROR)?;
-        let list = m
-            .get("user_list")
-            .and_then(Value::as_array)
-            .ok_or(e::DATA_FORMAT_ERROR)?;
-        if list.is_empty() || list.len() > 100 {
-            return Err(e::INVALID_OPENID_LIST_SIZE);
-        }
-        let mut out = Vec::with_capacity(list.len());
-        for item in list {
-            let openid = item.get("openid").and_then(Value::as_str).unwrap_or("");
-            let lang = item.get("lang").and_then(Value::as_str).unwrap_or("zh_CN");
-            out.push(st.user_info(appid, openid, lang)?);
-        }
-        Ok(json!({ "user_info_list": out }))
-    })
+    sim.with_token(
+        q.get("access_token"),
+        "/cgi-bin/user/info/batchget",
+        |st, appid, _| {
+            if method != Method::POST {
+                return Err(e::REQUIRE_POST);
+            }
+            let m = json_object(&body).ok_or(e::DATA_FORMAT_ERROR)?;
+            let list = m
+                .get("user_list")
+                .and_then(Value::as_array)
+                .ok_or(e::DATA_FORMAT_ERROR)?;
+            if list.is_empty() || list.len() > 100 {
+                return Err(e::INVALID_OPENID_LIST_SIZE);
+            }
+            let mut out = Vec::with_capacity(list.len());
+            for item in list {
+                let openid = item.get("openid").and_then(Value::as_str).unwrap_or("");
+                let lang = item.get("lang").and_then(Value::as_str).unwrap_or("zh_CN");
+                out.push(st.user_info(appid, openid, lang)?);
+            }
+            Ok(json!({ "user_info_list": out }))
+        },
+    )
 }
 
 /// `GET /cgi-bin/user/get` (§6.3).
 async fn user_get(State(sim): State<Arc<Sim>>, Query(q): Params) -> Response {
-    sim.with_token(q.get("access_token"), "/cgi-bin/user/get", |st, appid, _| {
-        st.user_list(appid, param(&q, "next_openid"))
-    })
+    sim.with_token(
+        q.get("access_token"),
+        "/cgi-bin/user/get",
+        |st, appid, _| st.user_list(appid, param(&q, "next_openid")),
+    )
 }
 
 /// `GET /sns/oauth2/access_token` (§5.2).
@@ -374,7 +402,11 @@ async fn sns_refresh_token(State(sim): State<Arc<Sim>>, Query(q): Params) -> Res
 async fn sns_auth(State(sim): State<Arc<Sim>>, Query(q): Params) -> Response {
     let appid = sim.lock().appid_of_token(param(&q, "access_token"));
     sim.answer(appid.as_deref(), |st, now| {
-        st.sns_auth(q.get("access_token").map(String::as_str), param(&q, "openid"), now)
+        st.sns_auth(
+            q.get("access_token").map(String::as_str),
+            param(&q, "openid"),
+            now,
+        )
     })
 }
 
@@ -385,6 +417,10 @@ async fn sns_userinfo(State(sim): State<Arc<Sim>>, Query(q): Params) -> Response
         if let Some(appid) = &appid {
             st.charge(appid, "/sns/userinfo", now)?;
         }
-        st.sns_userinfo(q.get("access_token").map(String::as_str), param(&q, "openid"), now)
+        st.sns_userinfo(
+            q.get("access_token").map(String::as_str),
+            param(&q, "openid"),
+            now,
+        )
     })
 }

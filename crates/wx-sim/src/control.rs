@@ -68,7 +68,10 @@ pub(crate) fn routes() -> Router<Arc<Sim>> {
         .route("/_sim/clock/set", post(clock_set))
         .route("/_sim/stats", get(stats))
         .route("/_sim/world", get(world))
-        .route("/_sim/faults", get(faults_list).post(faults_add).delete(faults_clear))
+        .route(
+            "/_sim/faults",
+            get(faults_list).post(faults_add).delete(faults_clear),
+        )
         .route("/_sim/accounts/{appid}", post(account_patch))
         .route("/_sim/openid", get(openid))
         .route("/_sim/people/{id}/consent", post(person_consent))
@@ -135,7 +138,12 @@ async fn stats(State(sim): State<Arc<Sim>>) -> Json<Value> {
 async fn world(State(sim): State<Arc<Sim>>) -> Json<Value> {
     let st = sim.lock();
     let mut w = st.world.clone();
-    w.accounts = st.world.accounts.iter().map(|a| st.account(&a.appid).cloned().unwrap_or_else(|| a.clone())).collect();
+    w.accounts = st
+        .world
+        .accounts
+        .iter()
+        .map(|a| st.account(&a.appid).cloned().unwrap_or_else(|| a.clone()))
+        .collect();
     w.people = st.people.values().cloned().collect();
     Json(serde_json::to_value(w).unwrap_or(Value::Null))
 }
@@ -196,7 +204,15 @@ async fn account_patch(
     macro_rules! set {
         ($($f:ident),*) => { $( if let Some(v) = p.$f { account.$f = v; } )* };
     }
-    set!(secret, secret_frozen, ip_whitelist, oauth_domains, verified, token_daily_limit, push_mode);
+    set!(
+        secret,
+        secret_frozen,
+        ip_whitelist,
+        oauth_domains,
+        verified,
+        token_daily_limit,
+        push_mode
+    );
     if let Some(v) = p.push_url {
         account.push_url = Some(v);
     }
@@ -231,12 +247,20 @@ struct OpenIdQuery {
 async fn openid(State(sim): State<Arc<Sim>>, Query(q): Query<OpenIdQuery>) -> Result<Json<Value>> {
     let st = sim.lock();
     if st.account(&q.appid).is_none() {
-        return Err(ControlError::not_found(format!("no account with appid {:?}", q.appid)));
+        return Err(ControlError::not_found(format!(
+            "no account with appid {:?}",
+            q.appid
+        )));
     }
     if !st.people.contains_key(&q.person) {
-        return Err(ControlError::not_found(format!("no person with id {:?}", q.person)));
+        return Err(ControlError::not_found(format!(
+            "no person with id {:?}",
+            q.person
+        )));
     }
-    Ok(Json(json!({"openid": crate::ids::openid(&q.appid, &q.person, q.snapshot)})))
+    Ok(Json(
+        json!({"openid": crate::ids::openid(&q.appid, &q.person, q.snapshot)}),
+    ))
 }
 
 #[derive(Deserialize)]
@@ -301,7 +325,13 @@ async fn person_follow(
     let now = sim.clock.now();
     let (openid, changed) = sim
         .lock()
-        .follow(&b.appid, &id, b.scene.as_deref(), b.qr_scene.as_deref(), now)
+        .follow(
+            &b.appid,
+            &id,
+            b.scene.as_deref(),
+            b.qr_scene.as_deref(),
+            now,
+        )
         .map_err(ControlError::not_found)?;
     let extra = match &b.qr_scene {
         Some(q) => format!(
@@ -339,12 +369,21 @@ async fn person_unfollow(
 ) -> Result<Json<Value>> {
     let Json(b) = body?;
     let now = sim.clock.now();
-    let (openid, changed) = sim.lock().unfollow(&b.appid, &id).map_err(ControlError::not_found)?;
+    let (openid, changed) = sim
+        .lock()
+        .unfollow(&b.appid, &id)
+        .map_err(ControlError::not_found)?;
     if !changed {
         return Ok(Json(json!({"openid": openid, "changed": false})));
     }
     sim.lock().next_msg_id(&b.appid);
-    let xml = push::event_xml(&original_id(&sim, &b.appid), &openid, now, "unsubscribe", "");
+    let xml = push::event_xml(
+        &original_id(&sim, &b.appid),
+        &openid,
+        now,
+        "unsubscribe",
+        "",
+    );
     let did = push::enqueue(&sim, &b.appid, &openid, "event:unsubscribe", xml);
     let mut v = start_delivery(sim, did, b.wait).await;
     v["openid"] = json!(openid);
@@ -369,7 +408,10 @@ async fn person_text(
             return Err(ControlError::not_found(format!("no person with id {id:?}")));
         }
         if st.account(&b.appid).is_none() {
-            return Err(ControlError::not_found(format!("no account with appid {:?}", b.appid)));
+            return Err(ControlError::not_found(format!(
+                "no account with appid {:?}",
+                b.appid
+            )));
         }
         if !st.follows(&b.appid, &id) {
             return Err(ControlError::bad_request(format!(

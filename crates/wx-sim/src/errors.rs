@@ -31,8 +31,7 @@ impl WxErr {
 }
 
 // The hint the platform has appended to token errors since 2023 (§1.1).
-const STABLE_HINT: &str =
-    "could get access_token by getStableAccessToken, more details at https://mmbizurl.cn/s/JtxxFh33r";
+const STABLE_HINT: &str = "could get access_token by getStableAccessToken, more details at https://mmbizurl.cn/s/JtxxFh33r";
 
 pub const INVALID_CREDENTIAL: WxErr = WxErr::new(
     40001,
@@ -66,10 +65,8 @@ pub const MINUTE_QUOTA: WxErr = WxErr::new(
 );
 pub const DATA_FORMAT_ERROR: WxErr = WxErr::new(47001, "data format error");
 pub const API_UNAUTHORIZED: WxErr = WxErr::new(48001, "api unauthorized");
-pub const CLEAR_QUOTA_LIMIT: WxErr = WxErr::new(
-    48006,
-    "forbid to clear quota because of reaching the limit",
-);
+pub const CLEAR_QUOTA_LIMIT: WxErr =
+    WxErr::new(48006, "forbid to clear quota because of reaching the limit");
 pub const INVALID_CGI_PATH: WxErr = WxErr::new(76003, "invalid cgi_path");
 pub const CGI_PATH_NOT_FOUND: WxErr = WxErr::new(76001, "cgi_path not found");
 

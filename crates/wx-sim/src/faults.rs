@@ -88,9 +88,16 @@ impl FaultSpec {
         let mut actions = Vec::new();
         if let Some(code) = self.errcode {
             let errmsg = self.errmsg.clone().unwrap_or_else(|| {
-                if code == -1 { "system error".into() } else { "fault injected by wxsim".into() }
+                if code == -1 {
+                    "system error".into()
+                } else {
+                    "fault injected by wxsim".into()
+                }
             });
-            actions.push(FaultAction::Errcode { errcode: code, errmsg });
+            actions.push(FaultAction::Errcode {
+                errcode: code,
+                errmsg,
+            });
         }
         if let Some(s) = self.http_status {
             if !(100..=599).contains(&s) {
@@ -108,7 +115,9 @@ impl FaultSpec {
             actions.push(FaultAction::Malformed);
         }
         if actions.len() != 1 {
-            return Err("give exactly one of errcode, http_status, delay_ms, drop, malformed".into());
+            return Err(
+                "give exactly one of errcode, http_status, delay_ms, drop, malformed".into(),
+            );
         }
         let remaining = self.count.unwrap_or(1);
         if remaining == 0 {
@@ -156,7 +165,12 @@ async fn attribute(sim: &Sim, req: Request) -> (Request, Option<String>) {
         .query()
         .map(|q| serde_urlencoded::from_str(q).unwrap_or_default())
         .unwrap_or_default();
-    let get = |k: &str| query.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone());
+    let get = |k: &str| {
+        query
+            .iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.clone())
+    };
     if let Some(appid) = get("appid").filter(|a| !a.is_empty()) {
         return (req, Some(appid));
     }
@@ -167,7 +181,9 @@ async fn attribute(sim: &Sim, req: Request) -> (Request, Option<String>) {
         return (req, None);
     }
     let (parts, body) = req.into_parts();
-    let bytes = axum::body::to_bytes(body, 1 << 20).await.unwrap_or_default();
+    let bytes = axum::body::to_bytes(body, 1 << 20)
+        .await
+        .unwrap_or_default();
     let appid = serde_json::from_slice::<serde_json::Value>(&bytes)
         .ok()
         .and_then(|v| v.get("appid").and_then(|a| a.as_str()).map(str::to_string));
@@ -175,7 +191,11 @@ async fn attribute(sim: &Sim, req: Request) -> (Request, Option<String>) {
 }
 
 /// Middleware on every platform path: counts the call and fires faults.
-pub(crate) async fn platform_layer(State(sim): State<Arc<Sim>>, req: Request, next: Next) -> Response {
+pub(crate) async fn platform_layer(
+    State(sim): State<Arc<Sim>>,
+    req: Request,
+    next: Next,
+) -> Response {
     let path = req.uri().path().to_string();
     let (req, appid) = attribute(&sim, req).await;
     let action = {

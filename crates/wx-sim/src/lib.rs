@@ -72,7 +72,9 @@ pub struct Sim {
 
 impl std::fmt::Debug for Sim {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Sim").field("now", &self.clock.now()).finish_non_exhaustive()
+        f.debug_struct("Sim")
+            .field("now", &self.clock.now())
+            .finish_non_exhaustive()
     }
 }
 
@@ -116,20 +118,31 @@ impl Sim {
             self.clock.set(start);
         }
         *self.lock() = SimState::new(self.initial.clone(), self.clock.now());
-        self.pending.lock().unwrap_or_else(|e| e.into_inner()).clear();
-        self.faults.lock().unwrap_or_else(|e| e.into_inner()).clear();
-        self.fault_count.store(0, std::sync::atomic::Ordering::Relaxed);
-        self.deliveries.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        self.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+        self.faults
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+        self.fault_count
+            .store(0, std::sync::atomic::Ordering::Relaxed);
+        self.deliveries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
     }
 
     /// The full router: platform paths (with fault injection) and `/_sim/*`.
     pub fn router(self: &Arc<Self>) -> Router {
-        let platform = api::routes()
-            .merge(oauth::routes())
-            .layer(axum::middleware::from_fn_with_state(
-                self.clone(),
-                faults::platform_layer,
-            ));
+        let platform =
+            api::routes()
+                .merge(oauth::routes())
+                .layer(axum::middleware::from_fn_with_state(
+                    self.clone(),
+                    faults::platform_layer,
+                ));
         platform
             .merge(control::routes())
             .route("/", axum::routing::get(index))
@@ -165,7 +178,9 @@ impl Simulator {
 
     /// Serves an existing simulator on a bound listener.
     pub fn serve(sim: Arc<Sim>, listener: TcpListener) -> RunningSim {
-        let addr = listener.local_addr().expect("bound listener has an address");
+        let addr = listener
+            .local_addr()
+            .expect("bound listener has an address");
         let (tx, rx) = watch::channel(false);
         let router = sim.router();
         let task = tokio::spawn(serve_loop(listener, router, rx));
@@ -253,7 +268,10 @@ async fn serve_loop(listener: TcpListener, router: Router, mut shutdown: watch::
                 req.extensions_mut().insert(ConnectInfo(peer));
                 let router = router.clone();
                 async move {
-                    let resp = router.oneshot(req).await.unwrap_or_else(|never| match never {});
+                    let resp = router
+                        .oneshot(req)
+                        .await
+                        .unwrap_or_else(|never| match never {});
                     if resp.extensions().get::<faults::DropConnection>().is_some() {
                         return Err(Dropped);
                     }

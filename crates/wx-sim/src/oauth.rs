@@ -80,11 +80,15 @@ fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
 }
 
 fn redirect(to: &url::Url, set_person: Option<&str>) -> Response {
-    let mut resp = (StatusCode::FOUND, [(header::LOCATION, to.as_str().to_string())]).into_response();
-    if let Some(p) = set_person {
-        if let Ok(v) = HeaderValue::from_str(&format!("wxsim_person={p}; Path=/; SameSite=Lax")) {
-            resp.headers_mut().insert(header::SET_COOKIE, v);
-        }
+    let mut resp = (
+        StatusCode::FOUND,
+        [(header::LOCATION, to.as_str().to_string())],
+    )
+        .into_response();
+    if let Some(p) = set_person
+        && let Ok(v) = HeaderValue::from_str(&format!("wxsim_person={p}; Path=/; SameSite=Lax"))
+    {
+        resp.headers_mut().insert(header::SET_COOKIE, v);
     }
     resp
 }
@@ -105,7 +109,13 @@ async fn authorize(
     headers: HeaderMap,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    flow(&sim, &headers, &q, AccountKind::Official, "/connect/oauth2/authorize")
+    flow(
+        &sim,
+        &headers,
+        &q,
+        AccountKind::Official,
+        "/connect/oauth2/authorize",
+    )
 }
 
 async fn qrconnect(
@@ -113,7 +123,13 @@ async fn qrconnect(
     headers: HeaderMap,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    flow(&sim, &headers, &q, AccountKind::Website, "/connect/qrconnect")
+    flow(
+        &sim,
+        &headers,
+        &q,
+        AccountKind::Website,
+        "/connect/qrconnect",
+    )
 }
 
 /// Validates the request the way the platform does (§5.1), then plays the
@@ -179,12 +195,18 @@ fn flow(
         );
     }
     let from_query = q.get("wxsim_person").cloned();
-    let Some(person) = from_query.clone().or_else(|| cookie(headers, "wxsim_person")) else {
+    let Some(person) = from_query
+        .clone()
+        .or_else(|| cookie(headers, "wxsim_person"))
+    else {
         drop(st);
         return person_picker(sim, q, path);
     };
     let Some((consent, snapshot)) = st.consent_of(&person) else {
-        return error_page("wxsim", &format!("no person with id {person:?} in this world"));
+        return error_page(
+            "wxsim",
+            &format!("no person with id {person:?} in this world"),
+        );
     };
     let silent = scope == "snsapi_base"
         || (kind == AccountKind::Official
@@ -217,24 +239,34 @@ fn flow(
                 state: state.to_string(),
                 created: now,
             };
-            let nickname = st.people.get(&person).map(|p| p.nickname.clone()).unwrap_or_default();
+            let nickname = st
+                .people
+                .get(&person)
+                .map(|p| p.nickname.clone())
+                .unwrap_or_default();
             drop(st);
             let mut pendings = sim.pending.lock().unwrap_or_else(|e| e.into_inner());
             pendings.retain(|_, p| now - p.created < PENDING_TTL);
             pendings.insert(id.clone(), pending);
             drop(pendings);
             let mut resp = consent_page(&id, &account.name, &nickname, scope);
-            if let Some(p) = set_cookie {
-                if let Ok(v) = HeaderValue::from_str(&format!("wxsim_person={p}; Path=/; SameSite=Lax")) {
-                    resp.headers_mut().insert(header::SET_COOKIE, v);
-                }
+            if let Some(p) = set_cookie
+                && let Ok(v) =
+                    HeaderValue::from_str(&format!("wxsim_person={p}; Path=/; SameSite=Lax"))
+            {
+                resp.headers_mut().insert(header::SET_COOKIE, v);
             }
             resp
         }
     }
 }
 
-fn denied(mode: DenyMode, redirect_uri: &url::Url, state: &str, set_cookie: Option<&str>) -> Response {
+fn denied(
+    mode: DenyMode,
+    redirect_uri: &url::Url,
+    state: &str,
+    set_cookie: Option<&str>,
+) -> Response {
     match mode {
         DenyMode::StateOnly => redirect(&with_params(redirect_uri, &[("state", state)]), set_cookie),
         DenyMode::NoRedirect => Html(format!(
@@ -252,7 +284,10 @@ fn domain_allowed(domains: &[String], uri: &url::Url) -> bool {
     };
     let with_port = uri.port().map(|p| format!("{host}:{p}"));
     domains.iter().any(|d| {
-        d.eq_ignore_ascii_case(host) || with_port.as_deref().is_some_and(|hp| d.eq_ignore_ascii_case(hp))
+        d.eq_ignore_ascii_case(host)
+            || with_port
+                .as_deref()
+                .is_some_and(|hp| d.eq_ignore_ascii_case(hp))
     })
 }
 
@@ -282,7 +317,8 @@ fn person_picker(sim: &Sim, q: &HashMap<String, String>, path: &str) -> Response
     let st = sim.lock();
     let mut links = String::new();
     for p in st.people.values() {
-        let mut params: Vec<(&str, &str)> = q.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let mut params: Vec<(&str, &str)> =
+            q.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         params.push(("wxsim_person", &p.id));
         let query = serde_urlencoded::to_string(&params).unwrap_or_default();
         links.push_str(&format!(
@@ -314,12 +350,18 @@ async fn decide(State(sim): State<Arc<Sim>>, Form(d): Form<Decision>) -> Respons
         pendings.remove(&d.pending)
     };
     let Some(p) = pending.filter(|p| now - p.created < PENDING_TTL) else {
-        return error_page("wxsim", "this consent page has expired or was already answered");
+        return error_page(
+            "wxsim",
+            "this consent page has expired or was already answered",
+        );
     };
     match d.decision.as_str() {
         "allow" => {
             let code = sim.lock().issue_code(&p.appid, &p.person, &p.scope, now);
-            redirect(&with_params(&p.redirect_uri, &[("code", &code), ("state", &p.state)]), None)
+            redirect(
+                &with_params(&p.redirect_uri, &[("code", &code), ("state", &p.state)]),
+                None,
+            )
         }
         _ => {
             let mode = sim.lock().world.settings.deny_mode;

@@ -197,7 +197,9 @@ pub struct Delivery {
 
 fn nonce() -> String {
     use rand::Rng;
-    rand::thread_rng().gen_range(100_000_000u64..10_000_000_000).to_string()
+    rand::thread_rng()
+        .gen_range(100_000_000u64..10_000_000_000)
+        .to_string()
 }
 
 /// Records a new delivery and returns its id. Nothing is sent yet.
@@ -255,7 +257,10 @@ pub(crate) async fn deliver(sim: Arc<Sim>, id: String) -> Option<Delivery> {
     let nonce = nonce();
     let openid = update(&sim, &id, |_| {})?.openid;
     let mut query: Vec<(String, String)> = vec![
-        ("signature".into(), crypto::signature(&[&token, &timestamp, &nonce])),
+        (
+            "signature".into(),
+            crypto::signature(&[&token, &timestamp, &nonce]),
+        ),
         ("timestamp".into(), timestamp.clone()),
         ("nonce".into(), nonce.clone()),
         ("openid".into(), openid),
@@ -286,7 +291,11 @@ pub(crate) async fn deliver(sim: Arc<Sim>, id: String) -> Option<Delivery> {
                 )
             } else {
                 let end = xml.rfind("</xml>").unwrap_or(xml.len());
-                format!("{}<Encrypt>{}</Encrypt></xml>", &xml[..end], cdata(&encrypted))
+                format!(
+                    "{}<Encrypt>{}</Encrypt></xml>",
+                    &xml[..end],
+                    cdata(&encrypted)
+                )
             }
         }
     };
@@ -315,7 +324,9 @@ pub(crate) async fn deliver(sim: Arc<Sim>, id: String) -> Option<Delivery> {
         let result = match sent {
             Ok(resp) => {
                 let status = resp.status().as_u16();
-                match tokio::time::timeout(timeout.saturating_sub(started.elapsed()), resp.text()).await {
+                match tokio::time::timeout(timeout.saturating_sub(started.elapsed()), resp.text())
+                    .await
+                {
                     Ok(Ok(text)) => Ok((status, text)),
                     Ok(Err(e)) => Err(("connect_error", e.without_url().to_string())),
                     Err(_) => Err(("timeout", "no reply within the timeout".to_string())),
@@ -481,8 +492,12 @@ mod tests {
     use super::crypto;
 
     fn vectors() -> serde_json::Value {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/spec/vectors.json");
-        let text = std::fs::read_to_string(path).expect("shared/spec/vectors.json beside the checkout");
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../../shared/spec/vectors.json"
+        );
+        let text =
+            std::fs::read_to_string(path).expect("shared/spec/vectors.json beside the checkout");
         serde_json::from_str(&text).expect("vectors.json is JSON")
     }
 
@@ -493,7 +508,10 @@ mod tests {
         assert!(!cases.is_empty());
         for c in cases {
             let s = |k: &str| c[k].as_str().unwrap_or_default().to_string();
-            assert_eq!(crypto::signature(&[&s("token"), &s("timestamp"), &s("nonce")]), s("signature"));
+            assert_eq!(
+                crypto::signature(&[&s("token"), &s("timestamp"), &s("nonce")]),
+                s("signature")
+            );
         }
     }
 
@@ -510,7 +528,8 @@ mod tests {
                 crypto::signature(&[&s("token"), &s("timestamp"), &s("nonce"), &s("encrypt")]),
                 s("msg_signature")
             );
-            let (msg, appid) = crypto::decrypt(&s("encrypt"), &s("encoding_aes_key")).expect("decrypts");
+            let (msg, appid) =
+                crypto::decrypt(&s("encrypt"), &s("encoding_aes_key")).expect("decrypts");
             assert_eq!(msg, s("msg"));
             assert_eq!(appid, s("appid"));
         }
@@ -524,8 +543,9 @@ mod tests {
         for c in cases {
             let s = |k: &str| c[k].as_str().unwrap_or_default().to_string();
             let random: [u8; 16] = s("random").into_bytes().try_into().expect("16-byte random");
-            let enc = crypto::encrypt_with_random(&s("msg"), &s("appid"), &s("encoding_aes_key"), random)
-                .expect("encrypts");
+            let enc =
+                crypto::encrypt_with_random(&s("msg"), &s("appid"), &s("encoding_aes_key"), random)
+                    .expect("encrypts");
             assert_eq!(enc, s("encrypt"), "{}", s("name"));
             assert_eq!(
                 crypto::signature(&[&s("token"), &s("timestamp"), &s("nonce"), &enc]),
@@ -539,7 +559,10 @@ mod tests {
         let key = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG";
         let enc = crypto::encrypt("<xml>你好</xml>", "wx0123456789abcdef", key).expect("enc");
         let (m, a) = crypto::decrypt(&enc, key).expect("dec");
-        assert_eq!((m.as_str(), a.as_str()), ("<xml>你好</xml>", "wx0123456789abcdef"));
+        assert_eq!(
+            (m.as_str(), a.as_str()),
+            ("<xml>你好</xml>", "wx0123456789abcdef")
+        );
         let other = "kWxPEV2UEDyxWpmPdKC3F4dgPDmOvfKX1HGnEUDS1aR";
         assert!(crypto::decrypt(&enc, other).map(|(_, a)| a) != Ok("wx0123456789abcdef".into()));
     }

@@ -369,12 +369,15 @@ impl SimState {
         token: Option<&str>,
         now: i64,
     ) -> Result<String, WxErr> {
-        let token = token.filter(|t| !t.is_empty()).ok_or(e::ACCESS_TOKEN_MISSING)?;
+        let token = token
+            .filter(|t| !t.is_empty())
+            .ok_or(e::ACCESS_TOKEN_MISSING)?;
         let rec = self.tokens.get(token).ok_or(e::INVALID_ACCESS_TOKEN)?;
-        if let Some(dead) = rec.dead_at {
-            if now >= dead && dead < rec.expires_at {
-                return Err(e::INVALID_CREDENTIAL);
-            }
+        if let Some(dead) = rec.dead_at
+            && now >= dead
+            && dead < rec.expires_at
+        {
+            return Err(e::INVALID_CREDENTIAL);
         }
         if now >= rec.expires_at {
             return Err(e::ACCESS_TOKEN_EXPIRED);
@@ -410,19 +413,22 @@ impl SimState {
         let app = self.app(appid)?;
         let day = beijing_day(now);
         let min = minute(now);
-        if let Some(limit) = app.daily_limit(path) {
-            if app.daily.get(path).map_or(0, |c| c.used_in(day)) >= limit {
-                let token_endpoint = path == "/cgi-bin/token" || path == "/cgi-bin/stable_token";
-                return Err(e::daily_quota(token_endpoint));
-            }
+        if let Some(limit) = app.daily_limit(path)
+            && app.daily.get(path).map_or(0, |c| c.used_in(day)) >= limit
+        {
+            let token_endpoint = path == "/cgi-bin/token" || path == "/cgi-bin/stable_token";
+            return Err(e::daily_quota(token_endpoint));
         }
-        if let Some(limit) = app.minute_limit(path) {
-            if app.per_minute.get(path).map_or(0, |c| c.used_in(min)) >= limit {
-                return Err(e::MINUTE_QUOTA);
-            }
+        if let Some(limit) = app.minute_limit(path)
+            && app.per_minute.get(path).map_or(0, |c| c.used_in(min)) >= limit
+        {
+            return Err(e::MINUTE_QUOTA);
         }
         app.daily.entry(path.to_string()).or_default().bump(day);
-        app.per_minute.entry(path.to_string()).or_default().bump(min);
+        app.per_minute
+            .entry(path.to_string())
+            .or_default()
+            .bump(min);
         Ok(())
     }
 
@@ -513,11 +519,9 @@ impl SimState {
         let too_soon = app
             .last_force_at
             .is_some_and(|t| now - t < settings.stable_force_min_interval);
-        if too_soon {
-            if let Some((token, remaining)) = current {
-                // "否则不会刷新": the current token, no error.
-                return Ok(json!({"access_token": token, "expires_in": remaining}));
-            }
+        if too_soon && let Some((token, remaining)) = current {
+            // "否则不会刷新": the current token, no error.
+            return Ok(json!({"access_token": token, "expires_in": remaining}));
         }
         if app.force_count.used_in(day) >= u64::from(settings.stable_force_daily_limit) {
             return Err(e::daily_quota(true));
@@ -588,7 +592,10 @@ impl SimState {
             None => {
                 let t = ids::ticket();
                 app.tickets.insert(kind.to_string(), (t.clone(), now));
-                *app.stats.tickets_issued.entry(kind.to_string()).or_default() += 1;
+                *app.stats
+                    .tickets_issued
+                    .entry(kind.to_string())
+                    .or_default() += 1;
                 t
             }
         };
@@ -749,8 +756,15 @@ impl SimState {
 
     /// Issues a code after consent (or silently). Records a userinfo grant,
     /// which the 48001 quirk looks at (§12).
-    pub(crate) fn issue_code(&mut self, appid: &str, person: &str, scope: &str, now: i64) -> String {
-        let snapshot = self.people.get(person).is_some_and(|p| p.snapshot) && scope != "snsapi_base";
+    pub(crate) fn issue_code(
+        &mut self,
+        appid: &str,
+        person: &str,
+        scope: &str,
+        now: i64,
+    ) -> String {
+        let snapshot =
+            self.people.get(person).is_some_and(|p| p.snapshot) && scope != "snsapi_base";
         let code = ids::code();
         if let Some(app) = self.apps.get_mut(appid) {
             app.stats.codes_issued += 1;
@@ -783,10 +797,11 @@ impl SimState {
         if g.snapshot {
             v["is_snapshotuser"] = json!(1);
         }
-        if with_unionid && g.scope != "snsapi_base" {
-            if let Some(u) = self.unionid_for(&g.appid, &g.person, g.snapshot) {
-                v["unionid"] = Value::String(u);
-            }
+        if with_unionid
+            && g.scope != "snsapi_base"
+            && let Some(u) = self.unionid_for(&g.appid, &g.person, g.snapshot)
+        {
+            v["unionid"] = Value::String(u);
         }
         v
     }
@@ -815,7 +830,12 @@ impl SimState {
 
     /// `/sns/oauth2/access_token` (§5.2): codes are single-use (40163), live
     /// `code_ttl` (40029 or 42003) and are bound to their appid (40029).
-    pub(crate) fn exchange_code(&mut self, appid: &str, code: &str, now: i64) -> Result<Value, WxErr> {
+    pub(crate) fn exchange_code(
+        &mut self,
+        appid: &str,
+        code: &str,
+        now: i64,
+    ) -> Result<Value, WxErr> {
         let expired_code = self.world.settings.expired_code_errcode;
         let code_ttl = self.world.settings.code_ttl;
         let rec = match self.codes.get_mut(code) {
@@ -851,7 +871,12 @@ impl SimState {
 
     /// `/sns/oauth2/refresh_token` (§5.3, §12): the same refresh_token comes
     /// back and its 30-day clock is not extended.
-    pub(crate) fn refresh_sns(&mut self, appid: &str, refresh: &str, now: i64) -> Result<Value, WxErr> {
+    pub(crate) fn refresh_sns(
+        &mut self,
+        appid: &str,
+        refresh: &str,
+        now: i64,
+    ) -> Result<Value, WxErr> {
         let grant = match self.refresh_tokens.get(refresh) {
             Some(g) if g.appid == appid => g.clone(),
             _ => return Err(e::INVALID_REFRESH_TOKEN),
@@ -864,7 +889,9 @@ impl SimState {
     }
 
     fn check_sns_token(&self, token: Option<&str>, now: i64) -> Result<&SnsGrant, WxErr> {
-        let token = token.filter(|t| !t.is_empty()).ok_or(e::ACCESS_TOKEN_MISSING)?;
+        let token = token
+            .filter(|t| !t.is_empty())
+            .ok_or(e::ACCESS_TOKEN_MISSING)?;
         let g = self.sns_tokens.get(token).ok_or(e::INVALID_ACCESS_TOKEN)?;
         if now >= g.expires_at {
             return Err(e::ACCESS_TOKEN_EXPIRED);
@@ -873,7 +900,12 @@ impl SimState {
     }
 
     /// `/sns/auth` (§5.4).
-    pub(crate) fn sns_auth(&self, token: Option<&str>, openid: &str, now: i64) -> Result<Value, WxErr> {
+    pub(crate) fn sns_auth(
+        &self,
+        token: Option<&str>,
+        openid: &str,
+        now: i64,
+    ) -> Result<Value, WxErr> {
         let g = self.check_sns_token(token, now)?;
         if openid.is_empty() {
             return Err(e::OPENID_MISSING);
@@ -885,7 +917,12 @@ impl SimState {
     }
 
     /// `/sns/userinfo` (§5.5) with the 48001 rule and its quirk (§12).
-    pub(crate) fn sns_userinfo(&self, token: Option<&str>, openid: &str, now: i64) -> Result<Value, WxErr> {
+    pub(crate) fn sns_userinfo(
+        &self,
+        token: Option<&str>,
+        openid: &str,
+        now: i64,
+    ) -> Result<Value, WxErr> {
         let g = self.check_sns_token(token, now)?;
         if openid.is_empty() {
             return Err(e::OPENID_MISSING);
@@ -930,8 +967,11 @@ impl SimState {
 
     /// Per-appid stats for `/_sim/stats`.
     pub(crate) fn stats(&self) -> Value {
-        let apps: BTreeMap<&str, &AppStats> =
-            self.apps.iter().map(|(k, v)| (k.as_str(), &v.stats)).collect();
+        let apps: BTreeMap<&str, &AppStats> = self
+            .apps
+            .iter()
+            .map(|(k, v)| (k.as_str(), &v.stats))
+            .collect();
         json!({"apps": apps, "unattributed_calls": self.unattributed_calls})
     }
 }

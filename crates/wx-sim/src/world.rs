@@ -318,15 +318,18 @@ impl World {
                 return Err(invalid(format!("accounts[{i}].appid"), "duplicate appid"));
             }
             if a.secret.is_empty() {
-                return Err(invalid(format!("accounts[{i}].secret"), "must not be empty"));
+                return Err(invalid(
+                    format!("accounts[{i}].secret"),
+                    "must not be empty",
+                ));
             }
-            if let Some(key) = &a.encoding_aes_key {
-                if key.len() != 43 || !key.bytes().all(|b| b.is_ascii_alphanumeric()) {
-                    return Err(invalid(
-                        format!("accounts[{i}].encoding_aes_key"),
-                        "must be 43 characters of a-zA-Z0-9",
-                    ));
-                }
+            if let Some(key) = &a.encoding_aes_key
+                && (key.len() != 43 || !key.bytes().all(|b| b.is_ascii_alphanumeric()))
+            {
+                return Err(invalid(
+                    format!("accounts[{i}].encoding_aes_key"),
+                    "must be 43 characters of a-zA-Z0-9",
+                ));
             }
             if a.push_mode != PushMode::Plain && a.encoding_aes_key.is_none() {
                 return Err(invalid(
@@ -334,10 +337,10 @@ impl World {
                     "required when push_mode is safe or compat",
                 ));
             }
-            if let Some(url) = &a.push_url {
-                if url::Url::parse(url).is_err() {
-                    return Err(invalid(format!("accounts[{i}].push_url"), "not a URL"));
-                }
+            if let Some(url) = &a.push_url
+                && url::Url::parse(url).is_err()
+            {
+                return Err(invalid(format!("accounts[{i}].push_url"), "not a URL"));
             }
             for (j, ip) in a.ip_whitelist.iter().enumerate() {
                 if ip.parse::<std::net::IpAddr>().is_err() {
@@ -397,7 +400,9 @@ impl World {
         };
         let alnum = |rng: &mut rand::rngs::ThreadRng, n: usize| -> String {
             const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
-            (0..n).map(|_| A[rng.gen_range(0..A.len())] as char).collect()
+            (0..n)
+                .map(|_| A[rng.gen_range(0..A.len())] as char)
+                .collect()
         };
         let appid = format!("wx{}", hex(&mut rng, 16));
         let web_appid = format!("wx{}", hex(&mut rng, 16));
@@ -519,7 +524,10 @@ mod tests {
                 "[[accounts]]\nappid='wx1'\nsecret='s'\nip_whitelist=['nope']\n",
                 "accounts[0].ip_whitelist[0]",
             ),
-            ("[[accounts]]\nappid='wx1'\nsecret='s'\ncolour=1\n", "colour"),
+            (
+                "[[accounts]]\nappid='wx1'\nsecret='s'\ncolour=1\n",
+                "colour",
+            ),
         ];
         for (text, field) in cases {
             let err = World::from_toml_str(text).unwrap_err().to_string();

@@ -49,13 +49,17 @@ async fn sim(args: SimArgs) -> anyhow::Result<()> {
         Some(path) => {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("--world: cannot read {}", path.display()))?;
-            wx_sim::World::from_toml_str(&text).with_context(|| format!("--world {}", path.display()))?
+            wx_sim::World::from_toml_str(&text)
+                .with_context(|| format!("--world {}", path.display()))?
         }
         None => {
             let w = wx_sim::World::demo();
             // The demo world's secrets are generated now and exist nowhere
             // else: print them, or nobody can use the simulator.
-            println!("# No --world given: a demo world, generated now.\n{}", w.to_toml_string());
+            println!(
+                "# No --world given: a demo world, generated now.\n{}",
+                w.to_toml_string()
+            );
             w
         }
     };
@@ -63,7 +67,9 @@ async fn sim(args: SimArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("--listen: cannot bind {}", args.listen))?;
     println!("wxsim listening on {}", running.base_url());
-    tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
+    tokio::signal::ctrl_c()
+        .await
+        .context("waiting for Ctrl-C")?;
     running.shutdown().await;
     Ok(())
 }

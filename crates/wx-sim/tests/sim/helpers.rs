@@ -70,7 +70,10 @@ snapshot = true
 }
 
 pub struct TestSim {
-    #[expect(dead_code, reason = "held so the simulator keeps serving until the test ends")]
+    #[expect(
+        dead_code,
+        reason = "held so the simulator keeps serving until the test ends"
+    )]
     pub running: wx_sim::RunningSim,
     pub http: reqwest::Client,
     pub base: String,
@@ -83,13 +86,19 @@ impl TestSim {
 
     pub async fn with(world_toml: &str) -> TestSim {
         let world = wx_sim::World::from_toml_str(world_toml).expect("test world parses");
-        let running = wx_sim::Simulator::spawn(world).await.expect("simulator binds");
+        let running = wx_sim::Simulator::spawn(world)
+            .await
+            .expect("simulator binds");
         let base = running.base_url();
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .expect("client");
-        TestSim { running, http, base }
+        TestSim {
+            running,
+            http,
+            base,
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -102,12 +111,20 @@ impl TestSim {
     }
 
     pub async fn post(&self, path: &str, body: Value) -> Value {
-        let resp = self.http.post(self.url(path)).json(&body).send().await.expect("POST");
+        let resp = self
+            .http
+            .post(self.url(path))
+            .json(&body)
+            .send()
+            .await
+            .expect("POST");
         resp.json().await.expect("JSON body")
     }
 
     pub async fn advance(&self, seconds: i64) -> i64 {
-        let v = self.post("/_sim/clock/advance", json!({ "seconds": seconds })).await;
+        let v = self
+            .post("/_sim/clock/advance", json!({ "seconds": seconds }))
+            .await;
         v["now"].as_i64().expect("now")
     }
 
@@ -124,7 +141,10 @@ impl TestSim {
 
     pub async fn token(&self) -> String {
         let v = self.classic(APPID, SECRET).await;
-        v["access_token"].as_str().unwrap_or_else(|| panic!("token in {v}")).to_string()
+        v["access_token"]
+            .as_str()
+            .unwrap_or_else(|| panic!("token in {v}"))
+            .to_string()
     }
 
     pub async fn stable(&self, appid: &str, secret: &str, force: bool) -> Value {
@@ -137,7 +157,9 @@ impl TestSim {
 
     /// errcode of a token-checked API call made with `token` (0 when it works).
     pub async fn use_token(&self, token: &str) -> i64 {
-        let v = self.get(&format!("/cgi-bin/user/get?access_token={token}")).await;
+        let v = self
+            .get(&format!("/cgi-bin/user/get?access_token={token}"))
+            .await;
         v["errcode"].as_i64().unwrap_or(0)
     }
 
@@ -153,22 +175,39 @@ impl TestSim {
             .send()
             .await
             .expect("patch");
-        assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap_or_default());
+        assert_eq!(
+            resp.status(),
+            200,
+            "{}",
+            resp.text().await.unwrap_or_default()
+        );
     }
 
     pub async fn openid(&self, appid: &str, person: &str) -> String {
-        let v = self.get(&format!("/_sim/openid?appid={appid}&person={person}")).await;
+        let v = self
+            .get(&format!("/_sim/openid?appid={appid}&person={person}"))
+            .await;
         v["openid"].as_str().expect("openid").to_string()
     }
 
     /// Follows the authorize flow for `person`; returns the Location header.
-    pub async fn authorize(&self, appid: &str, scope: &str, state: &str, person: &str) -> reqwest::Response {
+    pub async fn authorize(
+        &self,
+        appid: &str,
+        scope: &str,
+        state: &str,
+        person: &str,
+    ) -> reqwest::Response {
         let redirect = "http://127.0.0.1/cb?x=1";
         let url = format!(
             "/connect/oauth2/authorize?appid={appid}&redirect_uri={}&response_type=code&scope={scope}&state={state}&wxsim_person={person}",
             url_encode(redirect)
         );
-        self.http.get(self.url(&url)).send().await.expect("authorize")
+        self.http
+            .get(self.url(&url))
+            .send()
+            .await
+            .expect("authorize")
     }
 
     /// A code for a person whose consent is allow (or a silent scope).
@@ -205,5 +244,8 @@ pub fn location(resp: &reqwest::Response) -> String {
 
 pub fn query_param(u: &str, key: &str) -> Option<String> {
     let parsed = url::Url::parse(u).ok()?;
-    parsed.query_pairs().find(|(k, _)| k == key).map(|(_, v)| v.into_owned())
+    parsed
+        .query_pairs()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.into_owned())
 }

@@ -18,7 +18,12 @@ async fn the_daily_token_quota_gives_45009_until_beijing_midnight() {
     }
     let v = sim.classic(APPID, SECRET).await;
     assert_eq!(errcode(&v), 45009);
-    assert!(v["errmsg"].as_str().unwrap().starts_with("reach max api daily quota limit"));
+    assert!(
+        v["errmsg"]
+            .as_str()
+            .unwrap()
+            .starts_with("reach max api daily quota limit")
+    );
     // The other account has its own quota.
     assert_eq!(errcode(&sim.classic(APPID2, SECRET2).await), 0);
     let now = sim.now().await;
@@ -46,27 +51,60 @@ async fn clear_quota_resets_the_day_within_a_monthly_budget() {
     let sim = TestSim::with(&limited(1)).await;
     let t = sim.token().await;
     assert_eq!(errcode(&sim.classic(APPID, SECRET).await), 45009);
-    let v = sim.post(&format!("/cgi-bin/clear_quota?access_token={t}"), json!({"appid": APPID2})).await;
+    let v = sim
+        .post(
+            &format!("/cgi-bin/clear_quota?access_token={t}"),
+            json!({"appid": APPID2}),
+        )
+        .await;
     assert_eq!(errcode(&v), 40013, "appid must be the token's account");
-    let v = sim.post(&format!("/cgi-bin/clear_quota?access_token={t}"), json!({"appid": APPID})).await;
+    let v = sim
+        .post(
+            &format!("/cgi-bin/clear_quota?access_token={t}"),
+            json!({"appid": APPID}),
+        )
+        .await;
     assert_eq!((errcode(&v), v["errmsg"].as_str()), (0, Some("ok")));
     let t = sim.token().await;
     // /v2 with the secret, both in the query and in the body (§2.4).
     for i in 0..9 {
         let v = if i % 2 == 0 {
-            sim.post(&format!("/cgi-bin/clear_quota/v2?appid={APPID}&appsecret={SECRET}"), json!({})).await
+            sim.post(
+                &format!("/cgi-bin/clear_quota/v2?appid={APPID}&appsecret={SECRET}"),
+                json!({}),
+            )
+            .await
         } else {
-            sim.post("/cgi-bin/clear_quota/v2", json!({"appid": APPID, "appsecret": SECRET})).await
+            sim.post(
+                "/cgi-bin/clear_quota/v2",
+                json!({"appid": APPID, "appsecret": SECRET}),
+            )
+            .await
         };
         assert_eq!(errcode(&v), 0, "reset {i}: {v}");
     }
-    let v = sim.post(&format!("/cgi-bin/clear_quota?access_token={t}"), json!({"appid": APPID})).await;
+    let v = sim
+        .post(
+            &format!("/cgi-bin/clear_quota?access_token={t}"),
+            json!({"appid": APPID}),
+        )
+        .await;
     assert_eq!(errcode(&v), 48006, "11th reset in a month");
-    let v = sim.post("/cgi-bin/clear_quota/v2", json!({"appid": APPID, "appsecret": "nope"})).await;
+    let v = sim
+        .post(
+            "/cgi-bin/clear_quota/v2",
+            json!({"appid": APPID, "appsecret": "nope"}),
+        )
+        .await;
     assert_eq!(errcode(&v), 40125);
     // Next month the budget is back.
     sim.advance(31 * 86400).await;
-    let v = sim.post("/cgi-bin/clear_quota/v2", json!({"appid": APPID, "appsecret": SECRET})).await;
+    let v = sim
+        .post(
+            "/cgi-bin/clear_quota/v2",
+            json!({"appid": APPID, "appsecret": SECRET}),
+        )
+        .await;
     assert_eq!(errcode(&v), 0);
 }
 
@@ -79,14 +117,25 @@ async fn quota_get_reports_use_and_quota_clear_resets_one_api() {
         let sim = &sim;
         let t = t.clone();
         async move {
-            sim.post(&format!("/cgi-bin/openapi/quota/get?access_token={t}"), json!({"cgi_path": path}))
-                .await
+            sim.post(
+                &format!("/cgi-bin/openapi/quota/get?access_token={t}"),
+                json!({"cgi_path": path}),
+            )
+            .await
         }
     };
     let v = q("/cgi-bin/token").await;
-    assert_eq!(v["quota"], json!({"daily_limit": 10, "used": 2, "remain": 8}));
+    assert_eq!(
+        v["quota"],
+        json!({"daily_limit": 10, "used": 2, "remain": 8})
+    );
     assert_eq!(errcode(&q("cgi-bin/token").await), 76003);
-    let v = sim.post(&format!("/cgi-bin/openapi/quota/clear?access_token={t}"), json!({"cgi_path": "/cgi-bin/token"})).await;
+    let v = sim
+        .post(
+            &format!("/cgi-bin/openapi/quota/clear?access_token={t}"),
+            json!({"cgi_path": "/cgi-bin/token"}),
+        )
+        .await;
     assert_eq!(errcode(&v), 0);
     assert_eq!(q("/cgi-bin/token").await["quota"]["used"], 0);
 }

@@ -3,7 +3,10 @@ use serde_json::json;
 use crate::helpers::*;
 
 fn tok(v: &serde_json::Value) -> String {
-    v["access_token"].as_str().unwrap_or_else(|| panic!("token in {v}")).to_string()
+    v["access_token"]
+        .as_str()
+        .unwrap_or_else(|| panic!("token in {v}"))
+        .to_string()
 }
 
 #[tokio::test]
@@ -90,11 +93,19 @@ async fn classic_and_stable_tokens_are_isolated() {
     sim.token().await;
     sim.token().await;
     sim.advance(301).await;
-    assert_eq!(sim.use_token(&s).await, 0, "classic fetches do not touch the stable token");
+    assert_eq!(
+        sim.use_token(&s).await,
+        0,
+        "classic fetches do not touch the stable token"
+    );
     assert_eq!(sim.use_token(&c).await, 40001);
     let c2 = sim.token().await;
     sim.stable(APPID, SECRET, true).await;
-    assert_eq!(sim.use_token(&c2).await, 0, "a forced stable refresh does not touch classic tokens");
+    assert_eq!(
+        sim.use_token(&c2).await,
+        0,
+        "a forced stable refresh does not touch classic tokens"
+    );
     let st = sim.stats(APPID).await;
     assert_eq!(st["tokens_issued"]["classic"], 4);
     assert_eq!(st["tokens_issued"]["stable"], 2);
@@ -116,7 +127,11 @@ async fn stable_token_wants_post_and_json() {
     let v: serde_json::Value = sim
         .http
         .post(sim.url("/cgi-bin/stable_token"))
-        .form(&[("grant_type", "client_credential"), ("appid", APPID), ("secret", SECRET)])
+        .form(&[
+            ("grant_type", "client_credential"),
+            ("appid", APPID),
+            ("secret", SECRET),
+        ])
         .send()
         .await
         .unwrap()
@@ -125,11 +140,26 @@ async fn stable_token_wants_post_and_json() {
         .unwrap();
     assert_eq!(errcode(&v), 41002, "a form body reads as no appid");
     let cases = [
-        (json!({"grant_type": "client_credential", "secret": SECRET}), 41002),
-        (json!({"grant_type": "client_credential", "appid": APPID}), 41004),
-        (json!({"grant_type": "x", "appid": APPID, "secret": SECRET}), 40002),
-        (json!({"grant_type": "client_credential", "appid": "wx0", "secret": SECRET}), 40013),
-        (json!({"grant_type": "client_credential", "appid": APPID, "secret": "no"}), 40125),
+        (
+            json!({"grant_type": "client_credential", "secret": SECRET}),
+            41002,
+        ),
+        (
+            json!({"grant_type": "client_credential", "appid": APPID}),
+            41004,
+        ),
+        (
+            json!({"grant_type": "x", "appid": APPID, "secret": SECRET}),
+            40002,
+        ),
+        (
+            json!({"grant_type": "client_credential", "appid": "wx0", "secret": SECRET}),
+            40013,
+        ),
+        (
+            json!({"grant_type": "client_credential", "appid": APPID, "secret": "no"}),
+            40125,
+        ),
     ];
     for (body, want) in cases {
         let v = sim.post("/cgi-bin/stable_token", body.clone()).await;

@@ -8,11 +8,19 @@ async fn each_classic_fetch_issues_a_new_token_and_the_previous_lives_300s_more(
     let t1 = sim.token().await;
     let t2 = sim.token().await;
     assert_ne!(t1, t2);
-    assert_eq!(sim.use_token(&t1).await, 0, "old token works during the grace");
+    assert_eq!(
+        sim.use_token(&t1).await,
+        0,
+        "old token works during the grace"
+    );
     sim.advance(299).await;
     assert_eq!(sim.use_token(&t1).await, 0);
     sim.advance(1).await;
-    assert_eq!(sim.use_token(&t1).await, 40001, "superseded token dies after 300 s");
+    assert_eq!(
+        sim.use_token(&t1).await,
+        40001,
+        "superseded token dies after 300 s"
+    );
     assert_eq!(sim.use_token(&t2).await, 0);
     assert_eq!(sim.stats(APPID).await["tokens_issued"]["classic"], 2);
 }
@@ -69,16 +77,25 @@ async fn the_access_token_check_is_the_same_on_every_api() {
         "/cgi-bin/ticket/getticket?type=jsapi&",
     ];
     for path in paths {
-        let cases = [("", 41001), ("access_token=&", 41001), ("access_token=garbage", 40014)];
+        let cases = [
+            ("", 41001),
+            ("access_token=&", 41001),
+            ("access_token=garbage", 40014),
+        ];
         for (q, want) in cases {
             let v = sim.get(&format!("{path}{q}")).await;
             assert_eq!(errcode(&v), want, "{path}{q}: {v}");
         }
     }
-    let v = sim.post("/cgi-bin/user/info/batchget", json!({"user_list": []})).await;
+    let v = sim
+        .post("/cgi-bin/user/info/batchget", json!({"user_list": []}))
+        .await;
     assert_eq!(errcode(&v), 41001);
     let v = sim
-        .post("/cgi-bin/openapi/quota/get?access_token=nope", json!({"cgi_path": "/cgi-bin/token"}))
+        .post(
+            "/cgi-bin/openapi/quota/get?access_token=nope",
+            json!({"cgi_path": "/cgi-bin/token"}),
+        )
         .await;
     assert_eq!(errcode(&v), 40014);
 }
@@ -88,11 +105,23 @@ async fn bad_token_requests_get_the_platforms_errcodes() {
     let sim = TestSim::start().await;
     let cases = [
         ("grant_type=client_credential&secret=x", 41002),
-        ("grant_type=client_credential&appid=wx1111111111111111", 41004),
-        ("grant_type=password&appid=wx1111111111111111&secret=x", 40002),
+        (
+            "grant_type=client_credential&appid=wx1111111111111111",
+            41004,
+        ),
+        (
+            "grant_type=password&appid=wx1111111111111111&secret=x",
+            40002,
+        ),
         ("appid=wx1111111111111111&secret=x", 40002),
-        ("grant_type=client_credential&appid=wx9999999999999999&secret=x", 40013),
-        ("grant_type=client_credential&appid=wx1111111111111111&secret=wrong", 40125),
+        (
+            "grant_type=client_credential&appid=wx9999999999999999&secret=x",
+            40013,
+        ),
+        (
+            "grant_type=client_credential&appid=wx1111111111111111&secret=wrong",
+            40125,
+        ),
     ];
     for (q, want) in cases {
         let v = sim.get(&format!("/cgi-bin/token?{q}")).await;
@@ -116,18 +145,24 @@ async fn bad_token_requests_get_the_platforms_errcodes() {
 #[tokio::test]
 async fn a_frozen_secret_is_40243() {
     let sim = TestSim::start().await;
-    sim.patch_account(APPID, json!({"secret_frozen": true})).await;
+    sim.patch_account(APPID, json!({"secret_frozen": true}))
+        .await;
     assert_eq!(errcode(&sim.classic(APPID, SECRET).await), 40243);
     assert_eq!(errcode(&sim.stable(APPID, SECRET, false).await), 40243);
-    sim.patch_account(APPID, json!({"secret_frozen": false})).await;
+    sim.patch_account(APPID, json!({"secret_frozen": false}))
+        .await;
     assert_eq!(errcode(&sim.classic(APPID, SECRET).await), 0);
 }
 
 #[tokio::test]
 async fn the_ip_whitelist_names_the_callers_ip_and_can_be_fixed_at_run_time() {
     let sim = TestSim::start().await;
-    sim.patch_account(APPID, json!({"ip_whitelist": ["10.1.2.3"]})).await;
-    for v in [sim.classic(APPID, SECRET).await, sim.stable(APPID, SECRET, false).await] {
+    sim.patch_account(APPID, json!({"ip_whitelist": ["10.1.2.3"]}))
+        .await;
+    for v in [
+        sim.classic(APPID, SECRET).await,
+        sim.stable(APPID, SECRET, false).await,
+    ] {
         assert_eq!(errcode(&v), 40164, "{v}");
         let msg = v["errmsg"].as_str().unwrap();
         assert!(
@@ -135,7 +170,8 @@ async fn the_ip_whitelist_names_the_callers_ip_and_can_be_fixed_at_run_time() {
             "{msg}"
         );
     }
-    sim.patch_account(APPID, json!({"ip_whitelist": ["10.1.2.3", "127.0.0.1"]})).await;
+    sim.patch_account(APPID, json!({"ip_whitelist": ["10.1.2.3", "127.0.0.1"]}))
+        .await;
     assert_eq!(errcode(&sim.classic(APPID, SECRET).await), 0);
     // The other account has no whitelist: no check.
     assert_eq!(errcode(&sim.classic(APPID2, SECRET2).await), 0);
@@ -151,7 +187,11 @@ async fn errmsg_ends_with_a_rid_whose_first_group_is_the_time() {
     assert_eq!(base, "invalid access_token");
     let groups: Vec<&str> = rid.split('-').collect();
     assert_eq!(groups.len(), 3);
-    assert!(groups.iter().all(|g| g.len() == 8 && g.chars().all(|c| c.is_ascii_hexdigit())));
+    assert!(
+        groups
+            .iter()
+            .all(|g| g.len() == 8 && g.chars().all(|c| c.is_ascii_hexdigit()))
+    );
     assert_eq!(groups[0], format!("{:08x}", now));
 }
 
@@ -161,7 +201,12 @@ async fn tickets_are_stable_for_7200s_and_independent_of_the_token() {
     let t = sim.token().await;
     let get = |t: String, ty: &'static str| {
         let sim = &sim;
-        async move { sim.get(&format!("/cgi-bin/ticket/getticket?access_token={t}&type={ty}")).await }
+        async move {
+            sim.get(&format!(
+                "/cgi-bin/ticket/getticket?access_token={t}&type={ty}"
+            ))
+            .await
+        }
     };
     let a = get(t.clone(), "jsapi").await;
     assert_eq!((errcode(&a), a["errmsg"].as_str()), (0, Some("ok")));
@@ -169,7 +214,10 @@ async fn tickets_are_stable_for_7200s_and_independent_of_the_token() {
     sim.advance(3600).await;
     let t2 = sim.token().await;
     let b = get(t2.clone(), "jsapi").await;
-    assert_eq!(a["ticket"], b["ticket"], "same ticket, token refresh does not change it");
+    assert_eq!(
+        a["ticket"], b["ticket"],
+        "same ticket, token refresh does not change it"
+    );
     assert_eq!(b["expires_in"], 7200, "always 7200, not the remaining time");
     let card = get(t2.clone(), "wx_card").await;
     assert_ne!(card["ticket"], a["ticket"]);

@@ -2,9 +2,13 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
+
+use crate::clock::SystemClock;
+use crate::config::Config;
 
 /// wxhub: one service that holds WeChat tokens, runs web authorization and
 /// relays pushes for every business server.
@@ -19,8 +23,52 @@ pub struct Cli {
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the hub.
+    Serve {
+        /// Configuration file (TOML); `WXHUB__SECTION__KEY` variables override it.
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Run the simulator and the hub together on loopback with a demo account.
+    Dev {
+        /// Hub address.
+        #[arg(long, default_value = "127.0.0.1:8780")]
+        listen: SocketAddr,
+        /// Simulator address.
+        #[arg(long, default_value = "127.0.0.1:9780")]
+        sim_listen: SocketAddr,
+    },
     /// Run the WeChat platform simulator.
     Sim(SimArgs),
+    /// Ask a running hub for an account's access token.
+    Token {
+        /// The AppID.
+        #[arg(long = "app", value_name = "APPID")]
+        app: String,
+        /// The hub's URL.
+        #[arg(long, default_value = "http://127.0.0.1:8780", env = "WXHUB_URL")]
+        hub: String,
+        /// Name of the environment variable holding the client key.
+        #[arg(long, default_value = "WXHUB_CLIENT_KEY")]
+        key_env: String,
+    },
+    /// Explain a WeChat errcode and what to do about it.
+    Explain {
+        /// The errcode, e.g. 40164.
+        code: i64,
+    },
+    /// Validate a configuration file.
+    Check {
+        /// Configuration file.
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        /// Also fetch a token once per account (stable mode: harmless; classic
+        /// mode: the previous token dies 300 s later).
+        #[arg(long)]
+        online: bool,
+    },
+    /// Generate a client key and the line for the configuration.
+    Key,
 }
 
 /// `wxhub sim`.
@@ -37,11 +85,57 @@ pub struct SimArgs {
 /// Runs a parsed command line to completion.
 ///
 /// # Errors
-/// Any start-up failure, with the step that failed.
+/// Any failure, with the flag or key it is about.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Serve { config } => serve(config).await,
+        Command::Dev { listen, sim_listen } => crate::dev::run(listen, sim_listen).await,
         Command::Sim(args) => sim(args).await,
+        Command::Token { app, hub, key_env } => token(&app, &hub, &key_env).await,
+        Command::Explain { code } => {
+            println!("{}", explain(code));
+            Ok(())
+        }
+        Command::Check { config, online } => check(config, online).await,
+        Command::Key => {
+            let key = crate::auth::new_key();
+            println!(
+                "client key (give it to the business server; it is not stored anywhere): {key}\n\n[[clients]]\nname = \"CHANGE-ME\"\nkey_sha256 = \"{}\"\napps = [\"*\"]",
+                hex::encode(crate::auth::hash_key(&key))
+            );
+            Ok(())
+        }
     }
+}
+
+fn load(path: &PathBuf) -> anyhow::Result<Config> {
+    Config::load(path).map_err(|e| anyhow::anyhow!("--config {}: {e}", path.display()))
+}
+
+async fn serve(path: PathBuf) -> anyhow::Result<()> {
+    let config = load(&path)?;
+    let app = crate::Application::build(config, Arc::new(SystemClock)).await?;
+    println!("listening on http://{}", app.addr());
+    app.run_until_stopped(shutdown_signal()).await
+}
+
+/// SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
 }
 
 async fn sim(args: SimArgs) -> anyhow::Result<()> {
@@ -49,17 +143,13 @@ async fn sim(args: SimArgs) -> anyhow::Result<()> {
         Some(path) => {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("--world: cannot read {}", path.display()))?;
-            wx_sim::World::from_toml_str(&text)
-                .with_context(|| format!("--world {}", path.display()))?
+            wx_sim::World::from_toml_str(&text).with_context(|| format!("--world {}", path.display()))?
         }
         None => {
             let w = wx_sim::World::demo();
             // The demo world's secrets are generated now and exist nowhere
             // else: print them, or nobody can use the simulator.
-            println!(
-                "# No --world given: a demo world, generated now.\n{}",
-                w.to_toml_string()
-            );
+            println!("# No --world given: a demo world, generated now.\n{}", w.to_toml_string());
             w
         }
     };
@@ -67,9 +157,80 @@ async fn sim(args: SimArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("--listen: cannot bind {}", args.listen))?;
     println!("wxsim listening on {}", running.base_url());
-    tokio::signal::ctrl_c()
-        .await
-        .context("waiting for Ctrl-C")?;
+    shutdown_signal().await;
     running.shutdown().await;
+    Ok(())
+}
+
+async fn token(app: &str, hub: &str, key_env: &str) -> anyhow::Result<()> {
+    let key = std::env::var(key_env).map_err(|_| anyhow::anyhow!("--key-env: set {key_env} to a client key"))?;
+    let url = format!("{}/v1/apps/{app}/access_token", hub.trim_end_matches('/'));
+    let resp = reqwest::Client::new()
+        .get(&url)
+        .bearer_auth(key)
+        .send()
+        .await
+        .map_err(|e| anyhow::anyhow!("--hub: cannot reach {hub}: {}", e.without_url()))?;
+    let status = resp.status();
+    let body: serde_json::Value = resp.json().await.context("the hub's answer is not JSON")?;
+    if !status.is_success() {
+        bail!(
+            "{status}: {}",
+            body["error"]["message"].as_str().unwrap_or("no message")
+        );
+    }
+    println!("{}", serde_json::to_string_pretty(&body)?);
+    Ok(())
+}
+
+/// The text `wxhub explain CODE` prints.
+pub fn explain(code: i64) -> String {
+    let c = wx_api::ErrCode::from_i64(code);
+    let action = match c.action() {
+        wx_api::Action::RefreshTokenAndRetryOnce => "refresh the token (report it to wxhub) and retry once".to_string(),
+        wx_api::Action::BackOff { .. } => "stop calling this API until the window ends; never retry in a loop".to_string(),
+        wx_api::Action::RetryWithBackoff => "retry with exponential backoff".to_string(),
+        wx_api::Action::FixConfiguration(part) => format!("fix the configuration: {part:?}"),
+        wx_api::Action::Reauthorize => "send the person through web authorization again".to_string(),
+        _ => "do not retry: fix the call or handle the condition".to_string(),
+    };
+    format!(
+        "{code}: {}\n{}\nWhat to do: {action}",
+        c.explain_en(),
+        c.explain_zh()
+    )
+}
+
+async fn check(path: PathBuf, online: bool) -> anyhow::Result<()> {
+    let config = load(&path)?;
+    println!(
+        "{}: valid: {} accounts, {} clients, store {:?}",
+        path.display(),
+        config.accounts.len(),
+        config.clients.len(),
+        config.store
+    );
+    if !online {
+        return Ok(());
+    }
+    let hosts = wx_api::Hosts::new(&config.upstream.api_base, &config.upstream.open_base)?;
+    let client = wx_api::Client::new(hosts)?;
+    let mut failed = 0;
+    for a in &config.accounts {
+        let r = match a.token_mode {
+            crate::config::TokenMode::Stable => client.fetch_stable_access_token(&a.appid, &a.secret, false).await,
+            crate::config::TokenMode::Classic => client.fetch_access_token(&a.appid, &a.secret).await,
+        };
+        match r {
+            Ok(t) => println!("{}: ok ({} mode, token valid {} s)", a.appid.as_str(), a.token_mode.as_str(), t.expires_in),
+            Err(e) => {
+                failed += 1;
+                println!("{}: FAILED: {e}", a.appid.as_str());
+            }
+        }
+    }
+    if failed > 0 {
+        bail!("{failed} account(s) cannot fetch a token");
+    }
     Ok(())
 }

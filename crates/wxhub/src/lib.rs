@@ -1,9 +1,31 @@
 //! wxhub: the central control server (中控服务器) for WeChat Official
-//! Accounts.
+//! Accounts. It alone holds each account's AppSecret, keeps the access token
+//! and tickets fresh, and serves them to business servers.
 //!
 //! # Layout
-//! - [`cli`]: the command line (`wxhub sim`, and the server commands as they land).
-//! - [`telemetry`]: logging set-up shared by the binary and the tests.
+//! - [`config`]: the TOML configuration with `WXHUB__*` overrides.
+//! - [`clock`]: injected time (the system's, or the simulator's virtual clock).
+//! - [`store`]: the embedded SQLite store.
+//! - [`credentials`]: tokens and tickets: refresh ahead of expiry,
+//!   single-flight fetches, compare-and-refresh, backoff.
+//! - [`app`]: building and running the server; [`router`] assembles routes;
+//!   `routes/*` are the handlers; [`auth`] checks client keys; [`error`] is
+//!   the API's error type; [`metrics`] the Prometheus registry.
+//! - [`cli`] and [`dev`]: the `wxhub` command line.
+//! - [`telemetry`]: logging set-up.
 
+pub mod app;
+pub mod auth;
 pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod credentials;
+pub mod dev;
+pub mod error;
+pub mod metrics;
+pub mod router;
+pub mod routes;
+pub mod store;
 pub mod telemetry;
+
+pub use app::{App, Application, RunningHub};

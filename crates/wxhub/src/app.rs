@@ -1,0 +1,192 @@
+//! Building the hub is separate from serving it: [`Application::build`]
+//! opens the store, loads credentials and binds the listener (port 0 works);
+//! [`Application::run_until_stopped`] serves and refreshes.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+
+use crate::clock::Clock;
+use crate::config::{ClientConfig, Config, StoreConfig};
+use crate::credentials::Credentials;
+use crate::metrics::Metrics;
+use crate::store::SqliteStore;
+
+/// Shared state of a running hub; handlers get it as `State<Arc<App>>`.
+#[derive(Debug)]
+pub struct App {
+    /// The configuration it was built from.
+    pub config: Config,
+    /// Every account's credentials.
+    pub creds: Arc<Credentials>,
+    /// Metrics registry.
+    pub metrics: Arc<Metrics>,
+    /// The clock every decision reads.
+    pub clock: Arc<dyn Clock>,
+    /// Upstream HTTP client for the proxy (no redirects).
+    pub http: reqwest::Client,
+}
+
+impl App {
+    /// The configured clients.
+    pub fn clients(&self) -> &[ClientConfig] {
+        &self.config.clients
+    }
+}
+
+/// A hub that is bound but not yet serving.
+#[derive(Debug)]
+pub struct Application {
+    listener: TcpListener,
+    app: Arc<App>,
+}
+
+impl Application {
+    /// Opens the store, loads stored credentials (fetching nothing) and binds
+    /// `config.listen`.
+    ///
+    /// # Errors
+    /// If the store cannot be opened or the address bound, with the step named.
+    pub async fn build(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Application> {
+        let store = match &config.store {
+            StoreConfig::Sqlite { path } => Arc::new(
+                SqliteStore::open(path).with_context(|| format!("store.path: cannot open {}", path.display()))?,
+            ),
+        };
+        let hosts = wx_api::Hosts::new(&config.upstream.api_base, &config.upstream.open_base)
+            .context("upstream: invalid base URL")?;
+        let http_config = wx_api::client::HttpConfig {
+            timeout: Duration::from_millis(config.upstream.timeout_ms),
+            ..Default::default()
+        };
+        let transport = wx_api::client::ReqwestClient::new(&http_config).context("building the upstream HTTP client")?;
+        let wx = wx_api::Client::with_http(hosts, Arc::new(transport));
+        let metrics = Arc::new(Metrics::default());
+        let creds = Credentials::new(
+            &config.accounts,
+            store,
+            clock.clone(),
+            wx,
+            metrics.clone(),
+            config.refresh.clone(),
+        );
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(Duration::from_millis(config.upstream.timeout_ms))
+            .build()
+            .context("building the proxy HTTP client")?;
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("listen: cannot bind {}", config.listen))?;
+        Ok(Application {
+            listener,
+            app: Arc::new(App {
+                config,
+                creds,
+                metrics,
+                clock,
+                http,
+            }),
+        })
+    }
+
+    /// The bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("bound listener has an address")
+    }
+
+    /// The shared state.
+    pub fn app(&self) -> &Arc<App> {
+        &self.app
+    }
+
+    /// Serves HTTP and runs the refresher until `shutdown` completes.
+    ///
+    /// # Errors
+    /// If serving fails.
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        let refresher = tokio::spawn(self.app.creds.clone().run_refresher(rx));
+        let router = crate::router::router(self.app.clone());
+        let served = axum::serve(
+            self.listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown)
+        .await;
+        let _ = tx.send(true);
+        let _ = refresher.await;
+        served.context("serving HTTP")
+    }
+
+    /// Serves in the background; the returned handle stops it when dropped.
+    pub fn spawn(self) -> RunningHub {
+        let addr = self.addr();
+        let app = self.app.clone();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let _ = self
+                .run_until_stopped(async {
+                    let _ = rx.await;
+                })
+                .await;
+        });
+        RunningHub {
+            addr,
+            app,
+            stop: Some(tx),
+            task: Some(task),
+        }
+    }
+}
+
+/// A hub serving in the background.
+#[derive(Debug)]
+pub struct RunningHub {
+    addr: SocketAddr,
+    app: Arc<App>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl RunningHub {
+    /// The bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://ADDR`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The shared state.
+    pub fn app(&self) -> &Arc<App> {
+        &self.app
+    }
+
+    /// Stops serving and waits for in-flight requests and the refresher.
+    pub async fn shutdown(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for RunningHub {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}

@@ -1,0 +1,580 @@
+//! Configuration: a TOML file, then `WXHUB__SECTION__KEY` environment
+//! overrides, then validation. Every error names the key it is about.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use wx_api::{AppId, AppSecret};
+
+/// A configuration that cannot be used, naming the key.
+#[derive(Debug, thiserror::Error)]
+#[error("{key}: {message}")]
+pub struct ConfigError {
+    /// Dotted key, e.g. `accounts[0].secret_env`.
+    pub key: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl ConfigError {
+    fn new(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+        ConfigError {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Which endpoint fetches an account's access token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenMode {
+    /// `POST /cgi-bin/stable_token`: shared safely with other systems.
+    #[default]
+    Stable,
+    /// `GET /cgi-bin/token`: every fetch kills the previous token 300 s later.
+    Classic,
+}
+
+impl TokenMode {
+    /// `stable` or `classic`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenMode::Stable => "stable",
+            TokenMode::Classic => "classic",
+        }
+    }
+}
+
+/// Ticket types kept fresh per account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TicketKind {
+    /// JS-SDK `jsapi_ticket`.
+    Jsapi,
+    /// Card API ticket.
+    WxCard,
+}
+
+impl TicketKind {
+    /// `jsapi` or `wx_card`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TicketKind::Jsapi => "jsapi",
+            TicketKind::WxCard => "wx_card",
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default = "default_listen")]
+    listen: SocketAddr,
+    admin_key_sha256: Option<String>,
+    #[serde(default)]
+    store: RawStore,
+    #[serde(default)]
+    upstream: Upstream,
+    #[serde(default)]
+    refresh: RefreshSettings,
+    #[serde(default)]
+    accounts: Vec<RawAccount>,
+    #[serde(default)]
+    clients: Vec<RawClient>,
+}
+
+fn default_listen() -> SocketAddr {
+    "127.0.0.1:8780".parse().expect("literal address")
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStore {
+    #[serde(default = "default_store_kind")]
+    kind: String,
+    #[serde(default = "default_store_path")]
+    path: PathBuf,
+}
+
+impl Default for RawStore {
+    fn default() -> Self {
+        RawStore {
+            kind: default_store_kind(),
+            path: default_store_path(),
+        }
+    }
+}
+
+fn default_store_kind() -> String {
+    "sqlite".into()
+}
+
+fn default_store_path() -> PathBuf {
+    PathBuf::from("./wxhub.db")
+}
+
+/// Where the platform is.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Upstream {
+    /// `https://api.weixin.qq.com`, or a simulator.
+    pub api_base: String,
+    /// `https://open.weixin.qq.com`, or a simulator.
+    pub open_base: String,
+    /// Total timeout of one upstream call, milliseconds.
+    pub timeout_ms: u64,
+}
+
+impl Default for Upstream {
+    fn default() -> Self {
+        Upstream {
+            api_base: "https://api.weixin.qq.com".into(),
+            open_base: "https://open.weixin.qq.com".into(),
+            timeout_ms: 10_000,
+        }
+    }
+}
+
+/// When and how tokens are refreshed (token-lifecycle.md).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RefreshSettings {
+    /// Classic mode refreshes this long before expiry (capped at half the lifetime).
+    pub classic_margin_secs: i64,
+    /// Stable mode refreshes when this much is left; must be under 300, where
+    /// the platform rotates.
+    pub stable_refresh_before_secs: i64,
+    /// Tickets are refetched this long after they expire at the latest, and
+    /// refreshes get up to this much random spread.
+    pub jitter_secs: i64,
+    /// Safety subtracted from the `expires_at` told to clients.
+    pub client_safety_secs: i64,
+    /// How often the refresher looks for due work, milliseconds.
+    pub tick_ms: u64,
+    /// How long a request with no valid token waits for a fetch, milliseconds.
+    pub wait_for_token_ms: u64,
+    /// First retry delay after an upstream failure, seconds.
+    pub backoff_initial_secs: i64,
+    /// Longest retry delay, seconds.
+    pub backoff_max_secs: i64,
+    /// Retry delay while an account is misconfigured (40013, 40125, 40164, ...).
+    pub config_error_retry_secs: i64,
+    /// Refreshes running at once across accounts.
+    pub max_concurrent: usize,
+}
+
+impl Default for RefreshSettings {
+    fn default() -> Self {
+        RefreshSettings {
+            classic_margin_secs: 1200,
+            stable_refresh_before_secs: 240,
+            jitter_secs: 30,
+            client_safety_secs: 30,
+            tick_ms: 1000,
+            wait_for_token_ms: 5000,
+            backoff_initial_secs: 2,
+            backoff_max_secs: 300,
+            config_error_retry_secs: 300,
+            max_concurrent: 16,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAccount {
+    appid: String,
+    secret: Option<String>,
+    secret_env: Option<String>,
+    secret_file: Option<PathBuf>,
+    #[serde(default)]
+    token_mode: TokenMode,
+    #[serde(default = "default_tickets")]
+    tickets: Vec<TicketKind>,
+    #[serde(default)]
+    jssdk_domains: Vec<String>,
+    #[serde(default)]
+    name: String,
+}
+
+fn default_tickets() -> Vec<TicketKind> {
+    vec![TicketKind::Jsapi]
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawClient {
+    name: String,
+    key_sha256: String,
+    #[serde(default)]
+    apps: Vec<String>,
+}
+
+/// One WeChat account served by this hub.
+#[derive(Debug, Clone)]
+pub struct AccountConfig {
+    /// The AppID.
+    pub appid: AppId,
+    /// The AppSecret, from the environment, a file or (discouraged) inline.
+    pub secret: AppSecret,
+    /// Display name on the status page.
+    pub name: String,
+    /// Stable (default) or classic.
+    pub token_mode: TokenMode,
+    /// Tickets kept fresh.
+    pub tickets: Vec<TicketKind>,
+    /// Hosts whose pages may get a JS-SDK signature.
+    pub jssdk_domains: Vec<String>,
+}
+
+/// A business server allowed to call the hub.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// Shown in logs and metrics instead of the key.
+    pub name: String,
+    /// SHA-256 of the client key.
+    pub key_sha256: [u8; 32],
+    /// AppIDs it may use; `*` for all.
+    pub apps: Vec<String>,
+}
+
+impl ClientConfig {
+    /// Whether this client may use `appid`.
+    pub fn may_use(&self, appid: &str) -> bool {
+        self.apps.iter().any(|a| a == "*" || a == appid)
+    }
+}
+
+/// Storage backend.
+#[derive(Debug, Clone)]
+pub enum StoreConfig {
+    /// An embedded SQLite file.
+    Sqlite {
+        /// Path of the database file.
+        path: PathBuf,
+    },
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// HTTP listen address.
+    pub listen: SocketAddr,
+    /// SHA-256 of the admin key, for `/` and `/v1/apps`.
+    pub admin_key_sha256: Option<[u8; 32]>,
+    /// Storage.
+    pub store: StoreConfig,
+    /// Platform hosts and timeouts.
+    pub upstream: Upstream,
+    /// Refresh policy.
+    pub refresh: RefreshSettings,
+    /// Accounts.
+    pub accounts: Vec<AccountConfig>,
+    /// Clients.
+    pub clients: Vec<ClientConfig>,
+}
+
+impl Config {
+    /// Reads `path`, applies `WXHUB__*` overrides from the process
+    /// environment, resolves secrets and validates.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the key (or the file).
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::new(path.display().to_string(), e.to_string()))?;
+        let env: Vec<(String, String)> = std::env::vars().collect();
+        Self::from_toml_with_env(&text, &env, &|k| std::env::var(k).ok())
+    }
+
+    /// Parses TOML text, applies overrides and validates. `env` holds the
+    /// `WXHUB__*` overrides; `lookup` resolves `secret_env` names.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the key.
+    pub fn from_toml_with_env(
+        text: &str,
+        env: &[(String, String)],
+        lookup: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let mut tree: toml::Value = toml::from_str(text).map_err(|e| {
+            ConfigError::new("config", e.message().to_string() + &span_hint(text, e.span()))
+        })?;
+        for (name, value) in env {
+            if let Some(rest) = name.strip_prefix("WXHUB__") {
+                apply_override(&mut tree, rest, value)?;
+            }
+        }
+        let raw: RawConfig = tree.try_into().map_err(|e: toml::de::Error| {
+            ConfigError::new("config", e.message().to_string())
+        })?;
+        validate(raw, lookup)
+    }
+}
+
+fn span_hint(text: &str, span: Option<std::ops::Range<usize>>) -> String {
+    span.map(|s| {
+        let line = text[..s.start.min(text.len())].lines().count().max(1);
+        format!(" (line {line})")
+    })
+    .unwrap_or_default()
+}
+
+/// `WXHUB__REFRESH__TICK_MS=50` sets `refresh.tick_ms`;
+/// `WXHUB__ACCOUNTS__0__SECRET_ENV=X` sets `accounts[0].secret_env`.
+fn apply_override(tree: &mut toml::Value, path: &str, value: &str) -> Result<(), ConfigError> {
+    let parts: Vec<String> = path.split("__").map(|p| p.to_ascii_lowercase()).collect();
+    let key = format!("WXHUB__{path}");
+    let mut node = tree;
+    for (i, part) in parts.iter().enumerate() {
+        let last = i + 1 == parts.len();
+        let parsed = parse_scalar(value);
+        node = match node {
+            toml::Value::Table(t) => {
+                if last {
+                    t.insert(part.clone(), parsed);
+                    return Ok(());
+                }
+                t.entry(part.clone())
+                    .or_insert_with(|| toml::Value::Table(Default::default()))
+            }
+            toml::Value::Array(a) => {
+                let idx: usize = part
+                    .parse()
+                    .map_err(|_| ConfigError::new(&key, format!("{part:?} is not an index")))?;
+                let len = a.len();
+                let slot = a.get_mut(idx).ok_or_else(|| {
+                    ConfigError::new(&key, format!("index {idx} out of range ({len} entries)"))
+                })?;
+                if last {
+                    *slot = parsed;
+                    return Ok(());
+                }
+                slot
+            }
+            _ => return Err(ConfigError::new(&key, "not a table or array in the config")),
+        };
+    }
+    Ok(())
+}
+
+fn parse_scalar(value: &str) -> toml::Value {
+    if let Ok(i) = value.parse::<i64>() {
+        return toml::Value::Integer(i);
+    }
+    if let Ok(b) = value.parse::<bool>() {
+        return toml::Value::Boolean(b);
+    }
+    if value.starts_with('[') {
+        if let Ok(toml::Value::Table(t)) = toml::from_str::<toml::Value>(&format!("v = {value}")) {
+            if let Some(v) = t.get("v") {
+                return v.clone();
+            }
+        }
+    }
+    toml::Value::String(value.to_string())
+}
+
+fn parse_sha256(key: &str, hex_str: &str) -> Result<[u8; 32], ConfigError> {
+    let bytes = hex::decode(hex_str.trim())
+        .map_err(|_| ConfigError::new(key, "must be 64 hex characters (SHA-256 of the key)"))?;
+    bytes
+        .try_into()
+        .map_err(|_| ConfigError::new(key, "must be 64 hex characters (SHA-256 of the key)"))
+}
+
+fn validate(raw: RawConfig, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+    let store = match raw.store.kind.as_str() {
+        "sqlite" => StoreConfig::Sqlite {
+            path: raw.store.path,
+        },
+        other => {
+            return Err(ConfigError::new(
+                "store.kind",
+                format!("{other:?} is not a store; use \"sqlite\""),
+            ));
+        }
+    };
+    for (key, url) in [
+        ("upstream.api_base", &raw.upstream.api_base),
+        ("upstream.open_base", &raw.upstream.open_base),
+    ] {
+        url::Url::parse(url).map_err(|e| ConfigError::new(key, e.to_string()))?;
+    }
+    let r = &raw.refresh;
+    if !(0..300).contains(&r.stable_refresh_before_secs) || r.stable_refresh_before_secs < 30 {
+        return Err(ConfigError::new(
+            "refresh.stable_refresh_before_secs",
+            "must be between 30 and 299: the platform rotates stable tokens only in their last 300 s",
+        ));
+    }
+    for (key, v) in [
+        ("refresh.classic_margin_secs", r.classic_margin_secs),
+        ("refresh.backoff_initial_secs", r.backoff_initial_secs),
+        ("refresh.backoff_max_secs", r.backoff_max_secs),
+        ("refresh.config_error_retry_secs", r.config_error_retry_secs),
+    ] {
+        if v <= 0 {
+            return Err(ConfigError::new(key, "must be positive"));
+        }
+    }
+    if r.tick_ms == 0 || r.max_concurrent == 0 {
+        return Err(ConfigError::new(
+            if r.tick_ms == 0 { "refresh.tick_ms" } else { "refresh.max_concurrent" },
+            "must be positive",
+        ));
+    }
+    let mut accounts = Vec::new();
+    let mut seen = BTreeMap::new();
+    for (i, a) in raw.accounts.into_iter().enumerate() {
+        let key = |f: &str| format!("accounts[{i}].{f}");
+        let appid = AppId::parse(a.appid.clone())
+            .map_err(|e| ConfigError::new(key("appid"), e.to_string()))?;
+        if seen.insert(a.appid.clone(), i).is_some() {
+            return Err(ConfigError::new(key("appid"), "duplicate appid"));
+        }
+        let sources = [a.secret.is_some(), a.secret_env.is_some(), a.secret_file.is_some()];
+        if sources.iter().filter(|s| **s).count() != 1 {
+            return Err(ConfigError::new(
+                key("secret_env"),
+                "give exactly one of secret_env, secret_file or secret",
+            ));
+        }
+        let secret = if let Some(name) = &a.secret_env {
+            lookup(name).filter(|s| !s.is_empty()).ok_or_else(|| {
+                ConfigError::new(key("secret_env"), format!("environment variable {name} is not set"))
+            })?
+        } else if let Some(path) = &a.secret_file {
+            std::fs::read_to_string(path)
+                .map(|s| s.trim().to_string())
+                .map_err(|e| ConfigError::new(key("secret_file"), format!("{}: {e}", path.display())))?
+        } else {
+            a.secret.clone().unwrap_or_default()
+        };
+        if secret.is_empty() {
+            return Err(ConfigError::new(key("secret"), "is empty"));
+        }
+        for (j, d) in a.jssdk_domains.iter().enumerate() {
+            if d.contains('/') || d.is_empty() {
+                return Err(ConfigError::new(
+                    format!("accounts[{i}].jssdk_domains[{j}]"),
+                    "a host name (optionally host:port), not a URL",
+                ));
+            }
+        }
+        accounts.push(AccountConfig {
+            name: if a.name.is_empty() { a.appid.clone() } else { a.name },
+            appid,
+            secret: AppSecret::new(secret),
+            token_mode: a.token_mode,
+            tickets: a.tickets,
+            jssdk_domains: a.jssdk_domains,
+        });
+    }
+    let mut clients = Vec::new();
+    for (i, c) in raw.clients.into_iter().enumerate() {
+        let key_sha256 = parse_sha256(&format!("clients[{i}].key_sha256"), &c.key_sha256)?;
+        if c.name.is_empty() {
+            return Err(ConfigError::new(format!("clients[{i}].name"), "must not be empty"));
+        }
+        for (j, app) in c.apps.iter().enumerate() {
+            if app != "*" && !seen.contains_key(app) {
+                return Err(ConfigError::new(
+                    format!("clients[{i}].apps[{j}]"),
+                    format!("{app} is not a configured account"),
+                ));
+            }
+        }
+        clients.push(ClientConfig {
+            name: c.name,
+            key_sha256,
+            apps: c.apps,
+        });
+    }
+    let admin_key_sha256 = raw
+        .admin_key_sha256
+        .as_deref()
+        .map(|h| parse_sha256("admin_key_sha256", h))
+        .transpose()?;
+    Ok(Config {
+        listen: raw.listen,
+        admin_key_sha256,
+        store,
+        upstream: raw.upstream,
+        refresh: raw.refresh,
+        accounts,
+        clients,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = r#"
+[[accounts]]
+appid = "wx1111111111111111"
+secret_env = "SECRET_A"
+
+[[clients]]
+name = "shop"
+key_sha256 = "0000000000000000000000000000000000000000000000000000000000000000"
+apps = ["wx1111111111111111"]
+"#;
+
+    fn load(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let lookup = |k: &str| {
+            (k == "SECRET_A").then(|| "the-secret".to_string())
+        };
+        Config::from_toml_with_env(text, &env, &lookup)
+    }
+
+    #[test]
+    fn a_valid_config_loads_with_defaults() {
+        let c = load(BASE, &[]).expect("valid");
+        assert_eq!(c.accounts[0].secret.expose_secret(), "the-secret");
+        assert_eq!(c.accounts[0].token_mode, TokenMode::Stable);
+        assert_eq!(c.refresh.classic_margin_secs, 1200);
+        assert!(matches!(c.store, StoreConfig::Sqlite { .. }));
+    }
+
+    #[test]
+    fn environment_overrides_reach_nested_keys_and_arrays() {
+        let c = load(
+            BASE,
+            &[
+                ("WXHUB__REFRESH__TICK_MS", "50"),
+                ("WXHUB__ACCOUNTS__0__TOKEN_MODE", "classic"),
+                ("WXHUB__STORE__PATH", "/tmp/x.db"),
+                ("WXHUB__LISTEN", "127.0.0.1:1"),
+            ],
+        )
+        .expect("valid");
+        assert_eq!(c.refresh.tick_ms, 50);
+        assert_eq!(c.accounts[0].token_mode, TokenMode::Classic);
+        assert_eq!(c.listen.port(), 1);
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let cases: Vec<(String, Vec<(&str, &str)>, &str)> = vec![
+            (BASE.replace("SECRET_A", "NOPE"), vec![], "accounts[0].secret_env"),
+            (BASE.replace("wx1111111111111111\"\nsecret", "bad id\"\nsecret"), vec![], "accounts[0].appid"),
+            (BASE.replace("0000000000000000000000000000000000000000000000000000000000000000", "xyz"), vec![], "clients[0].key_sha256"),
+            (BASE.replace("apps = [\"wx1111111111111111\"]", "apps = [\"wx2222222222222222\"]"), vec![], "clients[0].apps[0]"),
+            (format!("{BASE}\n[refresh]\nstable_refresh_before_secs = 400\n"), vec![], "refresh.stable_refresh_before_secs"),
+            (format!("[store]\nkind = \"mongo\"\n{BASE}"), vec![], "store.kind"),
+            (BASE.to_string(), vec![("WXHUB__ACCOUNTS__3__SECRET", "x")], "WXHUB__ACCOUNTS__3__SECRET"),
+            (format!("colour = 1\n{BASE}"), vec![], "colour"),
+        ];
+        for (text, env, key) in cases {
+            let err = load(&text, &env).expect_err(key).to_string();
+            assert!(err.contains(key), "{err} should name {key}");
+            assert!(!err.contains("the-secret"), "no secret in errors");
+        }
+    }
+}

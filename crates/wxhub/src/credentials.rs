@@ -1,0 +1,890 @@
+//! The heart of the hub: each account's access token and tickets, fetched
+//! ahead of expiry, persisted, served from memory, and refreshed at most once
+//! however many callers ask (token-lifecycle.md).
+//!
+//! Each credential lives in a [`Slot`]: its state behind a `std::sync::Mutex`
+//! (short sections, never held across `.await`) and a `tokio::sync::Mutex`
+//! that makes fetching single-flight. Whoever takes the fetch lock re-checks
+//! the state first, so callers that queued behind a fetch return its result
+//! instead of fetching again (the re-check WxJava #1293 was missing).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use tokio::sync::Semaphore;
+use wx_api::{Action, BackOffUntil, ConfigPart, WxError};
+
+use crate::clock::{Clock, beijing_day};
+use crate::config::{AccountConfig, RefreshSettings, TicketKind, TokenMode};
+use crate::metrics::Metrics;
+use crate::store::{SqliteStore, StoredCredential};
+
+wx_api::secret_type!(
+    /// A credential value (access token or ticket) held by the hub.
+    Secret
+);
+
+/// What a slot holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum CredKind {
+    /// The global access token.
+    AccessToken,
+    /// A ticket.
+    Ticket(TicketKind),
+}
+
+impl CredKind {
+    /// Label for metrics and the API: `access_token`, `jsapi_ticket`, `wx_card_ticket`.
+    pub fn label(self) -> &'static str {
+        match self {
+            CredKind::AccessToken => "access_token",
+            CredKind::Ticket(TicketKind::Jsapi) => "jsapi_ticket",
+            CredKind::Ticket(TicketKind::WxCard) => "wx_card_ticket",
+        }
+    }
+}
+
+/// A credential as the hub holds it.
+#[derive(Debug, Clone)]
+pub struct Cred {
+    /// The value.
+    pub value: Secret,
+    /// When the platform stops accepting it.
+    pub expires_at: i64,
+    /// When the hub fetched it.
+    pub fetched_at: i64,
+    /// When the hub first saw this value (tickets repeat, §7.1).
+    pub first_seen: i64,
+}
+
+/// A credential handed to a client.
+#[derive(Debug, Clone)]
+pub struct Served {
+    /// The value.
+    pub value: Secret,
+    /// Cache it until then, no longer.
+    pub expires_at: i64,
+    /// `expires_at - now`.
+    pub expires_in: i64,
+}
+
+/// How urgent an account's problem is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    /// Still serving a valid credential, but refreshing fails.
+    Degraded,
+    /// Cannot serve, or a human must fix the configuration.
+    Unhealthy,
+}
+
+/// Why an account needs attention.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Problem {
+    /// How bad.
+    pub severity: Severity,
+    /// What to do, in words; never a secret.
+    pub reason: String,
+    /// Since when (Unix seconds).
+    pub since: i64,
+}
+
+#[derive(Debug, Default)]
+struct SlotState {
+    current: Option<Cred>,
+    next_refresh_at: i64,
+    failures: u32,
+    blocked_until: i64,
+    problem: Option<Problem>,
+    last_refresh_at: Option<i64>,
+    in_flight: bool,
+}
+
+/// One credential of one account.
+#[derive(Debug)]
+pub struct Slot {
+    kind: CredKind,
+    state: Mutex<SlotState>,
+    fetch: tokio::sync::Mutex<()>,
+}
+
+impl Slot {
+    fn new(kind: CredKind) -> Slot {
+        Slot {
+            kind,
+            state: Mutex::new(SlotState::default()),
+            fetch: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, SlotState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// One account and its slots.
+#[derive(Debug)]
+pub struct Account {
+    /// Its configuration.
+    pub cfg: AccountConfig,
+    token: Slot,
+    tickets: BTreeMap<TicketKind, Slot>,
+}
+
+impl Account {
+    fn slot(&self, kind: CredKind) -> Option<&Slot> {
+        match kind {
+            CredKind::AccessToken => Some(&self.token),
+            CredKind::Ticket(t) => self.tickets.get(&t),
+        }
+    }
+
+    fn store_key(&self, kind: CredKind) -> String {
+        match kind {
+            CredKind::AccessToken => format!("access_token:{}", self.cfg.token_mode.as_str()),
+            CredKind::Ticket(t) => format!("ticket:{}", t.as_str()),
+        }
+    }
+}
+
+/// Why a credential cannot be served now.
+#[derive(Debug, thiserror::Error)]
+pub enum CredError {
+    /// No such account.
+    #[error("no account {0}")]
+    UnknownAccount(String),
+    /// The account does not keep this ticket.
+    #[error("account {appid} does not keep a {kind}; add it to accounts.tickets")]
+    NotKept {
+        /// The account.
+        appid: String,
+        /// The credential.
+        kind: &'static str,
+    },
+    /// No valid credential, and none could be fetched in time.
+    #[error("{reason}")]
+    Unavailable {
+        /// Why, in words.
+        reason: String,
+        /// When trying again makes sense, seconds.
+        retry_after: i64,
+    },
+}
+
+/// What started a refresh.
+#[derive(Debug, Clone)]
+enum Trigger {
+    /// The refresher found the slot due.
+    Scheduled,
+    /// A caller found no valid credential.
+    Missing,
+    /// A caller reports this value failed.
+    Invalidate(Secret),
+}
+
+/// Every account's credentials.
+pub struct Credentials {
+    accounts: BTreeMap<String, Arc<Account>>,
+    store: Arc<SqliteStore>,
+    clock: Arc<dyn Clock>,
+    wx: wx_api::Client,
+    metrics: Arc<Metrics>,
+    settings: RefreshSettings,
+    concurrency: Arc<Semaphore>,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("accounts", &self.accounts.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A snapshot of one slot for the status page and `/v1/apps`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SlotStatus {
+    /// `access_token`, `jsapi_ticket`, `wx_card_ticket`.
+    pub kind: &'static str,
+    /// Whether a valid value is held.
+    pub valid: bool,
+    /// Seconds since it was fetched.
+    pub age_secs: Option<i64>,
+    /// Seconds until it expires.
+    pub remaining_secs: Option<i64>,
+    /// Last successful refresh (Unix seconds).
+    pub last_refresh_at: Option<i64>,
+    /// Next planned refresh (Unix seconds).
+    pub next_refresh_at: i64,
+    /// Consecutive failures.
+    pub failures: u32,
+    /// What needs attention.
+    pub problem: Option<Problem>,
+}
+
+/// A snapshot of one account.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AccountStatus {
+    /// The AppID.
+    pub appid: String,
+    /// Display name.
+    pub name: String,
+    /// stable or classic.
+    pub token_mode: &'static str,
+    /// Token and tickets.
+    pub slots: Vec<SlotStatus>,
+    /// Upstream token fetches today (Beijing day).
+    pub fetches_today: i64,
+    /// Forced stable refreshes today (the platform allows 20).
+    pub forced_today: i64,
+    /// The worst problem of its slots.
+    pub problem: Option<Problem>,
+}
+
+const TOKEN_GRACE: i64 = 300;
+const FORCED_DAILY_LIMIT: i64 = 20;
+
+impl Credentials {
+    /// Loads stored credentials for every configured account. Nothing is
+    /// fetched here: a valid stored token is served as is.
+    pub fn new(
+        accounts: &[AccountConfig],
+        store: Arc<SqliteStore>,
+        clock: Arc<dyn Clock>,
+        wx: wx_api::Client,
+        metrics: Arc<Metrics>,
+        settings: RefreshSettings,
+    ) -> Arc<Credentials> {
+        let now = clock.now();
+        let concurrency = Arc::new(Semaphore::new(settings.max_concurrent));
+        let mut map = BTreeMap::new();
+        let creds = Credentials {
+            accounts: BTreeMap::new(),
+            store,
+            clock,
+            wx,
+            metrics,
+            settings,
+            concurrency,
+        };
+        for cfg in accounts {
+            let account = Account {
+                cfg: cfg.clone(),
+                token: Slot::new(CredKind::AccessToken),
+                tickets: cfg
+                    .tickets
+                    .iter()
+                    .map(|t| (*t, Slot::new(CredKind::Ticket(*t))))
+                    .collect(),
+            };
+            for slot in std::iter::once(&account.token).chain(account.tickets.values()) {
+                let key = account.store_key(slot.kind);
+                let stored = match creds.store.load(cfg.appid.as_str(), &key) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::warn!(account.appid = %cfg.appid.as_str(), error = %e, "cannot read stored credential; will fetch");
+                        None
+                    }
+                };
+                let mut st = slot.lock();
+                st.next_refresh_at = now;
+                if let Some(s) = stored.filter(|s| s.expires_at > now) {
+                    let cred = Cred {
+                        value: Secret::new(s.value),
+                        expires_at: s.expires_at,
+                        fetched_at: s.fetched_at,
+                        first_seen: s.first_seen,
+                    };
+                    st.next_refresh_at = creds.plan(cfg.token_mode, slot.kind, &cred);
+                    st.last_refresh_at = Some(s.fetched_at);
+                    st.current = Some(cred);
+                }
+            }
+            map.insert(cfg.appid.as_str().to_string(), Arc::new(account));
+        }
+        Arc::new(Credentials {
+            accounts: map,
+            ..creds
+        })
+    }
+
+    /// The configured accounts.
+    pub fn accounts(&self) -> impl Iterator<Item = &Arc<Account>> {
+        self.accounts.values()
+    }
+
+    /// One account.
+    pub fn account(&self, appid: &str) -> Option<&Arc<Account>> {
+        self.accounts.get(appid)
+    }
+
+    fn jitter(&self, max: i64) -> i64 {
+        if max <= 0 {
+            0
+        } else {
+            rand::thread_rng().gen_range(0..=max)
+        }
+    }
+
+    /// When to refresh a freshly fetched credential (token-lifecycle.md).
+    fn plan(&self, mode: TokenMode, kind: CredKind, cred: &Cred) -> i64 {
+        let s = &self.settings;
+        match (kind, mode) {
+            (CredKind::AccessToken, TokenMode::Classic) => {
+                let life = (cred.expires_at - cred.fetched_at).max(2);
+                // Never more than half the lifetime, so short-lived tokens
+                // cannot cause a refresh loop.
+                let margin = s.classic_margin_secs.min(life / 2);
+                cred.expires_at - margin - self.jitter(s.jitter_secs.min(margin / 2))
+            }
+            (CredKind::AccessToken, TokenMode::Stable) => {
+                // An earlier call returns the same token; the platform only
+                // rotates inside the last 300 s.
+                let room = (TOKEN_GRACE - 1 - s.stable_refresh_before_secs).max(0);
+                cred.expires_at - s.stable_refresh_before_secs - self.jitter(s.jitter_secs.min(room))
+            }
+            // The platform hands out a new ticket only once the old one has
+            // expired, so there is nothing to gain by asking earlier.
+            (CredKind::Ticket(_), _) => cred.expires_at + self.jitter(s.jitter_secs.min(5)),
+        }
+    }
+
+    /// The `expires_at` to tell clients: in classic mode the token dies 300 s
+    /// after the next refresh, so nobody may cache it past that.
+    fn serve_until(&self, mode: TokenMode, kind: CredKind, st: &SlotState, cred: &Cred, now: i64) -> i64 {
+        match (kind, mode) {
+            (CredKind::AccessToken, TokenMode::Classic) => cred
+                .expires_at
+                .min(st.next_refresh_at.max(now) + TOKEN_GRACE - self.settings.client_safety_secs),
+            _ => cred.expires_at,
+        }
+    }
+
+    fn served(&self, account: &Account, slot: &Slot) -> Option<Served> {
+        let now = self.clock.now();
+        let st = slot.lock();
+        let cred = st.current.as_ref().filter(|c| now < c.expires_at)?;
+        let expires_at = self.serve_until(account.cfg.token_mode, slot.kind, &st, cred, now);
+        Some(Served {
+            value: cred.value.clone(),
+            expires_at,
+            expires_in: (expires_at - now).max(0),
+        })
+    }
+
+    fn find(&self, appid: &str, kind: CredKind) -> Result<(Arc<Account>, CredKind), CredError> {
+        let account = self
+            .accounts
+            .get(appid)
+            .ok_or_else(|| CredError::UnknownAccount(appid.to_string()))?;
+        if account.slot(kind).is_none() {
+            return Err(CredError::NotKept {
+                appid: appid.to_string(),
+                kind: kind.label(),
+            });
+        }
+        Ok((account.clone(), kind))
+    }
+
+    /// A valid credential: from memory, or by waiting (bounded) for a fetch.
+    ///
+    /// # Errors
+    /// [`CredError`]; `Unavailable` carries the reason and a retry delay.
+    pub async fn get(self: &Arc<Self>, appid: &str, kind: CredKind) -> Result<Served, CredError> {
+        let (account, kind) = self.find(appid, kind)?;
+        let slot = account.slot(kind).expect("find checked the slot");
+        if let Some(s) = self.served(&account, slot) {
+            return Ok(s);
+        }
+        self.refresh_and_wait(account, kind, Trigger::Missing).await
+    }
+
+    /// Compare-and-refresh: refreshes only if `failed` is still the current
+    /// value, once however many callers report it. Returns what to use now.
+    ///
+    /// # Errors
+    /// As [`Credentials::get`].
+    pub async fn invalidate(
+        self: &Arc<Self>,
+        appid: &str,
+        kind: CredKind,
+        failed: &str,
+    ) -> Result<Served, CredError> {
+        let (account, kind) = self.find(appid, kind)?;
+        let slot = account.slot(kind).expect("find checked the slot");
+        let failed = Secret::new(failed);
+        let is_current = {
+            let st = slot.lock();
+            st.current.as_ref().is_some_and(|c| c.value.ct_eq(&failed))
+        };
+        if !is_current {
+            if let Some(s) = self.served(&account, slot) {
+                return Ok(s);
+            }
+            return self.refresh_and_wait(account, kind, Trigger::Missing).await;
+        }
+        self.refresh_and_wait(account, kind, Trigger::Invalidate(failed)).await
+    }
+
+    /// Runs the refresh in its own task, so a caller that gives up waiting
+    /// does not cancel an upstream call half-way.
+    async fn refresh_and_wait(
+        self: &Arc<Self>,
+        account: Arc<Account>,
+        kind: CredKind,
+        trigger: Trigger,
+    ) -> Result<Served, CredError> {
+        let this = self.clone();
+        let acc = account.clone();
+        let task = tokio::spawn(async move { this.refresh(&acc, kind, trigger).await });
+        let wait = Duration::from_millis(self.settings.wait_for_token_ms);
+        match tokio::time::timeout(wait, task).await {
+            Ok(Ok(Ok(()))) => {
+                let slot = account.slot(kind).expect("slot exists");
+                self.served(&account, slot).ok_or_else(|| CredError::Unavailable {
+                    reason: "the platform returned an already expired credential".into(),
+                    retry_after: 1,
+                })
+            }
+            Ok(Ok(Err(e))) => Err(e),
+            Ok(Err(join)) => Err(CredError::Unavailable {
+                reason: format!("refresh task failed: {join}"),
+                retry_after: 1,
+            }),
+            Err(_) => Err(CredError::Unavailable {
+                reason: format!(
+                    "no valid {} yet: a fetch from the WeChat platform is in flight",
+                    kind.label()
+                ),
+                retry_after: 1,
+            }),
+        }
+    }
+
+    /// Forced stable refreshes used today, from the store.
+    fn forced_today(&self, appid: &str) -> i64 {
+        let day = beijing_day(self.clock.now());
+        self.store.counter(appid, "forced", day).unwrap_or(0)
+    }
+
+    /// The single-flight refresh. `Ok(())` means the slot holds a valid
+    /// credential now (fetched or, after the re-check, already there).
+    async fn refresh(&self, account: &Account, kind: CredKind, trigger: Trigger) -> Result<(), CredError> {
+        let slot = account.slot(kind).expect("slot exists");
+        let _fetching = slot.fetch.lock().await;
+        let now = self.clock.now();
+        let appid = account.cfg.appid.as_str();
+        {
+            let st = slot.lock();
+            let valid = st.current.as_ref().is_some_and(|c| now < c.expires_at);
+            let skip = match &trigger {
+                Trigger::Scheduled => now < st.next_refresh_at && st.current.is_some(),
+                Trigger::Missing => valid,
+                Trigger::Invalidate(failed) => {
+                    valid && !st.current.as_ref().is_some_and(|c| c.value.ct_eq(failed))
+                }
+            };
+            if skip {
+                return Ok(());
+            }
+            if now < st.blocked_until {
+                let reason = st
+                    .problem
+                    .as_ref()
+                    .map(|p| p.reason.clone())
+                    .unwrap_or_else(|| "fetching is paused".into());
+                return Err(CredError::Unavailable {
+                    reason,
+                    retry_after: st.blocked_until - now,
+                });
+            }
+        }
+        let force = matches!(trigger, Trigger::Invalidate(_));
+        if let Trigger::Invalidate(failed) = &trigger {
+            if kind == CredKind::AccessToken {
+                let current_not_expired = slot
+                    .lock()
+                    .current
+                    .as_ref()
+                    .is_some_and(|c| c.value.ct_eq(failed) && now < c.expires_at);
+                if current_not_expired {
+                    self.metrics.inc("wxhub_foreign_refresh_total", &[("appid", appid)]);
+                    tracing::warn!(
+                        account.appid = %appid,
+                        "the platform rejected the current access token before its expiry: another system fetched or forced a token for this account. Point every system at wxhub, or use token_mode = \"stable\" everywhere"
+                    );
+                }
+            }
+        }
+        if force && kind == CredKind::AccessToken && account.cfg.token_mode == TokenMode::Stable {
+            let used = self.forced_today(appid);
+            if used >= FORCED_DAILY_LIMIT {
+                let reason = format!(
+                    "the {FORCED_DAILY_LIMIT} forced stable_token refreshes of today are used up; the token reported bad cannot be replaced before tomorrow (Beijing time). Find the system that forces refreshes for this account"
+                );
+                self.set_problem(slot, Severity::Degraded, reason.clone(), now);
+                return Err(CredError::Unavailable { reason, retry_after: 60 });
+            }
+        }
+        let started = Instant::now();
+        let result = match kind {
+            CredKind::AccessToken => self.fetch_token(account, force).await,
+            CredKind::Ticket(t) => self.fetch_ticket(account, t).await,
+        };
+        let endpoint = match kind {
+            CredKind::AccessToken if account.cfg.token_mode == TokenMode::Classic => "/cgi-bin/token",
+            CredKind::AccessToken => "/cgi-bin/stable_token",
+            CredKind::Ticket(_) => "/cgi-bin/ticket/getticket",
+        };
+        self.metrics.observe(
+            "wxhub_upstream_duration_seconds",
+            &[("endpoint", endpoint)],
+            started.elapsed().as_secs_f64(),
+        );
+        let now = self.clock.now();
+        let day = beijing_day(now);
+        match result {
+            Ok((value, expires_in)) => {
+                let value = Secret::new(value);
+                let mut st = slot.lock();
+                // A ticket keeps its first-seen time while the platform keeps
+                // returning it: its real lifetime counts from then (§7.1).
+                let first_seen = match (&st.current, kind) {
+                    (Some(c), CredKind::Ticket(_)) if c.value.ct_eq(&value) => c.first_seen,
+                    _ => now,
+                };
+                let expires_at = match kind {
+                    CredKind::Ticket(_) => first_seen + expires_in,
+                    CredKind::AccessToken => now + expires_in,
+                };
+                if expires_at <= now {
+                    drop(st);
+                    return Err(self.failed(
+                        account,
+                        slot,
+                        now,
+                        FailureClass::Transient,
+                        format!("the platform returned the same {} after its expiry", kind.label()),
+                    ));
+                }
+                let cred = Cred {
+                    value,
+                    expires_at,
+                    fetched_at: now,
+                    first_seen,
+                };
+                st.next_refresh_at = self.plan(account.cfg.token_mode, kind, &cred);
+                st.failures = 0;
+                st.blocked_until = 0;
+                st.problem = None;
+                st.last_refresh_at = Some(now);
+                let stored = StoredCredential {
+                    value: cred.value.expose_secret().to_string(),
+                    expires_at: cred.expires_at,
+                    fetched_at: cred.fetched_at,
+                    first_seen: cred.first_seen,
+                };
+                st.current = Some(cred);
+                drop(st);
+                if let Err(e) = self.store.save(appid, &account.store_key(kind), &stored) {
+                    tracing::error!(account.appid = %appid, error = %e, "cannot persist credential; a restart will fetch again");
+                }
+                let _ = self.store.bump(appid, &format!("fetches:{}", kind.label()), day);
+                if force && kind == CredKind::AccessToken && account.cfg.token_mode == TokenMode::Stable {
+                    let _ = self.store.bump(appid, "forced", day);
+                    self.metrics.inc("wxhub_forced_refresh_total", &[("appid", appid)]);
+                }
+                self.metrics.inc(
+                    "wxhub_refresh_total",
+                    &[("appid", appid), ("kind", kind.label()), ("result", "ok")],
+                );
+                self.metrics.set("wxhub_account_healthy", &[("appid", appid)], 1.0);
+                tracing::info!(account.appid = %appid, kind = kind.label(), expires_in, "refreshed");
+                Ok(())
+            }
+            Err(e) => {
+                let (class, reason) = classify(&e, now);
+                let result_label = match class {
+                    FailureClass::Transient => "upstream_error",
+                    FailureClass::Quota(_) => "quota",
+                    FailureClass::Config => "config_error",
+                };
+                self.metrics.inc(
+                    "wxhub_refresh_total",
+                    &[("appid", appid), ("kind", kind.label()), ("result", result_label)],
+                );
+                Err(self.failed(account, slot, now, class, reason))
+            }
+        }
+    }
+
+    fn set_problem(&self, slot: &Slot, severity: Severity, reason: String, now: i64) {
+        let mut st = slot.lock();
+        let since = st.problem.as_ref().map_or(now, |p| p.since);
+        st.problem = Some(Problem { severity, reason, since });
+    }
+
+    /// Records a failed fetch and schedules the next attempt: exponential
+    /// backoff with jitter for transient faults, the end of the window for
+    /// quotas, a slow retry for configuration errors. Never a hot loop.
+    fn failed(&self, account: &Account, slot: &Slot, now: i64, class: FailureClass, reason: String) -> CredError {
+        let appid = account.cfg.appid.as_str();
+        let s = &self.settings;
+        let mut st = slot.lock();
+        let valid = st.current.as_ref().is_some_and(|c| now < c.expires_at);
+        st.failures = st.failures.saturating_add(1);
+        let (next, severity) = match class {
+            FailureClass::Transient => {
+                let exp = s
+                    .backoff_initial_secs
+                    .saturating_mul(1i64 << st.failures.saturating_sub(1).min(20))
+                    .min(s.backoff_max_secs);
+                let spread = (exp / 5).max(0);
+                let delay = (exp - spread + self.jitter(2 * spread)).max(1);
+                (now + delay, if valid { Severity::Degraded } else { Severity::Unhealthy })
+            }
+            FailureClass::Quota(until) => {
+                st.blocked_until = until;
+                (until, if valid { Severity::Degraded } else { Severity::Unhealthy })
+            }
+            FailureClass::Config => (now + s.config_error_retry_secs, Severity::Unhealthy),
+        };
+        st.next_refresh_at = next;
+        let reason = if valid && severity == Severity::Degraded {
+            format!("{reason}; still serving the current {} until it expires", slot.kind.label())
+        } else {
+            reason
+        };
+        let changed = st.problem.as_ref().is_none_or(|p| p.reason != reason);
+        let since = st.problem.as_ref().map_or(now, |p| p.since);
+        st.problem = Some(Problem {
+            severity,
+            reason: reason.clone(),
+            since,
+        });
+        let retry_after = (next - now).max(1);
+        drop(st);
+        if severity == Severity::Unhealthy {
+            self.metrics.set("wxhub_account_healthy", &[("appid", appid)], 0.0);
+        }
+        // Logged when the reason changes, not on every retry.
+        if changed {
+            tracing::warn!(account.appid = %appid, kind = slot.kind.label(), retry_in_secs = retry_after, "{reason}");
+        }
+        CredError::Unavailable { reason, retry_after }
+    }
+
+    async fn fetch_token(&self, account: &Account, force: bool) -> Result<(String, i64), WxError> {
+        let cfg = &account.cfg;
+        let resp = match cfg.token_mode {
+            TokenMode::Classic => self.wx.fetch_access_token(&cfg.appid, &cfg.secret).await?,
+            TokenMode::Stable => {
+                self.wx
+                    .fetch_stable_access_token(&cfg.appid, &cfg.secret, force)
+                    .await?
+            }
+        };
+        Ok((resp.access_token.into_secret(), resp.expires_in as i64))
+    }
+
+    /// Fetches a ticket with the current token; a token error there is a
+    /// token problem: compare-and-refresh the token, then retry once.
+    async fn fetch_ticket(&self, account: &Account, kind: TicketKind) -> Result<(String, i64), WxError> {
+        let appid = account.cfg.appid.as_str();
+        let mut retried = false;
+        loop {
+            let token = self.token_for_ticket(account).await?;
+            let token = wx_api::AccessToken::new(token.value.expose_secret());
+            let result = match kind {
+                TicketKind::Jsapi => self
+                    .wx
+                    .jsapi_ticket(&token)
+                    .await
+                    .map(|r| (r.ticket.into_secret(), r.expires_in as i64)),
+                TicketKind::WxCard => self
+                    .wx
+                    .card_ticket(&token)
+                    .await
+                    .map(|r| (r.ticket.into_secret(), r.expires_in as i64)),
+            };
+            match result {
+                Err(e) if e.is_token_invalid() && !retried => {
+                    retried = true;
+                    tracing::info!(account.appid = %appid, "ticket fetch hit a token error; refreshing the token once");
+                    self.invalidate_token_inline(account, token.expose_secret()).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn token_for_ticket(&self, account: &Account) -> Result<Served, WxError> {
+        if let Some(s) = self.served(account, &account.token) {
+            return Ok(s);
+        }
+        match Box::pin(self.refresh(account, CredKind::AccessToken, Trigger::Missing)).await {
+            Ok(()) => self.served(account, &account.token).ok_or_else(|| WxError::InvalidInput {
+                reason: "no valid access token".into(),
+            }),
+            Err(e) => Err(WxError::InvalidInput {
+                reason: format!("no valid access token: {e}").into(),
+            }),
+        }
+    }
+
+    async fn invalidate_token_inline(&self, account: &Account, failed: &str) {
+        let _ = Box::pin(self.refresh(
+            account,
+            CredKind::AccessToken,
+            Trigger::Invalidate(Secret::new(failed)),
+        ))
+        .await;
+    }
+
+    /// Starts a refresh for every due slot, at most `max_concurrent` at once,
+    /// and returns the tasks. The refresher loop lets them run; tests await them.
+    pub fn start_due(self: &Arc<Self>) -> tokio::task::JoinSet<()> {
+        let now = self.clock.now();
+        let mut set = tokio::task::JoinSet::new();
+        for account in self.accounts.values() {
+            let kinds = std::iter::once(CredKind::AccessToken)
+                .chain(account.tickets.keys().map(|t| CredKind::Ticket(*t)));
+            for kind in kinds {
+                let slot = account.slot(kind).expect("slot exists");
+                {
+                    let mut st = slot.lock();
+                    if st.in_flight || now < st.next_refresh_at {
+                        continue;
+                    }
+                    st.in_flight = true;
+                }
+                let this = self.clone();
+                let account = account.clone();
+                set.spawn(async move {
+                    let _permit = this.concurrency.clone().acquire_owned().await;
+                    let _ = this.refresh(&account, kind, Trigger::Scheduled).await;
+                    account.slot(kind).expect("slot exists").lock().in_flight = false;
+                });
+            }
+        }
+        set
+    }
+
+    /// Runs every due refresh and waits for all of them.
+    pub async fn run_due(self: &Arc<Self>) {
+        self.start_due().join_all().await;
+    }
+
+    /// Updates the remaining-seconds gauges.
+    pub fn update_gauges(&self) {
+        let now = self.clock.now();
+        for account in self.accounts.values() {
+            for slot in std::iter::once(&account.token).chain(account.tickets.values()) {
+                let remaining = slot.lock().current.as_ref().map_or(0, |c| (c.expires_at - now).max(0));
+                self.metrics.set(
+                    "wxhub_token_seconds_remaining",
+                    &[("appid", account.cfg.appid.as_str()), ("kind", slot.kind.label())],
+                    remaining as f64,
+                );
+            }
+        }
+    }
+
+    /// The refresher: looks for due work every `tick_ms`.
+    pub async fn run_refresher(self: Arc<Self>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+        let mut tick = tokio::time::interval(Duration::from_millis(self.settings.tick_ms));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    self.start_due().detach_all();
+                    self.update_gauges();
+                }
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+
+    /// Every account's state.
+    pub fn status(&self) -> Vec<AccountStatus> {
+        let now = self.clock.now();
+        let day = beijing_day(now);
+        self.accounts
+            .values()
+            .map(|a| {
+                let appid = a.cfg.appid.as_str();
+                let slots: Vec<SlotStatus> = std::iter::once(&a.token)
+                    .chain(a.tickets.values())
+                    .map(|slot| {
+                        let st = slot.lock();
+                        let cur = st.current.as_ref();
+                        SlotStatus {
+                            kind: slot.kind.label(),
+                            valid: cur.is_some_and(|c| now < c.expires_at),
+                            age_secs: cur.map(|c| now - c.fetched_at),
+                            remaining_secs: cur.map(|c| (c.expires_at - now).max(0)),
+                            last_refresh_at: st.last_refresh_at,
+                            next_refresh_at: st.next_refresh_at,
+                            failures: st.failures,
+                            problem: st.problem.clone(),
+                        }
+                    })
+                    .collect();
+                let problem = slots
+                    .iter()
+                    .filter_map(|s| s.problem.clone())
+                    .max_by_key(|p| p.severity == Severity::Unhealthy);
+                AccountStatus {
+                    appid: appid.to_string(),
+                    name: a.cfg.name.clone(),
+                    token_mode: a.cfg.token_mode.as_str(),
+                    fetches_today: self.store.counter(appid, "fetches:access_token", day).unwrap_or(0),
+                    forced_today: self.store.counter(appid, "forced", day).unwrap_or(0),
+                    slots,
+                    problem,
+                }
+            })
+            .collect()
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum FailureClass {
+    Transient,
+    Quota(i64),
+    Config,
+}
+
+/// What a fetch error means for the schedule, and a reason a person can act on.
+fn classify(e: &WxError, now: i64) -> (FailureClass, String) {
+    match e.action() {
+        Action::BackOff { until } => {
+            let resume = until.resume_at(now.max(0) as u64) as i64;
+            let what = match until {
+                BackOffUntil::NextMinute => "the per-minute limit (45011) was hit; fetching resumes next minute".to_string(),
+                _ => format!(
+                    "the daily quota is used up (45009); fetching resumes at the next Beijing day (in {} s), or after clear_quota",
+                    resume - now
+                ),
+            };
+            (FailureClass::Quota(resume), what)
+        }
+        Action::FixConfiguration(part) => {
+            let what = match part {
+                ConfigPart::AppId => "the AppID is wrong (40013): check accounts.appid".to_string(),
+                ConfigPart::AppSecret => "the AppSecret is wrong (40125): check the account's secret; it changes when reset in the console".to_string(),
+                ConfigPart::IpWhitelist { ip: Some(ip) } => format!(
+                    "this server's egress IP {ip} is not in the account's API IP whitelist (40164): add {ip} in the WeChat console (开发 > 基本配置 > IP白名单)"
+                ),
+                ConfigPart::IpWhitelist { ip: None } => "this server's egress IP is not in the account's API IP whitelist (40164): add it in the WeChat console".to_string(),
+                ConfigPart::SecretFrozen => "the AppSecret is frozen (40243): an admin must unfreeze it in the WeChat console".to_string(),
+                ConfigPart::AdminConfirmation => "the platform wants an admin to approve calls from this IP (89503): approve it in the WeChat message sent to the admin".to_string(),
+                _ => format!("the account's configuration is wrong: {e}"),
+            };
+            (FailureClass::Config, what)
+        }
+        _ => (FailureClass::Transient, format!("upstream failure: {e}")),
+    }
+}

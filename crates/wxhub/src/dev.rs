@@ -1,0 +1,117 @@
+//! `wxhub dev`: the simulator and the hub together on loopback, with a demo
+//! account, a generated client key and a curl line that works.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use wx_api::{AppId, AppSecret};
+
+use crate::auth::{hash_key, new_key};
+use crate::clock::SimClock;
+use crate::config::{AccountConfig, ClientConfig, Config, RefreshSettings, StoreConfig, TicketKind, TokenMode, Upstream};
+
+/// A running dev environment.
+#[derive(Debug)]
+pub struct DevEnv {
+    /// The simulator.
+    pub sim: wx_sim::RunningSim,
+    /// The hub.
+    pub hub: crate::RunningHub,
+    /// The demo account.
+    pub appid: String,
+    /// The generated client key (shown once).
+    pub client_key: String,
+    /// The generated admin key (shown once).
+    pub admin_key: String,
+}
+
+/// Starts the simulator with the demo world and a hub configured for it. The
+/// hub reads the simulator's clock, so `POST /_sim/clock/advance` moves both.
+///
+/// # Errors
+/// If a port cannot be bound or the store cannot be opened.
+pub async fn start(hub_listen: SocketAddr, sim_listen: SocketAddr) -> anyhow::Result<DevEnv> {
+    let world = wx_sim::World::demo();
+    let demo = world
+        .accounts
+        .iter()
+        .find(|a| a.kind == wx_sim::world::AccountKind::Official)
+        .context("demo world has an official account")?
+        .clone();
+    let sim = wx_sim::Simulator::bind(world, sim_listen)
+        .await
+        .with_context(|| format!("--sim-listen: cannot bind {sim_listen}"))?;
+    let client_key = new_key();
+    let admin_key = new_key();
+    // A fresh store each time: the demo world (and so every token) is new.
+    let store = std::env::temp_dir().join(format!("wxhub-dev-{}.db", std::process::id()));
+    let _ = std::fs::remove_file(&store);
+    let config = Config {
+        listen: hub_listen,
+        admin_key_sha256: Some(hash_key(&admin_key)),
+        store: StoreConfig::Sqlite { path: store },
+        upstream: Upstream {
+            api_base: sim.base_url(),
+            open_base: sim.base_url(),
+            timeout_ms: 5000,
+        },
+        refresh: RefreshSettings::default(),
+        accounts: vec![AccountConfig {
+            appid: AppId::parse(demo.appid.clone()).context("demo appid")?,
+            secret: AppSecret::new(demo.secret.clone()),
+            name: demo.name.clone(),
+            token_mode: TokenMode::Stable,
+            tickets: vec![TicketKind::Jsapi],
+            jssdk_domains: vec!["127.0.0.1".into(), "localhost".into()],
+        }],
+        clients: vec![ClientConfig {
+            name: "dev".into(),
+            key_sha256: hash_key(&client_key),
+            apps: vec!["*".into()],
+        }],
+    };
+    let clock = Arc::new(SimClock(sim.sim().clone()));
+    let hub = crate::Application::build(config, clock).await?.spawn();
+    Ok(DevEnv {
+        sim,
+        hub,
+        appid: demo.appid,
+        client_key,
+        admin_key,
+    })
+}
+
+/// Runs `wxhub dev` until Ctrl-C.
+///
+/// # Errors
+/// As [`start`].
+pub async fn run(hub_listen: SocketAddr, sim_listen: SocketAddr) -> anyhow::Result<()> {
+    let env = start(hub_listen, sim_listen).await?;
+    let hub = env.hub.base_url();
+    let sim = env.sim.base_url();
+    let key = &env.client_key;
+    let appid = &env.appid;
+    let lines = [
+        "wxhub dev: the WeChat simulator and the hub, on loopback, with a demo account.".to_string(),
+        String::new(),
+        format!("  hub         {hub}  (status page {hub}/ with the admin key; /readyz, /metrics, /openapi.json)"),
+        format!("  simulator   {sim}  (control API under /_sim/, see docs/simulator.md)"),
+        format!("  account     {appid}"),
+        format!("  client key  {key}"),
+        format!("  admin key   {}", env.admin_key),
+        String::new(),
+        "Try:".to_string(),
+        format!("  curl -s -H 'Authorization: Bearer {key}' {hub}/v1/apps/{appid}/access_token"),
+        format!("  curl -s -H 'Authorization: Bearer {key}' {hub}/v1/apps/{appid}/proxy/cgi-bin/user/get"),
+        format!("  curl -s -X POST {sim}/_sim/clock/advance -H 'content-type: application/json' -d '{{\"seconds\":7000}}'"),
+        String::new(),
+        format!("listening on {hub}"),
+        "Press Ctrl-C to stop.".to_string(),
+    ];
+    println!("{}", lines.join("\n"));
+    tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
+    env.hub.shutdown().await;
+    env.sim.shutdown().await;
+    Ok(())
+}

@@ -1,0 +1,155 @@
+//! Prometheus metrics in the text exposition format.
+//!
+//! Labels are appids, kinds, results, routes and client *names*: never a
+//! key, token or secret. A small hand-rolled registry keeps the dependency
+//! count down; the hot path is one mutex-protected map update.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::Mutex;
+
+type Labels = Vec<(&'static str, String)>;
+
+#[derive(Default)]
+struct Inner {
+    counters: BTreeMap<(&'static str, Labels), u64>,
+    gauges: BTreeMap<(&'static str, Labels), f64>,
+    histograms: BTreeMap<(&'static str, Labels), Histogram>,
+}
+
+#[derive(Default, Clone)]
+struct Histogram {
+    buckets: [u64; BUCKETS.len()],
+    sum: f64,
+    count: u64,
+}
+
+const BUCKETS: [f64; 10] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
+
+/// The registry.
+#[derive(Default)]
+pub struct Metrics {
+    inner: Mutex<Inner>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+const HELP: &[(&str, &str, &str)] = &[
+    ("wxhub_token_seconds_remaining", "gauge", "Seconds until the current credential expires."),
+    ("wxhub_refresh_total", "counter", "Credential refreshes by result."),
+    ("wxhub_upstream_duration_seconds", "histogram", "Latency of calls to the WeChat platform."),
+    ("wxhub_foreign_refresh_total", "counter", "Tokens killed by another system fetching for the same account."),
+    ("wxhub_forced_refresh_total", "counter", "Forced stable_token refreshes."),
+    ("wxhub_http_requests_total", "counter", "HTTP requests by client name, route and status."),
+    ("wxhub_proxy_retries_total", "counter", "Proxied calls retried once after a token error."),
+    ("wxhub_account_healthy", "gauge", "1 when the account can get credentials, 0 when it needs attention."),
+];
+
+impl Metrics {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Adds one to a counter.
+    pub fn inc(&self, name: &'static str, labels: &[(&'static str, &str)]) {
+        let key = (name, own(labels));
+        *self.lock().counters.entry(key).or_default() += 1;
+    }
+
+    /// Sets a gauge.
+    pub fn set(&self, name: &'static str, labels: &[(&'static str, &str)], value: f64) {
+        self.lock().gauges.insert((name, own(labels)), value);
+    }
+
+    /// Records one observation in seconds.
+    pub fn observe(&self, name: &'static str, labels: &[(&'static str, &str)], seconds: f64) {
+        let mut inner = self.lock();
+        let h = inner.histograms.entry((name, own(labels))).or_default();
+        for (i, b) in BUCKETS.iter().enumerate() {
+            if seconds <= *b {
+                h.buckets[i] += 1;
+            }
+        }
+        h.sum += seconds;
+        h.count += 1;
+    }
+
+    /// A counter's value (for tests and the status page).
+    pub fn counter(&self, name: &'static str, labels: &[(&'static str, &str)]) -> u64 {
+        self.lock().counters.get(&(name, own(labels))).copied().unwrap_or(0)
+    }
+
+    /// The exposition text.
+    pub fn render(&self) -> String {
+        let inner = self.lock();
+        let mut out = String::new();
+        for (name, kind, help) in HELP {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for ((n, labels), v) in &inner.counters {
+                if n == name {
+                    let _ = writeln!(out, "{name}{} {v}", fmt_labels(labels, None));
+                }
+            }
+            for ((n, labels), v) in &inner.gauges {
+                if n == name {
+                    let _ = writeln!(out, "{name}{} {v}", fmt_labels(labels, None));
+                }
+            }
+            for ((n, labels), h) in &inner.histograms {
+                if n == name {
+                    for (i, b) in BUCKETS.iter().enumerate() {
+                        let le = b.to_string();
+                        let _ = writeln!(out, "{name}_bucket{} {}", fmt_labels(labels, Some(&le)), h.buckets[i]);
+                    }
+                    let _ = writeln!(out, "{name}_bucket{} {}", fmt_labels(labels, Some("+Inf")), h.count);
+                    let _ = writeln!(out, "{name}_sum{} {}", fmt_labels(labels, None), h.sum);
+                    let _ = writeln!(out, "{name}_count{} {}", fmt_labels(labels, None), h.count);
+                }
+            }
+        }
+        out
+    }
+}
+
+fn own(labels: &[(&'static str, &str)]) -> Labels {
+    labels.iter().map(|(k, v)| (*k, v.to_string())).collect()
+}
+
+fn fmt_labels(labels: &Labels, le: Option<&str>) -> String {
+    let mut parts: Vec<String> = labels
+        .iter()
+        .map(|(k, v)| format!("{k}=\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")))
+        .collect();
+    if let Some(le) = le {
+        parts.push(format!("le=\"{le}\""));
+    }
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!("{{{}}}", parts.join(","))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counters_gauges_and_histograms() {
+        let m = Metrics::default();
+        m.inc("wxhub_refresh_total", &[("appid", "wx1"), ("result", "ok")]);
+        m.inc("wxhub_refresh_total", &[("appid", "wx1"), ("result", "ok")]);
+        m.set("wxhub_token_seconds_remaining", &[("appid", "wx1"), ("kind", "access_token")], 42.0);
+        m.observe("wxhub_upstream_duration_seconds", &[("endpoint", "/cgi-bin/token")], 0.02);
+        let text = m.render();
+        assert!(text.contains("wxhub_refresh_total{appid=\"wx1\",result=\"ok\"} 2"), "{text}");
+        assert!(text.contains("wxhub_token_seconds_remaining{appid=\"wx1\",kind=\"access_token\"} 42"));
+        assert!(text.contains("wxhub_upstream_duration_seconds_bucket{endpoint=\"/cgi-bin/token\",le=\"0.025\"} 1"));
+        assert!(text.contains("wxhub_upstream_duration_seconds_count{endpoint=\"/cgi-bin/token\"} 1"));
+        assert_eq!(m.counter("wxhub_refresh_total", &[("appid", "wx1"), ("result", "ok")]), 2);
+    }
+}

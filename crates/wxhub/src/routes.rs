@@ -1,0 +1,14 @@
+//! HTTP handlers, one module per area.
+
+pub mod admin;
+pub mod health;
+pub mod openapi;
+pub mod proxy;
+pub mod tokens;
+
+use crate::error::ApiError;
+
+/// 404 for unknown paths, in the API's error format.
+pub async fn not_found() -> ApiError {
+    ApiError::not_found("no such route; see /openapi.json")
+}

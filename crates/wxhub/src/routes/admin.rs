@@ -1,0 +1,72 @@
+//! For people: the status page and the account list (admin key).
+
+use std::fmt::Write;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::State;
+use axum::response::Html;
+use serde_json::{Value, json};
+
+use crate::app::App;
+use crate::auth::Admin;
+
+/// `GET /v1/apps`: every account's state.
+pub async fn list_apps(State(app): State<Arc<App>>, _: Admin) -> Json<Value> {
+    Json(json!({"now": app.clock.now(), "apps": app.creds.status()}))
+}
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+}
+
+fn dur(secs: i64) -> String {
+    if secs >= 3600 {
+        format!("{}h{:02}m", secs / 3600, (secs % 3600) / 60)
+    } else if secs >= 60 {
+        format!("{}m{:02}s", secs / 60, secs % 60)
+    } else {
+        format!("{secs}s")
+    }
+}
+
+/// `GET /`: one row per account: token age and time left, the last refresh,
+/// the last error, today's fetches.
+pub async fn status_page(State(app): State<Arc<App>>, _: Admin) -> Html<String> {
+    let now = app.clock.now();
+    let mut rows = String::new();
+    for a in app.creds.status() {
+        for s in &a.slots {
+            let _ = write!(
+                rows,
+                "<tr class=\"{}\"><td>{}<br><small>{}</small></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                match a.problem.as_ref().map(|p| p.severity) {
+                    Some(crate::credentials::Severity::Unhealthy) => "bad",
+                    Some(_) => "warn",
+                    None => "ok",
+                },
+                esc(&a.appid),
+                esc(&a.name),
+                a.token_mode,
+                s.kind,
+                s.age_secs.map(dur).unwrap_or_else(|| "-".into()),
+                s.remaining_secs.map(dur).unwrap_or_else(|| "-".into()),
+                s.last_refresh_at.map(|t| format!("{} ago", dur(now - t))).unwrap_or_else(|| "never".into()),
+                s.problem.as_ref().map(|p| esc(&p.reason)).unwrap_or_default(),
+                if s.kind == "access_token" {
+                    format!("{} (forced {}/20)", a.fetches_today, a.forced_today)
+                } else {
+                    String::new()
+                },
+            );
+        }
+    }
+    Html(format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>wxhub</title><style>\
+body{{font-family:sans-serif;margin:24px}}table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}}\
+tr.bad td{{background:#fdd}}tr.warn td{{background:#ffd}}</style></head><body><h1>wxhub</h1>\
+<p>{} accounts. <a href=\"/readyz\">/readyz</a> · <a href=\"/metrics\">/metrics</a> · <a href=\"/openapi.json\">/openapi.json</a></p>\
+<table><tr><th>account</th><th>mode</th><th>credential</th><th>age</th><th>time left</th><th>last refresh</th><th>last error</th><th>fetches today</th></tr>{rows}</table></body></html>",
+        app.creds.accounts().count()
+    ))
+}

@@ -1,0 +1,47 @@
+//! Liveness, readiness and metrics.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::app::App;
+use crate::credentials::Severity;
+
+/// `GET /healthz`: the process is up.
+pub async fn healthz() -> &'static str {
+    "ok"
+}
+
+/// `GET /readyz`: 200 when every account can serve, 503 naming each account
+/// that needs attention and why (a wrong secret, the IP to whitelist, a
+/// quota). Degraded accounts are listed but do not make the hub unready.
+pub async fn readyz(State(app): State<Arc<App>>) -> Response {
+    let status = app.creds.status();
+    let problems: Vec<_> = status
+        .iter()
+        .filter_map(|a| {
+            a.problem.as_ref().map(|p| {
+                json!({"appid": a.appid, "severity": p.severity, "reason": p.reason, "since": p.since})
+            })
+        })
+        .collect();
+    let ready = status
+        .iter()
+        .all(|a| a.problem.as_ref().is_none_or(|p| p.severity != Severity::Unhealthy));
+    let code = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (code, Json(json!({"ready": ready, "accounts": status.len(), "problems": problems}))).into_response()
+}
+
+/// `GET /metrics`.
+pub async fn metrics(State(app): State<Arc<App>>) -> Response {
+    app.creds.update_gauges();
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        app.metrics.render(),
+    )
+        .into_response()
+}

@@ -1,0 +1,167 @@
+//! Tokens, tickets and the JS-SDK signature.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, State};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::app::App;
+use crate::auth::AuthedClient;
+use crate::config::TicketKind;
+use crate::credentials::{CredKind, Served};
+use crate::error::ApiError;
+
+/// Resolves the account and the client's right to it: 404, then 403.
+pub(crate) fn authorize(app: &App, client: &AuthedClient, appid: &str) -> Result<(), ApiError> {
+    if app.creds.account(appid).is_none() {
+        return Err(ApiError::not_found(format!("no account {appid} in this hub")));
+    }
+    client.check(appid)
+}
+
+fn body(kind: CredKind, s: Served) -> Json<Value> {
+    Json(json!({
+        kind.label(): s.value.expose_secret(),
+        "expires_at": s.expires_at,
+        "expires_in": s.expires_in,
+    }))
+}
+
+async fn get_cred(app: Arc<App>, client: AuthedClient, appid: String, kind: CredKind) -> Result<Json<Value>, ApiError> {
+    authorize(&app, &client, &appid)?;
+    let served = app.creds.get(&appid, kind).await?;
+    Ok(body(kind, served))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InvalidateBody {
+    access_token: Option<String>,
+    ticket: Option<String>,
+}
+
+async fn invalidate_cred(
+    app: Arc<App>,
+    client: AuthedClient,
+    appid: String,
+    kind: CredKind,
+    req: Result<Json<InvalidateBody>, JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&app, &client, &appid)?;
+    let Json(req) = req?;
+    let (field, failed) = match kind {
+        CredKind::AccessToken => ("access_token", req.access_token),
+        CredKind::Ticket(_) => ("ticket", req.ticket),
+    };
+    let failed = failed
+        .filter(|f| !f.is_empty())
+        .ok_or_else(|| ApiError::bad_request(format!("{field}: required: the value that failed")))?;
+    let served = app.creds.invalidate(&appid, kind, &failed).await?;
+    Ok(body(kind, served))
+}
+
+/// `GET /v1/apps/{appid}/access_token`.
+pub async fn get_access_token(
+    State(app): State<Arc<App>>,
+    client: AuthedClient,
+    Path(appid): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    get_cred(app, client, appid, CredKind::AccessToken).await
+}
+
+/// `POST /v1/apps/{appid}/access_token/invalidate`.
+pub async fn invalidate_access_token(
+    State(app): State<Arc<App>>,
+    client: AuthedClient,
+    Path(appid): Path<String>,
+    req: Result<Json<InvalidateBody>, JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    invalidate_cred(app, client, appid, CredKind::AccessToken, req).await
+}
+
+/// `GET /v1/apps/{appid}/jsapi_ticket`.
+pub async fn get_jsapi_ticket(
+    State(app): State<Arc<App>>,
+    client: AuthedClient,
+    Path(appid): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    get_cred(app, client, appid, CredKind::Ticket(TicketKind::Jsapi)).await
+}
+
+/// `POST /v1/apps/{appid}/jsapi_ticket/invalidate`.
+pub async fn invalidate_jsapi_ticket(
+    State(app): State<Arc<App>>,
+    client: AuthedClient,
+    Path(appid): Path<String>,
+    req: Result<Json<InvalidateBody>, JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    invalidate_cred(app, client, appid, CredKind::Ticket(TicketKind::Jsapi), req).await
+}
+
+/// `GET /v1/apps/{appid}/wx_card_ticket`.
+pub async fn get_card_ticket(
+    State(app): State<Arc<App>>,
+    client: AuthedClient,
+    Path(appid): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    get_cred(app, client, appid, CredKind::Ticket(TicketKind::WxCard)).await
+}
+
+/// `POST /v1/apps/{appid}/wx_card_ticket/invalidate`.
+pub async fn invalidate_card_ticket(
+    State(app): State<Arc<App>>,
+    client: AuthedClient,
+    Path(appid): Path<String>,
+    req: Result<Json<InvalidateBody>, JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    invalidate_cred(app, client, appid, CredKind::Ticket(TicketKind::WxCard), req).await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JsSdkBody {
+    url: String,
+}
+
+/// Host (or host:port) must be one of the account's JS-SDK domains.
+fn domain_allowed(domains: &[String], url: &url::Url) -> bool {
+    let Some(host) = url.host_str() else {
+        return false;
+    };
+    let with_port = url.port().map(|p| format!("{host}:{p}"));
+    domains
+        .iter()
+        .any(|d| d.eq_ignore_ascii_case(host) || with_port.as_deref().is_some_and(|hp| d.eq_ignore_ascii_case(hp)))
+}
+
+/// `POST /v1/apps/{appid}/jssdk/config` → `{appId, timestamp, nonceStr, signature}`.
+pub async fn jssdk_config(
+    State(app): State<Arc<App>>,
+    client: AuthedClient,
+    Path(appid): Path<String>,
+    req: Result<Json<JsSdkBody>, JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&app, &client, &appid)?;
+    let Json(req) = req?;
+    let page = wx_api::jssdk::signing_url(&req.url);
+    let parsed = url::Url::parse(page).map_err(|_| ApiError::bad_request("url: not an absolute URL"))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(ApiError::bad_request("url: must be http or https"));
+    }
+    let account = app.creds.account(&appid).expect("authorize checked the account");
+    if !domain_allowed(&account.cfg.jssdk_domains, &parsed) {
+        return Err(ApiError::forbidden(format!(
+            "url: {} is not one of the account's JS-SDK domains (accounts.jssdk_domains)",
+            parsed.host_str().unwrap_or("")
+        )));
+    }
+    let ticket = app.creds.get(&appid, CredKind::Ticket(TicketKind::Jsapi)).await?;
+    let ticket = wx_api::secret::JsapiTicket::new(ticket.value.expose_secret());
+    let now = app.clock.now().max(0) as u64;
+    let cfg = wx_api::jssdk::JsSdkConfig::new(account.cfg.appid.clone(), &ticket, &req.url, now)
+        .map_err(|e| ApiError::bad_request(format!("url: {e}")))?;
+    Ok(Json(serde_json::to_value(cfg).unwrap_or(Value::Null)))
+}

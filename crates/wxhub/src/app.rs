@@ -54,7 +54,8 @@ impl Application {
     pub async fn build(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Application> {
         let store = match &config.store {
             StoreConfig::Sqlite { path } => Arc::new(
-                SqliteStore::open(path).with_context(|| format!("store.path: cannot open {}", path.display()))?,
+                SqliteStore::open(path)
+                    .with_context(|| format!("store.path: cannot open {}", path.display()))?,
             ),
         };
         let hosts = wx_api::Hosts::new(&config.upstream.api_base, &config.upstream.open_base)
@@ -63,7 +64,8 @@ impl Application {
             timeout: Duration::from_millis(config.upstream.timeout_ms),
             ..Default::default()
         };
-        let transport = wx_api::client::ReqwestClient::new(&http_config).context("building the upstream HTTP client")?;
+        let transport = wx_api::client::ReqwestClient::new(&http_config)
+            .context("building the upstream HTTP client")?;
         let wx = wx_api::Client::with_http(hosts, Arc::new(transport));
         let metrics = Arc::new(Metrics::default());
         let creds = Credentials::new(
@@ -96,7 +98,9 @@ impl Application {
 
     /// The bound address.
     pub fn addr(&self) -> SocketAddr {
-        self.listener.local_addr().expect("bound listener has an address")
+        self.listener
+            .local_addr()
+            .expect("bound listener has an address")
     }
 
     /// The shared state.
@@ -108,7 +112,10 @@ impl Application {
     ///
     /// # Errors
     /// If serving fails.
-    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
         let (tx, rx) = tokio::sync::watch::channel(false);
         let refresher = tokio::spawn(self.app.creds.clone().run_refresher(rx));
         let router = crate::router::router(self.app.clone());

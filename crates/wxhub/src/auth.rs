@@ -58,17 +58,27 @@ pub fn new_key() -> String {
     use rand::Rng;
     const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let mut rng = rand::rngs::OsRng;
-    let body: String = (0..43).map(|_| A[rng.gen_range(0..A.len())] as char).collect();
+    let body: String = (0..43)
+        .map(|_| A[rng.gen_range(0..A.len())] as char)
+        .collect();
     format!("{KEY_PREFIX}{body}")
 }
 
 /// Identifies the caller. Every configured hash is compared, so timing does
 /// not tell which client (if any) a key belongs to.
-pub fn identify(header: Option<&str>, clients: &[ClientConfig], admin: Option<&[u8; 32]>) -> Caller {
+pub fn identify(
+    header: Option<&str>,
+    clients: &[ClientConfig],
+    admin: Option<&[u8; 32]>,
+) -> Caller {
     let Some(h) = header else {
         return Caller::Anonymous;
     };
-    let Some(key) = h.strip_prefix("Bearer ").map(str::trim).filter(|k| !k.is_empty()) else {
+    let Some(key) = h
+        .strip_prefix("Bearer ")
+        .map(str::trim)
+        .filter(|k| !k.is_empty())
+    else {
         return Caller::Unknown;
     };
     let digest = hash_key(key);
@@ -153,10 +163,21 @@ mod tests {
         }];
         let admin = hash_key("admin-key");
         let bearer = format!("Bearer {key}");
-        assert!(matches!(identify(Some(&bearer), &clients, Some(&admin)), Caller::Client(c) if c.name == "shop"));
-        assert!(matches!(identify(Some("Bearer admin-key"), &clients, Some(&admin)), Caller::Admin));
-        assert!(matches!(identify(Some("Bearer nope"), &clients, Some(&admin)), Caller::Unknown));
-        assert!(matches!(identify(Some(&key), &clients, None), Caller::Unknown));
+        assert!(
+            matches!(identify(Some(&bearer), &clients, Some(&admin)), Caller::Client(c) if c.name == "shop")
+        );
+        assert!(matches!(
+            identify(Some("Bearer admin-key"), &clients, Some(&admin)),
+            Caller::Admin
+        ));
+        assert!(matches!(
+            identify(Some("Bearer nope"), &clients, Some(&admin)),
+            Caller::Unknown
+        ));
+        assert!(matches!(
+            identify(Some(&key), &clients, None),
+            Caller::Unknown
+        ));
         assert!(matches!(identify(None, &clients, None), Caller::Anonymous));
     }
 }

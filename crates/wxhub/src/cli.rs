@@ -143,13 +143,17 @@ async fn sim(args: SimArgs) -> anyhow::Result<()> {
         Some(path) => {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("--world: cannot read {}", path.display()))?;
-            wx_sim::World::from_toml_str(&text).with_context(|| format!("--world {}", path.display()))?
+            wx_sim::World::from_toml_str(&text)
+                .with_context(|| format!("--world {}", path.display()))?
         }
         None => {
             let w = wx_sim::World::demo();
             // The demo world's secrets are generated now and exist nowhere
             // else: print them, or nobody can use the simulator.
-            println!("# No --world given: a demo world, generated now.\n{}", w.to_toml_string());
+            println!(
+                "# No --world given: a demo world, generated now.\n{}",
+                w.to_toml_string()
+            );
             w
         }
     };
@@ -163,7 +167,8 @@ async fn sim(args: SimArgs) -> anyhow::Result<()> {
 }
 
 async fn token(app: &str, hub: &str, key_env: &str) -> anyhow::Result<()> {
-    let key = std::env::var(key_env).map_err(|_| anyhow::anyhow!("--key-env: set {key_env} to a client key"))?;
+    let key = std::env::var(key_env)
+        .map_err(|_| anyhow::anyhow!("--key-env: set {key_env} to a client key"))?;
     let url = format!("{}/v1/apps/{app}/access_token", hub.trim_end_matches('/'));
     let resp = reqwest::Client::new()
         .get(&url)
@@ -187,11 +192,17 @@ async fn token(app: &str, hub: &str, key_env: &str) -> anyhow::Result<()> {
 pub fn explain(code: i64) -> String {
     let c = wx_api::ErrCode::from_i64(code);
     let action = match c.action() {
-        wx_api::Action::RefreshTokenAndRetryOnce => "refresh the token (report it to wxhub) and retry once".to_string(),
-        wx_api::Action::BackOff { .. } => "stop calling this API until the window ends; never retry in a loop".to_string(),
+        wx_api::Action::RefreshTokenAndRetryOnce => {
+            "refresh the token (report it to wxhub) and retry once".to_string()
+        }
+        wx_api::Action::BackOff { .. } => {
+            "stop calling this API until the window ends; never retry in a loop".to_string()
+        }
         wx_api::Action::RetryWithBackoff => "retry with exponential backoff".to_string(),
         wx_api::Action::FixConfiguration(part) => format!("fix the configuration: {part:?}"),
-        wx_api::Action::Reauthorize => "send the person through web authorization again".to_string(),
+        wx_api::Action::Reauthorize => {
+            "send the person through web authorization again".to_string()
+        }
         _ => "do not retry: fix the call or handle the condition".to_string(),
     };
     format!(
@@ -218,11 +229,22 @@ async fn check(path: PathBuf, online: bool) -> anyhow::Result<()> {
     let mut failed = 0;
     for a in &config.accounts {
         let r = match a.token_mode {
-            crate::config::TokenMode::Stable => client.fetch_stable_access_token(&a.appid, &a.secret, false).await,
-            crate::config::TokenMode::Classic => client.fetch_access_token(&a.appid, &a.secret).await,
+            crate::config::TokenMode::Stable => {
+                client
+                    .fetch_stable_access_token(&a.appid, &a.secret, false)
+                    .await
+            }
+            crate::config::TokenMode::Classic => {
+                client.fetch_access_token(&a.appid, &a.secret).await
+            }
         };
         match r {
-            Ok(t) => println!("{}: ok ({} mode, token valid {} s)", a.appid.as_str(), a.token_mode.as_str(), t.expires_in),
+            Ok(t) => println!(
+                "{}: ok ({} mode, token valid {} s)",
+                a.appid.as_str(),
+                a.token_mode.as_str(),
+                t.expires_in
+            ),
             Err(e) => {
                 failed += 1;
                 println!("{}: FAILED: {e}", a.appid.as_str());

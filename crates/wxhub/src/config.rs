@@ -142,7 +142,12 @@ impl Default for Upstream {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RefreshSettings {
-    /// Classic mode refreshes this long before expiry (capped at half the lifetime).
+    /// Classic mode refreshes this long before expiry (capped at half the
+    /// lifetime). The default, 240 s, lands the refresh inside the old
+    /// token's last 300 s, so the old token simply lives to its own expiry and
+    /// a 7200 s token is replaced about every 6950 s (25 fetches in 48 h). A
+    /// larger margin buys more time to retry through an outage, at the cost
+    /// of more fetches; clients are then told an earlier `expires_at`.
     pub classic_margin_secs: i64,
     /// Stable mode refreshes when this much is left; must be under 300, where
     /// the platform rotates.
@@ -169,7 +174,7 @@ pub struct RefreshSettings {
 impl Default for RefreshSettings {
     fn default() -> Self {
         RefreshSettings {
-            classic_margin_secs: 1200,
+            classic_margin_secs: 240,
             stable_refresh_before_secs: 240,
             jitter_secs: 30,
             client_safety_secs: 30,
@@ -301,16 +306,19 @@ impl Config {
         lookup: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
         let mut tree: toml::Value = toml::from_str(text).map_err(|e| {
-            ConfigError::new("config", e.message().to_string() + &span_hint(text, e.span()))
+            ConfigError::new(
+                "config",
+                e.message().to_string() + &span_hint(text, e.span()),
+            )
         })?;
         for (name, value) in env {
             if let Some(rest) = name.strip_prefix("WXHUB__") {
                 apply_override(&mut tree, rest, value)?;
             }
         }
-        let raw: RawConfig = tree.try_into().map_err(|e: toml::de::Error| {
-            ConfigError::new("config", e.message().to_string())
-        })?;
+        let raw: RawConfig = tree
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::new("config", e.message().to_string()))?;
         validate(raw, lookup)
     }
 }
@@ -386,7 +394,10 @@ fn parse_sha256(key: &str, hex_str: &str) -> Result<[u8; 32], ConfigError> {
         .map_err(|_| ConfigError::new(key, "must be 64 hex characters (SHA-256 of the key)"))
 }
 
-fn validate(raw: RawConfig, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+fn validate(
+    raw: RawConfig,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, ConfigError> {
     let store = match raw.store.kind.as_str() {
         "sqlite" => StoreConfig::Sqlite {
             path: raw.store.path,
@@ -423,7 +434,11 @@ fn validate(raw: RawConfig, lookup: &dyn Fn(&str) -> Option<String>) -> Result<C
     }
     if r.tick_ms == 0 || r.max_concurrent == 0 {
         return Err(ConfigError::new(
-            if r.tick_ms == 0 { "refresh.tick_ms" } else { "refresh.max_concurrent" },
+            if r.tick_ms == 0 {
+                "refresh.tick_ms"
+            } else {
+                "refresh.max_concurrent"
+            },
             "must be positive",
         ));
     }
@@ -436,7 +451,11 @@ fn validate(raw: RawConfig, lookup: &dyn Fn(&str) -> Option<String>) -> Result<C
         if seen.insert(a.appid.clone(), i).is_some() {
             return Err(ConfigError::new(key("appid"), "duplicate appid"));
         }
-        let sources = [a.secret.is_some(), a.secret_env.is_some(), a.secret_file.is_some()];
+        let sources = [
+            a.secret.is_some(),
+            a.secret_env.is_some(),
+            a.secret_file.is_some(),
+        ];
         if sources.iter().filter(|s| **s).count() != 1 {
             return Err(ConfigError::new(
                 key("secret_env"),
@@ -445,12 +464,17 @@ fn validate(raw: RawConfig, lookup: &dyn Fn(&str) -> Option<String>) -> Result<C
         }
         let secret = if let Some(name) = &a.secret_env {
             lookup(name).filter(|s| !s.is_empty()).ok_or_else(|| {
-                ConfigError::new(key("secret_env"), format!("environment variable {name} is not set"))
+                ConfigError::new(
+                    key("secret_env"),
+                    format!("environment variable {name} is not set"),
+                )
             })?
         } else if let Some(path) = &a.secret_file {
             std::fs::read_to_string(path)
                 .map(|s| s.trim().to_string())
-                .map_err(|e| ConfigError::new(key("secret_file"), format!("{}: {e}", path.display())))?
+                .map_err(|e| {
+                    ConfigError::new(key("secret_file"), format!("{}: {e}", path.display()))
+                })?
         } else {
             a.secret.clone().unwrap_or_default()
         };
@@ -466,7 +490,11 @@ fn validate(raw: RawConfig, lookup: &dyn Fn(&str) -> Option<String>) -> Result<C
             }
         }
         accounts.push(AccountConfig {
-            name: if a.name.is_empty() { a.appid.clone() } else { a.name },
+            name: if a.name.is_empty() {
+                a.appid.clone()
+            } else {
+                a.name
+            },
             appid,
             secret: AppSecret::new(secret),
             token_mode: a.token_mode,
@@ -478,7 +506,10 @@ fn validate(raw: RawConfig, lookup: &dyn Fn(&str) -> Option<String>) -> Result<C
     for (i, c) in raw.clients.into_iter().enumerate() {
         let key_sha256 = parse_sha256(&format!("clients[{i}].key_sha256"), &c.key_sha256)?;
         if c.name.is_empty() {
-            return Err(ConfigError::new(format!("clients[{i}].name"), "must not be empty"));
+            return Err(ConfigError::new(
+                format!("clients[{i}].name"),
+                "must not be empty",
+            ));
         }
         for (j, app) in c.apps.iter().enumerate() {
             if app != "*" && !seen.contains_key(app) {
@@ -526,10 +557,11 @@ apps = ["wx1111111111111111"]
 "#;
 
     fn load(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        let lookup = |k: &str| {
-            (k == "SECRET_A").then(|| "the-secret".to_string())
-        };
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let lookup = |k: &str| (k == "SECRET_A").then(|| "the-secret".to_string());
         Config::from_toml_with_env(text, &env, &lookup)
     }
 
@@ -538,7 +570,7 @@ apps = ["wx1111111111111111"]
         let c = load(BASE, &[]).expect("valid");
         assert_eq!(c.accounts[0].secret.expose_secret(), "the-secret");
         assert_eq!(c.accounts[0].token_mode, TokenMode::Stable);
-        assert_eq!(c.refresh.classic_margin_secs, 1200);
+        assert_eq!(c.refresh.classic_margin_secs, 240);
         assert!(matches!(c.store, StoreConfig::Sqlite { .. }));
     }
 
@@ -562,13 +594,47 @@ apps = ["wx1111111111111111"]
     #[test]
     fn errors_name_the_key() {
         let cases: Vec<(String, Vec<(&str, &str)>, &str)> = vec![
-            (BASE.replace("SECRET_A", "NOPE"), vec![], "accounts[0].secret_env"),
-            (BASE.replace("wx1111111111111111\"\nsecret", "bad id\"\nsecret"), vec![], "accounts[0].appid"),
-            (BASE.replace("0000000000000000000000000000000000000000000000000000000000000000", "xyz"), vec![], "clients[0].key_sha256"),
-            (BASE.replace("apps = [\"wx1111111111111111\"]", "apps = [\"wx2222222222222222\"]"), vec![], "clients[0].apps[0]"),
-            (format!("{BASE}\n[refresh]\nstable_refresh_before_secs = 400\n"), vec![], "refresh.stable_refresh_before_secs"),
-            (format!("[store]\nkind = \"mongo\"\n{BASE}"), vec![], "store.kind"),
-            (BASE.to_string(), vec![("WXHUB__ACCOUNTS__3__SECRET", "x")], "WXHUB__ACCOUNTS__3__SECRET"),
+            (
+                BASE.replace("SECRET_A", "NOPE"),
+                vec![],
+                "accounts[0].secret_env",
+            ),
+            (
+                BASE.replace("wx1111111111111111\"\nsecret", "bad id\"\nsecret"),
+                vec![],
+                "accounts[0].appid",
+            ),
+            (
+                BASE.replace(
+                    "0000000000000000000000000000000000000000000000000000000000000000",
+                    "xyz",
+                ),
+                vec![],
+                "clients[0].key_sha256",
+            ),
+            (
+                BASE.replace(
+                    "apps = [\"wx1111111111111111\"]",
+                    "apps = [\"wx2222222222222222\"]",
+                ),
+                vec![],
+                "clients[0].apps[0]",
+            ),
+            (
+                format!("{BASE}\n[refresh]\nstable_refresh_before_secs = 400\n"),
+                vec![],
+                "refresh.stable_refresh_before_secs",
+            ),
+            (
+                format!("[store]\nkind = \"mongo\"\n{BASE}"),
+                vec![],
+                "store.kind",
+            ),
+            (
+                BASE.to_string(),
+                vec![("WXHUB__ACCOUNTS__3__SECRET", "x")],
+                "WXHUB__ACCOUNTS__3__SECRET",
+            ),
             (format!("colour = 1\n{BASE}"), vec![], "colour"),
         ];
         for (text, env, key) in cases {

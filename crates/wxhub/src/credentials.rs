@@ -343,7 +343,9 @@ impl Credentials {
                 // An earlier call returns the same token; the platform only
                 // rotates inside the last 300 s.
                 let room = (TOKEN_GRACE - 1 - s.stable_refresh_before_secs).max(0);
-                cred.expires_at - s.stable_refresh_before_secs - self.jitter(s.jitter_secs.min(room))
+                cred.expires_at
+                    - s.stable_refresh_before_secs
+                    - self.jitter(s.jitter_secs.min(room))
             }
             // The platform hands out a new ticket only once the old one has
             // expired, so there is nothing to gain by asking earlier.
@@ -353,7 +355,14 @@ impl Credentials {
 
     /// The `expires_at` to tell clients: in classic mode the token dies 300 s
     /// after the next refresh, so nobody may cache it past that.
-    fn serve_until(&self, mode: TokenMode, kind: CredKind, st: &SlotState, cred: &Cred, now: i64) -> i64 {
+    fn serve_until(
+        &self,
+        mode: TokenMode,
+        kind: CredKind,
+        st: &SlotState,
+        cred: &Cred,
+        now: i64,
+    ) -> i64 {
         match (kind, mode) {
             (CredKind::AccessToken, TokenMode::Classic) => cred
                 .expires_at
@@ -425,7 +434,8 @@ impl Credentials {
             }
             return self.refresh_and_wait(account, kind, Trigger::Missing).await;
         }
-        self.refresh_and_wait(account, kind, Trigger::Invalidate(failed)).await
+        self.refresh_and_wait(account, kind, Trigger::Invalidate(failed))
+            .await
     }
 
     /// Runs the refresh in its own task, so a caller that gives up waiting
@@ -443,10 +453,11 @@ impl Credentials {
         match tokio::time::timeout(wait, task).await {
             Ok(Ok(Ok(()))) => {
                 let slot = account.slot(kind).expect("slot exists");
-                self.served(&account, slot).ok_or_else(|| CredError::Unavailable {
-                    reason: "the platform returned an already expired credential".into(),
-                    retry_after: 1,
-                })
+                self.served(&account, slot)
+                    .ok_or_else(|| CredError::Unavailable {
+                        reason: "the platform returned an already expired credential".into(),
+                        retry_after: 1,
+                    })
             }
             Ok(Ok(Err(e))) => Err(e),
             Ok(Err(join)) => Err(CredError::Unavailable {
@@ -471,7 +482,12 @@ impl Credentials {
 
     /// The single-flight refresh. `Ok(())` means the slot holds a valid
     /// credential now (fetched or, after the re-check, already there).
-    async fn refresh(&self, account: &Account, kind: CredKind, trigger: Trigger) -> Result<(), CredError> {
+    async fn refresh(
+        &self,
+        account: &Account,
+        kind: CredKind,
+        trigger: Trigger,
+    ) -> Result<(), CredError> {
         let slot = account.slot(kind).expect("slot exists");
         let _fetching = slot.fetch.lock().await;
         let now = self.clock.now();
@@ -488,6 +504,20 @@ impl Credentials {
             };
             if skip {
                 return Ok(());
+            }
+            // Callers with no token respect the backoff too: a client
+            // retrying in a loop must not become an upstream hot loop.
+            if st.failures > 0 && now < st.next_refresh_at && !matches!(trigger, Trigger::Scheduled)
+            {
+                let reason = st
+                    .problem
+                    .as_ref()
+                    .map(|p| p.reason.clone())
+                    .unwrap_or_else(|| "retrying after an upstream failure".into());
+                return Err(CredError::Unavailable {
+                    reason,
+                    retry_after: st.next_refresh_at - now,
+                });
             }
             if now < st.blocked_until {
                 let reason = st
@@ -510,7 +540,8 @@ impl Credentials {
                     .as_ref()
                     .is_some_and(|c| c.value.ct_eq(failed) && now < c.expires_at);
                 if current_not_expired {
-                    self.metrics.inc("wxhub_foreign_refresh_total", &[("appid", appid)]);
+                    self.metrics
+                        .inc("wxhub_foreign_refresh_total", &[("appid", appid)]);
                     tracing::warn!(
                         account.appid = %appid,
                         "the platform rejected the current access token before its expiry: another system fetched or forced a token for this account. Point every system at wxhub, or use token_mode = \"stable\" everywhere"
@@ -525,7 +556,10 @@ impl Credentials {
                     "the {FORCED_DAILY_LIMIT} forced stable_token refreshes of today are used up; the token reported bad cannot be replaced before tomorrow (Beijing time). Find the system that forces refreshes for this account"
                 );
                 self.set_problem(slot, Severity::Degraded, reason.clone(), now);
-                return Err(CredError::Unavailable { reason, retry_after: 60 });
+                return Err(CredError::Unavailable {
+                    reason,
+                    retry_after: 60,
+                });
             }
         }
         let started = Instant::now();
@@ -534,7 +568,9 @@ impl Credentials {
             CredKind::Ticket(t) => self.fetch_ticket(account, t).await,
         };
         let endpoint = match kind {
-            CredKind::AccessToken if account.cfg.token_mode == TokenMode::Classic => "/cgi-bin/token",
+            CredKind::AccessToken if account.cfg.token_mode == TokenMode::Classic => {
+                "/cgi-bin/token"
+            }
             CredKind::AccessToken => "/cgi-bin/stable_token",
             CredKind::Ticket(_) => "/cgi-bin/ticket/getticket",
         };
@@ -566,7 +602,10 @@ impl Credentials {
                         slot,
                         now,
                         FailureClass::Transient,
-                        format!("the platform returned the same {} after its expiry", kind.label()),
+                        format!(
+                            "the platform returned the same {} after its expiry",
+                            kind.label()
+                        ),
                     ));
                 }
                 let cred = Cred {
@@ -591,16 +630,23 @@ impl Credentials {
                 if let Err(e) = self.store.save(appid, &account.store_key(kind), &stored) {
                     tracing::error!(account.appid = %appid, error = %e, "cannot persist credential; a restart will fetch again");
                 }
-                let _ = self.store.bump(appid, &format!("fetches:{}", kind.label()), day);
-                if force && kind == CredKind::AccessToken && account.cfg.token_mode == TokenMode::Stable {
+                let _ = self
+                    .store
+                    .bump(appid, &format!("fetches:{}", kind.label()), day);
+                if force
+                    && kind == CredKind::AccessToken
+                    && account.cfg.token_mode == TokenMode::Stable
+                {
                     let _ = self.store.bump(appid, "forced", day);
-                    self.metrics.inc("wxhub_forced_refresh_total", &[("appid", appid)]);
+                    self.metrics
+                        .inc("wxhub_forced_refresh_total", &[("appid", appid)]);
                 }
                 self.metrics.inc(
                     "wxhub_refresh_total",
                     &[("appid", appid), ("kind", kind.label()), ("result", "ok")],
                 );
-                self.metrics.set("wxhub_account_healthy", &[("appid", appid)], 1.0);
+                self.metrics
+                    .set("wxhub_account_healthy", &[("appid", appid)], 1.0);
                 tracing::info!(account.appid = %appid, kind = kind.label(), expires_in, "refreshed");
                 Ok(())
             }
@@ -613,7 +659,11 @@ impl Credentials {
                 };
                 self.metrics.inc(
                     "wxhub_refresh_total",
-                    &[("appid", appid), ("kind", kind.label()), ("result", result_label)],
+                    &[
+                        ("appid", appid),
+                        ("kind", kind.label()),
+                        ("result", result_label),
+                    ],
                 );
                 Err(self.failed(account, slot, now, class, reason))
             }
@@ -623,13 +673,24 @@ impl Credentials {
     fn set_problem(&self, slot: &Slot, severity: Severity, reason: String, now: i64) {
         let mut st = slot.lock();
         let since = st.problem.as_ref().map_or(now, |p| p.since);
-        st.problem = Some(Problem { severity, reason, since });
+        st.problem = Some(Problem {
+            severity,
+            reason,
+            since,
+        });
     }
 
     /// Records a failed fetch and schedules the next attempt: exponential
     /// backoff with jitter for transient faults, the end of the window for
     /// quotas, a slow retry for configuration errors. Never a hot loop.
-    fn failed(&self, account: &Account, slot: &Slot, now: i64, class: FailureClass, reason: String) -> CredError {
+    fn failed(
+        &self,
+        account: &Account,
+        slot: &Slot,
+        now: i64,
+        class: FailureClass,
+        reason: String,
+    ) -> CredError {
         let appid = account.cfg.appid.as_str();
         let s = &self.settings;
         let mut st = slot.lock();
@@ -643,17 +704,34 @@ impl Credentials {
                     .min(s.backoff_max_secs);
                 let spread = (exp / 5).max(0);
                 let delay = (exp - spread + self.jitter(2 * spread)).max(1);
-                (now + delay, if valid { Severity::Degraded } else { Severity::Unhealthy })
+                (
+                    now + delay,
+                    if valid {
+                        Severity::Degraded
+                    } else {
+                        Severity::Unhealthy
+                    },
+                )
             }
             FailureClass::Quota(until) => {
                 st.blocked_until = until;
-                (until, if valid { Severity::Degraded } else { Severity::Unhealthy })
+                (
+                    until,
+                    if valid {
+                        Severity::Degraded
+                    } else {
+                        Severity::Unhealthy
+                    },
+                )
             }
             FailureClass::Config => (now + s.config_error_retry_secs, Severity::Unhealthy),
         };
         st.next_refresh_at = next;
         let reason = if valid && severity == Severity::Degraded {
-            format!("{reason}; still serving the current {} until it expires", slot.kind.label())
+            format!(
+                "{reason}; still serving the current {} until it expires",
+                slot.kind.label()
+            )
         } else {
             reason
         };
@@ -667,13 +745,17 @@ impl Credentials {
         let retry_after = (next - now).max(1);
         drop(st);
         if severity == Severity::Unhealthy {
-            self.metrics.set("wxhub_account_healthy", &[("appid", appid)], 0.0);
+            self.metrics
+                .set("wxhub_account_healthy", &[("appid", appid)], 0.0);
         }
         // Logged when the reason changes, not on every retry.
         if changed {
             tracing::warn!(account.appid = %appid, kind = slot.kind.label(), retry_in_secs = retry_after, "{reason}");
         }
-        CredError::Unavailable { reason, retry_after }
+        CredError::Unavailable {
+            reason,
+            retry_after,
+        }
     }
 
     async fn fetch_token(&self, account: &Account, force: bool) -> Result<(String, i64), WxError> {
@@ -691,7 +773,11 @@ impl Credentials {
 
     /// Fetches a ticket with the current token; a token error there is a
     /// token problem: compare-and-refresh the token, then retry once.
-    async fn fetch_ticket(&self, account: &Account, kind: TicketKind) -> Result<(String, i64), WxError> {
+    async fn fetch_ticket(
+        &self,
+        account: &Account,
+        kind: TicketKind,
+    ) -> Result<(String, i64), WxError> {
         let appid = account.cfg.appid.as_str();
         let mut retried = false;
         loop {
@@ -713,7 +799,8 @@ impl Credentials {
                 Err(e) if e.is_token_invalid() && !retried => {
                     retried = true;
                     tracing::info!(account.appid = %appid, "ticket fetch hit a token error; refreshing the token once");
-                    self.invalidate_token_inline(account, token.expose_secret()).await;
+                    self.invalidate_token_inline(account, token.expose_secret())
+                        .await;
                 }
                 other => return other,
             }
@@ -725,9 +812,11 @@ impl Credentials {
             return Ok(s);
         }
         match Box::pin(self.refresh(account, CredKind::AccessToken, Trigger::Missing)).await {
-            Ok(()) => self.served(account, &account.token).ok_or_else(|| WxError::InvalidInput {
-                reason: "no valid access token".into(),
-            }),
+            Ok(()) => self
+                .served(account, &account.token)
+                .ok_or_else(|| WxError::InvalidInput {
+                    reason: "no valid access token".into(),
+                }),
             Err(e) => Err(WxError::InvalidInput {
                 reason: format!("no valid access token: {e}").into(),
             }),
@@ -782,10 +871,17 @@ impl Credentials {
         let now = self.clock.now();
         for account in self.accounts.values() {
             for slot in std::iter::once(&account.token).chain(account.tickets.values()) {
-                let remaining = slot.lock().current.as_ref().map_or(0, |c| (c.expires_at - now).max(0));
+                let remaining = slot
+                    .lock()
+                    .current
+                    .as_ref()
+                    .map_or(0, |c| (c.expires_at - now).max(0));
                 self.metrics.set(
                     "wxhub_token_seconds_remaining",
-                    &[("appid", account.cfg.appid.as_str()), ("kind", slot.kind.label())],
+                    &[
+                        ("appid", account.cfg.appid.as_str()),
+                        ("kind", slot.kind.label()),
+                    ],
                     remaining as f64,
                 );
             }
@@ -840,7 +936,10 @@ impl Credentials {
                     appid: appid.to_string(),
                     name: a.cfg.name.clone(),
                     token_mode: a.cfg.token_mode.as_str(),
-                    fetches_today: self.store.counter(appid, "fetches:access_token", day).unwrap_or(0),
+                    fetches_today: self
+                        .store
+                        .counter(appid, "fetches:access_token", day)
+                        .unwrap_or(0),
                     forced_today: self.store.counter(appid, "forced", day).unwrap_or(0),
                     slots,
                     problem,
@@ -863,7 +962,9 @@ fn classify(e: &WxError, now: i64) -> (FailureClass, String) {
         Action::BackOff { until } => {
             let resume = until.resume_at(now.max(0) as u64) as i64;
             let what = match until {
-                BackOffUntil::NextMinute => "the per-minute limit (45011) was hit; fetching resumes next minute".to_string(),
+                BackOffUntil::NextMinute => {
+                    "the per-minute limit (45011) was hit; fetching resumes next minute".to_string()
+                }
                 _ => format!(
                     "the daily quota is used up (45009); fetching resumes at the next Beijing day (in {} s), or after clear_quota",
                     resume - now

@@ -9,7 +9,10 @@ use wx_api::{AppId, AppSecret};
 
 use crate::auth::{hash_key, new_key};
 use crate::clock::SimClock;
-use crate::config::{AccountConfig, ClientConfig, Config, RefreshSettings, StoreConfig, TicketKind, TokenMode, Upstream};
+use crate::config::{
+    AccountConfig, ClientConfig, Config, RefreshSettings, StoreConfig, TicketKind, TokenMode,
+    Upstream,
+};
 
 /// A running dev environment.
 #[derive(Debug)]
@@ -93,9 +96,12 @@ pub async fn run(hub_listen: SocketAddr, sim_listen: SocketAddr) -> anyhow::Resu
     let key = &env.client_key;
     let appid = &env.appid;
     let lines = [
-        "wxhub dev: the WeChat simulator and the hub, on loopback, with a demo account.".to_string(),
+        "wxhub dev: the WeChat simulator and the hub, on loopback, with a demo account."
+            .to_string(),
         String::new(),
-        format!("  hub         {hub}  (status page {hub}/ with the admin key; /readyz, /metrics, /openapi.json)"),
+        format!(
+            "  hub         {hub}  (status page {hub}/ with the admin key; /readyz, /metrics, /openapi.json)"
+        ),
         format!("  simulator   {sim}  (control API under /_sim/, see docs/simulator.md)"),
         format!("  account     {appid}"),
         format!("  client key  {key}"),
@@ -103,14 +109,20 @@ pub async fn run(hub_listen: SocketAddr, sim_listen: SocketAddr) -> anyhow::Resu
         String::new(),
         "Try:".to_string(),
         format!("  curl -s -H 'Authorization: Bearer {key}' {hub}/v1/apps/{appid}/access_token"),
-        format!("  curl -s -H 'Authorization: Bearer {key}' {hub}/v1/apps/{appid}/proxy/cgi-bin/user/get"),
-        format!("  curl -s -X POST {sim}/_sim/clock/advance -H 'content-type: application/json' -d '{{\"seconds\":7000}}'"),
+        format!(
+            "  curl -s -H 'Authorization: Bearer {key}' {hub}/v1/apps/{appid}/proxy/cgi-bin/user/get"
+        ),
+        format!(
+            "  curl -s -X POST {sim}/_sim/clock/advance -H 'content-type: application/json' -d '{{\"seconds\":7000}}'"
+        ),
         String::new(),
         format!("listening on {hub}"),
         "Press Ctrl-C to stop.".to_string(),
     ];
     println!("{}", lines.join("\n"));
-    tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
+    tokio::signal::ctrl_c()
+        .await
+        .context("waiting for Ctrl-C")?;
     env.hub.shutdown().await;
     env.sim.shutdown().await;
     Ok(())

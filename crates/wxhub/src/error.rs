@@ -84,9 +84,14 @@ impl IntoResponse for ApiError {
 impl From<CredError> for ApiError {
     fn from(e: CredError) -> ApiError {
         match e {
-            CredError::UnknownAccount(appid) => ApiError::not_found(format!("no account {appid} in this hub")),
+            CredError::UnknownAccount(appid) => {
+                ApiError::not_found(format!("no account {appid} in this hub"))
+            }
             CredError::NotKept { .. } => ApiError::not_found(e.to_string()),
-            CredError::Unavailable { reason, retry_after } => ApiError::unavailable(reason, retry_after),
+            CredError::Unavailable {
+                reason,
+                retry_after,
+            } => ApiError::unavailable(reason, retry_after),
         }
     }
 }

@@ -39,14 +39,46 @@ impl std::fmt::Debug for Metrics {
 }
 
 const HELP: &[(&str, &str, &str)] = &[
-    ("wxhub_token_seconds_remaining", "gauge", "Seconds until the current credential expires."),
-    ("wxhub_refresh_total", "counter", "Credential refreshes by result."),
-    ("wxhub_upstream_duration_seconds", "histogram", "Latency of calls to the WeChat platform."),
-    ("wxhub_foreign_refresh_total", "counter", "Tokens killed by another system fetching for the same account."),
-    ("wxhub_forced_refresh_total", "counter", "Forced stable_token refreshes."),
-    ("wxhub_http_requests_total", "counter", "HTTP requests by client name, route and status."),
-    ("wxhub_proxy_retries_total", "counter", "Proxied calls retried once after a token error."),
-    ("wxhub_account_healthy", "gauge", "1 when the account can get credentials, 0 when it needs attention."),
+    (
+        "wxhub_token_seconds_remaining",
+        "gauge",
+        "Seconds until the current credential expires.",
+    ),
+    (
+        "wxhub_refresh_total",
+        "counter",
+        "Credential refreshes by result.",
+    ),
+    (
+        "wxhub_upstream_duration_seconds",
+        "histogram",
+        "Latency of calls to the WeChat platform.",
+    ),
+    (
+        "wxhub_foreign_refresh_total",
+        "counter",
+        "Tokens killed by another system fetching for the same account.",
+    ),
+    (
+        "wxhub_forced_refresh_total",
+        "counter",
+        "Forced stable_token refreshes.",
+    ),
+    (
+        "wxhub_http_requests_total",
+        "counter",
+        "HTTP requests by client name, route and status.",
+    ),
+    (
+        "wxhub_proxy_retries_total",
+        "counter",
+        "Proxied calls retried once after a token error.",
+    ),
+    (
+        "wxhub_account_healthy",
+        "gauge",
+        "1 when the account can get credentials, 0 when it needs attention.",
+    ),
 ];
 
 impl Metrics {
@@ -80,7 +112,11 @@ impl Metrics {
 
     /// A counter's value (for tests and the status page).
     pub fn counter(&self, name: &'static str, labels: &[(&'static str, &str)]) -> u64 {
-        self.lock().counters.get(&(name, own(labels))).copied().unwrap_or(0)
+        self.lock()
+            .counters
+            .get(&(name, own(labels)))
+            .copied()
+            .unwrap_or(0)
     }
 
     /// The exposition text.
@@ -103,9 +139,19 @@ impl Metrics {
                 if n == name {
                     for (i, b) in BUCKETS.iter().enumerate() {
                         let le = b.to_string();
-                        let _ = writeln!(out, "{name}_bucket{} {}", fmt_labels(labels, Some(&le)), h.buckets[i]);
+                        let _ = writeln!(
+                            out,
+                            "{name}_bucket{} {}",
+                            fmt_labels(labels, Some(&le)),
+                            h.buckets[i]
+                        );
                     }
-                    let _ = writeln!(out, "{name}_bucket{} {}", fmt_labels(labels, Some("+Inf")), h.count);
+                    let _ = writeln!(
+                        out,
+                        "{name}_bucket{} {}",
+                        fmt_labels(labels, Some("+Inf")),
+                        h.count
+                    );
                     let _ = writeln!(out, "{name}_sum{} {}", fmt_labels(labels, None), h.sum);
                     let _ = writeln!(out, "{name}_count{} {}", fmt_labels(labels, None), h.count);
                 }
@@ -122,7 +168,14 @@ fn own(labels: &[(&'static str, &str)]) -> Labels {
 fn fmt_labels(labels: &Labels, le: Option<&str>) -> String {
     let mut parts: Vec<String> = labels
         .iter()
-        .map(|(k, v)| format!("{k}=\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")))
+        .map(|(k, v)| {
+            format!(
+                "{k}=\"{}\"",
+                v.replace('\\', "\\\\")
+                    .replace('"', "\\\"")
+                    .replace('\n', "\\n")
+            )
+        })
         .collect();
     if let Some(le) = le {
         parts.push(format!("le=\"{le}\""));
@@ -143,13 +196,33 @@ mod tests {
         let m = Metrics::default();
         m.inc("wxhub_refresh_total", &[("appid", "wx1"), ("result", "ok")]);
         m.inc("wxhub_refresh_total", &[("appid", "wx1"), ("result", "ok")]);
-        m.set("wxhub_token_seconds_remaining", &[("appid", "wx1"), ("kind", "access_token")], 42.0);
-        m.observe("wxhub_upstream_duration_seconds", &[("endpoint", "/cgi-bin/token")], 0.02);
+        m.set(
+            "wxhub_token_seconds_remaining",
+            &[("appid", "wx1"), ("kind", "access_token")],
+            42.0,
+        );
+        m.observe(
+            "wxhub_upstream_duration_seconds",
+            &[("endpoint", "/cgi-bin/token")],
+            0.02,
+        );
         let text = m.render();
-        assert!(text.contains("wxhub_refresh_total{appid=\"wx1\",result=\"ok\"} 2"), "{text}");
-        assert!(text.contains("wxhub_token_seconds_remaining{appid=\"wx1\",kind=\"access_token\"} 42"));
-        assert!(text.contains("wxhub_upstream_duration_seconds_bucket{endpoint=\"/cgi-bin/token\",le=\"0.025\"} 1"));
-        assert!(text.contains("wxhub_upstream_duration_seconds_count{endpoint=\"/cgi-bin/token\"} 1"));
-        assert_eq!(m.counter("wxhub_refresh_total", &[("appid", "wx1"), ("result", "ok")]), 2);
+        assert!(
+            text.contains("wxhub_refresh_total{appid=\"wx1\",result=\"ok\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("wxhub_token_seconds_remaining{appid=\"wx1\",kind=\"access_token\"} 42")
+        );
+        assert!(text.contains(
+            "wxhub_upstream_duration_seconds_bucket{endpoint=\"/cgi-bin/token\",le=\"0.025\"} 1"
+        ));
+        assert!(
+            text.contains("wxhub_upstream_duration_seconds_count{endpoint=\"/cgi-bin/token\"} 1")
+        );
+        assert_eq!(
+            m.counter("wxhub_refresh_total", &[("appid", "wx1"), ("result", "ok")]),
+            2
+        );
     }
 }

@@ -24,28 +24,43 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/metrics", get(routes::health::metrics))
         .route("/openapi.json", get(routes::openapi::openapi))
         .route("/v1/apps", get(routes::admin::list_apps))
-        .route("/v1/apps/{appid}/access_token", get(routes::tokens::get_access_token))
+        .route(
+            "/v1/apps/{appid}/access_token",
+            get(routes::tokens::get_access_token),
+        )
         .route(
             "/v1/apps/{appid}/access_token/invalidate",
             post(routes::tokens::invalidate_access_token),
         )
-        .route("/v1/apps/{appid}/jsapi_ticket", get(routes::tokens::get_jsapi_ticket))
+        .route(
+            "/v1/apps/{appid}/jsapi_ticket",
+            get(routes::tokens::get_jsapi_ticket),
+        )
         .route(
             "/v1/apps/{appid}/jsapi_ticket/invalidate",
             post(routes::tokens::invalidate_jsapi_ticket),
         )
-        .route("/v1/apps/{appid}/wx_card_ticket", get(routes::tokens::get_card_ticket))
+        .route(
+            "/v1/apps/{appid}/wx_card_ticket",
+            get(routes::tokens::get_card_ticket),
+        )
         .route(
             "/v1/apps/{appid}/wx_card_ticket/invalidate",
             post(routes::tokens::invalidate_card_ticket),
         )
-        .route("/v1/apps/{appid}/jssdk/config", post(routes::tokens::jssdk_config))
+        .route(
+            "/v1/apps/{appid}/jssdk/config",
+            post(routes::tokens::jssdk_config),
+        )
         .route(
             "/v1/apps/{appid}/proxy/{*path}",
             any(routes::proxy::proxy).layer(DefaultBodyLimit::max(routes::proxy::MAX_BODY)),
         )
         .fallback(routes::not_found)
-        .layer(axum::middleware::from_fn_with_state(app.clone(), request_log))
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            request_log,
+        ))
         .with_state(app)
 }
 
@@ -55,7 +70,9 @@ pub fn router(app: Arc<App>) -> Router {
 async fn request_log(State(app): State<Arc<App>>, mut req: Request, next: Next) -> Response {
     let started = Instant::now();
     let caller = identify(
-        req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()),
+        req.headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok()),
         app.clients(),
         app.config.admin_key_sha256.as_ref(),
     );

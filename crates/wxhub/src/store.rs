@@ -63,7 +63,8 @@ impl SqliteStore {
     /// If the file cannot be opened or migrated.
     pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| StoreError(format!("{}: {e}", dir.display())))?;
+            std::fs::create_dir_all(dir)
+                .map_err(|e| StoreError(format!("{}: {e}", dir.display())))?;
         }
         let existed = path.exists();
         let conn = Connection::open(path)?;
@@ -135,7 +136,14 @@ impl SqliteStore {
              ON CONFLICT (appid, kind) DO UPDATE SET value = excluded.value,
                expires_at = excluded.expires_at, fetched_at = excluded.fetched_at,
                first_seen = excluded.first_seen",
-            params![appid, kind, c.value, c.expires_at, c.fetched_at, c.first_seen],
+            params![
+                appid,
+                kind,
+                c.value,
+                c.expires_at,
+                c.fetched_at,
+                c.first_seen
+            ],
         )?;
         Ok(())
     }
@@ -197,11 +205,18 @@ mod tests {
             assert_eq!(s.bump("wx1", "fetches", 5).expect("bump"), 2);
         }
         let s = SqliteStore::open(&path).expect("reopen");
-        let c = s.load("wx1", "access_token:stable").expect("load").expect("present");
+        let c = s
+            .load("wx1", "access_token:stable")
+            .expect("load")
+            .expect("present");
         assert_eq!((c.value.as_str(), c.expires_at), ("tok", 10));
         assert!(!format!("{c:?}").contains("tok"));
         assert_eq!(s.counter("wx1", "fetches", 5).expect("counter"), 2);
-        assert!(s.load("wx1", "access_token:classic").expect("load").is_none());
+        assert!(
+            s.load("wx1", "access_token:classic")
+                .expect("load")
+                .is_none()
+        );
         let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -17,7 +17,9 @@ pub async fn list_apps(State(app): State<Arc<App>>, _: Admin) -> Json<Value> {
 }
 
 fn esc(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 fn dur(secs: i64) -> String {
@@ -51,8 +53,13 @@ pub async fn status_page(State(app): State<Arc<App>>, _: Admin) -> Html<String> 
                 s.kind,
                 s.age_secs.map(dur).unwrap_or_else(|| "-".into()),
                 s.remaining_secs.map(dur).unwrap_or_else(|| "-".into()),
-                s.last_refresh_at.map(|t| format!("{} ago", dur(now - t))).unwrap_or_else(|| "never".into()),
-                s.problem.as_ref().map(|p| esc(&p.reason)).unwrap_or_default(),
+                s.last_refresh_at
+                    .map(|t| format!("{} ago", dur(now - t)))
+                    .unwrap_or_else(|| "never".into()),
+                s.problem
+                    .as_ref()
+                    .map(|p| esc(&p.reason))
+                    .unwrap_or_default(),
                 if s.kind == "access_token" {
                     format!("{} (forced {}/20)", a.fetches_today, a.forced_today)
                 } else {

@@ -29,11 +29,21 @@ pub async fn readyz(State(app): State<Arc<App>>) -> Response {
             })
         })
         .collect();
-    let ready = status
-        .iter()
-        .all(|a| a.problem.as_ref().is_none_or(|p| p.severity != Severity::Unhealthy));
-    let code = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    (code, Json(json!({"ready": ready, "accounts": status.len(), "problems": problems}))).into_response()
+    let ready = status.iter().all(|a| {
+        a.problem
+            .as_ref()
+            .is_none_or(|p| p.severity != Severity::Unhealthy)
+    });
+    let code = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        code,
+        Json(json!({"ready": ready, "accounts": status.len(), "problems": problems})),
+    )
+        .into_response()
 }
 
 /// `GET /metrics`.

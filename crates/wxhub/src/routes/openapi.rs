@@ -16,12 +16,12 @@ fn error_responses() -> Value {
 fn cred_paths(name: &str, field: &str, summary: &str) -> (String, Value, String, Value) {
     let mut ok = error_responses();
     ok["200"] = json!({"description": "The credential to use now", "content": {"application/json": {"schema": {
-        "type": "object", "required": [field, "expires_at", "expires_in"],
-        "properties": {
-            field: {"type": "string"},
-            "expires_at": {"type": "integer", "description": "Unix seconds: cache it until then, no longer"},
-            "expires_in": {"type": "integer"}
-        }}}}});
+    "type": "object", "required": [field, "expires_at", "expires_in"],
+    "properties": {
+        field: {"type": "string"},
+        "expires_at": {"type": "integer", "description": "Unix seconds: cache it until then, no longer"},
+        "expires_in": {"type": "integer"}
+    }}}}});
     let mut inv = ok.clone();
     inv["400"] = json!({"description": "Missing field", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}});
     (
@@ -42,7 +42,11 @@ fn cred_paths(name: &str, field: &str, summary: &str) -> (String, Value, String,
 pub fn document() -> Value {
     let mut paths = serde_json::Map::new();
     for (name, field, summary) in [
-        ("access_token", "access_token", "The account's global access token"),
+        (
+            "access_token",
+            "access_token",
+            "The account's global access token",
+        ),
         ("jsapi_ticket", "jsapi_ticket", "The JS-SDK ticket"),
         ("wx_card_ticket", "wx_card_ticket", "The card API ticket"),
     ] {
@@ -72,7 +76,10 @@ pub fn document() -> Value {
     }));
     paths.insert("/v1/apps".into(), json!({"get": {"summary": "Every account's state", "security": [{"admin": []}], "responses": {"200": {"description": "Accounts"}, "401": {"description": "Admin key required"}}}}));
     paths.insert("/".into(), json!({"get": {"summary": "Status page for people", "security": [{"admin": []}], "responses": {"200": {"description": "HTML"}, "401": {"description": "Admin key required"}}}}));
-    paths.insert("/healthz".into(), json!({"get": {"summary": "Liveness", "responses": {"200": {"description": "ok"}}}}));
+    paths.insert(
+        "/healthz".into(),
+        json!({"get": {"summary": "Liveness", "responses": {"200": {"description": "ok"}}}}),
+    );
     paths.insert("/readyz".into(), json!({"get": {"summary": "Readiness: 503 names each account that needs attention", "responses": {"200": {"description": "Ready"}, "503": {"description": "Not ready, with reasons"}}}}));
     paths.insert("/metrics".into(), json!({"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "text/plain"}}}}));
     paths.insert("/openapi.json".into(), json!({"get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI 3.0"}}}}));

@@ -51,7 +51,9 @@ pub async fn proxy(
 ) -> Result<Response, ApiError> {
     authorize(&app, &client, &appid)?;
     if path.split('/').any(|seg| seg == ".." || seg == ".") || path.starts_with('/') {
-        return Err(ApiError::bad_request("path: must be a plain API path such as cgi-bin/user/info"));
+        return Err(ApiError::bad_request(
+            "path: must be a plain API path such as cgi-bin/user/info",
+        ));
     }
     let method = req.method().clone();
     let query: Vec<(String, String)> = req
@@ -63,20 +65,42 @@ pub async fn proxy(
     let body = axum::body::to_bytes(req.into_body(), MAX_BODY)
         .await
         .map_err(|_| ApiError::bad_request(format!("body: larger than {MAX_BODY} bytes")))?;
-    let query: Vec<(String, String)> = query.into_iter().filter(|(k, _)| k != "access_token").collect();
+    let query: Vec<(String, String)> = query
+        .into_iter()
+        .filter(|(k, _)| k != "access_token")
+        .collect();
     let base = app.config.upstream.api_base.trim_end_matches('/');
     let url = format!("{base}/{path}");
 
     let token = app.creds.get(&appid, CredKind::AccessToken).await?;
-    let first = send(&app, &method, &url, &query, token.value.expose_secret(), &headers, &body).await?;
+    let first = send(
+        &app,
+        &method,
+        &url,
+        &query,
+        token.value.expose_secret(),
+        &headers,
+        &body,
+    )
+    .await?;
     let retry = errcode(&first.body).is_some_and(|c| matches!(c, 40001 | 40014 | 42001));
     let answer = if retry {
-        app.metrics.inc("wxhub_proxy_retries_total", &[("appid", &appid)]);
+        app.metrics
+            .inc("wxhub_proxy_retries_total", &[("appid", &appid)]);
         let fresh = app
             .creds
             .invalidate(&appid, CredKind::AccessToken, token.value.expose_secret())
             .await?;
-        send(&app, &method, &url, &query, fresh.value.expose_secret(), &headers, &body).await?
+        send(
+            &app,
+            &method,
+            &url,
+            &query,
+            fresh.value.expose_secret(),
+            &headers,
+            &body,
+        )
+        .await?
     } else {
         first
     };
@@ -96,7 +120,10 @@ async fn send(
     headers: &HeaderMap,
     body: &Bytes,
 ) -> Result<Upstream, ApiError> {
-    let mut q: Vec<(&str, &str)> = query.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let mut q: Vec<(&str, &str)> = query
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
     q.push(("access_token", token));
     let mut req = app.http.request(method.clone(), url).query(&q);
     if let Some(ct) = headers.get(header::CONTENT_TYPE) {
@@ -107,16 +134,20 @@ async fn send(
     }
     let started = std::time::Instant::now();
     // Errors are stripped of their URL: it carries the token.
-    let resp = req
-        .send()
-        .await
-        .map_err(|e| ApiError::upstream(format!("calling the WeChat platform failed: {}", e.without_url())))?;
+    let resp = req.send().await.map_err(|e| {
+        ApiError::upstream(format!(
+            "calling the WeChat platform failed: {}",
+            e.without_url()
+        ))
+    })?;
     let status = resp.status();
     let content_type = resp.headers().get(header::CONTENT_TYPE).cloned();
-    let body = resp
-        .bytes()
-        .await
-        .map_err(|e| ApiError::upstream(format!("reading the platform's answer failed: {}", e.without_url())))?;
+    let body = resp.bytes().await.map_err(|e| {
+        ApiError::upstream(format!(
+            "reading the platform's answer failed: {}",
+            e.without_url()
+        ))
+    })?;
     app.metrics.observe(
         "wxhub_upstream_duration_seconds",
         &[("endpoint", "proxy")],

@@ -17,7 +17,9 @@ use crate::error::ApiError;
 /// Resolves the account and the client's right to it: 404, then 403.
 pub(crate) fn authorize(app: &App, client: &AuthedClient, appid: &str) -> Result<(), ApiError> {
     if app.creds.account(appid).is_none() {
-        return Err(ApiError::not_found(format!("no account {appid} in this hub")));
+        return Err(ApiError::not_found(format!(
+            "no account {appid} in this hub"
+        )));
     }
     client.check(appid)
 }
@@ -30,7 +32,12 @@ fn body(kind: CredKind, s: Served) -> Json<Value> {
     }))
 }
 
-async fn get_cred(app: Arc<App>, client: AuthedClient, appid: String, kind: CredKind) -> Result<Json<Value>, ApiError> {
+async fn get_cred(
+    app: Arc<App>,
+    client: AuthedClient,
+    appid: String,
+    kind: CredKind,
+) -> Result<Json<Value>, ApiError> {
     authorize(&app, &client, &appid)?;
     let served = app.creds.get(&appid, kind).await?;
     Ok(body(kind, served))
@@ -56,9 +63,9 @@ async fn invalidate_cred(
         CredKind::AccessToken => ("access_token", req.access_token),
         CredKind::Ticket(_) => ("ticket", req.ticket),
     };
-    let failed = failed
-        .filter(|f| !f.is_empty())
-        .ok_or_else(|| ApiError::bad_request(format!("{field}: required: the value that failed")))?;
+    let failed = failed.filter(|f| !f.is_empty()).ok_or_else(|| {
+        ApiError::bad_request(format!("{field}: required: the value that failed"))
+    })?;
     let served = app.creds.invalidate(&appid, kind, &failed).await?;
     Ok(body(kind, served))
 }
@@ -117,7 +124,14 @@ pub async fn invalidate_card_ticket(
     Path(appid): Path<String>,
     req: Result<Json<InvalidateBody>, JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    invalidate_cred(app, client, appid, CredKind::Ticket(TicketKind::WxCard), req).await
+    invalidate_cred(
+        app,
+        client,
+        appid,
+        CredKind::Ticket(TicketKind::WxCard),
+        req,
+    )
+    .await
 }
 
 #[derive(Debug, Deserialize)]
@@ -132,9 +146,12 @@ fn domain_allowed(domains: &[String], url: &url::Url) -> bool {
         return false;
     };
     let with_port = url.port().map(|p| format!("{host}:{p}"));
-    domains
-        .iter()
-        .any(|d| d.eq_ignore_ascii_case(host) || with_port.as_deref().is_some_and(|hp| d.eq_ignore_ascii_case(hp)))
+    domains.iter().any(|d| {
+        d.eq_ignore_ascii_case(host)
+            || with_port
+                .as_deref()
+                .is_some_and(|hp| d.eq_ignore_ascii_case(hp))
+    })
 }
 
 /// `POST /v1/apps/{appid}/jssdk/config` → `{appId, timestamp, nonceStr, signature}`.
@@ -147,18 +164,25 @@ pub async fn jssdk_config(
     authorize(&app, &client, &appid)?;
     let Json(req) = req?;
     let page = wx_api::jssdk::signing_url(&req.url);
-    let parsed = url::Url::parse(page).map_err(|_| ApiError::bad_request("url: not an absolute URL"))?;
+    let parsed =
+        url::Url::parse(page).map_err(|_| ApiError::bad_request("url: not an absolute URL"))?;
     if !matches!(parsed.scheme(), "http" | "https") {
         return Err(ApiError::bad_request("url: must be http or https"));
     }
-    let account = app.creds.account(&appid).expect("authorize checked the account");
+    let account = app
+        .creds
+        .account(&appid)
+        .expect("authorize checked the account");
     if !domain_allowed(&account.cfg.jssdk_domains, &parsed) {
         return Err(ApiError::forbidden(format!(
             "url: {} is not one of the account's JS-SDK domains (accounts.jssdk_domains)",
             parsed.host_str().unwrap_or("")
         )));
     }
-    let ticket = app.creds.get(&appid, CredKind::Ticket(TicketKind::Jsapi)).await?;
+    let ticket = app
+        .creds
+        .get(&appid, CredKind::Ticket(TicketKind::Jsapi))
+        .await?;
     let ticket = wx_api::secret::JsapiTicket::new(ticket.value.expose_secret());
     let now = app.clock.now().max(0) as u64;
     let cfg = wx_api::jssdk::JsSdkConfig::new(account.cfg.appid.clone(), &ticket, &req.url, now)

@@ -1,0 +1,90 @@
+use serde_json::json;
+
+use crate::helpers::*;
+
+/// A known secret, token and client key go through full flows, including
+/// failures; none may appear in a log line, an error body or /metrics.
+#[tokio::test]
+async fn secrets_tokens_and_keys_never_reach_logs_errors_or_metrics() {
+    let hub = TestHub::start().await;
+    let token = hub.token().await;
+    let (_, ticket) = hub.get(&format!("/v1/apps/{APPID}/jsapi_ticket")).await;
+    let ticket = ticket["jsapi_ticket"].as_str().unwrap().to_string();
+    let mut bodies = Vec::new();
+    // Failures of every kind.
+    hub.sim_post(
+        "/_sim/faults",
+        json!({"endpoint": "/cgi-bin/user/get", "count": 2, "errcode": 40001}),
+    )
+    .await;
+    bodies.push(
+        hub.get(&format!("/v1/apps/{APPID}/proxy/cgi-bin/user/get"))
+            .await
+            .1
+            .to_string(),
+    );
+    hub.sim_post(
+        "/_sim/faults",
+        json!({"endpoint": "/cgi-bin/user/get", "count": 1, "drop": true}),
+    )
+    .await;
+    bodies.push(
+        hub.get(&format!("/v1/apps/{APPID}/proxy/cgi-bin/user/get"))
+            .await
+            .1
+            .to_string(),
+    );
+    bodies.push(hub.invalidate(&token).await.1.to_string());
+    bodies.push(
+        hub.post(
+            &format!("/v1/apps/{APPID}/access_token/invalidate"),
+            json!({"nope": 1}),
+        )
+        .await
+        .1
+        .to_string(),
+    );
+    let r = hub
+        .http
+        .get(hub.url(&format!("/v1/apps/{APPID}/access_token")))
+        .bearer_auth(format!("{}x", hub.key))
+        .send()
+        .await
+        .unwrap();
+    bodies.push(r.text().await.unwrap());
+    hub.sim_post(
+        &format!("/_sim/accounts/{APPID}"),
+        json!({"secret": "rotated"}),
+    )
+    .await;
+    let (_, v) = hub.invalidate(&hub.token().await).await;
+    bodies.push(v.to_string());
+    hub.advance(7200);
+    bodies.push(
+        hub.get(&format!("/v1/apps/{APPID}/access_token"))
+            .await
+            .1
+            .to_string(),
+    );
+    bodies.push(hub.readyz().await.1.to_string());
+    let metrics = hub.metrics().await;
+    let logs = String::from_utf8_lossy(&logs().lock().unwrap()).to_string();
+    assert!(logs.contains(APPID), "logs were captured");
+    for (name, secret) in [
+        ("appsecret", SECRET),
+        ("token", token.as_str()),
+        ("ticket", ticket.as_str()),
+        ("client key", hub.key.as_str()),
+        ("admin key", hub.admin.as_str()),
+    ] {
+        assert!(!logs.contains(secret), "{name} in logs");
+        assert!(!metrics.contains(secret), "{name} in /metrics");
+        for b in &bodies {
+            assert!(!b.contains(secret), "{name} in an error body: {b}");
+        }
+    }
+    assert!(
+        bodies.iter().any(|b| b.contains("40125")),
+        "the wrong-secret error was exercised: {bodies:?}"
+    );
+}

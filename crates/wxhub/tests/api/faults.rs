@@ -1,0 +1,214 @@
+use serde_json::json;
+
+use crate::helpers::*;
+
+#[tokio::test]
+async fn upstream_errors_are_retried_with_backoff_while_the_valid_token_is_served() {
+    let hub = TestHub::with(Options {
+        tickets: "[]",
+        ..Options::default()
+    })
+    .await;
+    let t1 = hub.token().await;
+    // Go to the refresh point (stable: inside the last 300 s).
+    hub.advance(7200 - 300);
+    hub.sim_post(
+        "/_sim/faults",
+        json!({"endpoint": "/cgi-bin/stable_token", "count": 5, "errcode": -1}),
+    )
+    .await;
+    let mut attempts_at = Vec::new();
+    let mut last_calls = hub.calls("/cgi-bin/stable_token");
+    for _ in 0..300 {
+        hub.run_due().await;
+        let calls = hub.calls("/cgi-bin/stable_token");
+        if calls > last_calls {
+            attempts_at.push(hub.now());
+            last_calls = calls;
+        }
+        if hub.issued("stable") == 2 {
+            break;
+        }
+        // Still the valid token, whatever the upstream does.
+        assert_eq!(hub.token().await, t1);
+        hub.advance(1);
+    }
+    assert_eq!(hub.issued("stable"), 2, "recovered after the faults");
+    assert_eq!(
+        attempts_at.len(),
+        6,
+        "5 failures then a success: {attempts_at:?}"
+    );
+    let gaps: Vec<i64> = attempts_at.windows(2).map(|w| w[1] - w[0]).collect();
+    assert!(gaps.windows(2).all(|g| g[1] >= g[0]), "gaps grow: {gaps:?}");
+    assert!(gaps[0] >= 1 && gaps[3] >= 8, "exponential: {gaps:?}");
+    assert_ne!(hub.token().await, t1);
+    let (s, _) = hub.readyz().await;
+    assert_eq!(s, 200);
+}
+
+#[tokio::test]
+async fn a_hanging_upstream_times_out_and_is_retried() {
+    let hub = TestHub::with(Options {
+        tickets: "[]",
+        timeout_ms: 300,
+        ..Options::default()
+    })
+    .await;
+    let t1 = hub.token().await;
+    hub.advance(7200 - 300);
+    hub.sim_post(
+        "/_sim/faults",
+        json!({"endpoint": "/cgi-bin/stable_token", "count": 2, "delay_ms": 2000}),
+    )
+    .await;
+    for _ in 0..100 {
+        hub.run_due().await;
+        if hub.issued("stable") == 2 {
+            break;
+        }
+        assert_eq!(hub.token().await, t1);
+        hub.advance(1);
+    }
+    assert_eq!(hub.issued("stable"), 2);
+    let m = hub.metrics().await;
+    assert!(m.contains("result=\"upstream_error\"} 2"), "{m}");
+}
+
+#[tokio::test]
+async fn with_no_token_and_a_failing_upstream_clients_get_503_with_retry_after() {
+    let hub = TestHub::with(Options {
+        tickets: "[]",
+        ..Options::default()
+    })
+    .await;
+    hub.sim_post(
+        "/_sim/faults",
+        json!({"endpoint": "/cgi-bin/stable_token", "count": 1, "http_status": 502}),
+    )
+    .await;
+    let r = hub
+        .http
+        .get(hub.url(&format!("/v1/apps/{APPID}/access_token")))
+        .bearer_auth(&hub.key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    let r_retry_after: i64 = r
+        .headers()
+        .get("retry-after")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "unavailable");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("502"),
+        "{v}"
+    );
+    // During the backoff, new requests do not hammer the platform.
+    let calls = hub.calls("/cgi-bin/stable_token");
+    for _ in 0..5 {
+        let (s, _) = hub.get(&format!("/v1/apps/{APPID}/access_token")).await;
+        assert_eq!(s, 503);
+    }
+    assert_eq!(hub.calls("/cgi-bin/stable_token"), calls);
+    let retry_after: i64 = r_retry_after;
+    hub.advance(retry_after);
+    let (s, v) = hub.get(&format!("/v1/apps/{APPID}/access_token")).await;
+    assert_eq!(s, 200, "{v}");
+}
+
+#[tokio::test]
+async fn an_ip_whitelist_error_marks_the_account_unhealthy_names_the_ip_and_recovers() {
+    let hub = TestHub::with(Options {
+        tickets: "[]",
+        ..Options::default()
+    })
+    .await;
+    hub.sim_post(
+        &format!("/_sim/accounts/{APPID}"),
+        json!({"ip_whitelist": ["10.9.9.9"]}),
+    )
+    .await;
+    let (s, v) = hub.get(&format!("/v1/apps/{APPID}/access_token")).await;
+    assert_eq!(s, 503, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("127.0.0.1"),
+        "{v}"
+    );
+    let (s, r) = hub.readyz().await;
+    assert_eq!(s, 503);
+    assert!(
+        r["problems"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("127.0.0.1"),
+        "{r}"
+    );
+    assert_eq!(r["problems"][0]["severity"], "unhealthy");
+    // It retries slowly, not in a loop.
+    let calls = hub.calls("/cgi-bin/stable_token");
+    for _ in 0..10 {
+        hub.run_due().await;
+        hub.advance(10);
+    }
+    assert_eq!(
+        hub.calls("/cgi-bin/stable_token"),
+        calls,
+        "no retry within the slow interval"
+    );
+    // The fix: allow the IP. No restart.
+    hub.sim_post(
+        &format!("/_sim/accounts/{APPID}"),
+        json!({"ip_whitelist": ["10.9.9.9", "127.0.0.1"]}),
+    )
+    .await;
+    hub.advance(300);
+    hub.run_due().await;
+    let (s, _) = hub.readyz().await;
+    assert_eq!(s, 200);
+    let (s, _) = hub.get(&format!("/v1/apps/{APPID}/access_token")).await;
+    assert_eq!(s, 200);
+}
+
+#[tokio::test]
+async fn a_used_up_daily_quota_pauses_fetching_until_the_next_beijing_day() {
+    let mut o = Options {
+        mode: "classic",
+        tickets: "[]",
+        ..Options::default()
+    };
+    o.world = world("token_daily_limit = 1");
+    let hub = TestHub::with(o).await;
+    let t1 = hub.token().await;
+    let (_, v) = hub.invalidate(&t1).await;
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("45009"),
+        "{v}"
+    );
+    let calls = hub.calls("/cgi-bin/token");
+    for _ in 0..20 {
+        hub.run_due().await;
+        hub.invalidate(&t1).await;
+        hub.advance(60);
+    }
+    assert_eq!(
+        hub.calls("/cgi-bin/token"),
+        calls,
+        "no call while the quota is used up"
+    );
+    let now = hub.now();
+    let next_day = ((now + 8 * 3600) / 86400 + 1) * 86400 - 8 * 3600;
+    hub.advance(next_day - now);
+    hub.run_due().await;
+    assert_eq!(hub.calls("/cgi-bin/token"), calls + 1);
+    let (s, _) = hub.get(&format!("/v1/apps/{APPID}/access_token")).await;
+    assert_eq!(s, 200);
+}

@@ -1,0 +1,336 @@
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use serde_json::{Value, json};
+use wxhub::config::Config;
+
+pub const APPID: &str = "wx1111111111111111";
+pub const SECRET: &str = "canary-secret-d41d8cd98f00b204e98";
+pub const START: i64 = 1_700_000_000;
+
+/// Every log line of the test process, for the canary test.
+pub fn logs() -> &'static Arc<Mutex<Vec<u8>>> {
+    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+    LOGS.get_or_init(|| {
+        let buf = Arc::new(Mutex::new(Vec::new()));
+        let writer = buf.clone();
+        let subscriber = tracing_subscriber_for(writer);
+        let _ = tracing::subscriber::set_global_default(subscriber);
+        buf
+    })
+}
+
+#[derive(Clone)]
+struct BufWriter(Arc<Mutex<Vec<u8>>>);
+
+impl Write for BufWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(data);
+        if std::env::var_os("TEST_LOG").is_some() {
+            std::io::stderr().write_all(data)?;
+        }
+        Ok(data.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn tracing_subscriber_for(buf: Arc<Mutex<Vec<u8>>>) -> impl tracing::Subscriber + Send + Sync {
+    tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::DEBUG)
+        .with_ansi(false)
+        .with_writer(move || BufWriter(buf.clone()))
+        .finish()
+}
+
+pub fn world(extra_account: &str) -> String {
+    format!(
+        r#"
+[clock]
+start = {START}
+
+[[accounts]]
+appid = "{APPID}"
+secret = "{SECRET}"
+name = "Hub Test"
+oauth_domains = ["127.0.0.1"]
+daily_limits = {{ "/cgi-bin/user/info" = 100000000 }}
+{extra_account}
+
+[[people]]
+id = "alice"
+nickname = "Alice"
+follows = ["{APPID}"]
+"#
+    )
+}
+
+pub struct Options {
+    pub mode: &'static str,
+    pub world: String,
+    pub tickets: &'static str,
+    pub timeout_ms: u64,
+    pub extra: String,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            mode: "stable",
+            world: world(""),
+            tickets: "[\"jsapi\"]",
+            timeout_ms: 2000,
+            extra: String::new(),
+        }
+    }
+}
+
+pub struct TestHub {
+    pub sim: wx_sim::RunningSim,
+    pub hub: Option<wxhub::RunningHub>,
+    pub config_text: String,
+    pub key: String,
+    pub admin: String,
+    pub http: reqwest::Client,
+    pub store: PathBuf,
+}
+
+fn temp_store() -> PathBuf {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "wxhub-test-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir.join("wxhub.db")
+}
+
+impl TestHub {
+    pub async fn start() -> TestHub {
+        Self::with(Options::default()).await
+    }
+
+    pub async fn with(o: Options) -> TestHub {
+        logs();
+        let world = wx_sim::World::from_toml_str(&o.world).expect("world");
+        let sim = wx_sim::Simulator::spawn(world).await.expect("sim");
+        let key = wxhub::auth::new_key();
+        let admin = wxhub::auth::new_key();
+        let store = temp_store();
+        let config_text = format!(
+            r#"
+listen = "127.0.0.1:0"
+admin_key_sha256 = "{admin_hash}"
+[store]
+path = "{store}"
+[upstream]
+api_base = "{base}"
+open_base = "{base}"
+timeout_ms = {timeout}
+[refresh]
+tick_ms = 3600000
+wait_for_token_ms = 3000
+{extra}
+
+[[accounts]]
+appid = "{APPID}"
+secret = "{SECRET}"
+token_mode = "{mode}"
+tickets = {tickets}
+jssdk_domains = ["app.example.com"]
+
+[[clients]]
+name = "shop"
+key_sha256 = "{key_hash}"
+apps = ["{APPID}"]
+"#,
+            admin_hash = hex(&wxhub::auth::hash_key(&admin)),
+            key_hash = hex(&wxhub::auth::hash_key(&key)),
+            store = store.display(),
+            base = sim.base_url(),
+            timeout = o.timeout_ms,
+            extra = o.extra,
+            mode = o.mode,
+            tickets = o.tickets,
+        );
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        let mut t = TestHub {
+            sim,
+            hub: None,
+            config_text,
+            key,
+            admin,
+            http,
+            store,
+        };
+        t.boot().await;
+        t
+    }
+
+    pub fn config(&self) -> Config {
+        Config::from_toml_with_env(&self.config_text, &[], &|_| None).expect("test config")
+    }
+
+    async fn boot(&mut self) {
+        let clock = Arc::new(wxhub::clock::SimClock(self.sim.sim().clone()));
+        let app = wxhub::Application::build(self.config(), clock)
+            .await
+            .expect("hub builds");
+        self.hub = Some(app.spawn());
+    }
+
+    /// Stops the hub and starts a new one on the same store.
+    pub async fn restart(&mut self) {
+        if let Some(h) = self.hub.take() {
+            h.shutdown().await;
+        }
+        self.boot().await;
+    }
+
+    pub fn hub(&self) -> &wxhub::RunningHub {
+        self.hub.as_ref().expect("hub running")
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.hub().base_url(), path)
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let r = self
+            .http
+            .get(self.url(path))
+            .bearer_auth(&self.key)
+            .send()
+            .await
+            .unwrap();
+        let s = r.status().as_u16();
+        (s, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        let r = self
+            .http
+            .post(self.url(path))
+            .bearer_auth(&self.key)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let s = r.status().as_u16();
+        (s, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn token(&self) -> String {
+        let (s, v) = self.get(&format!("/v1/apps/{APPID}/access_token")).await;
+        assert_eq!(s, 200, "{v}");
+        v["access_token"].as_str().unwrap().to_string()
+    }
+
+    pub async fn invalidate(&self, token: &str) -> (u16, Value) {
+        self.post(
+            &format!("/v1/apps/{APPID}/access_token/invalidate"),
+            json!({"access_token": token}),
+        )
+        .await
+    }
+
+    pub fn now(&self) -> i64 {
+        self.sim.sim().clock.now()
+    }
+
+    pub fn advance(&self, secs: i64) -> i64 {
+        self.sim.sim().clock.advance(secs)
+    }
+
+    /// Lets the refresher do whatever is due now, and waits for it.
+    pub async fn run_due(&self) {
+        self.hub().app().creds.run_due().await;
+    }
+
+    pub fn stats(&self) -> Value {
+        self.sim.sim().stats()["apps"][APPID].clone()
+    }
+
+    pub fn issued(&self, kind: &str) -> u64 {
+        self.stats()["tokens_issued"][kind].as_u64().unwrap()
+    }
+
+    pub fn calls(&self, path: &str) -> u64 {
+        self.stats()["calls"][path].as_u64().unwrap_or(0)
+    }
+
+    pub async fn sim_post(&self, path: &str, body: Value) -> Value {
+        self.http
+            .post(format!("{}{}", self.sim.base_url(), path))
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    pub async fn sim_get(&self, path: &str) -> Value {
+        self.http
+            .get(format!("{}{}", self.sim.base_url(), path))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// errcode of a token-checked call made directly to the simulator.
+    pub async fn use_token(&self, token: &str) -> i64 {
+        let openid = self
+            .sim_get(&format!("/_sim/openid?appid={APPID}&person=alice"))
+            .await["openid"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let v = self
+            .sim_get(&format!(
+                "/cgi-bin/user/info?access_token={token}&openid={openid}"
+            ))
+            .await;
+        v["errcode"].as_i64().unwrap_or(0)
+    }
+
+    pub async fn readyz(&self) -> (u16, Value) {
+        let r = self.http.get(self.url("/readyz")).send().await.unwrap();
+        let s = r.status().as_u16();
+        (s, r.json().await.unwrap())
+    }
+
+    pub async fn metrics(&self) -> String {
+        self.http
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+}
+
+pub fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+impl Drop for TestHub {
+    fn drop(&mut self) {
+        if let Some(dir) = self.store.parent() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}

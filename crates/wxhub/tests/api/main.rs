@@ -1,0 +1,11 @@
+//! Black-box tests of the hub over HTTP on 127.0.0.1, against the simulator,
+//! on the simulator's virtual clock. No test sleeps to let time pass.
+
+mod helpers;
+
+mod auth;
+mod canary;
+mod faults;
+mod lifecycle;
+mod proxy;
+mod tokens;

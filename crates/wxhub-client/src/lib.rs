@@ -183,10 +183,10 @@ impl HubClient {
     /// [`Error::Hub`] (e.g. 503 while the hub cannot fetch), [`Error::Transport`].
     pub async fn access_token(&self) -> Result<String, Error> {
         let now = (self.now)();
-        if let Some(c) = self.cache.lock().unwrap_or_else(|e| e.into_inner()).clone() {
-            if now < c.expires_at - self.margin {
-                return Ok(c.value);
-            }
+        if let Some(c) = self.cache.lock().unwrap_or_else(|e| e.into_inner()).clone()
+            && now < c.expires_at - self.margin
+        {
+            return Ok(c.value);
         }
         let body = self.hub(self.http.get(self.url("access_token"))).await?;
         self.remember(&body)

@@ -108,7 +108,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-fn load(path: &PathBuf) -> anyhow::Result<Config> {
+fn load(path: &std::path::Path) -> anyhow::Result<Config> {
     Config::load(path).map_err(|e| anyhow::anyhow!("--config {}: {e}", path.display()))
 }
 

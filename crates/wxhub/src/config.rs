@@ -376,12 +376,11 @@ fn parse_scalar(value: &str) -> toml::Value {
     if let Ok(b) = value.parse::<bool>() {
         return toml::Value::Boolean(b);
     }
-    if value.starts_with('[') {
-        if let Ok(toml::Value::Table(t)) = toml::from_str::<toml::Value>(&format!("v = {value}")) {
-            if let Some(v) = t.get("v") {
-                return v.clone();
-            }
-        }
+    if value.starts_with('[')
+        && let Ok(toml::Value::Table(t)) = toml::from_str::<toml::Value>(&format!("v = {value}"))
+        && let Some(v) = t.get("v")
+    {
+        return v.clone();
     }
     toml::Value::String(value.to_string())
 }
@@ -593,7 +592,8 @@ apps = ["wx1111111111111111"]
 
     #[test]
     fn errors_name_the_key() {
-        let cases: Vec<(String, Vec<(&str, &str)>, &str)> = vec![
+        type Case<'a> = (String, Vec<(&'a str, &'a str)>, &'a str);
+        let cases: Vec<Case> = vec![
             (
                 BASE.replace("SECRET_A", "NOPE"),
                 vec![],

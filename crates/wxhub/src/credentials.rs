@@ -532,21 +532,21 @@ impl Credentials {
             }
         }
         let force = matches!(trigger, Trigger::Invalidate(_));
-        if let Trigger::Invalidate(failed) = &trigger {
-            if kind == CredKind::AccessToken {
-                let current_not_expired = slot
-                    .lock()
-                    .current
-                    .as_ref()
-                    .is_some_and(|c| c.value.ct_eq(failed) && now < c.expires_at);
-                if current_not_expired {
-                    self.metrics
-                        .inc("wxhub_foreign_refresh_total", &[("appid", appid)]);
-                    tracing::warn!(
-                        account.appid = %appid,
-                        "the platform rejected the current access token before its expiry: another system fetched or forced a token for this account. Point every system at wxhub, or use token_mode = \"stable\" everywhere"
-                    );
-                }
+        if let Trigger::Invalidate(failed) = &trigger
+            && kind == CredKind::AccessToken
+        {
+            let current_not_expired = slot
+                .lock()
+                .current
+                .as_ref()
+                .is_some_and(|c| c.value.ct_eq(failed) && now < c.expires_at);
+            if current_not_expired {
+                self.metrics
+                    .inc("wxhub_foreign_refresh_total", &[("appid", appid)]);
+                tracing::warn!(
+                    account.appid = %appid,
+                    "the platform rejected the current access token before its expiry: another system fetched or forced a token for this account. Point every system at wxhub, or use token_mode = \"stable\" everywhere"
+                );
             }
         }
         if force && kind == CredKind::AccessToken && account.cfg.token_mode == TokenMode::Stable {

@@ -72,11 +72,13 @@ async fn unknown_keys_are_401_wrong_accounts_403_unknown_accounts_404() {
 
 #[tokio::test]
 async fn a_client_limited_to_one_account_gets_403_for_another() {
-    let mut o = Options::default();
-    o.world = world("").replace(
-        "[[people]]",
-        "[[accounts]]\nappid = \"wx2222222222222222\"\nsecret = \"other-secret\"\n\n[[people]]",
-    );
+    let o = Options {
+        world: world("").replace(
+            "[[people]]",
+            "[[accounts]]\nappid = \"wx2222222222222222\"\nsecret = \"other-secret\"\n\n[[people]]",
+        ),
+        ..Options::default()
+    };
     let hub = TestHub::with(o).await;
     // Add the second account to the hub's config and restart.
     let mut hub = hub;

@@ -42,6 +42,9 @@ struct Cli {
 enum Bench {
     /// Simulator token-checked calls vs a trivial axum handler.
     Sim,
+    /// The hub's GET access_token vs a bare handler, and its proxy vs the
+    /// simulator called directly.
+    Hub,
 }
 
 /// One contender's result for one round.
@@ -58,6 +61,7 @@ struct Round {
 async fn load(
     addr: SocketAddr,
     path: Arc<str>,
+    auth: Option<Arc<str>>,
     connections: usize,
     duration: Duration,
     ok: fn(u16, &[u8]) -> bool,
@@ -66,17 +70,21 @@ async fn load(
     let mut tasks = Vec::new();
     for _ in 0..connections {
         let path = path.clone();
+        let auth = auth.clone();
         tasks.push(tokio::spawn(async move {
             let stream = TcpStream::connect(addr).await?;
             stream.set_nodelay(true)?;
-            let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+            let (mut sender, conn) =
+                hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
             tokio::spawn(conn);
             let mut latencies = Vec::with_capacity(100_000);
             let mut bad = 0u64;
             while Instant::now() < deadline {
-                let req = hyper::Request::get(&*path)
-                    .header("host", addr.to_string())
-                    .body(Empty::<Bytes>::new())?;
+                let mut req = hyper::Request::get(&*path).header("host", addr.to_string());
+                if let Some(a) = &auth {
+                    req = req.header("authorization", &**a);
+                }
+                let req = req.body(Empty::<Bytes>::new())?;
                 let started = Instant::now();
                 let resp = sender.send_request(req).await?;
                 let status = resp.status().as_u16();
@@ -100,7 +108,11 @@ async fn load(
         bail!("{bad} of {} answers were wrong", all.len());
     }
     all.sort_unstable();
-    let pct = |p: f64| all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1))).copied().unwrap_or(0);
+    let pct = |p: f64| {
+        all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0)
+    };
     Ok(Round {
         rps: all.len() as f64 / duration.as_secs_f64(),
         p50_us: pct(0.50),
@@ -161,21 +173,39 @@ async fn bench_sim(cli: &Cli) -> anyhow::Result<String> {
         .as_str()
         .context("no openid")?
         .to_string();
-    let sim_path: Arc<str> = format!("/cgi-bin/user/info?access_token={token}&openid={openid}&lang=zh_CN").into();
+    let sim_path: Arc<str> =
+        format!("/cgi-bin/user/info?access_token={token}&openid={openid}&lang=zh_CN").into();
     let trivial = trivial_server().await?;
-    let trivial_path: Arc<str> = format!("/cgi-bin/user/info?access_token={token}&openid={openid}&lang=zh_CN").into();
+    let trivial_path: Arc<str> =
+        format!("/cgi-bin/user/info?access_token={token}&openid={openid}&lang=zh_CN").into();
     let dur = Duration::from_secs(cli.seconds);
     fn ok(status: u16, body: &[u8]) -> bool {
         let has = |needle: &[u8]| body.windows(needle.len()).any(|w| w == needle);
         status == 200 && has(b"\"subscribe\":1") && !has(b"errcode")
     }
     // Warm both up so neither pays for first connections or allocations.
-    load(trivial, trivial_path.clone(), cli.connections, Duration::from_millis(500), ok).await?;
-    load(sim.addr(), sim_path.clone(), cli.connections, Duration::from_millis(500), ok).await?;
+    load(
+        trivial,
+        trivial_path.clone(),
+        None,
+        cli.connections,
+        Duration::from_millis(500),
+        ok,
+    )
+    .await?;
+    load(
+        sim.addr(),
+        sim_path.clone(),
+        None,
+        cli.connections,
+        Duration::from_millis(500),
+        ok,
+    )
+    .await?;
     let (mut base_rounds, mut sim_rounds) = (Vec::new(), Vec::new());
     for _ in 0..cli.rounds {
-        base_rounds.push(load(trivial, trivial_path.clone(), cli.connections, dur, ok).await?);
-        sim_rounds.push(load(sim.addr(), sim_path.clone(), cli.connections, dur, ok).await?);
+        base_rounds.push(load(trivial, trivial_path.clone(), None, cli.connections, dur, ok).await?);
+        sim_rounds.push(load(sim.addr(), sim_path.clone(), None, cli.connections, dur, ok).await?);
     }
     let b = median(base_rounds);
     let s = median(sim_rounds);
@@ -201,6 +231,124 @@ load generator in the same process; median round shown).\n\n\
     ))
 }
 
+/// A bare axum handler answering what the hub's token route answers.
+async fn constant_token_server() -> anyhow::Result<SocketAddr> {
+    let app = axum::Router::new().route(
+        "/v1/apps/{appid}/access_token",
+        axum::routing::get(|| async {
+            axum::Json(serde_json::json!({
+                "access_token": "81_constantconstantconstantconstantconstantconstantconstantconstantconstantconstantconstantconstantconstantconstantconstantconstant",
+                "expires_at": 1700007200,
+                "expires_in": 7000
+            }))
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok(addr)
+}
+
+async fn bench_hub(cli: &Cli) -> anyhow::Result<String> {
+    let world = wx_sim::World::from_toml_str(BENCH_WORLD)?;
+    let sim = wx_sim::Simulator::spawn(world).await?;
+    let key = wxhub::auth::new_key();
+    let store = std::env::temp_dir().join(format!("wxhub-bench-{}.db", std::process::id()));
+    let _ = std::fs::remove_file(&store);
+    let config_text = format!(
+        r#"
+listen = "127.0.0.1:0"
+[store]
+path = "{store}"
+[upstream]
+api_base = "{base}"
+open_base = "{base}"
+[[accounts]]
+appid = "wx0123456789abcdef"
+secret = "benchsecret000000000000000000000"
+tickets = []
+[[clients]]
+name = "bench"
+key_sha256 = "{hash}"
+apps = ["*"]
+"#,
+        store = store.display(),
+        base = sim.base_url(),
+        hash = wxhub::auth::hash_key(&key).iter().map(|b| format!("{b:02x}")).collect::<String>(),
+    );
+    let config = wxhub::config::Config::from_toml_with_env(&config_text, &[], &|_| None)?;
+    let clock = Arc::new(wxhub::clock::SimClock(sim.sim().clone()));
+    let hub = wxhub::Application::build(config, clock).await?.spawn();
+    let auth: Arc<str> = format!("Bearer {key}").into();
+    let openid = fetch_json(&format!("{}/_sim/openid?appid=wx0123456789abcdef&person=alice", sim.base_url()))
+        .await?["openid"]
+        .as_str()
+        .context("no openid")?
+        .to_string();
+    let token_path: Arc<str> = "/v1/apps/wx0123456789abcdef/access_token".into();
+    let bare = constant_token_server().await?;
+    fn token_ok(status: u16, body: &[u8]) -> bool {
+        status == 200 && body.starts_with(b"{\"access_token\":\"")
+    }
+    fn user_ok(status: u16, body: &[u8]) -> bool {
+        let has = |needle: &[u8]| body.windows(needle.len()).any(|w| w == needle);
+        status == 200 && has(b"\"subscribe\":1") && !has(b"errcode")
+    }
+    let proxy_path: Arc<str> = format!("/v1/apps/wx0123456789abcdef/proxy/cgi-bin/user/info?openid={openid}&lang=zh_CN").into();
+    // The direct caller uses the token the hub holds, as a business server would.
+    let direct_token = {
+        let uri = format!("http://{}{}", hub.addr(), token_path);
+        let host = hub.addr().to_string();
+        let stream = TcpStream::connect(&host).await?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(conn);
+        let req = hyper::Request::get(uri.as_str()).header("host", host).header("authorization", &*auth).body(Empty::<Bytes>::new())?;
+        let body = sender.send_request(req).await?.into_body().collect().await?.to_bytes();
+        let v: serde_json::Value = serde_json::from_slice(&body)?;
+        v["access_token"].as_str().context("hub gave no token")?.to_string()
+    };
+    let direct_path: Arc<str> = format!("/cgi-bin/user/info?access_token={direct_token}&openid={openid}&lang=zh_CN").into();
+    let dur = Duration::from_secs(cli.seconds);
+    let warm = Duration::from_millis(500);
+    load(bare, token_path.clone(), None, cli.connections, warm, token_ok).await?;
+    load(hub.addr(), token_path.clone(), Some(auth.clone()), cli.connections, warm, token_ok).await?;
+    load(hub.addr(), proxy_path.clone(), Some(auth.clone()), cli.connections, warm, user_ok).await?;
+    load(sim.addr(), direct_path.clone(), None, cli.connections, warm, user_ok).await?;
+    let (mut bare_r, mut hub_r, mut proxy_r, mut direct_r) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..cli.rounds {
+        bare_r.push(load(bare, token_path.clone(), None, cli.connections, dur, token_ok).await?);
+        hub_r.push(load(hub.addr(), token_path.clone(), Some(auth.clone()), cli.connections, dur, token_ok).await?);
+        direct_r.push(load(sim.addr(), direct_path.clone(), None, cli.connections, dur, user_ok).await?);
+        proxy_r.push(load(hub.addr(), proxy_path.clone(), Some(auth.clone()), cli.connections, dur, user_ok).await?);
+    }
+    let (b, h, d, p) = (median(bare_r), median(hub_r), median(direct_r), median(proxy_r));
+    let token_ratio = h.rps / b.rps;
+    let proxy_ratio = p.rps / d.rps;
+    let verdict = |r: f64, goal: f64| if r >= goal { "meets" } else { "MISSES" };
+    let _ = std::fs::remove_file(&store);
+    Ok(format!(
+        "## Hub: GET access_token and the proxy\n\n\
+`cargo run --release -p wxhub-bench -- hub` ({rounds} alternating rounds of {secs} s, {conns} keep-alive connections, \
+hub, simulator and load generator in one process; median round shown).\n\n\
+| server | requests/s | p50 | p99 |\n|---|---:|---:|---:|\n\
+| bare axum handler returning a constant token JSON | {:.0} | {} µs | {} µs |\n\
+| wxhub `GET /v1/apps/{{appid}}/access_token` (client key check, request log, metrics) | {:.0} | {} µs | {} µs |\n\
+| simulator `GET /cgi-bin/user/info` called directly | {:.0} | {} µs | {} µs |\n\
+| wxhub proxy to the same call (token injected, errcode inspected) | {:.0} | {} µs | {} µs |\n\n\
+**GET access_token: {token_ratio:.2}×** the bare handler (goal ≥ 0.8×: {}).  \n\
+**Proxy: {proxy_ratio:.2}×** calling the simulator directly (goal ≥ 0.6×: {}).\n",
+        b.rps, b.p50_us, b.p99_us,
+        h.rps, h.p50_us, h.p99_us,
+        d.rps, d.p50_us, d.p99_us,
+        p.rps, p.p50_us, p.p99_us,
+        verdict(token_ratio, 0.8),
+        verdict(proxy_ratio, 0.6),
+        rounds = cli.rounds,
+        secs = cli.seconds,
+        conns = cli.connections,
+    ))
+}
+
 async fn fetch_json(url: &str) -> anyhow::Result<serde_json::Value> {
     let uri: hyper::Uri = url.parse()?;
     let host = uri.authority().context("url has a host")?.to_string();
@@ -208,8 +356,16 @@ async fn fetch_json(url: &str) -> anyhow::Result<serde_json::Value> {
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
     tokio::spawn(conn);
     let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-    let req = hyper::Request::get(path).header("host", host).body(Empty::<Bytes>::new())?;
-    let body = sender.send_request(req).await?.into_body().collect().await?.to_bytes();
+    let req = hyper::Request::get(path)
+        .header("host", host)
+        .body(Empty::<Bytes>::new())?;
+    let body = sender
+        .send_request(req)
+        .await?
+        .into_body()
+        .collect()
+        .await?
+        .to_bytes();
     Ok(serde_json::from_slice(&body)?)
 }
 
@@ -239,6 +395,7 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let (name, section) = match cli.bench {
         Bench::Sim => ("sim", bench_sim(&cli).await?),
+        Bench::Hub => ("hub", bench_hub(&cli).await?),
     };
     print!("{section}");
     write_section(&cli.out, name, &section)?;

@@ -119,8 +119,13 @@ impl Application {
         let (tx, rx) = tokio::sync::watch::channel(false);
         let refresher = tokio::spawn(self.app.creds.clone().run_refresher(rx));
         let router = crate::router::router(self.app.clone());
+        use axum::serve::ListenerExt;
+        // Small JSON answers: no Nagle delay between a response's writes.
+        let listener = self.listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         let served = axum::serve(
-            self.listener,
+            listener,
             router.into_make_service_with_connect_info::<SocketAddr>(),
         )
         .with_graceful_shutdown(shutdown)

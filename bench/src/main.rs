@@ -204,7 +204,17 @@ async fn bench_sim(cli: &Cli) -> anyhow::Result<String> {
     .await?;
     let (mut base_rounds, mut sim_rounds) = (Vec::new(), Vec::new());
     for _ in 0..cli.rounds {
-        base_rounds.push(load(trivial, trivial_path.clone(), None, cli.connections, dur, ok).await?);
+        base_rounds.push(
+            load(
+                trivial,
+                trivial_path.clone(),
+                None,
+                cli.connections,
+                dur,
+                ok,
+            )
+            .await?,
+        );
         sim_rounds.push(load(sim.addr(), sim_path.clone(), None, cli.connections, dur, ok).await?);
     }
     let b = median(base_rounds);
@@ -274,14 +284,20 @@ apps = ["*"]
 "#,
         store = store.display(),
         base = sim.base_url(),
-        hash = wxhub::auth::hash_key(&key).iter().map(|b| format!("{b:02x}")).collect::<String>(),
+        hash = wxhub::auth::hash_key(&key)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>(),
     );
     let config = wxhub::config::Config::from_toml_with_env(&config_text, &[], &|_| None)?;
     let clock = Arc::new(wxhub::clock::SimClock(sim.sim().clone()));
     let hub = wxhub::Application::build(config, clock).await?.spawn();
     let auth: Arc<str> = format!("Bearer {key}").into();
-    let openid = fetch_json(&format!("{}/_sim/openid?appid=wx0123456789abcdef&person=alice", sim.base_url()))
-        .await?["openid"]
+    let openid = fetch_json(&format!(
+        "{}/_sim/openid?appid=wx0123456789abcdef&person=alice",
+        sim.base_url()
+    ))
+    .await?["openid"]
         .as_str()
         .context("no openid")?
         .to_string();
@@ -294,34 +310,128 @@ apps = ["*"]
         let has = |needle: &[u8]| body.windows(needle.len()).any(|w| w == needle);
         status == 200 && has(b"\"subscribe\":1") && !has(b"errcode")
     }
-    let proxy_path: Arc<str> = format!("/v1/apps/wx0123456789abcdef/proxy/cgi-bin/user/info?openid={openid}&lang=zh_CN").into();
+    let proxy_path: Arc<str> =
+        format!("/v1/apps/wx0123456789abcdef/proxy/cgi-bin/user/info?openid={openid}&lang=zh_CN")
+            .into();
     // The direct caller uses the token the hub holds, as a business server would.
     let direct_token = {
         let uri = format!("http://{}{}", hub.addr(), token_path);
         let host = hub.addr().to_string();
         let stream = TcpStream::connect(&host).await?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
         tokio::spawn(conn);
-        let req = hyper::Request::get(uri.as_str()).header("host", host).header("authorization", &*auth).body(Empty::<Bytes>::new())?;
-        let body = sender.send_request(req).await?.into_body().collect().await?.to_bytes();
+        let req = hyper::Request::get(uri.as_str())
+            .header("host", host)
+            .header("authorization", &*auth)
+            .body(Empty::<Bytes>::new())?;
+        let body = sender
+            .send_request(req)
+            .await?
+            .into_body()
+            .collect()
+            .await?
+            .to_bytes();
         let v: serde_json::Value = serde_json::from_slice(&body)?;
-        v["access_token"].as_str().context("hub gave no token")?.to_string()
+        v["access_token"]
+            .as_str()
+            .context("hub gave no token")?
+            .to_string()
     };
-    let direct_path: Arc<str> = format!("/cgi-bin/user/info?access_token={direct_token}&openid={openid}&lang=zh_CN").into();
+    let direct_path: Arc<str> =
+        format!("/cgi-bin/user/info?access_token={direct_token}&openid={openid}&lang=zh_CN").into();
     let dur = Duration::from_secs(cli.seconds);
     let warm = Duration::from_millis(500);
-    load(bare, token_path.clone(), None, cli.connections, warm, token_ok).await?;
-    load(hub.addr(), token_path.clone(), Some(auth.clone()), cli.connections, warm, token_ok).await?;
-    load(hub.addr(), proxy_path.clone(), Some(auth.clone()), cli.connections, warm, user_ok).await?;
-    load(sim.addr(), direct_path.clone(), None, cli.connections, warm, user_ok).await?;
-    let (mut bare_r, mut hub_r, mut proxy_r, mut direct_r) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    load(
+        bare,
+        token_path.clone(),
+        None,
+        cli.connections,
+        warm,
+        token_ok,
+    )
+    .await?;
+    load(
+        hub.addr(),
+        token_path.clone(),
+        Some(auth.clone()),
+        cli.connections,
+        warm,
+        token_ok,
+    )
+    .await?;
+    load(
+        hub.addr(),
+        proxy_path.clone(),
+        Some(auth.clone()),
+        cli.connections,
+        warm,
+        user_ok,
+    )
+    .await?;
+    load(
+        sim.addr(),
+        direct_path.clone(),
+        None,
+        cli.connections,
+        warm,
+        user_ok,
+    )
+    .await?;
+    let (mut bare_r, mut hub_r, mut proxy_r, mut direct_r) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for _ in 0..cli.rounds {
-        bare_r.push(load(bare, token_path.clone(), None, cli.connections, dur, token_ok).await?);
-        hub_r.push(load(hub.addr(), token_path.clone(), Some(auth.clone()), cli.connections, dur, token_ok).await?);
-        direct_r.push(load(sim.addr(), direct_path.clone(), None, cli.connections, dur, user_ok).await?);
-        proxy_r.push(load(hub.addr(), proxy_path.clone(), Some(auth.clone()), cli.connections, dur, user_ok).await?);
+        bare_r.push(
+            load(
+                bare,
+                token_path.clone(),
+                None,
+                cli.connections,
+                dur,
+                token_ok,
+            )
+            .await?,
+        );
+        hub_r.push(
+            load(
+                hub.addr(),
+                token_path.clone(),
+                Some(auth.clone()),
+                cli.connections,
+                dur,
+                token_ok,
+            )
+            .await?,
+        );
+        direct_r.push(
+            load(
+                sim.addr(),
+                direct_path.clone(),
+                None,
+                cli.connections,
+                dur,
+                user_ok,
+            )
+            .await?,
+        );
+        proxy_r.push(
+            load(
+                hub.addr(),
+                proxy_path.clone(),
+                Some(auth.clone()),
+                cli.connections,
+                dur,
+                user_ok,
+            )
+            .await?,
+        );
     }
-    let (b, h, d, p) = (median(bare_r), median(hub_r), median(direct_r), median(proxy_r));
+    let (b, h, d, p) = (
+        median(bare_r),
+        median(hub_r),
+        median(direct_r),
+        median(proxy_r),
+    );
     let token_ratio = h.rps / b.rps;
     let proxy_ratio = p.rps / d.rps;
     let verdict = |r: f64, goal: f64| if r >= goal { "meets" } else { "MISSES" };
@@ -337,10 +447,18 @@ hub, simulator and load generator in one process; median round shown).\n\n\
 | wxhub proxy to the same call (token injected, errcode inspected) | {:.0} | {} µs | {} µs |\n\n\
 **GET access_token: {token_ratio:.2}×** the bare handler (goal ≥ 0.8×: {}).  \n\
 **Proxy: {proxy_ratio:.2}×** calling the simulator directly (goal ≥ 0.6×: {}).\n",
-        b.rps, b.p50_us, b.p99_us,
-        h.rps, h.p50_us, h.p99_us,
-        d.rps, d.p50_us, d.p99_us,
-        p.rps, p.p50_us, p.p99_us,
+        b.rps,
+        b.p50_us,
+        b.p99_us,
+        h.rps,
+        h.p50_us,
+        h.p99_us,
+        d.rps,
+        d.p50_us,
+        d.p99_us,
+        p.rps,
+        p.p50_us,
+        p.p99_us,
         verdict(token_ratio, 0.8),
         verdict(proxy_ratio, 0.6),
         rounds = cli.rounds,

@@ -29,6 +29,12 @@ pub struct App {
     pub clock: Arc<dyn Clock>,
     /// Upstream HTTP client for the proxy (no redirects).
     pub http: reqwest::Client,
+    /// The hub's public base URL (web-authorization callbacks).
+    pub public_url: String,
+    /// The WeChat client (web authorization).
+    pub wx: wx_api::Client,
+    /// The store.
+    pub store: Arc<SqliteStore>,
 }
 
 impl App {
@@ -70,9 +76,9 @@ impl Application {
         let metrics = Arc::new(Metrics::default());
         let creds = Credentials::new(
             &config.accounts,
-            store,
+            store.clone(),
             clock.clone(),
-            wx,
+            wx.clone(),
             metrics.clone(),
             config.refresh.clone(),
         );
@@ -84,6 +90,12 @@ impl Application {
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("listen: cannot bind {}", config.listen))?;
+        let bound = listener.local_addr().context("reading the bound address")?;
+        let public_url = config
+            .oauth
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{bound}"));
         Ok(Application {
             listener,
             app: Arc::new(App {
@@ -92,6 +104,9 @@ impl Application {
                 metrics,
                 clock,
                 http,
+                public_url,
+                wx,
+                store,
             }),
         })
     }
@@ -117,7 +132,11 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let (tx, rx) = tokio::sync::watch::channel(false);
-        let refresher = tokio::spawn(self.app.creds.clone().run_refresher(rx));
+        let refresher = if self.app.config.refresh.background {
+            Some(tokio::spawn(self.app.creds.clone().run_refresher(rx)))
+        } else {
+            None
+        };
         let router = crate::router::router(self.app.clone());
         use axum::serve::ListenerExt;
         // Small JSON answers: no Nagle delay between a response's writes.
@@ -131,7 +150,9 @@ impl Application {
         .with_graceful_shutdown(shutdown)
         .await;
         let _ = tx.send(true);
-        let _ = refresher.await;
+        if let Some(r) = refresher {
+            let _ = r.await;
+        }
         served.context("serving HTTP")
     }
 

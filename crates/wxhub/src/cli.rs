@@ -37,6 +37,9 @@ pub enum Command {
         /// Simulator address.
         #[arg(long, default_value = "127.0.0.1:9780")]
         sim_listen: SocketAddr,
+        /// Demo business page address.
+        #[arg(long, default_value = "127.0.0.1:8781")]
+        demo_listen: SocketAddr,
     },
     /// Run the WeChat platform simulator.
     Sim(SimArgs),
@@ -89,7 +92,11 @@ pub struct SimArgs {
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve { config } => serve(config).await,
-        Command::Dev { listen, sim_listen } => crate::dev::run(listen, sim_listen).await,
+        Command::Dev {
+            listen,
+            sim_listen,
+            demo_listen,
+        } => crate::dev::run(listen, sim_listen, demo_listen).await,
         Command::Sim(args) => sim(args).await,
         Command::Token { app, hub, key_env } => token(&app, &hub, &key_env).await,
         Command::Explain { code } => {

@@ -81,6 +81,8 @@ struct RawConfig {
     #[serde(default)]
     refresh: RefreshSettings,
     #[serde(default)]
+    oauth: RawOAuth,
+    #[serde(default)]
     accounts: Vec<RawAccount>,
     #[serde(default)]
     clients: Vec<RawClient>,
@@ -169,6 +171,9 @@ pub struct RefreshSettings {
     pub config_error_retry_secs: i64,
     /// Refreshes running at once across accounts.
     pub max_concurrent: usize,
+    /// Run the background refresher. Off only where something else drives
+    /// refreshes (tests on a virtual clock call `Credentials::run_due`).
+    pub background: bool,
 }
 
 impl Default for RefreshSettings {
@@ -184,6 +189,7 @@ impl Default for RefreshSettings {
             backoff_max_secs: 300,
             config_error_retry_secs: 300,
             max_concurrent: 16,
+            background: true,
         }
     }
 }
@@ -203,6 +209,91 @@ struct RawAccount {
     jssdk_domains: Vec<String>,
     #[serde(default)]
     name: String,
+    #[serde(default)]
+    kind: AccountKind,
+    #[serde(default)]
+    oauth_return_origins: Vec<String>,
+}
+
+/// What an AppID is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum AccountKind {
+    /// An official account (公众号): web authorization inside WeChat.
+    #[default]
+    Official,
+    /// An open-platform website app (网站应用): QR-code login.
+    Website,
+}
+
+/// `[oauth]`: the web-authorization gateway.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOAuth {
+    public_url: Option<String>,
+    state_secret: Option<String>,
+    state_secret_env: Option<String>,
+    state_secret_file: Option<PathBuf>,
+    #[serde(default = "default_state_ttl")]
+    state_ttl_secs: i64,
+    #[serde(default = "default_ticket_ttl")]
+    ticket_ttl_secs: i64,
+    #[serde(default = "default_profile_max_age")]
+    profile_max_age_secs: i64,
+}
+
+impl Default for RawOAuth {
+    fn default() -> Self {
+        RawOAuth {
+            public_url: None,
+            state_secret: None,
+            state_secret_env: None,
+            state_secret_file: None,
+            state_ttl_secs: default_state_ttl(),
+            ticket_ttl_secs: default_ticket_ttl(),
+            profile_max_age_secs: default_profile_max_age(),
+        }
+    }
+}
+
+fn default_state_ttl() -> i64 {
+    600
+}
+
+fn default_ticket_ttl() -> i64 {
+    60
+}
+
+fn default_profile_max_age() -> i64 {
+    86400
+}
+
+/// The web-authorization gateway's settings.
+#[derive(Clone)]
+pub struct OAuthSettings {
+    /// The hub's public base URL; its host must be an OAuth domain (网页授权域名)
+    /// of every account. Absent: `http://<listen address>`.
+    pub public_url: Option<String>,
+    /// Key for the HMAC that signs `state`.
+    pub state_secret: Vec<u8>,
+    /// How long a login may take from redirect to callback.
+    pub state_ttl_secs: i64,
+    /// How long a hand-over ticket lives.
+    pub ticket_ttl_secs: i64,
+    /// A stored profile older than this is fetched again.
+    pub profile_max_age_secs: i64,
+}
+
+impl std::fmt::Debug for OAuthSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OAuthSettings")
+            .field("public_url", &self.public_url)
+            .field("state_secret", &"[redacted]")
+            .field("state_ttl_secs", &self.state_ttl_secs)
+            .field("ticket_ttl_secs", &self.ticket_ttl_secs)
+            .field("profile_max_age_secs", &self.profile_max_age_secs)
+            .finish()
+    }
 }
 
 fn default_tickets() -> Vec<TicketKind> {
@@ -233,6 +324,10 @@ pub struct AccountConfig {
     pub tickets: Vec<TicketKind>,
     /// Hosts whose pages may get a JS-SDK signature.
     pub jssdk_domains: Vec<String>,
+    /// Official account or website app.
+    pub kind: AccountKind,
+    /// Origins (`scheme://host[:port]`) that web authorization may return to.
+    pub oauth_return_origins: Vec<String>,
 }
 
 /// A business server allowed to call the hub.
@@ -276,6 +371,8 @@ pub struct Config {
     pub upstream: Upstream,
     /// Refresh policy.
     pub refresh: RefreshSettings,
+    /// Web authorization.
+    pub oauth: OAuthSettings,
     /// Accounts.
     pub accounts: Vec<AccountConfig>,
     /// Clients.
@@ -385,6 +482,29 @@ fn parse_scalar(value: &str) -> toml::Value {
     toml::Value::String(value.to_string())
 }
 
+/// `scheme://host[:port]`, lower-cased, no path: what a `return_to` URL's
+/// origin is compared with.
+pub fn parse_origin(s: &str) -> Result<String, String> {
+    let u = url::Url::parse(s).map_err(|e| format!("not a URL: {e}"))?;
+    if !matches!(u.scheme(), "http" | "https") {
+        return Err("must be http or https".into());
+    }
+    if u.path() != "/" || u.query().is_some() || u.fragment().is_some() || !u.username().is_empty()
+    {
+        return Err("an origin has no path, query or user: e.g. https://m.example.com".into());
+    }
+    origin_of(&u).ok_or_else(|| "has no host".to_string())
+}
+
+/// The origin of a URL, in the form [`parse_origin`] returns.
+pub fn origin_of(u: &url::Url) -> Option<String> {
+    let host = u.host_str()?.to_ascii_lowercase();
+    Some(match u.port() {
+        Some(p) => format!("{}://{host}:{p}", u.scheme()),
+        None => format!("{}://{host}", u.scheme()),
+    })
+}
+
 fn parse_sha256(key: &str, hex_str: &str) -> Result<[u8; 32], ConfigError> {
     let bytes = hex::decode(hex_str.trim())
         .map_err(|_| ConfigError::new(key, "must be 64 hex characters (SHA-256 of the key)"))?;
@@ -488,6 +608,12 @@ fn validate(
                 ));
             }
         }
+        let mut origins = Vec::new();
+        for (j, o) in a.oauth_return_origins.iter().enumerate() {
+            origins.push(parse_origin(o).map_err(|m| {
+                ConfigError::new(format!("accounts[{i}].oauth_return_origins[{j}]"), m)
+            })?);
+        }
         accounts.push(AccountConfig {
             name: if a.name.is_empty() {
                 a.appid.clone()
@@ -499,6 +625,8 @@ fn validate(
             token_mode: a.token_mode,
             tickets: a.tickets,
             jssdk_domains: a.jssdk_domains,
+            kind: a.kind,
+            oauth_return_origins: origins,
         });
     }
     let mut clients = Vec::new();
@@ -524,6 +652,84 @@ fn validate(
             apps: c.apps,
         });
     }
+    let o = raw.oauth;
+    let sources = [
+        o.state_secret.is_some(),
+        o.state_secret_env.is_some(),
+        o.state_secret_file.is_some(),
+    ];
+    let state_secret = match sources.iter().filter(|s| **s).count() {
+        0 => {
+            if accounts.iter().any(|a| !a.oauth_return_origins.is_empty()) {
+                return Err(ConfigError::new(
+                    "oauth.state_secret_env",
+                    "web authorization is configured (oauth_return_origins) but no state secret is: give one of state_secret_env, state_secret_file or state_secret (32 bytes or more)",
+                ));
+            }
+            // No account uses web authorization; any key will do.
+            crate::auth::new_key().into_bytes()
+        }
+        1 => {
+            let v = if let Some(name) = &o.state_secret_env {
+                lookup(name).ok_or_else(|| {
+                    ConfigError::new(
+                        "oauth.state_secret_env",
+                        format!("environment variable {name} is not set"),
+                    )
+                })?
+            } else if let Some(path) = &o.state_secret_file {
+                std::fs::read_to_string(path)
+                    .map(|s| s.trim().to_string())
+                    .map_err(|e| {
+                        ConfigError::new(
+                            "oauth.state_secret_file",
+                            format!("{}: {e}", path.display()),
+                        )
+                    })?
+            } else {
+                o.state_secret.clone().unwrap_or_default()
+            };
+            if v.len() < 32 {
+                return Err(ConfigError::new(
+                    "oauth.state_secret",
+                    "must be at least 32 bytes",
+                ));
+            }
+            v.into_bytes()
+        }
+        _ => {
+            return Err(ConfigError::new(
+                "oauth.state_secret_env",
+                "give only one of state_secret_env, state_secret_file or state_secret",
+            ));
+        }
+    };
+    if let Some(u) = &o.public_url {
+        let parsed =
+            url::Url::parse(u).map_err(|e| ConfigError::new("oauth.public_url", e.to_string()))?;
+        if !matches!(parsed.scheme(), "http" | "https") {
+            return Err(ConfigError::new(
+                "oauth.public_url",
+                "must be an http or https URL",
+            ));
+        }
+    }
+    for (key, v) in [
+        ("oauth.state_ttl_secs", o.state_ttl_secs),
+        ("oauth.ticket_ttl_secs", o.ticket_ttl_secs),
+        ("oauth.profile_max_age_secs", o.profile_max_age_secs),
+    ] {
+        if v <= 0 {
+            return Err(ConfigError::new(key, "must be positive"));
+        }
+    }
+    let oauth = OAuthSettings {
+        public_url: o.public_url.map(|u| u.trim_end_matches('/').to_string()),
+        state_secret,
+        state_ttl_secs: o.state_ttl_secs,
+        ticket_ttl_secs: o.ticket_ttl_secs,
+        profile_max_age_secs: o.profile_max_age_secs,
+    };
     let admin_key_sha256 = raw
         .admin_key_sha256
         .as_deref()
@@ -535,6 +741,7 @@ fn validate(
         store,
         upstream: raw.upstream,
         refresh: raw.refresh,
+        oauth,
         accounts,
         clients,
     })

@@ -388,7 +388,8 @@ impl Credentials {
             .accounts
             .get(appid)
             .ok_or_else(|| CredError::UnknownAccount(appid.to_string()))?;
-        if account.slot(kind).is_none() {
+        let website = account.cfg.kind == crate::config::AccountKind::Website;
+        if account.slot(kind).is_none() || website {
             return Err(CredError::NotKept {
                 appid: appid.to_string(),
                 kind: kind.label(),
@@ -837,7 +838,12 @@ impl Credentials {
     pub fn start_due(self: &Arc<Self>) -> tokio::task::JoinSet<()> {
         let now = self.clock.now();
         let mut set = tokio::task::JoinSet::new();
-        for account in self.accounts.values() {
+        // Website apps (QR login) have no global token or tickets.
+        let managed = self
+            .accounts
+            .values()
+            .filter(|a| a.cfg.kind != crate::config::AccountKind::Website);
+        for account in managed {
             let kinds = std::iter::once(CredKind::AccessToken)
                 .chain(account.tickets.keys().map(|t| CredKind::Ticket(*t)));
             for kind in kinds {

@@ -27,6 +27,19 @@ pub struct DevEnv {
     pub client_key: String,
     /// The generated admin key (shown once).
     pub admin_key: String,
+    /// The demo business page.
+    pub demo_url: String,
+    _demo: AbortOnDrop,
+}
+
+/// Stops the demo page's task with its owner.
+#[derive(Debug)]
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Starts the simulator with the demo world and a hub configured for it. The
@@ -34,7 +47,11 @@ pub struct DevEnv {
 ///
 /// # Errors
 /// If a port cannot be bound or the store cannot be opened.
-pub async fn start(hub_listen: SocketAddr, sim_listen: SocketAddr) -> anyhow::Result<DevEnv> {
+pub async fn start(
+    hub_listen: SocketAddr,
+    sim_listen: SocketAddr,
+    demo_listen: SocketAddr,
+) -> anyhow::Result<DevEnv> {
     let world = wx_sim::World::demo();
     let demo = world
         .accounts
@@ -45,6 +62,10 @@ pub async fn start(hub_listen: SocketAddr, sim_listen: SocketAddr) -> anyhow::Re
     let sim = wx_sim::Simulator::bind(world, sim_listen)
         .await
         .with_context(|| format!("--sim-listen: cannot bind {sim_listen}"))?;
+    let demo_listener = tokio::net::TcpListener::bind(demo_listen)
+        .await
+        .with_context(|| format!("--demo-listen: cannot bind {demo_listen}"))?;
+    let demo_url = format!("http://{}", demo_listener.local_addr()?);
     let client_key = new_key();
     let admin_key = new_key();
     // A fresh store each time: the demo world (and so every token) is new.
@@ -60,6 +81,13 @@ pub async fn start(hub_listen: SocketAddr, sim_listen: SocketAddr) -> anyhow::Re
             timeout_ms: 5000,
         },
         refresh: RefreshSettings::default(),
+        oauth: crate::config::OAuthSettings {
+            public_url: None,
+            state_secret: new_key().into_bytes(),
+            state_ttl_secs: 600,
+            ticket_ttl_secs: 60,
+            profile_max_age_secs: 86400,
+        },
         accounts: vec![AccountConfig {
             appid: AppId::parse(demo.appid.clone()).context("demo appid")?,
             secret: AppSecret::new(demo.secret.clone()),
@@ -67,6 +95,8 @@ pub async fn start(hub_listen: SocketAddr, sim_listen: SocketAddr) -> anyhow::Re
             token_mode: TokenMode::Stable,
             tickets: vec![TicketKind::Jsapi],
             jssdk_domains: vec!["127.0.0.1".into(), "localhost".into()],
+            kind: crate::config::AccountKind::Official,
+            oauth_return_origins: vec![demo_url.clone()],
         }],
         clients: vec![ClientConfig {
             name: "dev".into(),
@@ -76,12 +106,20 @@ pub async fn start(hub_listen: SocketAddr, sim_listen: SocketAddr) -> anyhow::Re
     };
     let clock = Arc::new(SimClock(sim.sim().clone()));
     let hub = crate::Application::build(config, clock).await?.spawn();
+    let demo_task = crate::demo::serve(
+        demo_listener,
+        hub.base_url(),
+        demo.appid.clone(),
+        client_key.clone(),
+    );
     Ok(DevEnv {
         sim,
         hub,
         appid: demo.appid,
         client_key,
         admin_key,
+        demo_url,
+        _demo: AbortOnDrop(demo_task),
     })
 }
 
@@ -89,8 +127,12 @@ pub async fn start(hub_listen: SocketAddr, sim_listen: SocketAddr) -> anyhow::Re
 ///
 /// # Errors
 /// As [`start`].
-pub async fn run(hub_listen: SocketAddr, sim_listen: SocketAddr) -> anyhow::Result<()> {
-    let env = start(hub_listen, sim_listen).await?;
+pub async fn run(
+    hub_listen: SocketAddr,
+    sim_listen: SocketAddr,
+    demo_listen: SocketAddr,
+) -> anyhow::Result<()> {
+    let env = start(hub_listen, sim_listen, demo_listen).await?;
     let hub = env.hub.base_url();
     let sim = env.sim.base_url();
     let key = &env.client_key;
@@ -103,6 +145,10 @@ pub async fn run(hub_listen: SocketAddr, sim_listen: SocketAddr) -> anyhow::Resu
             "  hub         {hub}  (status page {hub}/ with the admin key; /readyz, /metrics, /openapi.json)"
         ),
         format!("  simulator   {sim}  (control API under /_sim/, see docs/simulator.md)"),
+        format!(
+            "  demo page   {}  (web authorization: sign in as a simulated person)",
+            env.demo_url
+        ),
         format!("  account     {appid}"),
         format!("  client key  {key}"),
         format!("  admin key   {}", env.admin_key),
@@ -123,7 +169,8 @@ pub async fn run(hub_listen: SocketAddr, sim_listen: SocketAddr) -> anyhow::Resu
     tokio::signal::ctrl_c()
         .await
         .context("waiting for Ctrl-C")?;
-    env.hub.shutdown().await;
-    env.sim.shutdown().await;
+    let DevEnv { sim, hub, .. } = env;
+    hub.shutdown().await;
+    sim.shutdown().await;
     Ok(())
 }

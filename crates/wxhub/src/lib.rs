@@ -11,6 +11,8 @@
 //! - [`app`]: building and running the server; [`router`] assembles routes;
 //!   `routes/*` are the handlers; [`auth`] checks client keys; [`error`] is
 //!   the API's error type; [`metrics`] the Prometheus registry.
+//! - [`oauth`]: web authorization: signed states, grants, scope escalation,
+//!   hand-over tickets.
 //! - [`cli`] and [`dev`]: the `wxhub` command line.
 //! - [`telemetry`]: logging set-up.
 
@@ -20,9 +22,11 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod credentials;
+pub mod demo;
 pub mod dev;
 pub mod error;
 pub mod metrics;
+pub mod oauth;
 pub mod router;
 pub mod routes;
 pub mod store;

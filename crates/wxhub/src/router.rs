@@ -56,6 +56,22 @@ pub fn router(app: Arc<App>) -> Router {
             "/v1/apps/{appid}/proxy/{*path}",
             any(routes::proxy::proxy).layer(DefaultBodyLimit::max(routes::proxy::MAX_BODY)),
         )
+        .route(
+            "/v1/apps/{appid}/users/{openid}",
+            get(routes::oauth::user_route),
+        )
+        .route(
+            "/v1/oauth/tickets/redeem",
+            post(routes::oauth::redeem_route),
+        )
+        .route(
+            "/oauth/{appid}/authorize",
+            get(routes::oauth::authorize_route),
+        )
+        .route(
+            "/oauth/{appid}/callback",
+            get(routes::oauth::callback_route),
+        )
         .fallback(routes::not_found)
         .layer(axum::middleware::from_fn_with_state(
             app.clone(),

@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod health;
+pub mod oauth;
 pub mod openapi;
 pub mod proxy;
 pub mod tokens;

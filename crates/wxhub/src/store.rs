@@ -86,6 +86,38 @@ impl SqliteStore {
                 first_seen INTEGER NOT NULL,
                 PRIMARY KEY (appid, kind)
             );
+            CREATE TABLE IF NOT EXISTS oauth_states (
+                id TEXT PRIMARY KEY,
+                appid TEXT NOT NULL,
+                want TEXT NOT NULL,
+                stage TEXT NOT NULL,
+                return_to TEXT NOT NULL,
+                expires_at INTEGER NOT NULL,
+                used_at INTEGER,
+                code_hash TEXT,
+                result TEXT
+            );
+            CREATE TABLE IF NOT EXISTS oauth_tickets (
+                hash TEXT PRIMARY KEY,
+                appid TEXT NOT NULL,
+                payload TEXT NOT NULL,
+                expires_at INTEGER NOT NULL,
+                used INTEGER NOT NULL DEFAULT 0
+            );
+            CREATE TABLE IF NOT EXISTS grants (
+                appid TEXT NOT NULL,
+                openid TEXT NOT NULL,
+                unionid TEXT,
+                scope TEXT NOT NULL,
+                snapshot INTEGER NOT NULL DEFAULT 0,
+                access_token TEXT NOT NULL,
+                access_expires_at INTEGER NOT NULL,
+                refresh_token TEXT NOT NULL,
+                refresh_expires_at INTEGER NOT NULL,
+                profile TEXT,
+                profile_fetched_at INTEGER,
+                PRIMARY KEY (appid, openid)
+            );
             CREATE TABLE IF NOT EXISTS counters (
                 appid TEXT NOT NULL,
                 name TEXT NOT NULL,
@@ -180,6 +212,324 @@ impl SqliteStore {
             )
             .optional()?
             .unwrap_or(0))
+    }
+}
+
+/// A pending web authorization, keyed by the id inside its `state`.
+#[derive(Debug, Clone)]
+pub struct StateRecord {
+    /// The account.
+    pub appid: String,
+    /// What the page asked for: `base`, `userinfo` or `login`.
+    pub want: String,
+    /// `probe` (a silent snsapi_base first) or `consent`.
+    pub stage: String,
+    /// Where the person goes back to.
+    pub return_to: String,
+    /// When the state stops being accepted.
+    pub expires_at: i64,
+}
+
+/// What consuming a state found.
+#[derive(Debug)]
+pub enum Consumed {
+    /// First use: go ahead.
+    Fresh(StateRecord),
+    /// Used before with the same code (WeChat's double redirect): the
+    /// stored result, if the first request has finished.
+    Again {
+        /// The state.
+        record: StateRecord,
+        /// When it was first used.
+        used_at: i64,
+        /// The first request's result, once it is stored.
+        result: Option<String>,
+    },
+    /// Used before with another code, or for a refusal.
+    Used,
+    /// Unknown.
+    Missing,
+}
+
+/// A person's grant to an account (网页授权).
+#[derive(Clone)]
+pub struct Grant {
+    /// The account.
+    pub appid: String,
+    /// The person's openid.
+    pub openid: String,
+    /// Their unionid, when returned.
+    pub unionid: Option<String>,
+    /// `snsapi_base`, `snsapi_userinfo` or `snsapi_login`.
+    pub scope: String,
+    /// A snapshot-page (快照页) user with virtual ids.
+    pub snapshot: bool,
+    /// The user access token.
+    pub access_token: String,
+    /// When it expires.
+    pub access_expires_at: i64,
+    /// The refresh token.
+    pub refresh_token: String,
+    /// When the refresh token (and so the grant) expires.
+    pub refresh_expires_at: i64,
+    /// The profile JSON, when fetched.
+    pub profile: Option<String>,
+    /// When it was fetched.
+    pub profile_fetched_at: Option<i64>,
+}
+
+impl std::fmt::Debug for Grant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Grant")
+            .field("appid", &self.appid)
+            .field("scope", &self.scope)
+            .field("access_token", &"[redacted]")
+            .field("refresh_token", &"[redacted]")
+            .finish_non_exhaustive()
+    }
+}
+
+impl SqliteStore {
+    /// Records a new pending authorization; drops long-expired ones.
+    ///
+    /// # Errors
+    /// On a database failure.
+    pub fn save_state(&self, id: &str, r: &StateRecord, now: i64) -> Result<(), StoreError> {
+        let conn = self.conn();
+        conn.execute(
+            "DELETE FROM oauth_states WHERE expires_at < ?1",
+            params![now - 86400],
+        )?;
+        conn.execute(
+            "INSERT INTO oauth_states (id, appid, want, stage, return_to, expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![id, r.appid, r.want, r.stage, r.return_to, r.expires_at],
+        )?;
+        Ok(())
+    }
+
+    /// Looks a state up without using it.
+    ///
+    /// # Errors
+    /// On a database failure.
+    pub fn peek_state(&self, id: &str) -> Result<Option<StateRecord>, StoreError> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT appid, want, stage, return_to, expires_at FROM oauth_states WHERE id = ?1",
+                params![id],
+                |r| {
+                    Ok(StateRecord {
+                        appid: r.get(0)?,
+                        want: r.get(1)?,
+                        stage: r.get(2)?,
+                        return_to: r.get(3)?,
+                        expires_at: r.get(4)?,
+                    })
+                },
+            )
+            .optional()?)
+    }
+
+    /// Uses a state, once. `code_hash` is the hash of the code that came
+    /// with it (None for a refusal).
+    ///
+    /// # Errors
+    /// On a database failure.
+    pub fn consume_state(
+        &self,
+        id: &str,
+        code_hash: Option<&str>,
+        now: i64,
+    ) -> Result<Consumed, StoreError> {
+        let conn = self.conn();
+        let changed = conn.execute(
+            "UPDATE oauth_states SET used_at = ?2, code_hash = ?3 WHERE id = ?1 AND used_at IS NULL",
+            params![id, now, code_hash],
+        )?;
+        let row = conn
+            .query_row(
+                "SELECT appid, want, stage, return_to, expires_at, used_at, code_hash, result FROM oauth_states WHERE id = ?1",
+                params![id],
+                |r| {
+                    Ok((
+                        StateRecord {
+                            appid: r.get(0)?,
+                            want: r.get(1)?,
+                            stage: r.get(2)?,
+                            return_to: r.get(3)?,
+                            expires_at: r.get(4)?,
+                        },
+                        r.get::<_, Option<i64>>(5)?,
+                        r.get::<_, Option<String>>(6)?,
+                        r.get::<_, Option<String>>(7)?,
+                    ))
+                },
+            )
+            .optional()?;
+        Ok(match row {
+            None => Consumed::Missing,
+            Some((record, _, _, _)) if changed == 1 => Consumed::Fresh(record),
+            Some((record, Some(used_at), Some(stored), result))
+                if code_hash.is_some_and(|c| c == stored) =>
+            {
+                Consumed::Again {
+                    record,
+                    used_at,
+                    result,
+                }
+            }
+            Some(_) => Consumed::Used,
+        })
+    }
+
+    /// Stores the result of a finished authorization on its state, for a
+    /// repeated callback.
+    ///
+    /// # Errors
+    /// On a database failure.
+    pub fn set_state_result(&self, id: &str, result: &str) -> Result<(), StoreError> {
+        self.conn().execute(
+            "UPDATE oauth_states SET result = ?2 WHERE id = ?1",
+            params![id, result],
+        )?;
+        Ok(())
+    }
+
+    /// The stored result of a used state.
+    ///
+    /// # Errors
+    /// On a database failure.
+    pub fn state_result(&self, id: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT result FROM oauth_states WHERE id = ?1",
+                params![id],
+                |r| r.get::<_, Option<String>>(0),
+            )
+            .optional()?
+            .flatten())
+    }
+
+    /// The account of an unused, unexpired ticket.
+    ///
+    /// # Errors
+    /// On a database failure.
+    pub fn ticket_appid(&self, hash: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT appid FROM oauth_tickets WHERE hash = ?1 AND used = 0",
+                params![hash],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    /// Stores a hand-over ticket by its hash.
+    ///
+    /// # Errors
+    /// On a database failure.
+    pub fn save_ticket(
+        &self,
+        hash: &str,
+        appid: &str,
+        payload: &str,
+        expires_at: i64,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let conn = self.conn();
+        conn.execute(
+            "DELETE FROM oauth_tickets WHERE expires_at < ?1",
+            params![now - 3600],
+        )?;
+        conn.execute(
+            "INSERT INTO oauth_tickets (hash, appid, payload, expires_at) VALUES (?1, ?2, ?3, ?4)",
+            params![hash, appid, payload, expires_at],
+        )?;
+        Ok(())
+    }
+
+    /// Redeems a ticket once: (appid, payload) if it exists, is unused and unexpired.
+    ///
+    /// # Errors
+    /// On a database failure.
+    pub fn redeem_ticket(
+        &self,
+        hash: &str,
+        now: i64,
+    ) -> Result<Option<(String, String)>, StoreError> {
+        Ok(self
+            .conn()
+            .query_row(
+                "UPDATE oauth_tickets SET used = 1 WHERE hash = ?1 AND used = 0 AND expires_at > ?2 RETURNING appid, payload",
+                params![hash, now],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?)
+    }
+
+    /// Stores (replaces) a grant.
+    ///
+    /// # Errors
+    /// On a database failure.
+    pub fn save_grant(&self, g: &Grant) -> Result<(), StoreError> {
+        self.conn().execute(
+            "INSERT INTO grants (appid, openid, unionid, scope, snapshot, access_token, access_expires_at, refresh_token, refresh_expires_at, profile, profile_fetched_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+             ON CONFLICT (appid, openid) DO UPDATE SET unionid = excluded.unionid, scope = excluded.scope,
+               snapshot = excluded.snapshot, access_token = excluded.access_token,
+               access_expires_at = excluded.access_expires_at, refresh_token = excluded.refresh_token,
+               refresh_expires_at = excluded.refresh_expires_at, profile = excluded.profile,
+               profile_fetched_at = excluded.profile_fetched_at",
+            params![
+                g.appid, g.openid, g.unionid, g.scope, g.snapshot, g.access_token, g.access_expires_at,
+                g.refresh_token, g.refresh_expires_at, g.profile, g.profile_fetched_at
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// A person's grant to an account.
+    ///
+    /// # Errors
+    /// On a database failure.
+    pub fn load_grant(&self, appid: &str, openid: &str) -> Result<Option<Grant>, StoreError> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT appid, openid, unionid, scope, snapshot, access_token, access_expires_at, refresh_token, refresh_expires_at, profile, profile_fetched_at
+                 FROM grants WHERE appid = ?1 AND openid = ?2",
+                params![appid, openid],
+                |r| {
+                    Ok(Grant {
+                        appid: r.get(0)?,
+                        openid: r.get(1)?,
+                        unionid: r.get(2)?,
+                        scope: r.get(3)?,
+                        snapshot: r.get(4)?,
+                        access_token: r.get(5)?,
+                        access_expires_at: r.get(6)?,
+                        refresh_token: r.get(7)?,
+                        refresh_expires_at: r.get(8)?,
+                        profile: r.get(9)?,
+                        profile_fetched_at: r.get(10)?,
+                    })
+                },
+            )
+            .optional()?)
+    }
+
+    /// Forgets a grant (expired or revoked).
+    ///
+    /// # Errors
+    /// On a database failure.
+    pub fn delete_grant(&self, appid: &str, openid: &str) -> Result<(), StoreError> {
+        self.conn().execute(
+            "DELETE FROM grants WHERE appid = ?1 AND openid = ?2",
+            params![appid, openid],
+        )?;
+        Ok(())
     }
 }
 

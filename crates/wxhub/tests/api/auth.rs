@@ -73,9 +73,10 @@ async fn unknown_keys_are_401_wrong_accounts_403_unknown_accounts_404() {
 #[tokio::test]
 async fn a_client_limited_to_one_account_gets_403_for_another() {
     let o = Options {
-        world: world("").replace(
+        world: world("").replacen(
             "[[people]]",
             "[[accounts]]\nappid = \"wx2222222222222222\"\nsecret = \"other-secret\"\n\n[[people]]",
+            1,
         ),
         ..Options::default()
     };

@@ -8,6 +8,11 @@ use wxhub::config::Config;
 pub const APPID: &str = "wx1111111111111111";
 pub const SECRET: &str = "canary-secret-d41d8cd98f00b204e98";
 pub const START: i64 = 1_700_000_000;
+pub const WEB_APPID: &str = "wx3333333333333333";
+pub const WEB_SECRET: &str = "web-secret-0000000000000000000000";
+/// Where web authorization returns to; nothing listens there, tests read
+/// the Location header.
+pub const RETURN: &str = "http://127.0.0.1:9/done?x=1";
 
 /// Every log line of the test process, for the canary test.
 pub fn logs() -> &'static Arc<Mutex<Vec<u8>>> {
@@ -59,10 +64,39 @@ oauth_domains = ["127.0.0.1"]
 daily_limits = {{ "/cgi-bin/user/info" = 100000000 }}
 {extra_account}
 
+[[accounts]]
+appid = "{WEB_APPID}"
+secret = "{WEB_SECRET}"
+name = "Website"
+kind = "website"
+oauth_domains = ["127.0.0.1"]
+
 [[people]]
 id = "alice"
 nickname = "Alice"
 follows = ["{APPID}"]
+
+[[people]]
+id = "bob"
+nickname = "Bob"
+unionid = "oUNION_bob_0000000000000000"
+consent = "allow"
+
+[[people]]
+id = "carol"
+nickname = "Carol"
+consent = "deny"
+
+[[people]]
+id = "dave"
+nickname = "Dave"
+consent = "ask"
+
+[[people]]
+id = "erin"
+nickname = "Erin"
+consent = "allow"
+snapshot = true
 "#
     )
 }
@@ -133,8 +167,12 @@ open_base = "{base}"
 timeout_ms = {timeout}
 [refresh]
 tick_ms = 3600000
+background = false
 wait_for_token_ms = 3000
 {extra}
+
+[oauth]
+state_secret = "test-state-secret-0123456789abcdef-0123"
 
 [[accounts]]
 appid = "{APPID}"
@@ -142,11 +180,19 @@ secret = "{SECRET}"
 token_mode = "{mode}"
 tickets = {tickets}
 jssdk_domains = ["app.example.com"]
+oauth_return_origins = ["http://127.0.0.1:9"]
+
+[[accounts]]
+appid = "{WEB_APPID}"
+secret = "{WEB_SECRET}"
+kind = "website"
+tickets = []
+oauth_return_origins = ["http://127.0.0.1:9"]
 
 [[clients]]
 name = "shop"
 key_sha256 = "{key_hash}"
-apps = ["{APPID}"]
+apps = ["{APPID}", "{WEB_APPID}"]
 "#,
             admin_hash = hex(&wxhub::auth::hash_key(&admin)),
             key_hash = hex(&wxhub::auth::hash_key(&key)),

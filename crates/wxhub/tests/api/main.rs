@@ -7,5 +7,6 @@ mod auth;
 mod canary;
 mod faults;
 mod lifecycle;
+mod oauth;
 mod proxy;
 mod tokens;

@@ -1,0 +1,800 @@
+//! Web authorization (网页授权) end to end, so a business page gets the
+//! person's identity without touching a code, a secret or a 48001.
+//!
+//! - `state` is `id ‖ expiry ‖ HMAC`: signed, time-limited, at most 128
+//!   characters of a-zA-Z0-9, and needs no cookie (the WeChat webview loses
+//!   them). The id points at a stored record (the return URL), used once.
+//! - A page that wants the profile first goes through a silent `snsapi_base`
+//!   round: a person with a userinfo grant on file is not asked again; one
+//!   without (or whose grant answers 48001) is sent to `snsapi_userinfo`.
+//! - WeChat sometimes calls the callback twice with the same code; the second
+//!   call gets the same result instead of a 40163 error page.
+//! - The result goes back as a one-time ticket the business server redeems.
+
+use hmac::{Hmac, Mac};
+use rand::RngCore;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use wx_api::oauth::{AuthorizeUrl, OAuthState, QrConnectUrl, RedirectUri, Scope};
+use wx_api::secret::{OAuthCode, RefreshToken, UserAccessToken};
+use wx_api::{AppId, ErrCode, OpenId, WxError};
+
+use crate::app::App;
+use crate::config::{AccountConfig, AccountKind, origin_of};
+use crate::store::{Consumed, Grant, StateRecord};
+
+/// What a page asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Want {
+    /// The openid only (`snsapi_base`, silent).
+    Base,
+    /// The profile (`snsapi_userinfo`, after a silent probe).
+    Userinfo,
+    /// Website QR login (`snsapi_login`).
+    Login,
+}
+
+impl Want {
+    /// Parses `scope=` of the authorize route.
+    pub fn parse(s: &str) -> Option<Want> {
+        match s {
+            "base" | "snsapi_base" => Some(Want::Base),
+            "userinfo" | "snsapi_userinfo" => Some(Want::Userinfo),
+            "login" | "snsapi_login" => Some(Want::Login),
+            _ => None,
+        }
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Want::Base => "base",
+            Want::Userinfo => "userinfo",
+            Want::Login => "login",
+        }
+    }
+
+    fn from_record(s: &str) -> Want {
+        Want::parse(s).unwrap_or(Want::Base)
+    }
+}
+
+/// Why a request cannot start or finish; the routes turn it into a JSON
+/// error (authorize) or an error page (callback).
+#[derive(Debug)]
+pub struct Failure {
+    /// HTTP status.
+    pub status: u16,
+    /// Stable code.
+    pub code: &'static str,
+    /// What happened and what to do.
+    pub message: String,
+    /// Where "start again" leads, when known.
+    pub restart: Option<String>,
+}
+
+impl Failure {
+    fn new(status: u16, code: &'static str, message: impl Into<String>) -> Failure {
+        Failure {
+            status,
+            code,
+            message: message.into(),
+            restart: None,
+        }
+    }
+
+    fn restart(mut self, url: Option<String>) -> Failure {
+        self.restart = url;
+        self
+    }
+}
+
+type HmacSha256 = Hmac<Sha256>;
+
+const STATE_LEN: usize = 32 + 12 + 32;
+
+fn mac(key: &[u8], appid: &str, id: &str, exp: &str) -> String {
+    let mut m = HmacSha256::new_from_slice(key).expect("HMAC takes any key length");
+    m.update(b"wxhub-oauth-state\0");
+    m.update(appid.as_bytes());
+    m.update(b"\0");
+    m.update(id.as_bytes());
+    m.update(b"\0");
+    m.update(exp.as_bytes());
+    hex::encode(&m.finalize().into_bytes()[..16])
+}
+
+/// `id(32 hex) ‖ expiry(12 digits) ‖ mac(32 hex)`: 76 characters of a-z0-9.
+pub fn sign_state(key: &[u8], appid: &str, id: &str, expires_at: i64) -> String {
+    let exp = format!("{:012}", expires_at.max(0));
+    format!("{id}{exp}{}", mac(key, appid, id, &exp))
+}
+
+/// A state that does not verify.
+#[derive(Debug, PartialEq, Eq)]
+pub enum BadState {
+    /// Not our format.
+    Malformed,
+    /// Our format, wrong signature (or another account's).
+    Forged,
+    /// Past its expiry: the id, for a "start again" link.
+    Expired(String),
+}
+
+/// Checks format, signature and expiry; returns the record id.
+///
+/// # Errors
+/// [`BadState`].
+pub fn verify_state(key: &[u8], appid: &str, state: &str, now: i64) -> Result<String, BadState> {
+    if state.len() != STATE_LEN
+        || !state
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    {
+        return Err(BadState::Malformed);
+    }
+    let (id, rest) = state.split_at(32);
+    let (exp, tag) = rest.split_at(12);
+    let expected = mac(key, appid, id, exp);
+    if !bool::from(expected.as_bytes().ct_eq(tag.as_bytes())) {
+        return Err(BadState::Forged);
+    }
+    let expires_at: i64 = exp.parse().map_err(|_| BadState::Malformed)?;
+    if now >= expires_at {
+        return Err(BadState::Expired(id.to_string()));
+    }
+    Ok(id.to_string())
+}
+
+fn random_hex(bytes: usize) -> String {
+    let mut b = vec![0u8; bytes];
+    rand::rngs::OsRng.fill_bytes(&mut b);
+    hex::encode(b)
+}
+
+fn sha256_hex(s: &str) -> String {
+    hex::encode(Sha256::digest(s.as_bytes()))
+}
+
+fn account<'a>(app: &'a App, appid: &str) -> Result<&'a AccountConfig, Failure> {
+    app.creds
+        .account(appid)
+        .map(|a| &a.cfg)
+        .ok_or_else(|| Failure::new(404, "not_found", format!("no account {appid} in this hub")))
+}
+
+/// The authorize route's URL for a page, used for "start again" links.
+fn restart_url(app: &App, appid: &str, want: Want, return_to: &str) -> String {
+    let q = serde_urlencoded::to_string([("scope", want.as_str()), ("return_to", return_to)])
+        .unwrap_or_default();
+    format!("{}/oauth/{appid}/authorize?{q}", app.public_url)
+}
+
+/// Checks `return_to` against the account's allowed origins: no open redirect.
+fn check_return_to(account: &AccountConfig, return_to: &str) -> Result<url::Url, Failure> {
+    let bad = |m: &str| Failure::new(400, "invalid_request", format!("return_to: {m}"));
+    let u = url::Url::parse(return_to).map_err(|_| bad("not an absolute URL"))?;
+    if !matches!(u.scheme(), "http" | "https") || !u.username().is_empty() || u.password().is_some()
+    {
+        return Err(bad("must be a plain http or https URL"));
+    }
+    let origin = origin_of(&u).ok_or_else(|| bad("has no host"))?;
+    if !account.oauth_return_origins.contains(&origin) {
+        return Err(bad(&format!(
+            "{origin} is not one of the account's oauth_return_origins"
+        )));
+    }
+    Ok(u)
+}
+
+/// Starts a web authorization: records a state and returns WeChat's URL.
+///
+/// # Errors
+/// [`Failure`]: unknown account, a scope the account cannot do, a bad `return_to`.
+pub fn start(app: &App, appid: &str, want: Want, return_to: &str) -> Result<String, Failure> {
+    let account = account(app, appid)?;
+    match (account.kind, want) {
+        (AccountKind::Website, Want::Login)
+        | (AccountKind::Official, Want::Base | Want::Userinfo) => {}
+        (AccountKind::Website, _) => {
+            return Err(Failure::new(
+                400,
+                "invalid_request",
+                "scope: a website app signs in with scope=login",
+            ));
+        }
+        (AccountKind::Official, Want::Login) => {
+            return Err(Failure::new(
+                400,
+                "invalid_request",
+                "scope: login is for website apps; use base or userinfo",
+            ));
+        }
+    }
+    if account.oauth_return_origins.is_empty() {
+        return Err(Failure::new(
+            403,
+            "forbidden",
+            format!(
+                "web authorization is not enabled for {appid}: set accounts.oauth_return_origins"
+            ),
+        ));
+    }
+    check_return_to(account, return_to)?;
+    let stage = match want {
+        Want::Userinfo => "probe",
+        Want::Base => "base",
+        Want::Login => "login",
+    };
+    redirect_to_wechat(app, account, want, stage, return_to)
+}
+
+fn redirect_to_wechat(
+    app: &App,
+    account: &AccountConfig,
+    want: Want,
+    stage: &str,
+    return_to: &str,
+) -> Result<String, Failure> {
+    let now = app.clock.now();
+    let appid = account.appid.as_str();
+    let id = random_hex(16);
+    let expires_at = now + app.config.oauth.state_ttl_secs;
+    let internal = |e: String| Failure::new(500, "internal", e);
+    app.store
+        .save_state(
+            &id,
+            &StateRecord {
+                appid: appid.to_string(),
+                want: want.as_str().to_string(),
+                stage: stage.to_string(),
+                return_to: return_to.to_string(),
+                expires_at,
+            },
+            now,
+        )
+        .map_err(|e| internal(e.to_string()))?;
+    let state = OAuthState::parse(sign_state(
+        &app.config.oauth.state_secret,
+        appid,
+        &id,
+        expires_at,
+    ))
+    .map_err(|e| internal(e.to_string()))?;
+    let redirect = RedirectUri::parse(format!("{}/oauth/{appid}/callback", app.public_url))
+        .map_err(|e| internal(format!("oauth.public_url: {e}")))?;
+    let hosts = app.wx.hosts();
+    Ok(match (account.kind, stage) {
+        (AccountKind::Website, _) => QrConnectUrl::new(account.appid.clone(), redirect)
+            .state(state)
+            .build(hosts),
+        (_, "consent") => AuthorizeUrl::new(account.appid.clone(), redirect, Scope::SnsapiUserinfo)
+            .map_err(|e| internal(e.to_string()))?
+            .state(state)
+            .build(hosts),
+        _ => AuthorizeUrl::new(account.appid.clone(), redirect, Scope::SnsapiBase)
+            .map_err(|e| internal(e.to_string()))?
+            .state(state)
+            .build(hosts),
+    })
+}
+
+/// Appends `key=value` to a URL's query.
+fn with_param(url: &str, key: &str, value: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) => {
+            u.query_pairs_mut().append_pair(key, value);
+            u.to_string()
+        }
+        Err(_) => url.to_string(),
+    }
+}
+
+/// Issues a one-time hand-over ticket for a result and returns the URL the
+/// person goes back to.
+fn hand_over(app: &App, appid: &str, return_to: &str, result: &str) -> Result<String, Failure> {
+    let now = app.clock.now();
+    let ticket = format!("wxt{}", random_hex(24));
+    app.store
+        .save_ticket(
+            &sha256_hex(&ticket),
+            appid,
+            result,
+            now + app.config.oauth.ticket_ttl_secs,
+            now,
+        )
+        .map_err(|e| Failure::new(500, "internal", e.to_string()))?;
+    Ok(with_param(return_to, "wxhub_ticket", &ticket))
+}
+
+/// Handles WeChat's redirect back: consent, refusal, replays, escalation.
+/// Returns where to send the person.
+///
+/// # Errors
+/// [`Failure`], shown as an error page; nothing is exchanged for a bad state.
+pub async fn callback(
+    app: &App,
+    appid: &str,
+    code: Option<&str>,
+    state: Option<&str>,
+) -> Result<String, Failure> {
+    let account = account(app, appid)?.clone();
+    let now = app.clock.now();
+    let key = &app.config.oauth.state_secret;
+    let state = state.filter(|s| !s.is_empty()).ok_or_else(|| {
+        Failure::new(
+            400,
+            "invalid_state",
+            "this page was opened without a login state: start from the page you came from",
+        )
+    })?;
+    let id = match verify_state(key, appid, state, now) {
+        Ok(id) => id,
+        Err(BadState::Expired(id)) => {
+            let restart = app
+                .store
+                .peek_state(&id)
+                .ok()
+                .flatten()
+                .map(|r| restart_url(app, appid, Want::from_record(&r.want), &r.return_to));
+            return Err(Failure::new(
+                400,
+                "expired_state",
+                "this login took too long and has expired; nothing was done",
+            )
+            .restart(restart));
+        }
+        Err(_) => {
+            return Err(Failure::new(
+                400,
+                "invalid_state",
+                "this login link is not valid (forged or damaged); nothing was done",
+            ));
+        }
+    };
+    let code = code.filter(|c| !c.is_empty());
+    let code_hash = code.map(sha256_hex);
+    let record = match app
+        .store
+        .consume_state(&id, code_hash.as_deref(), now)
+        .map_err(|e| Failure::new(500, "internal", e.to_string()))?
+    {
+        Consumed::Fresh(r) => r,
+        Consumed::Again {
+            record,
+            used_at,
+            result,
+        } => {
+            return replay(app, appid, &id, record, used_at, result).await;
+        }
+        Consumed::Used => {
+            return Err(Failure::new(
+                400,
+                "used_state",
+                "this login link was already used; nothing was done",
+            ));
+        }
+        Consumed::Missing => {
+            return Err(Failure::new(
+                400,
+                "invalid_state",
+                "this login link is unknown to this hub; nothing was done",
+            ));
+        }
+    };
+    let want = Want::from_record(&record.want);
+    let restart = restart_url(app, appid, want, &record.return_to);
+    let Some(code) = code else {
+        // Refusal: WeChat comes back with state and no code.
+        return Ok(with_param(
+            &record.return_to,
+            "wxhub_error",
+            "access_denied",
+        ));
+    };
+    let token = match app
+        .wx
+        .exchange_code(&account.appid, &account.secret, &OAuthCode::new(code))
+        .await
+    {
+        Ok(t) => t,
+        Err(e) => {
+            let (status, code, msg) = match e.errcode() {
+                Some(ErrCode::CodeBeenUsed) => (
+                    400,
+                    "code_used",
+                    "this sign-in code was already used; start again",
+                ),
+                Some(ErrCode::InvalidCode | ErrCode::CodeExpired) => (
+                    400,
+                    "code_expired",
+                    "this sign-in took too long; start again",
+                ),
+                _ => (
+                    502,
+                    "upstream_error",
+                    "the WeChat platform did not complete the sign-in; start again",
+                ),
+            };
+            tracing::warn!(account.appid = %appid, error = %e, "code exchange failed");
+            return Err(Failure::new(status, code, msg).restart(Some(restart)));
+        }
+    };
+    let grant = Grant {
+        appid: appid.to_string(),
+        openid: token.openid.as_str().to_string(),
+        unionid: token.unionid.as_ref().map(|u| u.as_str().to_string()),
+        scope: token.scope.clone(),
+        snapshot: token.is_snapshotuser,
+        access_token: token.access_token.expose_secret().to_string(),
+        access_expires_at: now + token.expires_in as i64,
+        refresh_token: token.refresh_token.expose_secret().to_string(),
+        refresh_expires_at: now + REFRESH_TOKEN_LIFE,
+        profile: None,
+        profile_fetched_at: None,
+    };
+    let result = match (want, record.stage.as_str()) {
+        (Want::Userinfo, "probe") => {
+            // Silent round: is there a userinfo grant on file for this person?
+            let existing = app.store.load_grant(appid, &grant.openid).ok().flatten();
+            let usable =
+                existing.filter(|g| g.scope != "snsapi_base" && g.refresh_expires_at > now);
+            match usable {
+                Some(g) => match profile_via_grant(app, &account, g).await {
+                    Ok(g) => payload(&g, None),
+                    // 48001 or a dead grant: ask for consent, not an error.
+                    Err(ProfileError::Unauthorized | ProfileError::Expired) => {
+                        return redirect_to_wechat(
+                            app,
+                            &account,
+                            want,
+                            "consent",
+                            &record.return_to,
+                        );
+                    }
+                    Err(ProfileError::Upstream(m)) => {
+                        return Err(Failure::new(502, "upstream_error", m).restart(Some(restart)));
+                    }
+                },
+                None => {
+                    save_unless_downgrade(app, &grant, now);
+                    return redirect_to_wechat(app, &account, want, "consent", &record.return_to);
+                }
+            }
+        }
+        (Want::Userinfo | Want::Login, _) => {
+            save_grant(app, &grant);
+            match profile_via_grant(app, &account, grant.clone()).await {
+                Ok(g) => payload(&g, None),
+                // Consent was given and still 48001 (a snapshot user): hand
+                // over the openid without a profile rather than loop.
+                Err(ProfileError::Unauthorized) => payload(&grant, Some("api_unauthorized")),
+                Err(ProfileError::Expired) => payload(&grant, Some("grant_expired")),
+                Err(ProfileError::Upstream(m)) => {
+                    return Err(Failure::new(502, "upstream_error", m).restart(Some(restart)));
+                }
+            }
+        }
+        (Want::Base, _) => {
+            save_unless_downgrade(app, &grant, now);
+            payload(&grant, None)
+        }
+    };
+    let result = result.to_string();
+    let _ = app.store.set_state_result(&id, &result);
+    hand_over(app, appid, &record.return_to, &result)
+}
+
+/// A second callback with the same state and code (WeChat's double
+/// redirect): the same result, under a new ticket.
+async fn replay(
+    app: &App,
+    appid: &str,
+    id: &str,
+    record: StateRecord,
+    used_at: i64,
+    mut result: Option<String>,
+) -> Result<String, Failure> {
+    let now = app.clock.now();
+    if now - used_at > CODE_LIFE {
+        return Err(Failure::new(
+            400,
+            "used_state",
+            "this login link was already used; nothing was done",
+        ));
+    }
+    // The first callback may still be exchanging the code: wait for it,
+    // briefly, rather than exchange the code a second time.
+    for _ in 0..50 {
+        if result.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        result = app.store.state_result(id).ok().flatten();
+    }
+    match result {
+        Some(r) => hand_over(app, appid, &record.return_to, &r),
+        None => Err(Failure::new(
+            503,
+            "in_progress",
+            "this sign-in is still being completed; reload the page",
+        )),
+    }
+}
+
+/// How long a refresh_token lives (§5.3): the grant's lifetime.
+const REFRESH_TOKEN_LIFE: i64 = 30 * 86400;
+/// How long a code lives (§5.1): the window for a repeated callback.
+const CODE_LIFE: i64 = 300;
+
+fn save_grant(app: &App, g: &Grant) {
+    if let Err(e) = app.store.save_grant(g) {
+        tracing::error!(account.appid = %g.appid, error = %e, "cannot store a grant");
+    }
+}
+
+/// Stores a base grant unless a userinfo grant that still works is on file.
+fn save_unless_downgrade(app: &App, g: &Grant, now: i64) {
+    let keep = app
+        .store
+        .load_grant(&g.appid, &g.openid)
+        .ok()
+        .flatten()
+        .is_some_and(|old| old.scope != "snsapi_base" && old.refresh_expires_at > now);
+    if !keep {
+        save_grant(app, g);
+    }
+}
+
+fn payload(g: &Grant, profile_error: Option<&str>) -> Value {
+    let mut v = json!({
+        "appid": g.appid,
+        "openid": g.openid,
+        "scope": g.scope,
+    });
+    if let Some(u) = &g.unionid {
+        v["unionid"] = json!(u);
+    }
+    if g.snapshot {
+        v["snapshot"] = json!(true);
+    }
+    if let Some(p) = g
+        .profile
+        .as_deref()
+        .and_then(|p| serde_json::from_str::<Value>(p).ok())
+    {
+        v["profile"] = p;
+    }
+    if let Some(e) = profile_error {
+        v["profile_error"] = json!(e);
+    }
+    v
+}
+
+/// Why a profile could not be read through a grant.
+#[derive(Debug)]
+pub enum ProfileError {
+    /// 48001: the grant does not cover the profile; re-authorize with snsapi_userinfo.
+    Unauthorized,
+    /// The grant is gone (30 days, 40030, 42002); it was deleted.
+    Expired,
+    /// The platform failed.
+    Upstream(String),
+}
+
+/// Reads (or refreshes) the profile through a grant, refreshing the user
+/// token with the refresh_token when needed, and stores the result.
+///
+/// # Errors
+/// [`ProfileError`].
+pub async fn profile_via_grant(
+    app: &App,
+    account: &AccountConfig,
+    mut g: Grant,
+) -> Result<Grant, ProfileError> {
+    let now = app.clock.now();
+    if g.refresh_expires_at <= now {
+        let _ = app.store.delete_grant(&g.appid, &g.openid);
+        return Err(ProfileError::Expired);
+    }
+    let openid =
+        OpenId::parse(g.openid.clone()).map_err(|e| ProfileError::Upstream(e.to_string()))?;
+    let mut refreshed = false;
+    loop {
+        if g.access_expires_at <= now + 60 {
+            refresh_grant(app, &account.appid, &mut g).await?;
+            refreshed = true;
+        }
+        match app
+            .wx
+            .sns_user_info(&UserAccessToken::new(g.access_token.clone()), &openid)
+            .await
+        {
+            Ok(info) => {
+                let profile = json!({
+                    "nickname": info.nickname,
+                    "headimgurl": info.headimgurl,
+                    "privilege": info.privilege,
+                });
+                if let Some(u) = info.unionid {
+                    g.unionid = Some(u.as_str().to_string());
+                }
+                g.profile = Some(profile.to_string());
+                g.profile_fetched_at = Some(now);
+                save_grant(app, &g);
+                return Ok(g);
+            }
+            Err(e) if e.errcode() == Some(ErrCode::ApiUnauthorized) => {
+                return Err(ProfileError::Unauthorized);
+            }
+            Err(e) if e.is_token_invalid() && !refreshed => {
+                g.access_expires_at = 0;
+                continue;
+            }
+            Err(e) => {
+                return Err(ProfileError::Upstream(format!(
+                    "reading the profile failed: {e}"
+                )));
+            }
+        }
+    }
+}
+
+async fn refresh_grant(app: &App, appid: &AppId, g: &mut Grant) -> Result<(), ProfileError> {
+    let now = app.clock.now();
+    match app
+        .wx
+        .refresh_user_token(appid, &RefreshToken::new(g.refresh_token.clone()))
+        .await
+    {
+        Ok(t) => {
+            g.access_token = t.access_token.expose_secret().to_string();
+            g.access_expires_at = now + t.expires_in as i64;
+            // The platform returns the same refresh_token and does not extend
+            // its 30 days (§12); store whatever comes back.
+            g.refresh_token = t.refresh_token.expose_secret().to_string();
+            save_grant(app, g);
+            Ok(())
+        }
+        Err(e) if gone(&e) => {
+            let _ = app.store.delete_grant(&g.appid, &g.openid);
+            Err(ProfileError::Expired)
+        }
+        Err(e) => Err(ProfileError::Upstream(format!(
+            "refreshing the grant failed: {e}"
+        ))),
+    }
+}
+
+fn gone(e: &WxError) -> bool {
+    matches!(
+        e.errcode(),
+        Some(
+            ErrCode::InvalidRefreshToken
+                | ErrCode::RefreshTokenExpired
+                | ErrCode::UserTokensRevoked
+        )
+    )
+}
+
+/// `GET /v1/apps/{appid}/users/{openid}`: the stored profile, refreshed
+/// through the grant when older than `profile_max_age_secs`.
+///
+/// # Errors
+/// [`Failure`] (404 with the reason when there is no usable grant).
+pub async fn user(app: &App, appid: &str, openid: &str) -> Result<Value, Failure> {
+    let account = account(app, appid)?.clone();
+    let now = app.clock.now();
+    let reauth =
+        format!("send the person through /oauth/{appid}/authorize?scope=userinfo&return_to=...");
+    let g = app
+        .store
+        .load_grant(appid, openid)
+        .map_err(|e| Failure::new(500, "internal", e.to_string()))?
+        .ok_or_else(|| {
+            Failure::new(
+                404,
+                "not_found",
+                format!("no grant from this person: {reauth}"),
+            )
+        })?;
+    if g.scope == "snsapi_base" {
+        return Err(Failure::new(
+            404,
+            "not_found",
+            format!(
+                "this person granted snsapi_base only; the profile needs snsapi_userinfo: {reauth}"
+            ),
+        ));
+    }
+    let fresh = g
+        .profile_fetched_at
+        .is_some_and(|t| now - t < app.config.oauth.profile_max_age_secs)
+        && g.profile.is_some();
+    let g = if fresh {
+        g
+    } else {
+        match profile_via_grant(app, &account, g).await {
+            Ok(g) => g,
+            Err(ProfileError::Expired) => {
+                return Err(Failure::new(
+                    404,
+                    "not_found",
+                    format!("the grant has expired (30 days, or revoked): {reauth}"),
+                ));
+            }
+            Err(ProfileError::Unauthorized) => {
+                return Err(Failure::new(
+                    404,
+                    "not_found",
+                    format!("the platform refuses the profile (48001): {reauth}"),
+                ));
+            }
+            Err(ProfileError::Upstream(m)) => return Err(Failure::new(502, "upstream_error", m)),
+        }
+    };
+    let mut v = payload(&g, None);
+    v["profile_fetched_at"] = json!(g.profile_fetched_at);
+    Ok(v)
+}
+
+/// Redeems a hand-over ticket for a client allowed to use its account.
+///
+/// # Errors
+/// [`Failure`]: 404 unknown, used or expired; 403 another account's.
+pub fn redeem(app: &App, allowed: impl Fn(&str) -> bool, ticket: &str) -> Result<Value, Failure> {
+    let now = app.clock.now();
+    let hash = sha256_hex(ticket);
+    let appid = app
+        .store
+        .ticket_appid(&hash)
+        .map_err(|e| Failure::new(500, "internal", e.to_string()))?
+        .ok_or_else(|| Failure::new(404, "not_found", "unknown, used or expired ticket"))?;
+    if !allowed(&appid) {
+        return Err(Failure::new(
+            403,
+            "forbidden",
+            format!("this client may not use account {appid}"),
+        ));
+    }
+    let (_, payload) = app
+        .store
+        .redeem_ticket(&hash, now)
+        .map_err(|e| Failure::new(500, "internal", e.to_string()))?
+        .ok_or_else(|| Failure::new(404, "not_found", "unknown, used or expired ticket"))?;
+    serde_json::from_str(&payload).map_err(|e| Failure::new(500, "internal", e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn states_are_short_alphanumeric_signed_and_expire() {
+        let key = b"0123456789abcdef0123456789abcdef";
+        let s = sign_state(key, "wx1", &"a".repeat(32), 1000);
+        assert!(s.len() <= 128 && s.bytes().all(|b| b.is_ascii_alphanumeric()));
+        assert_eq!(verify_state(key, "wx1", &s, 999), Ok("a".repeat(32)));
+        assert_eq!(
+            verify_state(key, "wx1", &s, 1000),
+            Err(BadState::Expired("a".repeat(32)))
+        );
+        assert_eq!(
+            verify_state(key, "wx2", &s, 999),
+            Err(BadState::Forged),
+            "bound to the account"
+        );
+        assert_eq!(
+            verify_state(b"another key another key another k", "wx1", &s, 999),
+            Err(BadState::Forged)
+        );
+        let mut tampered = s.clone();
+        tampered.replace_range(40..41, if &s[40..41] == "9" { "8" } else { "9" });
+        assert_eq!(
+            verify_state(key, "wx1", &tampered, 999),
+            Err(BadState::Forged),
+            "expiry is signed"
+        );
+        assert_eq!(verify_state(key, "wx1", "abc", 0), Err(BadState::Malformed));
+    }
+}

@@ -1,0 +1,152 @@
+//! Web authorization routes: the person-facing redirect and callback, and
+//! the client-facing ticket redemption and profile lookup.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::app::App;
+use crate::auth::AuthedClient;
+use crate::error::ApiError;
+use crate::oauth::{self, Failure, Want};
+use crate::routes::tokens::authorize;
+
+fn api_error(f: Failure) -> ApiError {
+    let mut e = match f.status {
+        400 => ApiError::bad_request(f.message),
+        403 => ApiError::forbidden(f.message),
+        404 => ApiError::not_found(f.message),
+        502 => ApiError::upstream(f.message),
+        503 => ApiError::unavailable(f.message, 1),
+        _ => ApiError::upstream(f.message),
+    };
+    if f.status == 500 {
+        e.status = StatusCode::INTERNAL_SERVER_ERROR;
+        e.code = "internal";
+    }
+    e
+}
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// A page for the person: WeChat's webview shows it; no JSON here.
+fn error_page(f: Failure) -> Response {
+    let restart = f
+        .restart
+        .as_deref()
+        .map(|u| {
+            format!(
+                "<p><a id=\"restart\" href=\"{}\">Start again / 重新登录</a></p>",
+                esc(u)
+            )
+        })
+        .unwrap_or_default();
+    let status = StatusCode::from_u16(f.status).unwrap_or(StatusCode::BAD_REQUEST);
+    (
+        status,
+        Html(format!(
+            "<!doctype html><html><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width\"><title>Sign-in failed</title></head>\
+<body style=\"font-family:sans-serif;margin:32px\"><h2>Sign-in did not complete / 登录未完成</h2>\
+<p id=\"error\" data-code=\"{}\">{}</p>{restart}</body></html>",
+            f.code,
+            esc(&f.message)
+        )),
+    )
+        .into_response()
+}
+
+fn found(url: String) -> Response {
+    (StatusCode::FOUND, [(header::LOCATION, url)]).into_response()
+}
+
+#[derive(Debug, Deserialize)]
+pub struct AuthorizeQuery {
+    scope: Option<String>,
+    return_to: Option<String>,
+}
+
+/// `GET /oauth/{appid}/authorize?scope=base|userinfo|login&return_to=URL`:
+/// 302 to WeChat with a signed state.
+pub async fn authorize_route(
+    State(app): State<Arc<App>>,
+    Path(appid): Path<String>,
+    Query(q): Query<AuthorizeQuery>,
+) -> Result<Response, ApiError> {
+    let want = q
+        .scope
+        .as_deref()
+        .and_then(Want::parse)
+        .ok_or_else(|| ApiError::bad_request("scope: one of base, userinfo, login"))?;
+    let return_to = q
+        .return_to
+        .filter(|r| !r.is_empty())
+        .ok_or_else(|| ApiError::bad_request("return_to: required: the page to come back to"))?;
+    oauth::start(&app, &appid, want, &return_to)
+        .map(found)
+        .map_err(api_error)
+}
+
+/// `GET /oauth/{appid}/callback?code=..&state=..`: WeChat's redirect back.
+pub async fn callback_route(
+    State(app): State<Arc<App>>,
+    Path(appid): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    match oauth::callback(
+        &app,
+        &appid,
+        q.get("code").map(String::as_str),
+        q.get("state").map(String::as_str),
+    )
+    .await
+    {
+        Ok(url) => found(url),
+        Err(f) => error_page(f),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedeemBody {
+    ticket: String,
+}
+
+/// `POST /v1/oauth/tickets/redeem` `{"ticket"}` → the authorization result.
+pub async fn redeem_route(
+    State(app): State<Arc<App>>,
+    client: AuthedClient,
+    body: Result<Json<RedeemBody>, JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Json(body) = body?;
+    if body.ticket.is_empty() {
+        return Err(ApiError::bad_request("ticket: required"));
+    }
+    oauth::redeem(&app, |appid| client.check(appid).is_ok(), &body.ticket)
+        .map(Json)
+        .map_err(api_error)
+}
+
+/// `GET /v1/apps/{appid}/users/{openid}`: the stored profile.
+pub async fn user_route(
+    State(app): State<Arc<App>>,
+    client: AuthedClient,
+    Path((appid, openid)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&app, &client, &appid)?;
+    oauth::user(&app, &appid, &openid)
+        .await
+        .map(Json)
+        .map_err(api_error)
+}

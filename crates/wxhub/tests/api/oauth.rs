@@ -1,0 +1,490 @@
+use serde_json::{Value, json};
+
+use crate::helpers::*;
+
+/// One step of a login as a browser would see it.
+#[derive(Debug, Clone)]
+struct Step {
+    status: u16,
+    url: String,
+    location: String,
+    body: String,
+}
+
+fn enc(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+fn param(u: &str, key: &str) -> Option<String> {
+    url::Url::parse(u)
+        .ok()?
+        .query_pairs()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.into_owned())
+}
+
+/// Follows redirects from `start` as `person` until it lands on RETURN (not
+/// fetched) or a page. On a consent page, answers `decision`.
+async fn walk(hub: &TestHub, start: &str, person: &str, decision: &str) -> Vec<Step> {
+    let mut steps = Vec::new();
+    let mut url = start.to_string();
+    for _ in 0..12 {
+        if url.starts_with("http://127.0.0.1:9/") {
+            break;
+        }
+        let r = hub
+            .http
+            .get(&url)
+            .header("cookie", format!("wxsim_person={person}"))
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        let location = r
+            .headers()
+            .get("location")
+            .map(|v| v.to_str().unwrap().to_string())
+            .unwrap_or_default();
+        let body = r.text().await.unwrap_or_default();
+        steps.push(Step {
+            status,
+            url: url.clone(),
+            location: location.clone(),
+            body: body.clone(),
+        });
+        if status == 302 {
+            url = location;
+            continue;
+        }
+        if status == 200 && body.contains("name=\"pending\"") {
+            let pending = body
+                .split("name=\"pending\" value=\"")
+                .nth(1)
+                .unwrap()
+                .split('"')
+                .next()
+                .unwrap();
+            let r = hub
+                .http
+                .post(format!("{}/connect/oauth2/decide", hub.sim.base_url()))
+                .form(&[("pending", pending), ("decision", decision)])
+                .send()
+                .await
+                .unwrap();
+            let location = r
+                .headers()
+                .get("location")
+                .map(|v| v.to_str().unwrap().to_string())
+                .unwrap_or_default();
+            steps.push(Step {
+                status: r.status().as_u16(),
+                url: "decide".into(),
+                location: location.clone(),
+                body: String::new(),
+            });
+            url = location;
+            continue;
+        }
+        break;
+    }
+    steps
+}
+
+fn authorize_url(hub: &TestHub, appid: &str, scope: &str) -> String {
+    hub.url(&format!(
+        "/oauth/{appid}/authorize?scope={scope}&return_to={}",
+        enc(RETURN)
+    ))
+}
+
+fn landed(steps: &[Step]) -> String {
+    steps.last().map(|s| s.location.clone()).unwrap_or_default()
+}
+
+fn sim_visits(hub: &TestHub, steps: &[Step]) -> usize {
+    steps
+        .iter()
+        .filter(|s| s.url.starts_with(&hub.sim.base_url()))
+        .count()
+}
+
+/// The state with one character changed: a forgery.
+fn flip(s: &str, at: usize) -> String {
+    let mut b = s.as_bytes().to_vec();
+    b[at] = if b[at] == b'0' { b'1' } else { b'0' };
+    String::from_utf8(b).unwrap()
+}
+
+async fn redeem(hub: &TestHub, ticket: &str) -> (u16, Value) {
+    hub.post("/v1/oauth/tickets/redeem", json!({"ticket": ticket}))
+        .await
+}
+
+async fn login(hub: &TestHub, scope: &str, person: &str) -> (Vec<Step>, Value) {
+    let steps = walk(hub, &authorize_url(hub, APPID, scope), person, "allow").await;
+    let to = landed(&steps);
+    let ticket = param(&to, "wxhub_ticket").unwrap_or_else(|| panic!("ticket in {to}: {steps:#?}"));
+    let (s, v) = redeem(hub, &ticket).await;
+    assert_eq!(s, 200, "{v}");
+    (steps, v)
+}
+
+#[tokio::test]
+async fn base_login_hands_over_the_openid_through_a_single_use_ticket() {
+    let hub = TestHub::start().await;
+    let steps = walk(&hub, &authorize_url(&hub, APPID, "base"), "carol", "allow").await;
+    let first = &steps[0];
+    assert_eq!(first.status, 302);
+    assert!(
+        first.location.starts_with(&format!(
+            "{}/connect/oauth2/authorize?appid={APPID}&redirect_uri=",
+            hub.sim.base_url()
+        )),
+        "{}",
+        first.location
+    );
+    assert!(
+        first.location.contains("scope=snsapi_base")
+            && first.location.ends_with("#wechat_redirect")
+    );
+    let state = param(&first.location, "state").unwrap();
+    assert!(
+        state.len() <= 128 && state.bytes().all(|b| b.is_ascii_alphanumeric()),
+        "{state}"
+    );
+    let to = landed(&steps);
+    assert!(
+        to.starts_with("http://127.0.0.1:9/done?x=1&wxhub_ticket="),
+        "{to}"
+    );
+    let ticket = param(&to, "wxhub_ticket").unwrap();
+    let (s, v) = redeem(&hub, &ticket).await;
+    assert_eq!(s, 200);
+    let carol = hub
+        .sim_get(&format!("/_sim/openid?appid={APPID}&person=carol"))
+        .await["openid"]
+        .clone();
+    assert_eq!(v["openid"], carol);
+    assert_eq!(v["scope"], "snsapi_base");
+    assert!(v.get("profile").is_none());
+    let (s, v) = redeem(&hub, &ticket).await;
+    assert_eq!(s, 404, "single use: {v}");
+    // A ticket lives 60 s.
+    let steps = walk(&hub, &authorize_url(&hub, APPID, "base"), "carol", "allow").await;
+    let ticket = param(&landed(&steps), "wxhub_ticket").unwrap();
+    hub.advance(61);
+    assert_eq!(redeem(&hub, &ticket).await.0, 404);
+}
+
+#[tokio::test]
+async fn a_profile_login_asks_once_then_is_silent_for_a_person_with_a_grant() {
+    let hub = TestHub::start().await;
+    let (steps, v) = login(&hub, "userinfo", "bob").await;
+    assert_eq!(
+        sim_visits(&hub, &steps),
+        2,
+        "a silent base round, then snsapi_userinfo: {steps:#?}"
+    );
+    assert!(
+        steps
+            .iter()
+            .any(|s| s.location.contains("scope=snsapi_userinfo"))
+    );
+    assert_eq!(v["scope"], "snsapi_userinfo");
+    assert_eq!(v["profile"]["nickname"], "Bob");
+    assert_eq!(v["unionid"], "oUNION_bob_0000000000000000");
+    // Next time: the grant is on file, no consent round.
+    let (steps, v) = login(&hub, "userinfo", "bob").await;
+    assert_eq!(sim_visits(&hub, &steps), 1, "{steps:#?}");
+    assert!(
+        !steps
+            .iter()
+            .any(|s| s.location.contains("scope=snsapi_userinfo"))
+    );
+    assert_eq!(v["profile"]["nickname"], "Bob");
+    // The stored profile is served to clients.
+    let openid = v["openid"].as_str().unwrap();
+    let (s, u) = hub.get(&format!("/v1/apps/{APPID}/users/{openid}")).await;
+    assert_eq!(s, 200, "{u}");
+    assert_eq!(u["profile"]["nickname"], "Bob");
+}
+
+#[tokio::test]
+async fn a_person_who_refuses_comes_back_with_access_denied() {
+    let hub = TestHub::start().await;
+    // carol refuses at once; dave is asked and clicks Deny.
+    for (person, decision) in [("carol", "allow"), ("dave", "deny")] {
+        let steps = walk(
+            &hub,
+            &authorize_url(&hub, APPID, "userinfo"),
+            person,
+            decision,
+        )
+        .await;
+        let to = landed(&steps);
+        assert_eq!(
+            to, "http://127.0.0.1:9/done?x=1&wxhub_error=access_denied",
+            "{person}: {steps:#?}"
+        );
+    }
+    assert_eq!(
+        hub.calls("/sns/oauth2/access_token"),
+        2,
+        "only the silent base rounds exchanged a code"
+    );
+}
+
+#[tokio::test]
+async fn wechats_double_redirect_gets_the_same_result_not_a_40163() {
+    let hub = TestHub::start().await;
+    let steps = walk(&hub, &authorize_url(&hub, APPID, "base"), "bob", "allow").await;
+    let callback = steps
+        .iter()
+        .find(|s| s.url.contains("/callback?"))
+        .unwrap()
+        .url
+        .clone();
+    let again = hub.http.get(&callback).send().await.unwrap();
+    assert_eq!(again.status(), 302);
+    let to = again.headers()["location"].to_str().unwrap().to_string();
+    let (s, v2) = redeem(&hub, &param(&to, "wxhub_ticket").unwrap()).await;
+    assert_eq!(s, 200);
+    let (_, v1) = redeem(&hub, &param(&landed(&steps), "wxhub_ticket").unwrap()).await;
+    assert_eq!(v1, v2);
+    assert_eq!(
+        hub.calls("/sns/oauth2/access_token"),
+        1,
+        "the code was exchanged once"
+    );
+}
+
+#[tokio::test]
+async fn replayed_forged_and_expired_states_exchange_nothing() {
+    let hub = TestHub::start().await;
+    let a = walk(&hub, &authorize_url(&hub, APPID, "base"), "bob", "allow").await;
+    let used_state = param(&a[0].location, "state").unwrap();
+    // A fresh code with an already used state: refused.
+    let b = walk(&hub, &authorize_url(&hub, APPID, "base"), "bob", "allow").await;
+    let b_code = param(&b[1].location, "code");
+    let exchanges = hub.calls("/sns/oauth2/access_token");
+    let mut cases: Vec<(String, &str)> = vec![
+        (format!("code=whatever&state={used_state}"), "used_state"),
+        (
+            format!("code=x&state={}", flip(&used_state, 70)),
+            "invalid_state",
+        ),
+        (
+            format!("code=x&state={}", flip(&used_state, 40)),
+            "invalid_state",
+        ),
+        ("code=x&state=abc".to_string(), "invalid_state"),
+        ("code=x".to_string(), "invalid_state"),
+    ];
+    if let Some(c) = &b_code {
+        cases.push((format!("code={c}&state={used_state}"), "used_state"));
+    }
+    for (q, code) in &cases {
+        let r = hub
+            .http
+            .get(hub.url(&format!("/oauth/{APPID}/callback?{q}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{q}");
+        let body = r.text().await.unwrap();
+        assert!(
+            body.contains(&format!("data-code=\"{code}\"")),
+            "{q}: {body}"
+        );
+    }
+    // A state for another account does not verify either.
+    let r = hub
+        .http
+        .get(hub.url(&format!(
+            "/oauth/{WEB_APPID}/callback?code=x&state={used_state}"
+        )))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(
+        hub.calls("/sns/oauth2/access_token"),
+        exchanges,
+        "nothing was exchanged"
+    );
+
+    // Expired: the person takes longer than state_ttl (600 s).
+    let r = hub
+        .http
+        .get(authorize_url(&hub, APPID, "base"))
+        .send()
+        .await
+        .unwrap();
+    let wechat = r.headers()["location"].to_str().unwrap().to_string();
+    hub.advance(601);
+    let steps = walk(&hub, &wechat, "bob", "allow").await;
+    let last = steps.last().unwrap();
+    assert_eq!(last.status, 400);
+    assert!(
+        last.body.contains("data-code=\"expired_state\""),
+        "{}",
+        last.body
+    );
+    assert!(
+        last.body.contains("id=\"restart\""),
+        "offers to start again"
+    );
+    assert_eq!(hub.calls("/sns/oauth2/access_token"), exchanges);
+}
+
+#[tokio::test]
+async fn return_to_must_be_an_allowed_origin() {
+    let hub = TestHub::start().await;
+    let cases = [
+        "https://evil.example.com/",
+        "http://127.0.0.1:10/done",
+        "http://127.0.0.1:9@evil.example.com/",
+        "http://user:pw@127.0.0.1:9/",
+        "//evil.example.com/x",
+        "javascript:alert(1)",
+        "/relative",
+        "",
+    ];
+    for rt in cases {
+        let r = hub
+            .http
+            .get(hub.url(&format!(
+                "/oauth/{APPID}/authorize?scope=base&return_to={}",
+                enc(rt)
+            )))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{rt}");
+        let v: Value = r.json().await.unwrap();
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("return_to"),
+            "{rt}: {v}"
+        );
+    }
+    let r = hub
+        .http
+        .get(hub.url(&format!(
+            "/oauth/{APPID}/authorize?scope=everything&return_to={}",
+            enc(RETURN)
+        )))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+}
+
+#[tokio::test]
+async fn grants_expire_after_30_days_and_the_next_login_asks_again() {
+    let hub = TestHub::start().await;
+    let (_, v) = login(&hub, "userinfo", "bob").await;
+    let openid = v["openid"].as_str().unwrap().to_string();
+    // Within 30 days the profile is refreshed through the grant.
+    hub.advance(2 * 86400);
+    let refreshes = hub.calls("/sns/oauth2/refresh_token");
+    let (s, u) = hub.get(&format!("/v1/apps/{APPID}/users/{openid}")).await;
+    assert_eq!(s, 200, "{u}");
+    assert_eq!(u["profile_fetched_at"], hub.now());
+    assert_eq!(
+        hub.calls("/sns/oauth2/refresh_token"),
+        refreshes + 1,
+        "the user token was refreshed"
+    );
+    hub.advance(28 * 86400);
+    let (s, u) = hub.get(&format!("/v1/apps/{APPID}/users/{openid}")).await;
+    assert_eq!(s, 404, "{u}");
+    assert!(
+        u["error"]["message"].as_str().unwrap().contains("expired"),
+        "{u}"
+    );
+    let (steps, v) = login(&hub, "userinfo", "bob").await;
+    assert_eq!(sim_visits(&hub, &steps), 2, "asked again: {steps:#?}");
+    assert_eq!(v["profile"]["nickname"], "Bob");
+}
+
+#[tokio::test]
+async fn a_48001_leads_to_snsapi_userinfo_not_to_an_error() {
+    let hub = TestHub::start().await;
+    login(&hub, "userinfo", "bob").await;
+    // The grant on file no longer reads the profile.
+    hub.sim_post(
+        "/_sim/faults",
+        json!({"endpoint": "/sns/userinfo", "count": 1, "errcode": 48001}),
+    )
+    .await;
+    let (steps, v) = login(&hub, "userinfo", "bob").await;
+    assert!(
+        steps
+            .iter()
+            .any(|s| s.location.contains("scope=snsapi_userinfo")),
+        "escalated: {steps:#?}"
+    );
+    assert_eq!(v["profile"]["nickname"], "Bob");
+    // A base-only person asking for nothing more gets no profile and no error.
+    let (_, v) = login(&hub, "base", "dave").await;
+    let openid = v["openid"].as_str().unwrap();
+    let (s, u) = hub.get(&format!("/v1/apps/{APPID}/users/{openid}")).await;
+    assert_eq!(s, 404);
+    assert!(
+        u["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("snsapi_userinfo"),
+        "{u}"
+    );
+}
+
+#[tokio::test]
+async fn a_snapshot_user_gets_an_openid_without_a_profile_and_no_loop() {
+    let hub = TestHub::start().await;
+    let (steps, v) = login(&hub, "userinfo", "erin").await;
+    assert!(steps.len() < 8, "{steps:#?}");
+    assert_eq!(v["snapshot"], true);
+    assert_eq!(v["profile_error"], "api_unauthorized");
+    assert!(v.get("profile").is_none());
+}
+
+#[tokio::test]
+async fn website_qr_login_goes_through_the_same_flow() {
+    let hub = TestHub::start().await;
+    let steps = walk(
+        &hub,
+        &authorize_url(&hub, WEB_APPID, "login"),
+        "bob",
+        "allow",
+    )
+    .await;
+    assert!(
+        steps[0].location.starts_with(&format!(
+            "{}/connect/qrconnect?appid={WEB_APPID}",
+            hub.sim.base_url()
+        )),
+        "{steps:#?}"
+    );
+    let (s, v) = redeem(&hub, &param(&landed(&steps), "wxhub_ticket").unwrap()).await;
+    assert_eq!(s, 200);
+    assert_eq!(v["scope"], "snsapi_login");
+    assert_eq!(v["profile"]["nickname"], "Bob");
+    assert_eq!(v["unionid"], "oUNION_bob_0000000000000000");
+    let r = hub
+        .http
+        .get(hub.url(&format!(
+            "/oauth/{WEB_APPID}/authorize?scope=userinfo&return_to={}",
+            enc(RETURN)
+        )))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    // A website app has no global token.
+    let (s, _) = hub.get(&format!("/v1/apps/{WEB_APPID}/access_token")).await;
+    assert_eq!(s, 404);
+}

@@ -30,6 +30,33 @@ pub struct DevEnv {
     /// The demo business page.
     pub demo_url: String,
     _demo: AbortOnDrop,
+    _store: TempDir,
+}
+
+/// A directory of its own per dev environment, removed with it: two
+/// environments in one process (tests) never share a store.
+#[derive(Debug)]
+struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    fn new() -> anyhow::Result<TempDir> {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static N: AtomicU64 = AtomicU64::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "wxhub-dev-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        Ok(TempDir(dir))
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 /// Stops the demo page's task with its owner.
@@ -69,8 +96,8 @@ pub async fn start(
     let client_key = new_key();
     let admin_key = new_key();
     // A fresh store each time: the demo world (and so every token) is new.
-    let store = std::env::temp_dir().join(format!("wxhub-dev-{}.db", std::process::id()));
-    let _ = std::fs::remove_file(&store);
+    let store_dir = TempDir::new()?;
+    let store = store_dir.0.join("wxhub.db");
     let config = Config {
         listen: hub_listen,
         admin_key_sha256: Some(hash_key(&admin_key)),
@@ -120,6 +147,7 @@ pub async fn start(
         admin_key,
         demo_url,
         _demo: AbortOnDrop(demo_task),
+        _store: store_dir,
     })
 }
 

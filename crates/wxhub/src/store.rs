@@ -47,6 +47,9 @@ impl From<rusqlite::Error> for StoreError {
 /// The embedded SQLite store.
 pub struct SqliteStore {
     conn: Mutex<Connection>,
+    // Inserts since the last sweep of expired states and tickets: sweeping
+    // on every insert would make each login pay for the others.
+    inserts: std::sync::atomic::AtomicU32,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -97,6 +100,7 @@ impl SqliteStore {
                 code_hash TEXT,
                 result TEXT
             );
+            CREATE INDEX IF NOT EXISTS oauth_states_expiry ON oauth_states (expires_at);
             CREATE TABLE IF NOT EXISTS oauth_tickets (
                 hash TEXT PRIMARY KEY,
                 appid TEXT NOT NULL,
@@ -104,6 +108,7 @@ impl SqliteStore {
                 expires_at INTEGER NOT NULL,
                 used INTEGER NOT NULL DEFAULT 0
             );
+            CREATE INDEX IF NOT EXISTS oauth_tickets_expiry ON oauth_tickets (expires_at);
             CREATE TABLE IF NOT EXISTS grants (
                 appid TEXT NOT NULL,
                 openid TEXT NOT NULL,
@@ -128,6 +133,7 @@ impl SqliteStore {
         )?;
         Ok(SqliteStore {
             conn: Mutex::new(conn),
+            inserts: std::sync::atomic::AtomicU32::new(0),
         })
     }
 
@@ -142,8 +148,8 @@ impl SqliteStore {
     pub fn load(&self, appid: &str, kind: &str) -> Result<Option<StoredCredential>, StoreError> {
         Ok(self
             .conn()
+            .prepare_cached("SELECT value, expires_at, fetched_at, first_seen FROM credentials WHERE appid = ?1 AND kind = ?2")?
             .query_row(
-                "SELECT value, expires_at, fetched_at, first_seen FROM credentials WHERE appid = ?1 AND kind = ?2",
                 params![appid, kind],
                 |r| {
                     Ok(StoredCredential {
@@ -162,21 +168,22 @@ impl SqliteStore {
     /// # Errors
     /// On a database failure.
     pub fn save(&self, appid: &str, kind: &str, c: &StoredCredential) -> Result<(), StoreError> {
-        self.conn().execute(
-            "INSERT INTO credentials (appid, kind, value, expires_at, fetched_at, first_seen)
+        self.conn()
+            .prepare_cached(
+                "INSERT INTO credentials (appid, kind, value, expires_at, fetched_at, first_seen)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)
              ON CONFLICT (appid, kind) DO UPDATE SET value = excluded.value,
                expires_at = excluded.expires_at, fetched_at = excluded.fetched_at,
                first_seen = excluded.first_seen",
-            params![
+            )?
+            .execute(params![
                 appid,
                 kind,
                 c.value,
                 c.expires_at,
                 c.fetched_at,
                 c.first_seen
-            ],
-        )?;
+            ])?;
         Ok(())
     }
 
@@ -186,16 +193,16 @@ impl SqliteStore {
     /// On a database failure.
     pub fn bump(&self, appid: &str, name: &str, day: i64) -> Result<i64, StoreError> {
         let conn = self.conn();
-        conn.execute(
+        conn.prepare_cached(
             "INSERT INTO counters (appid, name, day, value) VALUES (?1, ?2, ?3, 1)
              ON CONFLICT (appid, name, day) DO UPDATE SET value = value + 1",
-            params![appid, name, day],
-        )?;
-        Ok(conn.query_row(
-            "SELECT value FROM counters WHERE appid = ?1 AND name = ?2 AND day = ?3",
-            params![appid, name, day],
-            |r| r.get(0),
-        )?)
+        )?
+        .execute(params![appid, name, day])?;
+        Ok(conn
+            .prepare_cached(
+                "SELECT value FROM counters WHERE appid = ?1 AND name = ?2 AND day = ?3",
+            )?
+            .query_row(params![appid, name, day], |r| r.get(0))?)
     }
 
     /// A per-day counter.
@@ -205,11 +212,10 @@ impl SqliteStore {
     pub fn counter(&self, appid: &str, name: &str, day: i64) -> Result<i64, StoreError> {
         Ok(self
             .conn()
-            .query_row(
+            .prepare_cached(
                 "SELECT value FROM counters WHERE appid = ?1 AND name = ?2 AND day = ?3",
-                params![appid, name, day],
-                |r| r.get(0),
-            )
+            )?
+            .query_row(params![appid, name, day], |r| r.get(0))
             .optional()?
             .unwrap_or(0))
     }
@@ -296,15 +302,23 @@ impl SqliteStore {
     /// On a database failure.
     pub fn save_state(&self, id: &str, r: &StateRecord, now: i64) -> Result<(), StoreError> {
         let conn = self.conn();
-        conn.execute(
-            "DELETE FROM oauth_states WHERE expires_at < ?1",
-            params![now - 86400],
-        )?;
-        conn.execute(
-            "INSERT INTO oauth_states (id, appid, want, stage, return_to, expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        if self.sweep_due() {
+            conn.prepare_cached("DELETE FROM oauth_states WHERE expires_at < ?1")?
+                .execute(params![now - 86400])?;
+            conn.prepare_cached("DELETE FROM oauth_tickets WHERE expires_at < ?1")?
+                .execute(params![now - 3600])?;
+        }
+        conn.prepare_cached("INSERT INTO oauth_states (id, appid, want, stage, return_to, expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?
+            .execute(
             params![id, r.appid, r.want, r.stage, r.return_to, r.expires_at],
         )?;
         Ok(())
+    }
+
+    fn sweep_due(&self) -> bool {
+        self.inserts
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            .is_multiple_of(1000)
     }
 
     /// Looks a state up without using it.
@@ -314,19 +328,18 @@ impl SqliteStore {
     pub fn peek_state(&self, id: &str) -> Result<Option<StateRecord>, StoreError> {
         Ok(self
             .conn()
-            .query_row(
+            .prepare_cached(
                 "SELECT appid, want, stage, return_to, expires_at FROM oauth_states WHERE id = ?1",
-                params![id],
-                |r| {
-                    Ok(StateRecord {
-                        appid: r.get(0)?,
-                        want: r.get(1)?,
-                        stage: r.get(2)?,
-                        return_to: r.get(3)?,
-                        expires_at: r.get(4)?,
-                    })
-                },
-            )
+            )?
+            .query_row(params![id], |r| {
+                Ok(StateRecord {
+                    appid: r.get(0)?,
+                    want: r.get(1)?,
+                    stage: r.get(2)?,
+                    return_to: r.get(3)?,
+                    expires_at: r.get(4)?,
+                })
+            })
             .optional()?)
     }
 
@@ -342,13 +355,13 @@ impl SqliteStore {
         now: i64,
     ) -> Result<Consumed, StoreError> {
         let conn = self.conn();
-        let changed = conn.execute(
-            "UPDATE oauth_states SET used_at = ?2, code_hash = ?3 WHERE id = ?1 AND used_at IS NULL",
+        let changed = conn.prepare_cached("UPDATE oauth_states SET used_at = ?2, code_hash = ?3 WHERE id = ?1 AND used_at IS NULL")?
+            .execute(
             params![id, now, code_hash],
         )?;
         let row = conn
+            .prepare_cached("SELECT appid, want, stage, return_to, expires_at, used_at, code_hash, result FROM oauth_states WHERE id = ?1")?
             .query_row(
-                "SELECT appid, want, stage, return_to, expires_at, used_at, code_hash, result FROM oauth_states WHERE id = ?1",
                 params![id],
                 |r| {
                     Ok((
@@ -388,10 +401,9 @@ impl SqliteStore {
     /// # Errors
     /// On a database failure.
     pub fn set_state_result(&self, id: &str, result: &str) -> Result<(), StoreError> {
-        self.conn().execute(
-            "UPDATE oauth_states SET result = ?2 WHERE id = ?1",
-            params![id, result],
-        )?;
+        self.conn()
+            .prepare_cached("UPDATE oauth_states SET result = ?2 WHERE id = ?1")?
+            .execute(params![id, result])?;
         Ok(())
     }
 
@@ -402,11 +414,8 @@ impl SqliteStore {
     pub fn state_result(&self, id: &str) -> Result<Option<String>, StoreError> {
         Ok(self
             .conn()
-            .query_row(
-                "SELECT result FROM oauth_states WHERE id = ?1",
-                params![id],
-                |r| r.get::<_, Option<String>>(0),
-            )
+            .prepare_cached("SELECT result FROM oauth_states WHERE id = ?1")?
+            .query_row(params![id], |r| r.get::<_, Option<String>>(0))
             .optional()?
             .flatten())
     }
@@ -418,11 +427,8 @@ impl SqliteStore {
     pub fn ticket_appid(&self, hash: &str) -> Result<Option<String>, StoreError> {
         Ok(self
             .conn()
-            .query_row(
-                "SELECT appid FROM oauth_tickets WHERE hash = ?1 AND used = 0",
-                params![hash],
-                |r| r.get(0),
-            )
+            .prepare_cached("SELECT appid FROM oauth_tickets WHERE hash = ?1 AND used = 0")?
+            .query_row(params![hash], |r| r.get(0))
             .optional()?)
     }
 
@@ -438,15 +444,12 @@ impl SqliteStore {
         expires_at: i64,
         now: i64,
     ) -> Result<(), StoreError> {
+        let _ = now;
         let conn = self.conn();
-        conn.execute(
-            "DELETE FROM oauth_tickets WHERE expires_at < ?1",
-            params![now - 3600],
-        )?;
-        conn.execute(
+        conn.prepare_cached(
             "INSERT INTO oauth_tickets (hash, appid, payload, expires_at) VALUES (?1, ?2, ?3, ?4)",
-            params![hash, appid, payload, expires_at],
-        )?;
+        )?
+        .execute(params![hash, appid, payload, expires_at])?;
         Ok(())
     }
 
@@ -461,8 +464,8 @@ impl SqliteStore {
     ) -> Result<Option<(String, String)>, StoreError> {
         Ok(self
             .conn()
+            .prepare_cached("UPDATE oauth_tickets SET used = 1 WHERE hash = ?1 AND used = 0 AND expires_at > ?2 RETURNING appid, payload")?
             .query_row(
-                "UPDATE oauth_tickets SET used = 1 WHERE hash = ?1 AND used = 0 AND expires_at > ?2 RETURNING appid, payload",
                 params![hash, now],
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
@@ -474,14 +477,14 @@ impl SqliteStore {
     /// # Errors
     /// On a database failure.
     pub fn save_grant(&self, g: &Grant) -> Result<(), StoreError> {
-        self.conn().execute(
-            "INSERT INTO grants (appid, openid, unionid, scope, snapshot, access_token, access_expires_at, refresh_token, refresh_expires_at, profile, profile_fetched_at)
+        self.conn().prepare_cached("INSERT INTO grants (appid, openid, unionid, scope, snapshot, access_token, access_expires_at, refresh_token, refresh_expires_at, profile, profile_fetched_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
              ON CONFLICT (appid, openid) DO UPDATE SET unionid = excluded.unionid, scope = excluded.scope,
                snapshot = excluded.snapshot, access_token = excluded.access_token,
                access_expires_at = excluded.access_expires_at, refresh_token = excluded.refresh_token,
                refresh_expires_at = excluded.refresh_expires_at, profile = excluded.profile,
-               profile_fetched_at = excluded.profile_fetched_at",
+               profile_fetched_at = excluded.profile_fetched_at")?
+            .execute(
             params![
                 g.appid, g.openid, g.unionid, g.scope, g.snapshot, g.access_token, g.access_expires_at,
                 g.refresh_token, g.refresh_expires_at, g.profile, g.profile_fetched_at
@@ -497,9 +500,9 @@ impl SqliteStore {
     pub fn load_grant(&self, appid: &str, openid: &str) -> Result<Option<Grant>, StoreError> {
         Ok(self
             .conn()
+            .prepare_cached("SELECT appid, openid, unionid, scope, snapshot, access_token, access_expires_at, refresh_token, refresh_expires_at, profile, profile_fetched_at
+                 FROM grants WHERE appid = ?1 AND openid = ?2")?
             .query_row(
-                "SELECT appid, openid, unionid, scope, snapshot, access_token, access_expires_at, refresh_token, refresh_expires_at, profile, profile_fetched_at
-                 FROM grants WHERE appid = ?1 AND openid = ?2",
                 params![appid, openid],
                 |r| {
                     Ok(Grant {
@@ -525,10 +528,9 @@ impl SqliteStore {
     /// # Errors
     /// On a database failure.
     pub fn delete_grant(&self, appid: &str, openid: &str) -> Result<(), StoreError> {
-        self.conn().execute(
-            "DELETE FROM grants WHERE appid = ?1 AND openid = ?2",
-            params![appid, openid],
-        )?;
+        self.conn()
+            .prepare_cached("DELETE FROM grants WHERE appid = ?1 AND openid = ?2")?
+            .execute(params![appid, openid])?;
         Ok(())
     }
 }

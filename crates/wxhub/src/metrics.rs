@@ -12,7 +12,10 @@ type Labels = Vec<(&'static str, String)>;
 
 #[derive(Default)]
 struct Inner {
-    counters: BTreeMap<(&'static str, Labels), u64>,
+    // Keyed by a hash of (name, labels) so the hot path (a counter that
+    // already exists) allocates nothing; entries keep their labels to tell
+    // a collision from a hit.
+    counters: std::collections::HashMap<u64, Vec<(&'static str, Labels, u64)>>,
     gauges: BTreeMap<(&'static str, Labels), f64>,
     histograms: BTreeMap<(&'static str, Labels), Histogram>,
 }
@@ -88,8 +91,16 @@ impl Metrics {
 
     /// Adds one to a counter.
     pub fn inc(&self, name: &'static str, labels: &[(&'static str, &str)]) {
-        let key = (name, own(labels));
-        *self.lock().counters.entry(key).or_default() += 1;
+        let h = key_hash(name, labels);
+        let mut inner = self.lock();
+        let bucket = inner.counters.entry(h).or_default();
+        match bucket
+            .iter_mut()
+            .find(|(n, l, _)| *n == name && same(l, labels))
+        {
+            Some(entry) => entry.2 += 1,
+            None => bucket.push((name, own(labels), 1)),
+        }
     }
 
     /// Sets a gauge.
@@ -114,9 +125,9 @@ impl Metrics {
     pub fn counter(&self, name: &'static str, labels: &[(&'static str, &str)]) -> u64 {
         self.lock()
             .counters
-            .get(&(name, own(labels)))
-            .copied()
-            .unwrap_or(0)
+            .get(&key_hash(name, labels))
+            .and_then(|b| b.iter().find(|(n, l, _)| *n == name && same(l, labels)))
+            .map_or(0, |e| e.2)
     }
 
     /// The exposition text.
@@ -125,10 +136,16 @@ impl Metrics {
         let mut out = String::new();
         for (name, kind, help) in HELP {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-            for ((n, labels), v) in &inner.counters {
-                if n == name {
-                    let _ = writeln!(out, "{name}{} {v}", fmt_labels(labels, None));
-                }
+            let mut counters: Vec<(&Labels, u64)> = inner
+                .counters
+                .values()
+                .flatten()
+                .filter(|(n, _, _)| n == name)
+                .map(|(_, l, v)| (l, *v))
+                .collect();
+            counters.sort();
+            for (labels, v) in counters {
+                let _ = writeln!(out, "{name}{} {v}", fmt_labels(labels, None));
             }
             for ((n, labels), v) in &inner.gauges {
                 if n == name {
@@ -159,6 +176,25 @@ impl Metrics {
         }
         out
     }
+}
+
+fn key_hash(name: &str, labels: &[(&'static str, &str)]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    name.hash(&mut h);
+    for (k, v) in labels {
+        k.hash(&mut h);
+        v.hash(&mut h);
+    }
+    h.finish()
+}
+
+fn same(owned: &Labels, labels: &[(&'static str, &str)]) -> bool {
+    owned.len() == labels.len()
+        && owned
+            .iter()
+            .zip(labels)
+            .all(|((a, b), (c, d))| a == c && b == d)
 }
 
 fn own(labels: &[(&'static str, &str)]) -> Labels {

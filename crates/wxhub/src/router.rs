@@ -92,19 +92,17 @@ async fn request_log(State(app): State<Arc<App>>, mut req: Request, next: Next) 
         app.clients(),
         app.config.admin_key_sha256.as_ref(),
     );
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "unmatched".to_string());
+    // MatchedPath is an Arc inside: cloning it copies no string.
+    let route = req.extensions().get::<MatchedPath>().cloned();
     let method = req.method().clone();
     let client = caller.label().to_string();
+    let route = route.as_ref().map_or("unmatched", |p| p.as_str());
     req.extensions_mut().insert(caller);
     let resp = next.run(req).await;
     let status = resp.status().as_u16().to_string();
     app.metrics.inc(
         "wxhub_http_requests_total",
-        &[("client", &client), ("route", &route), ("status", &status)],
+        &[("client", &client), ("route", route), ("status", &status)],
     );
     tracing::info!(
         http.method = %method,

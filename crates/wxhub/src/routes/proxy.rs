@@ -120,34 +120,48 @@ async fn send(
     headers: &HeaderMap,
     body: &Bytes,
 ) -> Result<Upstream, ApiError> {
+    use http_body_util::BodyExt;
     let mut q: Vec<(&str, &str)> = query
         .iter()
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
     q.push(("access_token", token));
-    let mut req = app.http.request(method.clone(), url).query(&q);
+    let qs = serde_urlencoded::to_string(&q)
+        .map_err(|_| ApiError::bad_request("query: cannot be encoded"))?;
+    let uri: http::Uri = format!("{url}?{qs}")
+        .parse()
+        .map_err(|_| ApiError::bad_request("path: not a valid URL path"))?;
+    let mut req = http::Request::builder().method(method.clone()).uri(uri);
     if let Some(ct) = headers.get(header::CONTENT_TYPE) {
         req = req.header(header::CONTENT_TYPE, ct.clone());
     }
-    if !body.is_empty() {
-        req = req.body(body.clone());
-    }
+    let req = req
+        .body(http_body_util::Full::new(body.clone()))
+        .map_err(|_| ApiError::bad_request("request: cannot be built"))?;
     let started = std::time::Instant::now();
-    // Errors are stripped of their URL: it carries the token.
-    let resp = req.send().await.map_err(|e| {
-        ApiError::upstream(format!(
-            "calling the WeChat platform failed: {}",
-            e.without_url()
-        ))
-    })?;
-    let status = resp.status();
-    let content_type = resp.headers().get(header::CONTENT_TYPE).cloned();
-    let body = resp.bytes().await.map_err(|e| {
-        ApiError::upstream(format!(
-            "reading the platform's answer failed: {}",
-            e.without_url()
-        ))
-    })?;
+    let timeout = std::time::Duration::from_millis(app.config.upstream.timeout_ms);
+    let exchange = async {
+        // Only the error's kind is reported: nothing that could carry the
+        // URL, which holds the token.
+        let resp = app.upstream.request(req).await.map_err(|e| {
+            ApiError::upstream(if e.is_connect() {
+                "calling the WeChat platform failed: cannot connect"
+            } else {
+                "calling the WeChat platform failed: the connection broke"
+            })
+        })?;
+        let status = resp.status();
+        let content_type = resp.headers().get(header::CONTENT_TYPE).cloned();
+        let body = http_body_util::Limited::new(resp.into_body(), MAX_BODY)
+            .collect()
+            .await
+            .map_err(|_| ApiError::upstream("reading the platform's answer failed"))?
+            .to_bytes();
+        Ok::<_, ApiError>((status, content_type, body))
+    };
+    let (status, content_type, body) = tokio::time::timeout(timeout, exchange)
+        .await
+        .map_err(|_| ApiError::upstream("the WeChat platform did not answer in time"))??;
     app.metrics.observe(
         "wxhub_upstream_duration_seconds",
         &[("endpoint", "proxy")],

@@ -265,35 +265,7 @@ async fn bench_hub(cli: &Cli) -> anyhow::Result<String> {
     let world = wx_sim::World::from_toml_str(BENCH_WORLD)?;
     let sim = wx_sim::Simulator::spawn(world).await?;
     let key = wxhub::auth::new_key();
-    let store = std::env::temp_dir().join(format!("wxhub-bench-{}.db", std::process::id()));
-    let _ = std::fs::remove_file(&store);
-    let config_text = format!(
-        r#"
-listen = "127.0.0.1:0"
-[store]
-path = "{store}"
-[upstream]
-api_base = "{base}"
-open_base = "{base}"
-[[accounts]]
-appid = "wx0123456789abcdef"
-secret = "benchsecret000000000000000000000"
-tickets = []
-[[clients]]
-name = "bench"
-key_sha256 = "{hash}"
-apps = ["*"]
-"#,
-        store = store.display(),
-        base = sim.base_url(),
-        hash = wxhub::auth::hash_key(&key)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<String>(),
-    );
-    let config = wxhub::config::Config::from_toml_with_env(&config_text, &[], &|_| None)?;
-    let clock = Arc::new(wxhub::clock::SimClock(sim.sim().clone()));
-    let hub = wxhub::Application::build(config, clock).await?.spawn();
+    let (hub, store) = start_hub(&sim, &key, "").await?;
     let auth: Arc<str> = format!("Bearer {key}").into();
     let openid = fetch_json(&format!(
         "{}/_sim/openid?appid=wx0123456789abcdef&person=alice",
@@ -437,7 +409,8 @@ apps = ["*"]
     let token_ratio = h.rps / b.rps;
     let proxy_ratio = p.rps / d.rps;
     let verdict = |r: f64, goal: f64| if r >= goal { "meets" } else { "MISSES" };
-    let _ = std::fs::remove_file(&store);
+    drop(hub);
+    remove_store(&store);
     Ok(format!(
         "## Hub: GET access_token and the proxy\n\n\
 `cargo run --release -p wxhub-bench -- hub` ({rounds} alternating rounds of {secs} s, {conns} keep-alive connections, \
@@ -521,39 +494,13 @@ async fn bench_oauth(cli: &Cli) -> anyhow::Result<String> {
     )?;
     let sim = wx_sim::Simulator::spawn(world).await?;
     let key = wxhub::auth::new_key();
-    let store = std::env::temp_dir().join(format!("wxhub-bench-oauth-{}.db", std::process::id()));
-    let _ = std::fs::remove_file(&store);
+    let (hub, store) = start_hub(
+        &sim,
+        &key,
+        "oauth_return_origins = [\"http://127.0.0.1:9\"]",
+    )
+    .await?;
     let return_to = "http://127.0.0.1:9/done";
-    let config_text = format!(
-        r#"
-listen = "127.0.0.1:0"
-[store]
-path = "{store}"
-[upstream]
-api_base = "{base}"
-open_base = "{base}"
-[oauth]
-state_secret = "bench-state-secret-0123456789abcdef-0123"
-[[accounts]]
-appid = "wx0123456789abcdef"
-secret = "benchsecret000000000000000000000"
-tickets = []
-oauth_return_origins = ["http://127.0.0.1:9"]
-[[clients]]
-name = "bench"
-key_sha256 = "{hash}"
-apps = ["*"]
-"#,
-        store = store.display(),
-        base = sim.base_url(),
-        hash = wxhub::auth::hash_key(&key)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<String>(),
-    );
-    let config = wxhub::config::Config::from_toml_with_env(&config_text, &[], &|_| None)?;
-    let clock = Arc::new(wxhub::clock::SimClock(sim.sim().clone()));
-    let hub = wxhub::Application::build(config, clock).await?.spawn();
     let http = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()?;
@@ -632,11 +579,7 @@ apps = ["*"]
     let (h, s) = (h[h.len() / 2], s[s.len() / 2]);
     let ratio = h / s;
     drop(hub);
-    for suffix in ["", "-wal", "-shm"] {
-        let mut p = store.clone().into_os_string();
-        p.push(suffix);
-        let _ = std::fs::remove_file(p);
-    }
+    remove_store(&store);
     Ok(format!(
         "## Web authorization: base-scope logins\n\n\
 `cargo run --release -p wxhub-bench -- oauth` ({rounds} alternating rounds of {secs} s, {workers} concurrent people, \
@@ -649,6 +592,63 @@ hub, simulator and load generator in one process, the store in the system temp d
         rounds = cli.rounds,
         secs = cli.seconds,
     ))
+}
+
+/// A hub for the bench account, on a fresh store in the temp dir, reading the
+/// simulator's clock. `account_extra` is appended to the account's table.
+async fn start_hub(
+    sim: &wx_sim::RunningSim,
+    key: &str,
+    account_extra: &str,
+) -> anyhow::Result<(wxhub::RunningHub, std::path::PathBuf)> {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    let store = std::env::temp_dir().join(format!(
+        "wxhub-bench-{}-{}.db",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    remove_store(&store);
+    let config_text = format!(
+        r#"
+listen = "127.0.0.1:0"
+[store]
+path = "{store}"
+[upstream]
+api_base = "{base}"
+open_base = "{base}"
+[oauth]
+state_secret = "bench-state-secret-0123456789abcdef-0123"
+[[accounts]]
+appid = "wx0123456789abcdef"
+secret = "benchsecret000000000000000000000"
+tickets = []
+{account_extra}
+[[clients]]
+name = "bench"
+key_sha256 = "{hash}"
+apps = ["*"]
+"#,
+        store = store.display(),
+        base = sim.base_url(),
+        hash = wxhub::auth::hash_key(key)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>(),
+    );
+    let config = wxhub::config::Config::from_toml_with_env(&config_text, &[], &|_| None)?;
+    let clock = Arc::new(wxhub::clock::SimClock(sim.sim().clone()));
+    let hub = wxhub::Application::build(config, clock).await?.spawn();
+    Ok((hub, store))
+}
+
+/// Removes a SQLite store and its WAL files.
+fn remove_store(store: &std::path::Path) {
+    for suffix in ["", "-wal", "-shm"] {
+        let mut p = store.as_os_str().to_owned();
+        p.push(suffix);
+        let _ = std::fs::remove_file(p);
+    }
 }
 
 async fn fetch_json(url: &str) -> anyhow::Result<serde_json::Value> {

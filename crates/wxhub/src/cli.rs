@@ -206,7 +206,18 @@ pub fn explain(code: i64) -> String {
             "stop calling this API until the window ends; never retry in a loop".to_string()
         }
         wx_api::Action::RetryWithBackoff => "retry with exponential backoff".to_string(),
-        wx_api::Action::FixConfiguration(part) => format!("fix the configuration: {part:?}"),
+        wx_api::Action::FixConfiguration(part) => format!(
+            "fix the configuration: {}",
+            match part {
+                wx_api::ConfigPart::AppId => "the AppID",
+                wx_api::ConfigPart::AppSecret => "the AppSecret",
+                wx_api::ConfigPart::IpWhitelist { .. } =>
+                    "the API IP whitelist (add the IP the errmsg names)",
+                wx_api::ConfigPart::SecretFrozen => "unfreeze the AppSecret in the console",
+                wx_api::ConfigPart::AdminConfirmation => "an admin must approve this IP",
+                _ => "see the explanation above",
+            }
+        ),
         wx_api::Action::Reauthorize => {
             "send the person through web authorization again".to_string()
         }
@@ -262,4 +273,23 @@ async fn check(path: PathBuf, online: bool) -> anyhow::Result<()> {
         bail!("{failed} account(s) cannot fetch a token");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn explain_gives_both_languages_and_the_action() {
+        let text = super::explain(40164);
+        assert!(text.starts_with("40164: "));
+        assert!(text.contains("白名单"), "{text}");
+        assert!(
+            text.contains("What to do: fix the configuration: the API IP whitelist"),
+            "{text}"
+        );
+        assert!(super::explain(42001).contains("retry once"));
+        assert!(
+            super::explain(99999999).starts_with("99999999: "),
+            "unknown codes still explain"
+        );
+    }
 }

@@ -8,5 +8,9 @@
 
 mod support;
 
+// Shared with wxhub's browser tests, each of which uses a different part.
+#[allow(dead_code)]
+mod browser;
+
 mod chromium;
 mod wechatpy;

@@ -16,6 +16,9 @@
 #[allow(dead_code)]
 mod support;
 
+/// The WebDriver client, also shared with the simulator's browser tests.
+#[path = "../../../wx-sim/tests/external/browser.rs"]
+#[allow(dead_code)]
 mod driver;
 
 mod demo_login;

@@ -1,11 +1,7 @@
-//! The few W3C WebDriver commands these tests use, over chromedriver.
-//!
-//! wx-sim's external tests have the same client (`chromium.rs`), but its
-//! `Driver` is private to that test module and the file carries its own
-//! `#[tokio::test]`s, so it cannot be included here without editing it. This
-//! is the minimum again, with the same Chromium flags and the same clean-up
-//! on drop; the tool lookup and the loopback client come from its
-//! `support.rs`.
+//! Headless Chromium over chromedriver: the few W3C WebDriver commands the
+//! browser tests use. One file for every test binary that drives a browser
+//! (wx-sim's external tests, wxhub's browser tests include it by path); the
+//! tool lookup and the loopback client come from `support.rs` beside it.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

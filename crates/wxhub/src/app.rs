@@ -14,7 +14,8 @@ use crate::clock::Clock;
 use crate::config::{ClientConfig, Config, StoreConfig};
 use crate::credentials::Credentials;
 use crate::metrics::Metrics;
-use crate::store::SqliteStore;
+use crate::shared::Shared;
+use crate::store::{RedisStore, SqliteStore, Store};
 
 /// Shared state of a running hub; handlers get it as `State<Arc<App>>`.
 #[derive(Debug)]
@@ -36,7 +37,7 @@ pub struct App {
     /// The WeChat client (web authorization).
     pub wx: wx_api::Client,
     /// The store.
-    pub store: Arc<SqliteStore>,
+    pub store: Arc<Store>,
 }
 
 impl App {
@@ -80,11 +81,29 @@ impl Application {
     /// # Errors
     /// If the store cannot be opened or the address bound, with the step named.
     pub async fn build(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Application> {
-        let store = match &config.store {
-            StoreConfig::Sqlite { path } => Arc::new(
-                SqliteStore::open(path)
-                    .with_context(|| format!("store.path: cannot open {}", path.display()))?,
+        let (store, shared) = match &config.store {
+            StoreConfig::Sqlite { path } => (
+                Arc::new(Store::Sqlite(SqliteStore::open(path).with_context(
+                    || format!("store.path: cannot open {}", path.display()),
+                )?)),
+                None,
             ),
+            StoreConfig::Redis {
+                url,
+                prefix,
+                lease_ms,
+            } => {
+                let redis = RedisStore::connect(&url.0, prefix)
+                    .await
+                    .context("store.url: cannot connect to redis")?;
+                let instance = format!(
+                    "{}-{}",
+                    std::process::id(),
+                    hex::encode(rand::random::<[u8; 4]>())
+                );
+                let shared = Shared::new(redis.clone(), instance, Duration::from_millis(*lease_ms));
+                (Arc::new(Store::Redis(redis)), Some(Arc::new(shared)))
+            }
         };
         let hosts = wx_api::Hosts::new(&config.upstream.api_base, &config.upstream.open_base)
             .context("upstream: invalid base URL")?;
@@ -99,11 +118,13 @@ impl Application {
         let creds = Credentials::new(
             &config.accounts,
             store.clone(),
+            shared,
             clock.clone(),
             wx.clone(),
             metrics.clone(),
             config.refresh.clone(),
-        );
+        )
+        .await;
         let upstream = upstream_client(Duration::from_millis(config.upstream.timeout_ms));
         let listener = TcpListener::bind(config.listen)
             .await
@@ -151,10 +172,15 @@ impl Application {
     ) -> anyhow::Result<()> {
         let (tx, rx) = tokio::sync::watch::channel(false);
         let refresher = if self.app.config.refresh.background {
-            Some(tokio::spawn(self.app.creds.clone().run_refresher(rx)))
+            Some(tokio::spawn(
+                self.app.creds.clone().run_refresher(rx.clone()),
+            ))
         } else {
             None
         };
+        // Leases and notes run even without the background refresher: a
+        // follower must keep up with the owner either way.
+        let shared = tokio::spawn(self.app.creds.clone().run_shared(rx));
         let router = crate::router::router(self.app.clone());
         use axum::serve::ListenerExt;
         // Small JSON answers: no Nagle delay between a response's writes.
@@ -171,6 +197,7 @@ impl Application {
         if let Some(r) = refresher {
             let _ = r.await;
         }
+        let _ = shared.await;
         served.context("serving HTTP")
     }
 

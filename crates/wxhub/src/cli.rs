@@ -28,6 +28,11 @@ pub enum Command {
         /// Configuration file (TOML); `WXHUB__SECTION__KEY` variables override it.
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
+        /// Follow the virtual clock of a simulator (its `/_sim/clock` URL)
+        /// instead of the system clock: for tests and offline development
+        /// against `wxhub sim`, never for production.
+        #[arg(long, value_name = "URL")]
+        sim_clock: Option<String>,
     },
     /// Run the simulator and the hub together on loopback with a demo account.
     Dev {
@@ -91,7 +96,7 @@ pub struct SimArgs {
 /// Any failure, with the flag or key it is about.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Serve { config } => serve(config).await,
+        Command::Serve { config, sim_clock } => serve(config, sim_clock).await,
         Command::Dev {
             listen,
             sim_listen,
@@ -119,9 +124,13 @@ fn load(path: &std::path::Path) -> anyhow::Result<Config> {
     Config::load(path).map_err(|e| anyhow::anyhow!("--config {}: {e}", path.display()))
 }
 
-async fn serve(path: PathBuf) -> anyhow::Result<()> {
+async fn serve(path: PathBuf, sim_clock: Option<String>) -> anyhow::Result<()> {
     let config = load(&path)?;
-    let app = crate::Application::build(config, Arc::new(SystemClock)).await?;
+    let clock: Arc<dyn crate::clock::Clock> = match sim_clock {
+        Some(url) => crate::clock::RemoteSimClock::follow(&url).await?,
+        None => Arc::new(SystemClock),
+    };
+    let app = crate::Application::build(config, clock).await?;
     println!("listening on http://{}", app.addr());
     app.run_until_stopped(shutdown_signal()).await
 }

@@ -99,6 +99,12 @@ struct RawStore {
     kind: String,
     #[serde(default = "default_store_path")]
     path: PathBuf,
+    url: Option<String>,
+    url_env: Option<String>,
+    #[serde(default = "default_redis_prefix")]
+    prefix: String,
+    #[serde(default = "default_lease_ms")]
+    lease_ms: u64,
 }
 
 impl Default for RawStore {
@@ -106,8 +112,23 @@ impl Default for RawStore {
         RawStore {
             kind: default_store_kind(),
             path: default_store_path(),
+            url: None,
+            url_env: None,
+            prefix: default_redis_prefix(),
+            lease_ms: default_lease_ms(),
         }
     }
+}
+
+fn default_redis_prefix() -> String {
+    "wxhub".into()
+}
+
+// Long enough that a GC pause or a slow Redis does not move ownership, short
+// enough that a dead owner's accounts are taken over well inside the
+// 240 s refresh margin.
+fn default_lease_ms() -> u64 {
+    10_000
 }
 
 fn default_store_kind() -> String {
@@ -356,6 +377,27 @@ pub enum StoreConfig {
         /// Path of the database file.
         path: PathBuf,
     },
+    /// A Redis server shared by several instances.
+    Redis {
+        /// `redis://[:password@]host:port[/db]`; may hold a password, so
+        /// it is never logged.
+        url: RedisUrl,
+        /// Prefix of every key and channel, so several hubs (or test runs)
+        /// can share one Redis.
+        prefix: String,
+        /// How long a refresh lease lasts without renewal.
+        lease_ms: u64,
+    },
+}
+
+/// A Redis URL, which may hold a password.
+#[derive(Clone)]
+pub struct RedisUrl(pub String);
+
+impl std::fmt::Debug for RedisUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RedisUrl([redacted])")
+    }
 }
 
 /// The validated configuration.
@@ -521,10 +563,55 @@ fn validate(
         "sqlite" => StoreConfig::Sqlite {
             path: raw.store.path,
         },
+        "redis" => {
+            let url = match (&raw.store.url, &raw.store.url_env) {
+                (Some(u), None) => u.clone(),
+                (None, Some(name)) => lookup(name).filter(|s| !s.is_empty()).ok_or_else(|| {
+                    ConfigError::new(
+                        "store.url_env",
+                        format!("environment variable {name} is not set"),
+                    )
+                })?,
+                _ => {
+                    return Err(ConfigError::new(
+                        "store.url",
+                        "a redis store needs exactly one of url or url_env",
+                    ));
+                }
+            };
+            if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+                return Err(ConfigError::new(
+                    "store.url",
+                    "must start with redis:// or rediss://",
+                ));
+            }
+            let prefix = raw.store.prefix;
+            if prefix.is_empty()
+                || !prefix
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+            {
+                return Err(ConfigError::new(
+                    "store.prefix",
+                    "letters, digits, '-', '_' and '.' only (braces would break the hash tags)",
+                ));
+            }
+            if !(300..=600_000).contains(&raw.store.lease_ms) {
+                return Err(ConfigError::new(
+                    "store.lease_ms",
+                    "must be between 300 and 600000",
+                ));
+            }
+            StoreConfig::Redis {
+                url: RedisUrl(url),
+                prefix,
+                lease_ms: raw.store.lease_ms,
+            }
+        }
         other => {
             return Err(ConfigError::new(
                 "store.kind",
-                format!("{other:?} is not a store; use \"sqlite\""),
+                format!("{other:?} is not a store; use \"sqlite\" or \"redis\""),
             ));
         }
     };

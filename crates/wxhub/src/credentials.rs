@@ -19,7 +19,8 @@ use wx_api::{Action, BackOffUntil, ConfigPart, WxError};
 use crate::clock::{Clock, beijing_day};
 use crate::config::{AccountConfig, RefreshSettings, TicketKind, TokenMode};
 use crate::metrics::Metrics;
-use crate::store::{SqliteStore, StoredCredential};
+use crate::shared::{LeaseOutcome, Note, Record, Shared};
+use crate::store::{Store, StoreError, StoredCredential};
 
 wx_api::secret_type!(
     /// A credential value (access token or ticket) held by the hub.
@@ -100,6 +101,14 @@ struct SlotState {
     problem: Option<Problem>,
     last_refresh_at: Option<i64>,
     in_flight: bool,
+    // Shared mode: the fencing number and write sequence of the current
+    // value, the owner's planned refresh, and the start of its unwritten fetch.
+    fence: u64,
+    seq: u64,
+    shared_refresh_at: i64,
+    pending_since: Option<i64>,
+    // Shared mode: fetched while Redis could not take the write.
+    dirty: bool,
 }
 
 /// One credential of one account.
@@ -108,6 +117,8 @@ pub struct Slot {
     kind: CredKind,
     state: Mutex<SlotState>,
     fetch: tokio::sync::Mutex<()>,
+    // Bumped whenever the value changes, for callers waiting on the owner.
+    version: tokio::sync::watch::Sender<u64>,
 }
 
 impl Slot {
@@ -116,11 +127,16 @@ impl Slot {
             kind,
             state: Mutex::new(SlotState::default()),
             fetch: tokio::sync::Mutex::new(()),
+            version: tokio::sync::watch::Sender::new(0),
         }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, SlotState> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn changed(&self) {
+        self.version.send_modify(|v| *v = v.wrapping_add(1));
     }
 }
 
@@ -134,6 +150,14 @@ pub struct Account {
 }
 
 impl Account {
+    fn slots(&self) -> impl Iterator<Item = &Slot> {
+        std::iter::once(&self.token).chain(self.tickets.values())
+    }
+
+    fn slot_by_key(&self, key: &str) -> Option<&Slot> {
+        self.slots().find(|s| self.store_key(s.kind) == key)
+    }
+
     fn slot(&self, kind: CredKind) -> Option<&Slot> {
         match kind {
             CredKind::AccessToken => Some(&self.token),
@@ -187,7 +211,8 @@ enum Trigger {
 /// Every account's credentials.
 pub struct Credentials {
     accounts: BTreeMap<String, Arc<Account>>,
-    store: Arc<SqliteStore>,
+    store: Arc<Store>,
+    shared: Option<Arc<Shared>>,
     clock: Arc<dyn Clock>,
     wx: wx_api::Client,
     metrics: Arc<Metrics>,
@@ -241,6 +266,9 @@ pub struct AccountStatus {
     pub forced_today: i64,
     /// The worst problem of its slots.
     pub problem: Option<Problem>,
+    /// Shared mode: whether this instance holds the account's refresh lease.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refresh_owner: Option<bool>,
 }
 
 const TOKEN_GRACE: i64 = 300;
@@ -248,66 +276,143 @@ const FORCED_DAILY_LIMIT: i64 = 20;
 
 impl Credentials {
     /// Loads stored credentials for every configured account. Nothing is
-    /// fetched here: a valid stored token is served as is.
-    pub fn new(
+    /// fetched here: a valid stored token is served as is. In shared mode the
+    /// values come from Redis and refreshing waits for a lease.
+    pub async fn new(
         accounts: &[AccountConfig],
-        store: Arc<SqliteStore>,
+        store: Arc<Store>,
+        shared: Option<Arc<Shared>>,
         clock: Arc<dyn Clock>,
         wx: wx_api::Client,
         metrics: Arc<Metrics>,
         settings: RefreshSettings,
     ) -> Arc<Credentials> {
-        let now = clock.now();
         let concurrency = Arc::new(Semaphore::new(settings.max_concurrent));
-        let mut map = BTreeMap::new();
-        let creds = Credentials {
-            accounts: BTreeMap::new(),
+        let accounts = accounts
+            .iter()
+            .map(|cfg| {
+                let account = Account {
+                    cfg: cfg.clone(),
+                    token: Slot::new(CredKind::AccessToken),
+                    tickets: cfg
+                        .tickets
+                        .iter()
+                        .map(|t| (*t, Slot::new(CredKind::Ticket(*t))))
+                        .collect(),
+                };
+                (cfg.appid.as_str().to_string(), Arc::new(account))
+            })
+            .collect();
+        let creds = Arc::new(Credentials {
+            accounts,
             store,
+            shared,
             clock,
             wx,
             metrics,
             settings,
             concurrency,
-        };
-        for cfg in accounts {
-            let account = Account {
-                cfg: cfg.clone(),
-                token: Slot::new(CredKind::AccessToken),
-                tickets: cfg
-                    .tickets
-                    .iter()
-                    .map(|t| (*t, Slot::new(CredKind::Ticket(*t))))
-                    .collect(),
-            };
-            for slot in std::iter::once(&account.token).chain(account.tickets.values()) {
-                let key = account.store_key(slot.kind);
-                let stored = match creds.store.load(cfg.appid.as_str(), &key) {
-                    Ok(s) => s,
-                    Err(e) => {
-                        tracing::warn!(account.appid = %cfg.appid.as_str(), error = %e, "cannot read stored credential; will fetch");
-                        None
+        });
+        let now = creds.clock.now();
+        for account in creds.accounts.values() {
+            for slot in account.slots() {
+                slot.lock().next_refresh_at = now;
+                let appid = account.cfg.appid.as_str();
+                match creds
+                    .load_record(appid, &account.store_key(slot.kind))
+                    .await
+                {
+                    Ok(Some(rec)) => {
+                        creds.adopt(account, slot, rec);
                     }
-                };
-                let mut st = slot.lock();
-                st.next_refresh_at = now;
-                if let Some(s) = stored.filter(|s| s.expires_at > now) {
-                    let cred = Cred {
-                        value: Secret::new(s.value),
-                        expires_at: s.expires_at,
-                        fetched_at: s.fetched_at,
-                        first_seen: s.first_seen,
-                    };
-                    st.next_refresh_at = creds.plan(cfg.token_mode, slot.kind, &cred);
-                    st.last_refresh_at = Some(s.fetched_at);
-                    st.current = Some(cred);
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::warn!(account.appid = %appid, error = %e, "cannot read stored credential; will fetch");
+                    }
                 }
             }
-            map.insert(cfg.appid.as_str().to_string(), Arc::new(account));
         }
-        Arc::new(Credentials {
-            accounts: map,
-            ..creds
-        })
+        creds
+    }
+
+    /// The stored credential, as a shared record (local stores have no
+    /// fence and no owner's plan).
+    async fn load_record(&self, appid: &str, key: &str) -> Result<Option<Record>, StoreError> {
+        match (&self.shared, self.store.as_ref()) {
+            (Some(sh), _) => sh.load(appid, key).await,
+            (None, Store::Sqlite(db)) => Ok(db.load(appid, key)?.map(|s| Record {
+                value: s.value,
+                expires_at: s.expires_at,
+                fetched_at: s.fetched_at,
+                first_seen: s.first_seen,
+                fence: 0,
+                seq: 0,
+                refresh_at: 0,
+                pending_since: None,
+            })),
+            (None, Store::Redis(_)) => Err(StoreError::new(
+                "a Redis store needs shared mode; this is a bug",
+            )),
+        }
+    }
+
+    /// Takes a stored record as the slot's value if it is newer than what is
+    /// held (by write sequence: reads race each other and the owner's own
+    /// writes). Returns whether the value changed.
+    fn adopt(&self, account: &Account, slot: &Slot, rec: Record) -> bool {
+        let now = self.clock.now();
+        let mut st = slot.lock();
+        if rec.expires_at <= now {
+            return false;
+        }
+        if st.current.is_some() {
+            if rec.seq < st.seq {
+                return false;
+            }
+            if rec.seq == st.seq {
+                // The same write, seen again: only the owner's marks move.
+                st.shared_refresh_at = rec.refresh_at;
+                st.pending_since = rec.pending_since;
+                return false;
+            }
+        }
+        let value = Secret::new(rec.value);
+        let same = st.current.as_ref().is_some_and(|c| c.value.ct_eq(&value));
+        let cred = Cred {
+            value,
+            expires_at: rec.expires_at,
+            fetched_at: rec.fetched_at,
+            first_seen: rec.first_seen,
+        };
+        // An owner whose own write comes back keeps its schedule (and any
+        // backoff); everyone else follows the owner's plan.
+        let owner_keeps = same
+            && self
+                .shared
+                .as_ref()
+                .is_some_and(|sh| sh.holding(account.cfg.appid.as_str()).is_some());
+        if self.shared.is_none() {
+            st.next_refresh_at = self.plan(account.cfg.token_mode, slot.kind, &cred);
+        } else if !owner_keeps {
+            st.next_refresh_at = rec.refresh_at;
+        }
+        st.shared_refresh_at = rec.refresh_at;
+        st.pending_since = rec.pending_since;
+        st.last_refresh_at = Some(rec.fetched_at);
+        st.fence = rec.fence;
+        st.seq = rec.seq;
+        st.current = Some(cred);
+        st.dirty = false;
+        drop(st);
+        if !same {
+            slot.changed();
+        }
+        !same
+    }
+
+    /// Shared mode's Redis side, when configured.
+    pub fn shared(&self) -> Option<&Arc<Shared>> {
+        self.shared.as_ref()
     }
 
     /// The configured accounts.
@@ -364,9 +469,19 @@ impl Credentials {
         now: i64,
     ) -> i64 {
         match (kind, mode) {
-            (CredKind::AccessToken, TokenMode::Classic) => cred
-                .expires_at
-                .min(st.next_refresh_at.max(now) + TOKEN_GRACE - self.settings.client_safety_secs),
+            (CredKind::AccessToken, TokenMode::Classic) => {
+                // The value dies TOKEN_GRACE after the next fetch. Alone, the
+                // hub knows when that is; shared, it goes by the owner's plan,
+                // or by the start of the owner's fetch in flight, which may
+                // have minted a new token before its owner died.
+                let next_fetch = match (&self.shared, st.pending_since) {
+                    (None, _) => st.next_refresh_at.max(now),
+                    (Some(_), Some(started)) => started,
+                    (Some(_), None) => st.shared_refresh_at.max(now),
+                };
+                cred.expires_at
+                    .min(next_fetch + TOKEN_GRACE - self.settings.client_safety_secs)
+            }
             _ => cred.expires_at,
         }
     }
@@ -408,6 +523,9 @@ impl Credentials {
         if let Some(s) = self.served(&account, slot) {
             return Ok(s);
         }
+        if self.shared.is_some() {
+            return self.get_shared(account, kind, None).await;
+        }
         self.refresh_and_wait(account, kind, Trigger::Missing).await
     }
 
@@ -433,10 +551,105 @@ impl Credentials {
             if let Some(s) = self.served(&account, slot) {
                 return Ok(s);
             }
+            if self.shared.is_some() {
+                return self.get_shared(account, kind, None).await;
+            }
             return self.refresh_and_wait(account, kind, Trigger::Missing).await;
+        }
+        if self.shared.is_some() {
+            return self.get_shared(account, kind, Some(failed)).await;
         }
         self.refresh_and_wait(account, kind, Trigger::Invalidate(failed))
             .await
+    }
+
+    /// Shared mode, when the local copy will not do: what Redis holds may be
+    /// newer; the owner refreshes (this instance, if no one holds the lease);
+    /// anyone else asks the owner and waits for its write.
+    async fn get_shared(
+        self: &Arc<Self>,
+        account: Arc<Account>,
+        kind: CredKind,
+        failed: Option<Secret>,
+    ) -> Result<Served, CredError> {
+        let sh = self.shared.as_ref().expect("shared mode");
+        let slot = account.slot(kind).expect("find checked the slot");
+        let appid = account.cfg.appid.as_str();
+        let key = account.store_key(kind);
+        // Subscribed before anything is read, so no change is missed.
+        let mut version = slot.version.subscribe();
+        let usable = |this: &Self| {
+            this.served(&account, slot)
+                .filter(|s| !failed.as_ref().is_some_and(|f| s.value.ct_eq(f)))
+        };
+        match sh.load(appid, &key).await {
+            Ok(Some(rec)) => {
+                self.redis_ok();
+                self.adopt(&account, slot, rec);
+            }
+            Ok(None) => self.redis_ok(),
+            Err(e) => {
+                self.redis_failed(&e);
+                return Err(self.redis_unavailable(kind));
+            }
+        }
+        if let Some(s) = usable(self) {
+            return Ok(s);
+        }
+        let owner = sh.holding(appid).is_some()
+            || matches!(sh.acquire(appid).await, Ok(LeaseOutcome::Held { .. }));
+        if owner {
+            let trigger = match failed {
+                Some(f) => Trigger::Invalidate(f),
+                None => Trigger::Missing,
+            };
+            return self.refresh_and_wait(account.clone(), kind, trigger).await;
+        }
+        let failed_hash = failed.as_ref().map(|f| sha256_hex(f.expose_secret()));
+        if let Err(e) = sh.request(appid, &key, failed_hash.as_deref()).await {
+            self.redis_failed(&e);
+            return Err(self.redis_unavailable(kind));
+        }
+        let deadline =
+            tokio::time::Instant::now() + Duration::from_millis(self.settings.wait_for_token_ms);
+        while let Ok(Ok(())) = tokio::time::timeout_at(deadline, version.changed()).await {
+            if let Some(s) = usable(self) {
+                return Ok(s);
+            }
+        }
+        Err(CredError::Unavailable {
+            reason: format!(
+                "waiting for the instance that owns {appid}'s refresh to replace the {}",
+                kind.label()
+            ),
+            retry_after: 1,
+        })
+    }
+
+    fn redis_unavailable(&self, kind: CredKind) -> CredError {
+        CredError::Unavailable {
+            reason: format!(
+                "redis is unreachable and no valid {} is held here; not fetching one, which would replace the owner's",
+                kind.label()
+            ),
+            retry_after: 1,
+        }
+    }
+
+    fn redis_failed(&self, e: &StoreError) {
+        let Some(sh) = &self.shared else { return };
+        if sh.set_up(false, self.clock.now(), &e.to_string()) {
+            self.metrics.set("wxhub_redis_up", &[], 0.0);
+            tracing::error!(error = %e, "redis unreachable: serving the values held in memory, refreshing nothing until it is back");
+        }
+    }
+
+    fn redis_ok(&self) {
+        let Some(sh) = &self.shared else { return };
+        if sh.set_up(true, self.clock.now(), "") {
+            self.metrics.set("wxhub_redis_up", &[], 1.0);
+            tracing::info!("redis reachable again");
+        }
     }
 
     /// Runs the refresh in its own task, so a caller that gives up waiting
@@ -476,9 +689,9 @@ impl Credentials {
     }
 
     /// Forced stable refreshes used today, from the store.
-    fn forced_today(&self, appid: &str) -> i64 {
+    async fn forced_today(&self, appid: &str) -> i64 {
         let day = beijing_day(self.clock.now());
-        self.store.counter(appid, "forced", day).unwrap_or(0)
+        self.store.counter(appid, "forced", day).await.unwrap_or(0)
     }
 
     /// The single-flight refresh. `Ok(())` means the slot holds a valid
@@ -551,7 +764,7 @@ impl Credentials {
             }
         }
         if force && kind == CredKind::AccessToken && account.cfg.token_mode == TokenMode::Stable {
-            let used = self.forced_today(appid);
+            let used = self.forced_today(appid).await;
             if used >= FORCED_DAILY_LIMIT {
                 let reason = format!(
                     "the {FORCED_DAILY_LIMIT} forced stable_token refreshes of today are used up; the token reported bad cannot be replaced before tomorrow (Beijing time). Find the system that forces refreshes for this account"
@@ -563,6 +776,40 @@ impl Credentials {
                 });
             }
         }
+        let key = account.store_key(kind);
+        let fence = match &self.shared {
+            None => 0,
+            Some(sh) => {
+                let Some(fence) = sh.holding(appid) else {
+                    return Err(CredError::Unavailable {
+                        reason: format!(
+                            "another instance owns {appid}'s refresh; waiting for its {}",
+                            kind.label()
+                        ),
+                        retry_after: 1,
+                    });
+                };
+                // Checked in Redis right before the upstream call: a holder
+                // that lost its lease while paused must not even ask.
+                match sh.begin_fetch(appid, &key, fence, now).await {
+                    Ok(true) => fence,
+                    Ok(false) => {
+                        self.lease_lost(appid);
+                        return Err(CredError::Unavailable {
+                            reason: format!(
+                                "this instance lost {appid}'s refresh lease to another; waiting for its {}",
+                                kind.label()
+                            ),
+                            retry_after: 1,
+                        });
+                    }
+                    Err(e) => {
+                        self.redis_failed(&e);
+                        return Err(self.redis_unavailable(kind));
+                    }
+                }
+            }
+        };
         let started = Instant::now();
         let result = match kind {
             CredKind::AccessToken => self.fetch_token(account, force).await,
@@ -585,60 +832,69 @@ impl Credentials {
         match result {
             Ok((value, expires_in)) => {
                 let value = Secret::new(value);
-                let mut st = slot.lock();
-                // A ticket keeps its first-seen time while the platform keeps
-                // returning it: its real lifetime counts from then (§7.1).
-                let first_seen = match (&st.current, kind) {
-                    (Some(c), CredKind::Ticket(_)) if c.value.ct_eq(&value) => c.first_seen,
-                    _ => now,
+                let record = {
+                    let mut st = slot.lock();
+                    // A ticket keeps its first-seen time while the platform keeps
+                    // returning it: its real lifetime counts from then (§7.1).
+                    let first_seen = match (&st.current, kind) {
+                        (Some(c), CredKind::Ticket(_)) if c.value.ct_eq(&value) => c.first_seen,
+                        _ => now,
+                    };
+                    let expires_at = match kind {
+                        CredKind::Ticket(_) => first_seen + expires_in,
+                        CredKind::AccessToken => now + expires_in,
+                    };
+                    if expires_at <= now {
+                        drop(st);
+                        return Err(self.failed(
+                            account,
+                            slot,
+                            now,
+                            FailureClass::Transient,
+                            format!(
+                                "the platform returned the same {} after its expiry",
+                                kind.label()
+                            ),
+                        ));
+                    }
+                    let cred = Cred {
+                        value,
+                        expires_at,
+                        fetched_at: now,
+                        first_seen,
+                    };
+                    st.next_refresh_at = self.plan(account.cfg.token_mode, kind, &cred);
+                    st.failures = 0;
+                    st.blocked_until = 0;
+                    st.problem = None;
+                    st.last_refresh_at = Some(now);
+                    let record = Record {
+                        value: cred.value.expose_secret().to_string(),
+                        expires_at: cred.expires_at,
+                        fetched_at: cred.fetched_at,
+                        first_seen: cred.first_seen,
+                        fence,
+                        seq: 0,
+                        refresh_at: st.next_refresh_at,
+                        pending_since: None,
+                    };
+                    st.current = Some(cred);
+                    st.fence = fence;
+                    st.shared_refresh_at = st.next_refresh_at;
+                    st.pending_since = None;
+                    record
                 };
-                let expires_at = match kind {
-                    CredKind::Ticket(_) => first_seen + expires_in,
-                    CredKind::AccessToken => now + expires_in,
-                };
-                if expires_at <= now {
-                    drop(st);
-                    return Err(self.failed(
-                        account,
-                        slot,
-                        now,
-                        FailureClass::Transient,
-                        format!(
-                            "the platform returned the same {} after its expiry",
-                            kind.label()
-                        ),
-                    ));
-                }
-                let cred = Cred {
-                    value,
-                    expires_at,
-                    fetched_at: now,
-                    first_seen,
-                };
-                st.next_refresh_at = self.plan(account.cfg.token_mode, kind, &cred);
-                st.failures = 0;
-                st.blocked_until = 0;
-                st.problem = None;
-                st.last_refresh_at = Some(now);
-                let stored = StoredCredential {
-                    value: cred.value.expose_secret().to_string(),
-                    expires_at: cred.expires_at,
-                    fetched_at: cred.fetched_at,
-                    first_seen: cred.first_seen,
-                };
-                st.current = Some(cred);
-                drop(st);
-                if let Err(e) = self.store.save(appid, &account.store_key(kind), &stored) {
-                    tracing::error!(account.appid = %appid, error = %e, "cannot persist credential; a restart will fetch again");
-                }
+                slot.changed();
+                self.persist(account, slot, &key, record).await;
                 let _ = self
                     .store
-                    .bump(appid, &format!("fetches:{}", kind.label()), day);
+                    .bump(appid, &format!("fetches:{}", kind.label()), day)
+                    .await;
                 if force
                     && kind == CredKind::AccessToken
                     && account.cfg.token_mode == TokenMode::Stable
                 {
-                    let _ = self.store.bump(appid, "forced", day);
+                    let _ = self.store.bump(appid, "forced", day).await;
                     self.metrics
                         .inc("wxhub_forced_refresh_total", &[("appid", appid)]);
                 }
@@ -652,6 +908,15 @@ impl Credentials {
                 Ok(())
             }
             Err(e) => {
+                // The platform answered with an error: nothing was minted,
+                // so the mark of a fetch in flight goes. After a timeout it
+                // stays: a token may have been minted on the way.
+                if let Some(sh) = &self.shared
+                    && e.errcode().is_some()
+                    && let Err(err) = sh.end_fetch(appid, &key, fence).await
+                {
+                    self.redis_failed(&err);
+                }
                 let (class, reason) = classify(&e, now);
                 let result_label = match class {
                     FailureClass::Transient => "upstream_error",
@@ -669,6 +934,67 @@ impl Credentials {
                 Err(self.failed(account, slot, now, class, reason))
             }
         }
+    }
+
+    /// Writes a fetched value: to the SQLite file, or to Redis under the
+    /// lease's fencing number. A refused fenced write means a newer holder
+    /// exists: its value replaces ours.
+    async fn persist(&self, account: &Account, slot: &Slot, key: &str, record: Record) {
+        let appid = account.cfg.appid.as_str();
+        let Some(sh) = &self.shared else {
+            let stored = StoredCredential {
+                value: record.value,
+                expires_at: record.expires_at,
+                fetched_at: record.fetched_at,
+                first_seen: record.first_seen,
+            };
+            if let Store::Sqlite(db) = self.store.as_ref()
+                && let Err(e) = db.save(appid, key, &stored)
+            {
+                tracing::error!(account.appid = %appid, error = %e, "cannot persist credential; a restart will fetch again");
+            }
+            return;
+        };
+        match sh.write(appid, key, &record).await {
+            Ok(Some(seq)) => {
+                self.redis_ok();
+                let mut st = slot.lock();
+                let written = Secret::new(record.value.as_str());
+                if st.current.as_ref().is_some_and(|c| c.value.ct_eq(&written)) {
+                    st.seq = st.seq.max(seq);
+                }
+            }
+            Ok(None) => {
+                self.redis_ok();
+                self.metrics
+                    .inc("wxhub_fenced_write_rejected_total", &[("appid", appid)]);
+                tracing::warn!(
+                    account.appid = %appid,
+                    fence = record.fence,
+                    "a newer refresh lease holder exists (this instance was paused or cut off): the value it fetched is discarded"
+                );
+                self.lease_lost(appid);
+                slot.lock().current = None;
+                if let Ok(Some(newer)) = sh.load(appid, key).await {
+                    self.adopt(account, slot, newer);
+                }
+            }
+            Err(e) => {
+                self.redis_failed(&e);
+                slot.lock().dirty = true;
+                tracing::warn!(account.appid = %appid, "the fetched value is served from memory and written to redis once it is back");
+            }
+        }
+    }
+
+    fn lease_lost(&self, appid: &str) {
+        if let Some(sh) = &self.shared {
+            sh.forget(appid);
+        }
+        self.metrics
+            .set("wxhub_lease_held", &[("appid", appid)], 0.0);
+        self.metrics
+            .inc("wxhub_lease_lost_total", &[("appid", appid)]);
     }
 
     fn set_problem(&self, slot: &Slot, severity: Severity, reason: String, now: i64) {
@@ -844,6 +1170,12 @@ impl Credentials {
             .values()
             .filter(|a| a.cfg.kind != crate::config::AccountKind::Website);
         for account in managed {
+            // Shared mode: only the lease holder refreshes.
+            if let Some(sh) = &self.shared
+                && sh.holding(account.cfg.appid.as_str()).is_none()
+            {
+                continue;
+            }
             let kinds = std::iter::once(CredKind::AccessToken)
                 .chain(account.tickets.keys().map(|t| CredKind::Ticket(*t)));
             for kind in kinds {
@@ -909,10 +1241,325 @@ impl Credentials {
         }
     }
 
-    /// Every account's state.
-    pub fn status(&self) -> Vec<AccountStatus> {
+    /// Shared mode: keeps the leases and the local copies current until
+    /// shutdown, then gives the leases back so another instance takes over
+    /// at once rather than after the lease time.
+    pub async fn run_shared(self: Arc<Self>, shutdown: tokio::sync::watch::Receiver<bool>) {
+        let Some(sh) = self.shared.clone() else {
+            return;
+        };
+        let notes = tokio::spawn(self.clone().subscriber_loop(shutdown.clone()));
+        self.clone().lease_loop(shutdown).await;
+        let _ = notes.await;
+        sh.release_all().await;
+    }
+
+    async fn lease_loop(self: Arc<Self>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+        let period = self
+            .shared
+            .as_ref()
+            .map_or(Duration::from_secs(1), |sh| sh.lease_ttl() / 3);
+        loop {
+            self.lease_round().await;
+            tokio::select! {
+                _ = tokio::time::sleep(period) => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+
+    fn managed(&self) -> impl Iterator<Item = &Arc<Account>> {
+        // Website apps (QR login) have no global token or tickets.
+        self.accounts
+            .values()
+            .filter(|a| a.cfg.kind != crate::config::AccountKind::Website)
+    }
+
+    /// One pass over every account: renews or takes its lease; takes over
+    /// what a dead holder left; follows the owner where another holds it.
+    pub async fn lease_round(self: &Arc<Self>) {
+        use futures::StreamExt;
+        let Some(sh) = self.shared.clone() else {
+            return;
+        };
+        let asked = futures::stream::iter(self.managed().cloned().collect::<Vec<_>>())
+            .map(|account| {
+                let sh = sh.clone();
+                async move {
+                    let appid = account.cfg.appid.as_str();
+                    let had = sh.holding(appid).is_some();
+                    let outcome = sh.acquire(appid).await;
+                    (account, had, outcome)
+                }
+            })
+            .buffer_unordered(16)
+            .collect::<Vec<_>>()
+            .await;
+        for (account, had, outcome) in asked {
+            let appid = account.cfg.appid.as_str();
+            match outcome {
+                Ok(LeaseOutcome::Held { fence, new }) => {
+                    self.redis_ok();
+                    self.metrics
+                        .set("wxhub_lease_held", &[("appid", appid)], 1.0);
+                    if new {
+                        self.metrics
+                            .inc("wxhub_lease_acquired_total", &[("appid", appid)]);
+                        tracing::info!(account.appid = %appid, fence, "this instance now owns the account's refresh");
+                        self.take_over(&account, fence).await;
+                    } else {
+                        self.flush_dirty(&account, fence).await;
+                    }
+                }
+                Ok(LeaseOutcome::Other) => {
+                    self.redis_ok();
+                    if had {
+                        self.lease_lost(appid);
+                        tracing::warn!(account.appid = %appid, "another instance took over the account's refresh");
+                    }
+                    self.metrics
+                        .set("wxhub_lease_held", &[("appid", appid)], 0.0);
+                    self.follow(&account).await;
+                }
+                Err(e) => {
+                    self.redis_failed(&e);
+                    if had {
+                        tracing::warn!(account.appid = %appid, "cannot renew the refresh lease: refreshing stops when it lapses");
+                    }
+                }
+            }
+        }
+    }
+
+    /// A new owner's first look: adopt what Redis holds, write back a newer
+    /// value held here (Redis may have restarted empty), and refresh at once
+    /// if the previous owner died in the middle of a fetch.
+    async fn take_over(&self, account: &Account, fence: u64) {
+        let Some(sh) = &self.shared else { return };
+        let appid = account.cfg.appid.as_str();
+        let now = self.clock.now();
+        for slot in account.slots() {
+            let key = account.store_key(slot.kind);
+            let rec = match sh.load(appid, &key).await {
+                Ok(r) => r,
+                Err(e) => {
+                    self.redis_failed(&e);
+                    return;
+                }
+            };
+            // Redis restarted empty: the value held here is the newest there is.
+            let stored_at = rec.as_ref().map(|r| r.fetched_at);
+            let interrupted = rec.as_ref().and_then(|r| r.pending_since);
+            if let Some(rec) = rec {
+                self.adopt(account, slot, rec);
+            }
+            let mine = {
+                let mut st = slot.lock();
+                if interrupted.is_some()
+                    && slot.kind == CredKind::AccessToken
+                    && account.cfg.token_mode == TokenMode::Classic
+                {
+                    st.next_refresh_at = st.next_refresh_at.min(now);
+                }
+                st.current
+                    .as_ref()
+                    .filter(|c| now < c.expires_at && stored_at.is_none())
+                    .map(|c| Record {
+                        value: c.value.expose_secret().to_string(),
+                        expires_at: c.expires_at,
+                        fetched_at: c.fetched_at,
+                        first_seen: c.first_seen,
+                        fence,
+                        seq: 0,
+                        refresh_at: st.next_refresh_at,
+                        pending_since: None,
+                    })
+            };
+            if let Some(record) = mine {
+                tracing::info!(account.appid = %appid, kind = slot.kind.label(), "redis lacks the value held here; writing it back");
+                self.persist(account, slot, &key, record).await;
+            }
+        }
+    }
+
+    /// Writes back values fetched while Redis was away.
+    async fn flush_dirty(&self, account: &Account, fence: u64) {
+        for slot in account.slots() {
+            let record = {
+                let st = slot.lock();
+                if !st.dirty {
+                    continue;
+                }
+                st.current.as_ref().map(|c| Record {
+                    value: c.value.expose_secret().to_string(),
+                    expires_at: c.expires_at,
+                    fetched_at: c.fetched_at,
+                    first_seen: c.first_seen,
+                    fence,
+                    seq: 0,
+                    refresh_at: st.next_refresh_at,
+                    pending_since: None,
+                })
+            };
+            if let Some(record) = record {
+                slot.lock().dirty = false;
+                self.persist(account, slot, &account.store_key(slot.kind), record)
+                    .await;
+            }
+        }
+    }
+
+    /// A follower re-reads what is due, in case a note was missed.
+    async fn follow(&self, account: &Account) {
+        let now = self.clock.now();
+        for slot in account.slots() {
+            let due = {
+                let st = slot.lock();
+                now >= st.next_refresh_at || st.current.as_ref().is_none_or(|c| now >= c.expires_at)
+            };
+            if due {
+                self.reload(account, slot).await;
+            }
+        }
+    }
+
+    async fn reload(&self, account: &Account, slot: &Slot) {
+        let Some(sh) = &self.shared else { return };
+        match sh
+            .load(account.cfg.appid.as_str(), &account.store_key(slot.kind))
+            .await
+        {
+            Ok(Some(rec)) => {
+                self.adopt(account, slot, rec);
+            }
+            Ok(None) => {}
+            Err(e) => self.redis_failed(&e),
+        }
+    }
+
+    async fn subscriber_loop(self: Arc<Self>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+        loop {
+            match self.subscribe(&mut shutdown).await {
+                Ok(()) => return,
+                Err(e) => self.redis_failed(&e),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+
+    /// Listens for notes until shutdown (`Ok`) or until the connection
+    /// breaks. Every (re)connection starts with a full re-read, so notes
+    /// missed while away cost nothing.
+    async fn subscribe(
+        self: &Arc<Self>,
+        shutdown: &mut tokio::sync::watch::Receiver<bool>,
+    ) -> Result<(), StoreError> {
+        use futures::StreamExt;
+        let sh = self.shared.clone().expect("shared mode");
+        let mut pubsub = sh.redis().client().get_async_pubsub().await?;
+        let changes = sh.changes_channel();
+        pubsub.subscribe(&changes).await?;
+        pubsub.subscribe(sh.requests_channel()).await?;
+        self.redis_ok();
+        for account in self.managed() {
+            for slot in account.slots() {
+                self.reload(account, slot).await;
+            }
+        }
+        let mut messages = pubsub.on_message();
+        loop {
+            tokio::select! {
+                msg = messages.next() => {
+                    let Some(msg) = msg else {
+                        return Err(StoreError::new("redis pub/sub connection closed"));
+                    };
+                    let payload: String = msg.get_payload().unwrap_or_default();
+                    let request = msg.get_channel_name() != changes;
+                    if let Some(note) = Note::parse(request, &payload) {
+                        self.on_note(note);
+                    }
+                }
+                _ = shutdown.changed() => return Ok(()),
+            }
+        }
+    }
+
+    fn on_note(self: &Arc<Self>, note: Note) {
+        let this = self.clone();
+        match note {
+            Note::Changed { appid, kind } => {
+                let Some(account) = self.accounts.get(&appid).cloned() else {
+                    return;
+                };
+                tokio::spawn(async move {
+                    if let Some(slot) = account.slot_by_key(&kind) {
+                        this.reload(&account, slot).await;
+                    }
+                });
+            }
+            Note::Request {
+                appid,
+                kind,
+                failed_sha256,
+            } => {
+                let Some(account) = self.accounts.get(&appid).cloned() else {
+                    return;
+                };
+                let owner = self
+                    .shared
+                    .as_ref()
+                    .is_some_and(|sh| sh.holding(&appid).is_some());
+                let Some(slot) = account.slot_by_key(&kind).filter(|_| owner) else {
+                    return;
+                };
+                let trigger = match failed_sha256 {
+                    None => Trigger::Missing,
+                    Some(hash) => {
+                        let current = slot.lock().current.as_ref().map(|c| c.value.clone());
+                        match current {
+                            Some(v) if sha256_hex(v.expose_secret()) == hash => {
+                                Trigger::Invalidate(v)
+                            }
+                            // Already replaced: the asker gets the change note.
+                            _ => return,
+                        }
+                    }
+                };
+                let kind = slot.kind;
+                tokio::spawn(async move {
+                    let _ = this.refresh(&account, kind, trigger).await;
+                });
+            }
+        }
+    }
+
+    /// Every account's state, with today's fetch counts from the store.
+    pub async fn status(&self) -> Vec<AccountStatus> {
+        self.status_with(true).await
+    }
+
+    /// Every account's state, from memory only: `/readyz` must answer at
+    /// once, even while the store does not.
+    pub async fn status_now(&self) -> Vec<AccountStatus> {
+        self.status_with(false).await
+    }
+
+    async fn status_with(&self, counts_from_store: bool) -> Vec<AccountStatus> {
         let now = self.clock.now();
         let day = beijing_day(now);
+        let mut counts = BTreeMap::new();
+        for appid in self.accounts.keys().filter(|_| counts_from_store) {
+            let fetches = self
+                .store
+                .counter(appid, "fetches:access_token", day)
+                .await
+                .unwrap_or(0);
+            let forced = self.store.counter(appid, "forced", day).await.unwrap_or(0);
+            counts.insert(appid.as_str(), (fetches, forced));
+        }
         self.accounts
             .values()
             .map(|a| {
@@ -942,11 +1589,9 @@ impl Credentials {
                     appid: appid.to_string(),
                     name: a.cfg.name.clone(),
                     token_mode: a.cfg.token_mode.as_str(),
-                    fetches_today: self
-                        .store
-                        .counter(appid, "fetches:access_token", day)
-                        .unwrap_or(0),
-                    forced_today: self.store.counter(appid, "forced", day).unwrap_or(0),
+                    fetches_today: counts.get(appid).map_or(0, |c| c.0),
+                    forced_today: counts.get(appid).map_or(0, |c| c.1),
+                    refresh_owner: self.shared.as_ref().map(|sh| sh.holding(appid).is_some()),
                     slots,
                     problem,
                 }
@@ -994,4 +1639,9 @@ fn classify(e: &WxError, now: i64) -> (FailureClass, String) {
         }
         _ => (FailureClass::Transient, format!("upstream failure: {e}")),
     }
+}
+
+fn sha256_hex(s: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(s.as_bytes()))
 }

@@ -5,7 +5,8 @@
 //! # Layout
 //! - [`config`]: the TOML configuration with `WXHUB__*` overrides.
 //! - [`clock`]: injected time (the system's, or the simulator's virtual clock).
-//! - [`store`]: the embedded SQLite store.
+//! - [`store`]: where state outlives a process: the embedded SQLite file or Redis.
+//! - [`shared`]: several instances on one Redis, one refresher per account.
 //! - [`credentials`]: tokens and tickets: refresh ahead of expiry,
 //!   single-flight fetches, compare-and-refresh, backoff.
 //! - [`app`]: building and running the server; [`router`] assembles routes;
@@ -29,6 +30,7 @@ pub mod metrics;
 pub mod oauth;
 pub mod router;
 pub mod routes;
+pub mod shared;
 pub mod store;
 pub mod telemetry;
 

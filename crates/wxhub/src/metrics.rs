@@ -82,6 +82,31 @@ const HELP: &[(&str, &str, &str)] = &[
         "gauge",
         "1 when the account can get credentials, 0 when it needs attention.",
     ),
+    (
+        "wxhub_redis_up",
+        "gauge",
+        "Shared mode: 1 while Redis answers, 0 while it does not.",
+    ),
+    (
+        "wxhub_lease_held",
+        "gauge",
+        "Shared mode: 1 when this instance owns the account's refresh.",
+    ),
+    (
+        "wxhub_lease_acquired_total",
+        "counter",
+        "Shared mode: refresh leases this instance took over.",
+    ),
+    (
+        "wxhub_lease_lost_total",
+        "counter",
+        "Shared mode: refresh leases this instance lost to another.",
+    ),
+    (
+        "wxhub_fenced_write_rejected_total",
+        "counter",
+        "Shared mode: fetched values Redis refused because a newer lease holder exists.",
+    ),
 ];
 
 impl Metrics {

@@ -191,7 +191,7 @@ fn check_return_to(account: &AccountConfig, return_to: &str) -> Result<url::Url,
 ///
 /// # Errors
 /// [`Failure`]: unknown account, a scope the account cannot do, a bad `return_to`.
-pub fn start(app: &App, appid: &str, want: Want, return_to: &str) -> Result<String, Failure> {
+pub async fn start(app: &App, appid: &str, want: Want, return_to: &str) -> Result<String, Failure> {
     let account = account(app, appid)?;
     match (account.kind, want) {
         (AccountKind::Website, Want::Login)
@@ -226,10 +226,10 @@ pub fn start(app: &App, appid: &str, want: Want, return_to: &str) -> Result<Stri
         Want::Base => "base",
         Want::Login => "login",
     };
-    redirect_to_wechat(app, account, want, stage, return_to)
+    redirect_to_wechat(app, account, want, stage, return_to).await
 }
 
-fn redirect_to_wechat(
+async fn redirect_to_wechat(
     app: &App,
     account: &AccountConfig,
     want: Want,
@@ -253,6 +253,7 @@ fn redirect_to_wechat(
             },
             now,
         )
+        .await
         .map_err(|e| internal(e.to_string()))?;
     let state = OAuthState::parse(sign_state(
         &app.config.oauth.state_secret,
@@ -292,7 +293,12 @@ fn with_param(url: &str, key: &str, value: &str) -> String {
 
 /// Issues a one-time hand-over ticket for a result and returns the URL the
 /// person goes back to.
-fn hand_over(app: &App, appid: &str, return_to: &str, result: &str) -> Result<String, Failure> {
+async fn hand_over(
+    app: &App,
+    appid: &str,
+    return_to: &str,
+    result: &str,
+) -> Result<String, Failure> {
     let now = app.clock.now();
     let ticket = format!("wxt{}", random_hex(24));
     app.store
@@ -303,6 +309,7 @@ fn hand_over(app: &App, appid: &str, return_to: &str, result: &str) -> Result<St
             now + app.config.oauth.ticket_ttl_secs,
             now,
         )
+        .await
         .map_err(|e| Failure::new(500, "internal", e.to_string()))?;
     Ok(with_param(return_to, "wxhub_ticket", &ticket))
 }
@@ -334,6 +341,7 @@ pub async fn callback(
             let restart = app
                 .store
                 .peek_state(&id)
+                .await
                 .ok()
                 .flatten()
                 .map(|r| restart_url(app, appid, Want::from_record(&r.want), &r.return_to));
@@ -357,6 +365,7 @@ pub async fn callback(
     let record = match app
         .store
         .consume_state(&id, code_hash.as_deref(), now)
+        .await
         .map_err(|e| Failure::new(500, "internal", e.to_string()))?
     {
         Consumed::Fresh(r) => r,
@@ -436,7 +445,12 @@ pub async fn callback(
     let result = match (want, record.stage.as_str()) {
         (Want::Userinfo, "probe") => {
             // Silent round: is there a userinfo grant on file for this person?
-            let existing = app.store.load_grant(appid, &grant.openid).ok().flatten();
+            let existing = app
+                .store
+                .load_grant(appid, &grant.openid)
+                .await
+                .ok()
+                .flatten();
             let usable =
                 existing.filter(|g| g.scope != "snsapi_base" && g.refresh_expires_at > now);
             match usable {
@@ -450,20 +464,22 @@ pub async fn callback(
                             want,
                             "consent",
                             &record.return_to,
-                        );
+                        )
+                        .await;
                     }
                     Err(ProfileError::Upstream(m)) => {
                         return Err(Failure::new(502, "upstream_error", m).restart(Some(restart)));
                     }
                 },
                 None => {
-                    save_unless_downgrade(app, &grant, now);
-                    return redirect_to_wechat(app, &account, want, "consent", &record.return_to);
+                    save_unless_downgrade(app, &grant, now).await;
+                    return redirect_to_wechat(app, &account, want, "consent", &record.return_to)
+                        .await;
                 }
             }
         }
         (Want::Userinfo | Want::Login, _) => {
-            save_grant(app, &grant);
+            save_grant(app, &grant).await;
             match profile_via_grant(app, &account, grant.clone()).await {
                 Ok(g) => payload(&g, None),
                 // Consent was given and still 48001 (a snapshot user): hand
@@ -476,13 +492,13 @@ pub async fn callback(
             }
         }
         (Want::Base, _) => {
-            save_unless_downgrade(app, &grant, now);
+            save_unless_downgrade(app, &grant, now).await;
             payload(&grant, None)
         }
     };
     let result = result.to_string();
-    let _ = app.store.set_state_result(&id, &result);
-    hand_over(app, appid, &record.return_to, &result)
+    let _ = app.store.set_state_result(&id, &result).await;
+    hand_over(app, appid, &record.return_to, &result).await
 }
 
 /// A second callback with the same state and code (WeChat's double
@@ -510,10 +526,10 @@ async fn replay(
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        result = app.store.state_result(id).ok().flatten();
+        result = app.store.state_result(id).await.ok().flatten();
     }
     match result {
-        Some(r) => hand_over(app, appid, &record.return_to, &r),
+        Some(r) => hand_over(app, appid, &record.return_to, &r).await,
         None => Err(Failure::new(
             503,
             "in_progress",
@@ -527,22 +543,23 @@ const REFRESH_TOKEN_LIFE: i64 = 30 * 86400;
 /// How long a code lives (§5.1): the window for a repeated callback.
 const CODE_LIFE: i64 = 300;
 
-fn save_grant(app: &App, g: &Grant) {
-    if let Err(e) = app.store.save_grant(g) {
+async fn save_grant(app: &App, g: &Grant) {
+    if let Err(e) = app.store.save_grant(g).await {
         tracing::error!(account.appid = %g.appid, error = %e, "cannot store a grant");
     }
 }
 
 /// Stores a base grant unless a userinfo grant that still works is on file.
-fn save_unless_downgrade(app: &App, g: &Grant, now: i64) {
+async fn save_unless_downgrade(app: &App, g: &Grant, now: i64) {
     let keep = app
         .store
         .load_grant(&g.appid, &g.openid)
+        .await
         .ok()
         .flatten()
         .is_some_and(|old| old.scope != "snsapi_base" && old.refresh_expires_at > now);
     if !keep {
-        save_grant(app, g);
+        save_grant(app, g).await;
     }
 }
 
@@ -594,7 +611,7 @@ pub async fn profile_via_grant(
 ) -> Result<Grant, ProfileError> {
     let now = app.clock.now();
     if g.refresh_expires_at <= now {
-        let _ = app.store.delete_grant(&g.appid, &g.openid);
+        let _ = app.store.delete_grant(&g.appid, &g.openid).await;
         return Err(ProfileError::Expired);
     }
     let openid =
@@ -621,7 +638,7 @@ pub async fn profile_via_grant(
                 }
                 g.profile = Some(profile.to_string());
                 g.profile_fetched_at = Some(now);
-                save_grant(app, &g);
+                save_grant(app, &g).await;
                 return Ok(g);
             }
             Err(e) if e.errcode() == Some(ErrCode::ApiUnauthorized) => {
@@ -653,11 +670,11 @@ async fn refresh_grant(app: &App, appid: &AppId, g: &mut Grant) -> Result<(), Pr
             // The platform returns the same refresh_token and does not extend
             // its 30 days (§12); store whatever comes back.
             g.refresh_token = t.refresh_token.expose_secret().to_string();
-            save_grant(app, g);
+            save_grant(app, g).await;
             Ok(())
         }
         Err(e) if gone(&e) => {
-            let _ = app.store.delete_grant(&g.appid, &g.openid);
+            let _ = app.store.delete_grant(&g.appid, &g.openid).await;
             Err(ProfileError::Expired)
         }
         Err(e) => Err(ProfileError::Upstream(format!(
@@ -690,6 +707,7 @@ pub async fn user(app: &App, appid: &str, openid: &str) -> Result<Value, Failure
     let g = app
         .store
         .load_grant(appid, openid)
+        .await
         .map_err(|e| Failure::new(500, "internal", e.to_string()))?
         .ok_or_else(|| {
             Failure::new(
@@ -742,12 +760,17 @@ pub async fn user(app: &App, appid: &str, openid: &str) -> Result<Value, Failure
 ///
 /// # Errors
 /// [`Failure`]: 404 unknown, used or expired; 403 another account's.
-pub fn redeem(app: &App, allowed: impl Fn(&str) -> bool, ticket: &str) -> Result<Value, Failure> {
+pub async fn redeem(
+    app: &App,
+    allowed: impl Fn(&str) -> bool,
+    ticket: &str,
+) -> Result<Value, Failure> {
     let now = app.clock.now();
     let hash = sha256_hex(ticket);
     let appid = app
         .store
         .ticket_appid(&hash)
+        .await
         .map_err(|e| Failure::new(500, "internal", e.to_string()))?
         .ok_or_else(|| Failure::new(404, "not_found", "unknown, used or expired ticket"))?;
     if !allowed(&appid) {
@@ -760,6 +783,7 @@ pub fn redeem(app: &App, allowed: impl Fn(&str) -> bool, ticket: &str) -> Result
     let (_, payload) = app
         .store
         .redeem_ticket(&hash, now)
+        .await
         .map_err(|e| Failure::new(500, "internal", e.to_string()))?
         .ok_or_else(|| Failure::new(404, "not_found", "unknown, used or expired ticket"))?;
     serde_json::from_str(&payload).map_err(|e| Failure::new(500, "internal", e.to_string()))

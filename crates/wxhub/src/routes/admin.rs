@@ -13,7 +13,7 @@ use crate::auth::Admin;
 
 /// `GET /v1/apps`: every account's state.
 pub async fn list_apps(State(app): State<Arc<App>>, _: Admin) -> Json<Value> {
-    Json(json!({"now": app.clock.now(), "apps": app.creds.status()}))
+    Json(json!({"now": app.clock.now(), "apps": app.creds.status().await}))
 }
 
 fn esc(s: &str) -> String {
@@ -37,7 +37,7 @@ fn dur(secs: i64) -> String {
 pub async fn status_page(State(app): State<Arc<App>>, _: Admin) -> Html<String> {
     let now = app.clock.now();
     let mut rows = String::new();
-    for a in app.creds.status() {
+    for a in app.creds.status().await {
         for s in &a.slots {
             let _ = write!(
                 rows,

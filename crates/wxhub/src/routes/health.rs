@@ -20,7 +20,7 @@ pub async fn healthz() -> &'static str {
 /// that needs attention and why (a wrong secret, the IP to whitelist, a
 /// quota). Degraded accounts are listed but do not make the hub unready.
 pub async fn readyz(State(app): State<Arc<App>>) -> Response {
-    let status = app.creds.status();
+    let status = app.creds.status_now().await;
     let problems: Vec<_> = status
         .iter()
         .filter_map(|a| {
@@ -29,21 +29,40 @@ pub async fn readyz(State(app): State<Arc<App>>) -> Response {
             })
         })
         .collect();
-    let ready = status.iter().all(|a| {
+    let mut ready = status.iter().all(|a| {
         a.problem
             .as_ref()
             .is_none_or(|p| p.severity != Severity::Unhealthy)
     });
+    let mut body = json!({"ready": ready, "accounts": status.len(), "problems": problems});
+    if let Some(sh) = app.creds.shared() {
+        let owned = status
+            .iter()
+            .filter(|a| a.refresh_owner == Some(true))
+            .count();
+        let redis = match sh.health() {
+            Ok(()) => json!({"up": true}),
+            Err((since, reason)) => {
+                // Held tokens are still served, but nothing is refreshed:
+                // the load balancer should prefer an instance that can.
+                ready = false;
+                json!({
+                    "up": false,
+                    "since": since,
+                    "reason": format!("redis unreachable ({reason}): serving the tokens held in memory until they expire, refreshing nothing"),
+                })
+            }
+        };
+        body["ready"] = json!(ready);
+        body["shared"] =
+            json!({"instance": sh.instance(), "redis": redis, "owned_accounts": owned});
+    }
     let code = if ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (
-        code,
-        Json(json!({"ready": ready, "accounts": status.len(), "problems": problems})),
-    )
-        .into_response()
+    (code, Json(body)).into_response()
 }
 
 /// `GET /metrics`.

@@ -94,6 +94,7 @@ pub async fn authorize_route(
         .filter(|r| !r.is_empty())
         .ok_or_else(|| ApiError::bad_request("return_to: required: the page to come back to"))?;
     oauth::start(&app, &appid, want, &return_to)
+        .await
         .map(found)
         .map_err(api_error)
 }
@@ -134,6 +135,7 @@ pub async fn redeem_route(
         return Err(ApiError::bad_request("ticket: required"));
     }
     oauth::redeem(&app, |appid| client.check(appid).is_ok(), &body.ticket)
+        .await
         .map(Json)
         .map_err(api_error)
 }

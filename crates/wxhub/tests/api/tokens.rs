@@ -102,7 +102,7 @@ async fn expires_at_in_classic_mode_never_outlives_the_token() {
     assert!(expires_at <= now + 7200);
     // The hub refreshes inside the last 300 s, so the old token lives to its
     // own expiry: telling clients that expiry is safe.
-    let status = hub.hub().app().creds.status();
+    let status = hub.hub().app().creds.status().await;
     let next = status[0].slots[0].next_refresh_at;
     assert!(
         next >= now + 7200 - 300 && next < now + 7200,

@@ -10,39 +10,7 @@ use std::sync::Mutex;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-/// A stored credential (access token or ticket).
-#[derive(Clone)]
-pub struct StoredCredential {
-    /// The secret value. Exposed only to be sent on.
-    pub value: String,
-    /// Unix seconds when the platform will reject it.
-    pub expires_at: i64,
-    /// Unix seconds when the hub fetched it.
-    pub fetched_at: i64,
-    /// Unix seconds when the hub first saw this value (tickets repeat).
-    pub first_seen: i64,
-}
-
-impl std::fmt::Debug for StoredCredential {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StoredCredential")
-            .field("value", &"[redacted]")
-            .field("expires_at", &self.expires_at)
-            .field("fetched_at", &self.fetched_at)
-            .finish()
-    }
-}
-
-/// A storage failure; never contains a credential.
-#[derive(Debug, thiserror::Error)]
-#[error("store: {0}")]
-pub struct StoreError(String);
-
-impl From<rusqlite::Error> for StoreError {
-    fn from(e: rusqlite::Error) -> Self {
-        StoreError(e.to_string())
-    }
-}
+use super::{Consumed, Grant, StateRecord, StoreError, StoredCredential};
 
 /// The embedded SQLite store.
 pub struct SqliteStore {
@@ -67,7 +35,7 @@ impl SqliteStore {
     pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)
-                .map_err(|e| StoreError(format!("{}: {e}", dir.display())))?;
+                .map_err(|e| StoreError::new(format!("{}: {e}", dir.display())))?;
         }
         let existed = path.exists();
         let conn = Connection::open(path)?;
@@ -218,80 +186,6 @@ impl SqliteStore {
             .query_row(params![appid, name, day], |r| r.get(0))
             .optional()?
             .unwrap_or(0))
-    }
-}
-
-/// A pending web authorization, keyed by the id inside its `state`.
-#[derive(Debug, Clone)]
-pub struct StateRecord {
-    /// The account.
-    pub appid: String,
-    /// What the page asked for: `base`, `userinfo` or `login`.
-    pub want: String,
-    /// `probe` (a silent snsapi_base first) or `consent`.
-    pub stage: String,
-    /// Where the person goes back to.
-    pub return_to: String,
-    /// When the state stops being accepted.
-    pub expires_at: i64,
-}
-
-/// What consuming a state found.
-#[derive(Debug)]
-pub enum Consumed {
-    /// First use: go ahead.
-    Fresh(StateRecord),
-    /// Used before with the same code (WeChat's double redirect): the
-    /// stored result, if the first request has finished.
-    Again {
-        /// The state.
-        record: StateRecord,
-        /// When it was first used.
-        used_at: i64,
-        /// The first request's result, once it is stored.
-        result: Option<String>,
-    },
-    /// Used before with another code, or for a refusal.
-    Used,
-    /// Unknown.
-    Missing,
-}
-
-/// A person's grant to an account (网页授权).
-#[derive(Clone)]
-pub struct Grant {
-    /// The account.
-    pub appid: String,
-    /// The person's openid.
-    pub openid: String,
-    /// Their unionid, when returned.
-    pub unionid: Option<String>,
-    /// `snsapi_base`, `snsapi_userinfo` or `snsapi_login`.
-    pub scope: String,
-    /// A snapshot-page (快照页) user with virtual ids.
-    pub snapshot: bool,
-    /// The user access token.
-    pub access_token: String,
-    /// When it expires.
-    pub access_expires_at: i64,
-    /// The refresh token.
-    pub refresh_token: String,
-    /// When the refresh token (and so the grant) expires.
-    pub refresh_expires_at: i64,
-    /// The profile JSON, when fetched.
-    pub profile: Option<String>,
-    /// When it was fetched.
-    pub profile_fetched_at: Option<i64>,
-}
-
-impl std::fmt::Debug for Grant {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Grant")
-            .field("appid", &self.appid)
-            .field("scope", &self.scope)
-            .field("access_token", &"[redacted]")
-            .field("refresh_token", &"[redacted]")
-            .finish_non_exhaustive()
     }
 }
 

@@ -1,0 +1,526 @@
+//! Shared mode: several instances, one Redis, exactly one refresher per
+//! account.
+//!
+//! Each account's refresh is owned through a lease in Redis whose value names
+//! the holder and a fencing number taken from a per-account counter. Every
+//! write of a credential runs in a script that checks, atomically, that the
+//! writer still holds the lease under that number: an instance that was
+//! paused (GC, SIGSTOP, a slow disk) or cut off past its lease can still
+//! finish an upstream call, but can no longer overwrite the newer token
+//! (WxJava #2803). The lease is checked again, in Redis, right before every
+//! upstream fetch, so a holder that lost it does not even ask.
+//!
+//! All of an account's keys share the hash tag `{appid}`, so each script
+//! touches one slot and works unchanged on Redis Cluster (WxJava #3378).
+//! Pub/sub carries only "this account's credential changed" and "please
+//! refresh" notes; the values stay in keys, read after the note.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use redis::Script;
+
+use crate::store::{RedisStore, StoreError};
+
+/// A credential as shared in Redis.
+#[derive(Clone)]
+pub struct Record {
+    /// The secret value.
+    pub value: String,
+    /// When the platform stops accepting it.
+    pub expires_at: i64,
+    /// When it was fetched.
+    pub fetched_at: i64,
+    /// When this value was first seen (tickets repeat).
+    pub first_seen: i64,
+    /// The fencing number of the lease it was written under.
+    pub fence: u64,
+    /// The write's place in the account's history: larger is newer, also
+    /// across a Redis restart (it is the Redis server's clock in
+    /// microseconds when that is larger than the last one plus one).
+    /// 0 before it is written.
+    pub seq: u64,
+    /// The owner's planned refresh time: every instance derives the
+    /// `expires_at` it tells clients from it.
+    pub refresh_at: i64,
+    /// When the owner started an upstream fetch that has not been written
+    /// yet: in classic mode the value above dies 300 s after that at the latest.
+    pub pending_since: Option<i64>,
+}
+
+impl std::fmt::Debug for Record {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Record")
+            .field("value", &"[redacted]")
+            .field("expires_at", &self.expires_at)
+            .field("fetched_at", &self.fetched_at)
+            .field("fence", &self.fence)
+            .field("seq", &self.seq)
+            .field("refresh_at", &self.refresh_at)
+            .field("pending_since", &self.pending_since)
+            .finish()
+    }
+}
+
+/// A lease this instance holds.
+#[derive(Debug, Clone, Copy)]
+struct Held {
+    fence: u64,
+    // Local monotonic time of the last confirmation by Redis. A process that
+    // was stopped sees this jump and stops trusting the lease at once.
+    confirmed: Instant,
+}
+
+/// What asking for a lease found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaseOutcome {
+    /// Held by this instance; `new` when it was not held a moment ago.
+    Held {
+        /// The fencing number.
+        fence: u64,
+        /// Just acquired (rather than renewed).
+        new: bool,
+    },
+    /// Another instance holds it.
+    Other,
+}
+
+/// The Redis side of shared mode.
+pub struct Shared {
+    redis: RedisStore,
+    instance: String,
+    lease_ttl: Duration,
+    held: Mutex<HashMap<String, Held>>,
+    up: AtomicBool,
+    down_reason: Mutex<Option<(i64, String)>>,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("instance", &self.instance)
+            .field("lease_ttl", &self.lease_ttl)
+            .finish_non_exhaustive()
+    }
+}
+
+// Takes or renews the lease. KEYS: lease, fence (one account's hash tag).
+// Returns {fence, 1} when newly taken, {fence, 0} when renewed, {0, 0} when
+// another instance holds it.
+const ACQUIRE: &str = r"
+local cur = redis.call('GET', KEYS[1])
+if cur then
+  local sep = string.find(cur, ':', 1, true)
+  if sep and string.sub(cur, 1, sep - 1) == ARGV[1] then
+    redis.call('PEXPIRE', KEYS[1], ARGV[2])
+    return {tonumber(string.sub(cur, sep + 1)), 0}
+  end
+  return {0, 0}
+end
+local f = redis.call('INCR', KEYS[2])
+redis.call('SET', KEYS[1], ARGV[1] .. ':' .. f, 'PX', ARGV[2])
+return {f, 1}
+";
+
+// Gives the lease up on shutdown, only if still ours. KEYS: lease.
+const RELEASE: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+";
+
+// Marks an upstream fetch as started, if the caller still holds the lease.
+// KEYS: lease, credential. ARGV: holder, now, channel, note.
+const BEGIN_FETCH: &str = r"
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if redis.call('EXISTS', KEYS[2]) == 1 then
+  redis.call('HSET', KEYS[2], 'pending', ARGV[2])
+  redis.call('PUBLISH', ARGV[3], ARGV[4])
+end
+return 1
+";
+
+// Clears the mark when the platform answered with an error: nothing was
+// minted. KEYS: lease, credential. ARGV: holder, channel, note.
+const END_FETCH: &str = r"
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if redis.call('HDEL', KEYS[2], 'pending') == 1 then
+  redis.call('PUBLISH', ARGV[2], ARGV[3])
+end
+return 1
+";
+
+// The fenced write. KEYS: lease, credential. ARGV: holder, fence, value,
+// expires_at, fetched_at, first_seen, refresh_at, channel, note.
+// Rejected (0) unless the writer holds the lease now and no write under a
+// higher fencing number is stored; else returns the write's sequence number.
+// Timestamps in seconds cannot order two writes of the same second, and a
+// counter restarts with an empty Redis: the server's microsecond clock,
+// kept strictly increasing, does both.
+const WRITE: &str = r"
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+local stored = tonumber(redis.call('HGET', KEYS[2], 'fence') or '0')
+if tonumber(ARGV[2]) < stored then return 0 end
+local last = tonumber(redis.call('HGET', KEYS[2], 'seq') or '0')
+local t = redis.call('TIME')
+local seq = math.max(last + 1, tonumber(t[1]) * 1000000 + tonumber(t[2]))
+redis.call('DEL', KEYS[2])
+redis.call('HSET', KEYS[2], 'fence', ARGV[2], 'v', ARGV[3], 'exp', ARGV[4],
+  'fetched', ARGV[5], 'first', ARGV[6], 'refresh_at', ARGV[7],
+  'seq', string.format('%.0f', seq))
+redis.call('PUBLISH', ARGV[8], ARGV[9])
+return seq
+";
+
+impl Shared {
+    /// Wraps a connected store. `instance` names this process in leases.
+    pub fn new(redis: RedisStore, instance: String, lease_ttl: Duration) -> Shared {
+        Shared {
+            redis,
+            instance,
+            lease_ttl,
+            held: Mutex::new(HashMap::new()),
+            up: AtomicBool::new(true),
+            down_reason: Mutex::new(None),
+        }
+    }
+
+    /// This instance's name in leases.
+    pub fn instance(&self) -> &str {
+        &self.instance
+    }
+
+    /// How long a lease lasts without renewal.
+    pub fn lease_ttl(&self) -> Duration {
+        self.lease_ttl
+    }
+
+    /// The store.
+    pub fn redis(&self) -> &RedisStore {
+        &self.redis
+    }
+
+    /// The channel of "credential changed" notes.
+    pub fn changes_channel(&self) -> String {
+        self.redis.key("changes")
+    }
+
+    /// The channel of refresh requests for owners.
+    pub fn requests_channel(&self) -> String {
+        self.redis.key("requests")
+    }
+
+    fn holder(&self, fence: u64) -> String {
+        format!("{}:{fence}", self.instance)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Held>> {
+        self.held.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records whether Redis answered; returns true when this changes it.
+    pub fn set_up(&self, up: bool, now: i64, reason: &str) -> bool {
+        let was = self.up.swap(up, Ordering::Relaxed);
+        let mut r = self.down_reason.lock().unwrap_or_else(|e| e.into_inner());
+        if up {
+            *r = None;
+        } else if r.is_none() {
+            *r = Some((now, reason.to_string()));
+        }
+        was != up
+    }
+
+    /// Whether Redis answered last time, and if not since when and why.
+    pub fn health(&self) -> Result<(), (i64, String)> {
+        if self.up.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        Err(self
+            .down_reason
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .unwrap_or((0, "redis unreachable".into())))
+    }
+
+    /// Takes or renews the account's lease.
+    ///
+    /// # Errors
+    /// If Redis cannot be asked; the lease then counts as lost once its time
+    /// has passed locally.
+    pub async fn acquire(&self, appid: &str) -> Result<LeaseOutcome, StoreError> {
+        let asked = Instant::now();
+        let (fence, new): (u64, u8) = Script::new(ACQUIRE)
+            .key(self.redis.app_key(appid, "lease"))
+            .key(self.redis.app_key(appid, "fence"))
+            .arg(&self.instance)
+            .arg(self.lease_ttl.as_millis() as u64)
+            .invoke_async(&mut self.redis.conn())
+            .await?;
+        let mut held = self.lock();
+        if fence == 0 {
+            held.remove(appid);
+            return Ok(LeaseOutcome::Other);
+        }
+        // The lease runs from when Redis set it, which is after `asked`.
+        held.insert(
+            appid.to_string(),
+            Held {
+                fence,
+                confirmed: asked,
+            },
+        );
+        Ok(LeaseOutcome::Held {
+            fence,
+            new: new == 1,
+        })
+    }
+
+    /// The fencing number of the account's lease, if this instance holds it
+    /// and was confirmed recently enough to act on it. A margin of a third
+    /// of the lease time keeps a holder from acting on a lease that is about
+    /// to lapse.
+    pub fn holding(&self, appid: &str) -> Option<u64> {
+        let mut held = self.lock();
+        let h = *held.get(appid)?;
+        if h.confirmed.elapsed() < self.lease_ttl.mul_f64(2.0 / 3.0) {
+            Some(h.fence)
+        } else {
+            held.remove(appid);
+            None
+        }
+    }
+
+    /// Forgets a lease (lost, or about to be released).
+    pub fn forget(&self, appid: &str) {
+        self.lock().remove(appid);
+    }
+
+    /// Gives every held lease back, so another instance takes over at once
+    /// instead of after the lease time.
+    pub async fn release_all(&self) {
+        let held: Vec<(String, Held)> = self.lock().drain().collect();
+        for (appid, h) in held {
+            let _: Result<i64, _> = Script::new(RELEASE)
+                .key(self.redis.app_key(&appid, "lease"))
+                .arg(self.holder(h.fence))
+                .invoke_async(&mut self.redis.conn())
+                .await;
+        }
+    }
+
+    fn note(appid: &str, kind: &str) -> String {
+        format!("{appid}\t{kind}")
+    }
+
+    /// The shared credential of `kind` for `appid`.
+    ///
+    /// # Errors
+    /// If Redis cannot be asked or the record is damaged.
+    pub async fn load(&self, appid: &str, kind: &str) -> Result<Option<Record>, StoreError> {
+        let map: HashMap<String, String> = redis::cmd("HGETALL")
+            .arg(self.redis.app_key(appid, &format!("cred:{kind}")))
+            .query_async(&mut self.redis.conn())
+            .await?;
+        if map.is_empty() {
+            return Ok(None);
+        }
+        let num = |k: &str| -> Result<i64, StoreError> {
+            map.get(k).and_then(|v| v.parse().ok()).ok_or_else(|| {
+                StoreError::new(format!("shared credential {appid}/{kind}: bad {k}"))
+            })
+        };
+        let Some(value) = map.get("v") else {
+            // Only a pending mark, left on a record deleted under it.
+            return Ok(None);
+        };
+        Ok(Some(Record {
+            value: value.clone(),
+            expires_at: num("exp")?,
+            fetched_at: num("fetched")?,
+            first_seen: num("first")?,
+            fence: num("fence")? as u64,
+            seq: map.get("seq").and_then(|v| v.parse().ok()).unwrap_or(0),
+            refresh_at: num("refresh_at")?,
+            pending_since: map.get("pending").and_then(|v| v.parse().ok()),
+        }))
+    }
+
+    /// Marks an upstream fetch as started, checking the lease in Redis
+    /// first. `Ok(false)`: the lease is gone; do not fetch.
+    ///
+    /// # Errors
+    /// If Redis cannot be asked: do not fetch either.
+    pub async fn begin_fetch(
+        &self,
+        appid: &str,
+        kind: &str,
+        fence: u64,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let ok: i64 = Script::new(BEGIN_FETCH)
+            .key(self.redis.app_key(appid, "lease"))
+            .key(self.redis.app_key(appid, &format!("cred:{kind}")))
+            .arg(self.holder(fence))
+            .arg(now)
+            .arg(self.changes_channel())
+            .arg(Self::note(appid, kind))
+            .invoke_async(&mut self.redis.conn())
+            .await?;
+        if ok == 0 {
+            self.forget(appid);
+        }
+        Ok(ok == 1)
+    }
+
+    /// Clears the started-fetch mark after the platform answered an error.
+    ///
+    /// # Errors
+    /// If Redis cannot be asked.
+    pub async fn end_fetch(&self, appid: &str, kind: &str, fence: u64) -> Result<(), StoreError> {
+        let _: i64 = Script::new(END_FETCH)
+            .key(self.redis.app_key(appid, "lease"))
+            .key(self.redis.app_key(appid, &format!("cred:{kind}")))
+            .arg(self.holder(fence))
+            .arg(self.changes_channel())
+            .arg(Self::note(appid, kind))
+            .invoke_async(&mut self.redis.conn())
+            .await?;
+        Ok(())
+    }
+
+    /// The fenced write; tells every instance. `Ok(Some(seq))`: written as
+    /// that sequence number; `Ok(None)`: rejected, a newer holder exists.
+    ///
+    /// # Errors
+    /// If Redis cannot be asked.
+    pub async fn write(
+        &self,
+        appid: &str,
+        kind: &str,
+        r: &Record,
+    ) -> Result<Option<u64>, StoreError> {
+        let seq: u64 = Script::new(WRITE)
+            .key(self.redis.app_key(appid, "lease"))
+            .key(self.redis.app_key(appid, &format!("cred:{kind}")))
+            .arg(self.holder(r.fence))
+            .arg(r.fence)
+            .arg(&r.value)
+            .arg(r.expires_at)
+            .arg(r.fetched_at)
+            .arg(r.first_seen)
+            .arg(r.refresh_at)
+            .arg(self.changes_channel())
+            .arg(Self::note(appid, kind))
+            .invoke_async(&mut self.redis.conn())
+            .await?;
+        if seq == 0 {
+            self.forget(appid);
+            return Ok(None);
+        }
+        Ok(Some(seq))
+    }
+
+    /// Asks the owner to refresh: after `failed_sha256` was rejected, or
+    /// because no valid value is held (`None`). Returns how many instances
+    /// listen.
+    ///
+    /// # Errors
+    /// If Redis cannot be asked.
+    pub async fn request(
+        &self,
+        appid: &str,
+        kind: &str,
+        failed_sha256: Option<&str>,
+    ) -> Result<i64, StoreError> {
+        let n: i64 = redis::cmd("PUBLISH")
+            .arg(self.requests_channel())
+            .arg(format!("{appid}\t{kind}\t{}", failed_sha256.unwrap_or("")))
+            .query_async(&mut self.redis.conn())
+            .await?;
+        Ok(n)
+    }
+}
+
+/// A parsed pub/sub note.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Note {
+    /// The account's credential changed in Redis.
+    Changed {
+        /// The account.
+        appid: String,
+        /// The store kind (`access_token:classic`, `ticket:jsapi`, ...).
+        kind: String,
+    },
+    /// Someone asks the owner to refresh.
+    Request {
+        /// The account.
+        appid: String,
+        /// The store kind.
+        kind: String,
+        /// SHA-256 (hex) of the value that failed; None when none is held.
+        failed_sha256: Option<String>,
+    },
+}
+
+impl Note {
+    /// Parses a message of one of the two channels.
+    pub fn parse(request: bool, payload: &str) -> Option<Note> {
+        let mut parts = payload.split('\t');
+        let appid = parts.next()?.to_string();
+        let kind = parts.next()?.to_string();
+        if request {
+            let failed = parts.next()?;
+            Some(Note::Request {
+                appid,
+                kind,
+                failed_sha256: (!failed.is_empty()).then(|| failed.to_string()),
+            })
+        } else {
+            Some(Note::Changed { appid, kind })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn notes_parse() {
+        assert_eq!(
+            Note::parse(false, "wx1\taccess_token:stable"),
+            Some(Note::Changed {
+                appid: "wx1".into(),
+                kind: "access_token:stable".into()
+            })
+        );
+        assert_eq!(
+            Note::parse(true, "wx1\tticket:jsapi\t"),
+            Some(Note::Request {
+                appid: "wx1".into(),
+                kind: "ticket:jsapi".into(),
+                failed_sha256: None
+            })
+        );
+        assert_eq!(Note::parse(true, "wx1\tticket:jsapi"), None);
+    }
+
+    #[test]
+    fn records_hide_their_value() {
+        let r = Record {
+            value: "SECRET-TOKEN".into(),
+            expires_at: 1,
+            fetched_at: 0,
+            first_seen: 0,
+            fence: 1,
+            seq: 1,
+            refresh_at: 0,
+            pending_since: None,
+        };
+        assert!(!format!("{r:?}").contains("SECRET"));
+    }
+}

@@ -1,0 +1,283 @@
+//! Where the hub keeps what must outlive a process: credentials, counters,
+//! pending web authorizations, hand-over tickets and grants.
+//!
+//! Two back ends behind one enum: the embedded SQLite file (the default, one
+//! instance) and Redis (several instances sharing state, see
+//! [`crate::shared`]). An enum rather than a trait object: there are exactly
+//! two, and async methods stay plain `async fn`.
+
+mod redis_store;
+mod sqlite;
+
+pub use redis_store::RedisStore;
+pub use sqlite::SqliteStore;
+
+/// A stored credential (access token or ticket).
+#[derive(Clone)]
+pub struct StoredCredential {
+    /// The secret value. Exposed only to be sent on.
+    pub value: String,
+    /// Unix seconds when the platform will reject it.
+    pub expires_at: i64,
+    /// Unix seconds when the hub fetched it.
+    pub fetched_at: i64,
+    /// Unix seconds when the hub first saw this value (tickets repeat).
+    pub first_seen: i64,
+}
+
+impl std::fmt::Debug for StoredCredential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoredCredential")
+            .field("value", &"[redacted]")
+            .field("expires_at", &self.expires_at)
+            .field("fetched_at", &self.fetched_at)
+            .finish()
+    }
+}
+
+/// A storage failure; never contains a credential.
+#[derive(Debug, thiserror::Error)]
+#[error("store: {0}")]
+pub struct StoreError(String);
+
+impl StoreError {
+    pub(crate) fn new(message: impl Into<String>) -> StoreError {
+        StoreError(message.into())
+    }
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError(e.to_string())
+    }
+}
+
+impl From<redis::RedisError> for StoreError {
+    fn from(e: redis::RedisError) -> Self {
+        // redis-rs errors carry the command's kind and the server's message,
+        // never its arguments, so no credential can leak through here.
+        StoreError(format!("redis: {e}"))
+    }
+}
+
+/// A pending web authorization, keyed by the id inside its `state`.
+#[derive(Debug, Clone)]
+pub struct StateRecord {
+    /// The account.
+    pub appid: String,
+    /// What the page asked for: `base`, `userinfo` or `login`.
+    pub want: String,
+    /// `probe` (a silent snsapi_base first) or `consent`.
+    pub stage: String,
+    /// Where the person goes back to.
+    pub return_to: String,
+    /// When the state stops being accepted.
+    pub expires_at: i64,
+}
+
+/// What consuming a state found.
+#[derive(Debug)]
+pub enum Consumed {
+    /// First use: go ahead.
+    Fresh(StateRecord),
+    /// Used before with the same code (WeChat's double redirect): the
+    /// stored result, if the first request has finished.
+    Again {
+        /// The state.
+        record: StateRecord,
+        /// When it was first used.
+        used_at: i64,
+        /// The first request's result, once it is stored.
+        result: Option<String>,
+    },
+    /// Used before with another code, or for a refusal.
+    Used,
+    /// Unknown.
+    Missing,
+}
+
+/// A person's grant to an account (网页授权).
+#[derive(Clone)]
+pub struct Grant {
+    /// The account.
+    pub appid: String,
+    /// The person's openid.
+    pub openid: String,
+    /// Their unionid, when returned.
+    pub unionid: Option<String>,
+    /// `snsapi_base`, `snsapi_userinfo` or `snsapi_login`.
+    pub scope: String,
+    /// A snapshot-page (快照页) user with virtual ids.
+    pub snapshot: bool,
+    /// The user access token.
+    pub access_token: String,
+    /// When it expires.
+    pub access_expires_at: i64,
+    /// The refresh token.
+    pub refresh_token: String,
+    /// When the refresh token (and so the grant) expires.
+    pub refresh_expires_at: i64,
+    /// The profile JSON, when fetched.
+    pub profile: Option<String>,
+    /// When it was fetched.
+    pub profile_fetched_at: Option<i64>,
+}
+
+impl std::fmt::Debug for Grant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Grant")
+            .field("appid", &self.appid)
+            .field("scope", &self.scope)
+            .field("access_token", &"[redacted]")
+            .field("refresh_token", &"[redacted]")
+            .finish_non_exhaustive()
+    }
+}
+
+/// The configured store.
+#[derive(Debug)]
+pub enum Store {
+    /// The embedded SQLite file.
+    Sqlite(SqliteStore),
+    /// A Redis server shared by several instances.
+    Redis(RedisStore),
+}
+
+macro_rules! dispatch {
+    ($self:ident . $method:ident ( $($arg:expr),* )) => {
+        match $self {
+            Store::Sqlite(s) => s.$method($($arg),*),
+            Store::Redis(r) => r.$method($($arg),*).await,
+        }
+    };
+}
+
+impl Store {
+    /// The Redis back end, in shared mode.
+    pub fn redis(&self) -> Option<&RedisStore> {
+        match self {
+            Store::Redis(r) => Some(r),
+            Store::Sqlite(_) => None,
+        }
+    }
+
+    /// Adds one to a per-day counter and returns the new value.
+    ///
+    /// # Errors
+    /// On a storage failure.
+    pub async fn bump(&self, appid: &str, name: &str, day: i64) -> Result<i64, StoreError> {
+        dispatch!(self.bump(appid, name, day))
+    }
+
+    /// A per-day counter.
+    ///
+    /// # Errors
+    /// On a storage failure.
+    pub async fn counter(&self, appid: &str, name: &str, day: i64) -> Result<i64, StoreError> {
+        dispatch!(self.counter(appid, name, day))
+    }
+
+    /// Records a new pending authorization.
+    ///
+    /// # Errors
+    /// On a storage failure.
+    pub async fn save_state(&self, id: &str, r: &StateRecord, now: i64) -> Result<(), StoreError> {
+        dispatch!(self.save_state(id, r, now))
+    }
+
+    /// Looks a state up without using it.
+    ///
+    /// # Errors
+    /// On a storage failure.
+    pub async fn peek_state(&self, id: &str) -> Result<Option<StateRecord>, StoreError> {
+        dispatch!(self.peek_state(id))
+    }
+
+    /// Uses a state, once; see [`Consumed`].
+    ///
+    /// # Errors
+    /// On a storage failure.
+    pub async fn consume_state(
+        &self,
+        id: &str,
+        code_hash: Option<&str>,
+        now: i64,
+    ) -> Result<Consumed, StoreError> {
+        dispatch!(self.consume_state(id, code_hash, now))
+    }
+
+    /// Stores the result of a finished authorization on its state.
+    ///
+    /// # Errors
+    /// On a storage failure.
+    pub async fn set_state_result(&self, id: &str, result: &str) -> Result<(), StoreError> {
+        dispatch!(self.set_state_result(id, result))
+    }
+
+    /// The stored result of a used state.
+    ///
+    /// # Errors
+    /// On a storage failure.
+    pub async fn state_result(&self, id: &str) -> Result<Option<String>, StoreError> {
+        dispatch!(self.state_result(id))
+    }
+
+    /// The account of an unused, unexpired hand-over ticket.
+    ///
+    /// # Errors
+    /// On a storage failure.
+    pub async fn ticket_appid(&self, hash: &str) -> Result<Option<String>, StoreError> {
+        dispatch!(self.ticket_appid(hash))
+    }
+
+    /// Stores a hand-over ticket by its hash.
+    ///
+    /// # Errors
+    /// On a storage failure.
+    pub async fn save_ticket(
+        &self,
+        hash: &str,
+        appid: &str,
+        payload: &str,
+        expires_at: i64,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        dispatch!(self.save_ticket(hash, appid, payload, expires_at, now))
+    }
+
+    /// Redeems a ticket once: (appid, payload) if it exists, is unused and unexpired.
+    ///
+    /// # Errors
+    /// On a storage failure.
+    pub async fn redeem_ticket(
+        &self,
+        hash: &str,
+        now: i64,
+    ) -> Result<Option<(String, String)>, StoreError> {
+        dispatch!(self.redeem_ticket(hash, now))
+    }
+
+    /// Stores (replaces) a grant.
+    ///
+    /// # Errors
+    /// On a storage failure.
+    pub async fn save_grant(&self, g: &Grant) -> Result<(), StoreError> {
+        dispatch!(self.save_grant(g))
+    }
+
+    /// A person's grant to an account.
+    ///
+    /// # Errors
+    /// On a storage failure.
+    pub async fn load_grant(&self, appid: &str, openid: &str) -> Result<Option<Grant>, StoreError> {
+        dispatch!(self.load_grant(appid, openid))
+    }
+
+    /// Forgets a grant (expired or revoked).
+    ///
+    /// # Errors
+    /// On a storage failure.
+    pub async fn delete_grant(&self, appid: &str, openid: &str) -> Result<(), StoreError> {
+        dispatch!(self.delete_grant(appid, openid))
+    }
+}

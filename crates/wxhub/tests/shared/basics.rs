@@ -1,0 +1,166 @@
+use std::time::Duration;
+
+use crate::cluster::{Cluster, Setup};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_owner_one_fetch_and_every_instance_serves_the_same_token() {
+    let c = Cluster::start(Setup::default()).await;
+    let (owner, _) = c.wait_owner(Duration::from_secs(10)).await;
+    let mut tokens = Vec::new();
+    for i in c.live() {
+        let (s, v) = c.token_from(i).await;
+        assert_eq!(s, 200, "hub {i}: {v}");
+        tokens.push(v["access_token"].as_str().unwrap().to_string());
+    }
+    assert!(tokens.windows(2).all(|w| w[0] == w[1]), "one token for all");
+    assert_eq!(c.fetches(), 1, "one upstream fetch for three instances");
+    assert_eq!(c.use_token(&tokens[0]).await, 0);
+    let m = c.metrics(owner).await;
+    assert!(
+        m.contains("wxhub_lease_held{appid=\"wx1111111111111111\"} 1"),
+        "{m}"
+    );
+    let (s, r) = c.readyz(owner).await;
+    assert_eq!(s, 200, "{r}");
+    assert_eq!(r["shared"]["redis"]["up"], true);
+}
+
+/// 100 reports of the same token spread over three instances, two of which
+/// do not own the refresh: they forward to the owner, and one fetch results.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalidate_reports_to_any_instance_make_one_fetch() {
+    let c = Cluster::start(Setup::default()).await;
+    c.wait_owner(Duration::from_secs(10)).await;
+    let (_, v) = c.token_from(0).await;
+    let old = v["access_token"].as_str().unwrap().to_string();
+    for i in c.live() {
+        c.token_from(i).await;
+    }
+    let before = c.fetches();
+    let mut tasks = Vec::new();
+    for n in 0..100 {
+        let i = n % 3;
+        let http = c.http.clone();
+        let url = format!(
+            "{}/v1/apps/{}/access_token/invalidate",
+            c.hub(i).base,
+            crate::cluster::APPID
+        );
+        let key = c.key.clone();
+        let old = old.clone();
+        tasks.push(tokio::spawn(async move {
+            let r = http
+                .post(url)
+                .bearer_auth(key)
+                .json(&serde_json::json!({ "access_token": old }))
+                .send()
+                .await
+                .unwrap();
+            let s = r.status().as_u16();
+            let v: serde_json::Value = r.json().await.unwrap();
+            (s, v["access_token"].as_str().unwrap_or("").to_string())
+        }));
+    }
+    let mut answers = Vec::new();
+    for t in tasks {
+        answers.push(t.await.unwrap());
+    }
+    assert_eq!(c.fetches() - before, 1, "exactly one refresh");
+    let new = &answers[0].1;
+    assert_ne!(new, &old);
+    for (s, t) in &answers {
+        assert_eq!(*s, 200);
+        assert_eq!(t, new, "every caller gets the new token");
+    }
+    for i in c.live() {
+        let (_, v) = c.token_from(i).await;
+        assert_eq!(v["access_token"].as_str().unwrap(), new, "hub {i}");
+    }
+    // A report of the older token changes nothing.
+    let (s, v) = c.invalidate_at(2, &old).await;
+    assert_eq!(
+        (s, v["access_token"].as_str().unwrap()),
+        (200, new.as_str())
+    );
+    assert_eq!(c.fetches() - before, 1);
+}
+
+/// Web authorization started on one instance finishes on another and is
+/// redeemed on a third: states, grants and tickets live in Redis.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_can_cross_instances() {
+    let c = Cluster::start(Setup::default()).await;
+    let app = crate::cluster::APPID;
+    let r = c
+        .http
+        .get(format!(
+            "{}/oauth/{app}/authorize?scope=userinfo&return_to=http://127.0.0.1:9/done",
+            c.hub(0).base
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 302);
+    let mut url = r.headers()["location"].to_str().unwrap().to_string();
+    // Follow the simulator's redirects as Bob (who consents); the hub's
+    // callback is answered by instance 1 instead of instance 0.
+    let mut ticket = None;
+    for _ in 0..8 {
+        let url_now = url.replace(&c.hub(0).base, &c.hub(1).base);
+        let r = c
+            .http
+            .get(&url_now)
+            .header("cookie", "wxsim_person=bob")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            r.status().as_u16(),
+            302,
+            "{url_now}: {}",
+            r.text().await.unwrap()
+        );
+        let next = r.headers()["location"].to_str().unwrap().to_string();
+        if next.starts_with("http://127.0.0.1:9/done") {
+            let u = url::Url::parse(&next).unwrap();
+            ticket = u
+                .query_pairs()
+                .find(|(k, _)| k == "wxhub_ticket")
+                .map(|(_, v)| v.to_string());
+            break;
+        }
+        url = next;
+    }
+    let ticket = ticket.expect("a hand-over ticket");
+    let r = c
+        .http
+        .post(format!("{}/v1/oauth/tickets/redeem", c.hub(2).base))
+        .bearer_auth(&c.key)
+        .json(&serde_json::json!({ "ticket": ticket }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["profile"]["nickname"], "Bob", "{v}");
+    // Single use across instances too.
+    let r = c
+        .http
+        .post(format!("{}/v1/oauth/tickets/redeem", c.hub(0).base))
+        .bearer_auth(&c.key)
+        .json(&serde_json::json!({ "ticket": ticket }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 404);
+    // The stored profile is readable from any instance.
+    let openid = v["openid"].as_str().unwrap();
+    let r = c
+        .http
+        .get(format!("{}/v1/apps/{app}/users/{openid}", c.hub(0).base))
+        .bearer_auth(&c.key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+}

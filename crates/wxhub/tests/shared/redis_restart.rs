@@ -1,0 +1,142 @@
+//! Redis restarted (empty) in the middle of a run.
+
+use std::time::{Duration, Instant};
+
+use crate::cluster::{Cluster, Setup};
+
+/// A private `redis-server` that keeps nothing on disk, so a restart
+/// starts empty, as the machine's Redis does.
+struct PrivateRedis {
+    port: u16,
+    child: Option<std::process::Child>,
+}
+
+impl PrivateRedis {
+    fn start(port: u16) -> PrivateRedis {
+        let bin = std::env::var("WXHUB_REDIS_SERVER").unwrap_or_else(|_| "redis-server".into());
+        let child = std::process::Command::new(&bin)
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("{bin}: {e} (install redis-server or set WXHUB_REDIS_SERVER)")
+            });
+        let r = PrivateRedis {
+            port,
+            child: Some(child),
+        };
+        let t = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "redis-server did not start"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        r
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_restart_costs_no_fetch_burst_and_everyone_recovers() {
+    let port = free_port();
+    let mut redis = PrivateRedis::start(port);
+    let mut c = Cluster::start(Setup {
+        mode: "stable",
+        redis: redis.url(),
+        ..Setup::default()
+    })
+    .await;
+    c.wait_owner(Duration::from_secs(10)).await;
+    let (_, v) = c.token_from(0).await;
+    let token = v["access_token"].as_str().unwrap().to_string();
+    for i in c.live() {
+        c.token_from(i).await;
+    }
+    c.advance(3600).await;
+    let before = c.fetches();
+
+    redis.stop();
+    // Every instance notices, says so on /readyz, and keeps serving.
+    for i in c.live() {
+        let t = Instant::now();
+        loop {
+            let (s, v) = c.readyz(i).await;
+            if s == 503 && v["shared"]["redis"]["up"] == false {
+                let reason = v["shared"]["redis"]["reason"].as_str().unwrap();
+                assert!(reason.contains("redis unreachable"), "{reason}");
+                break;
+            }
+            assert!(t.elapsed() < Duration::from_secs(10), "hub {i}: {v}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let m = c.metrics(i).await;
+        assert!(m.contains("wxhub_redis_up 0"), "{m}");
+    }
+    // Into the refresh window: nobody may fetch blindly, and everyone
+    // still serves the held, valid token.
+    c.advance(7200 - 3600 - 100).await;
+    for _ in 0..20 {
+        for i in c.live() {
+            let (s, v) = c.token_from(i).await;
+            assert_eq!(s, 200, "hub {i}: {v}");
+            assert_eq!(v["access_token"].as_str().unwrap(), token);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(c.fetches(), before, "no fetch while redis is away");
+    assert_eq!(c.use_token(&token).await, 0);
+
+    let _redis = PrivateRedis::start(port);
+    // Back: one owner, which writes back or refreshes; one fetch at most
+    // (the refresh that came due), and every instance ready and agreeing.
+    c.wait_owner(Duration::from_secs(15)).await;
+    let t = Instant::now();
+    let fresh = loop {
+        let mut tokens = Vec::new();
+        let mut ready = true;
+        for i in c.live() {
+            let (s, v) = c.token_from(i).await;
+            assert_eq!(s, 200, "hub {i}: {v}");
+            tokens.push(v["access_token"].as_str().unwrap().to_string());
+            ready &= c.readyz(i).await.0 == 200;
+        }
+        if ready && tokens.windows(2).all(|w| w[0] == w[1]) && tokens[0] != token {
+            break tokens[0].clone();
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(15),
+            "no recovery: {tokens:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(c.fetches() - before, 1, "exactly the refresh that came due");
+    assert_eq!(c.use_token(&fresh).await, 0);
+    assert!(c.all_running(), "no instance crashed");
+}

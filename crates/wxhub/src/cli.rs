@@ -251,6 +251,16 @@ async fn check(path: PathBuf, online: bool) -> anyhow::Result<()> {
     if !online {
         return Ok(());
     }
+    if let crate::config::StoreConfig::Redis { url, prefix, .. } = &config.store {
+        let redis = crate::store::RedisStore::connect(&url.0, prefix)
+            .await
+            .context("store.url: cannot connect to redis")?;
+        let pong: String = redis::cmd("PING")
+            .query_async(&mut redis.conn())
+            .await
+            .context("store.url: redis does not answer PING")?;
+        println!("redis: {pong}");
+    }
     let hosts = wx_api::Hosts::new(&config.upstream.api_base, &config.upstream.open_base)?;
     let client = wx_api::Client::new(hosts)?;
     let mut failed = 0;

@@ -868,6 +868,38 @@ apps = ["wx1111111111111111"]
     }
 
     #[test]
+    fn a_redis_store_takes_its_url_from_the_environment_and_hides_it() {
+        let c = load(
+            BASE,
+            &[
+                ("WXHUB__STORE__KIND", "redis"),
+                ("WXHUB__STORE__URL_ENV", "SECRET_A"),
+            ],
+        );
+        // SECRET_A resolves to "the-secret", not a redis:// URL.
+        assert!(c.expect_err("scheme").to_string().contains("store.url"));
+        let c = load(
+            &format!("[store]\nkind = \"redis\"\nurl = \"redis://:pw@127.0.0.1:6379/2\"\n{BASE}"),
+            &[],
+        )
+        .expect("valid");
+        let StoreConfig::Redis {
+            url,
+            prefix,
+            lease_ms,
+        } = &c.store
+        else {
+            panic!("redis store");
+        };
+        assert_eq!((prefix.as_str(), *lease_ms), ("wxhub", 10_000));
+        assert_eq!(url.0, "redis://:pw@127.0.0.1:6379/2");
+        assert!(
+            !format!("{c:?}").contains("pw@"),
+            "the password stays out of Debug"
+        );
+    }
+
+    #[test]
     fn environment_overrides_reach_nested_keys_and_arrays() {
         let c = load(
             BASE,
@@ -923,6 +955,33 @@ apps = ["wx1111111111111111"]
                 format!("[store]\nkind = \"mongo\"\n{BASE}"),
                 vec![],
                 "store.kind",
+            ),
+            (
+                format!("[store]\nkind = \"redis\"\n{BASE}"),
+                vec![],
+                "store.url",
+            ),
+            (
+                format!("[store]\nkind = \"redis\"\nurl = \"http://x\"\n{BASE}"),
+                vec![],
+                "store.url",
+            ),
+            (
+                format!("[store]\nkind = \"redis\"\nurl_env = \"NOPE\"\n{BASE}"),
+                vec![],
+                "store.url_env",
+            ),
+            (
+                format!(
+                    "[store]\nkind = \"redis\"\nurl = \"redis://h\"\nprefix = \"a{{b}}\"\n{BASE}"
+                ),
+                vec![],
+                "store.prefix",
+            ),
+            (
+                format!("[store]\nkind = \"redis\"\nurl = \"redis://h\"\nlease_ms = 5\n{BASE}"),
+                vec![],
+                "store.lease_ms",
             ),
             (
                 BASE.to_string(),

@@ -23,6 +23,14 @@ async fn one_owner_one_fetch_and_every_instance_serves_the_same_token() {
     let (s, r) = c.readyz(owner).await;
     assert_eq!(s, 200, "{r}");
     assert_eq!(r["shared"]["redis"]["up"], true);
+    // Canary: nothing secret in any instance's log or metrics.
+    for i in c.live() {
+        let text = std::fs::read_to_string(&c.hub(i).log).unwrap() + &c.metrics(i).await;
+        assert!(text.contains("INFO"), "the log is captured");
+        for secret in [crate::cluster::SECRET, tokens[0].as_str(), c.key.as_str()] {
+            assert!(!text.contains(secret), "hub {i} leaks a secret");
+        }
+    }
 }
 
 /// 100 reports of the same token spread over three instances, two of which
@@ -163,4 +171,30 @@ async fn a_login_can_cross_instances() {
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 200);
+}
+
+/// A rolling restart: SIGTERM gives the leases back, so the next owner
+/// takes over at its next renewal instead of after the lease time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_instance_hands_its_leases_over_at_once() {
+    let lease = Duration::from_millis(6000);
+    let mut c = Cluster::start(Setup {
+        lease_ms: lease.as_millis() as u64,
+        instances: 2,
+        ..Setup::default()
+    })
+    .await;
+    let (owner, _) = c.wait_owner(Duration::from_secs(10)).await;
+    c.signal(owner, "TERM");
+    let t = std::time::Instant::now();
+    let status = c.hubs[owner].as_mut().unwrap().child.wait().await.unwrap();
+    assert!(status.success(), "clean exit: {status:?}");
+    c.hubs[owner] = None;
+    let (next, _) = c.wait_owner(Duration::from_secs(10)).await;
+    let took = t.elapsed();
+    assert_ne!(next, owner);
+    assert!(
+        took < lease / 2,
+        "taken over after {took:?}, not after the {lease:?} lease"
+    );
 }

@@ -314,6 +314,9 @@ impl Credentials {
             concurrency,
         });
         let now = creds.clock.now();
+        if creds.shared.is_some() {
+            creds.metrics.set("wxhub_redis_up", &[], 1.0);
+        }
         for account in creds.accounts.values() {
             for slot in account.slots() {
                 slot.lock().next_refresh_at = now;

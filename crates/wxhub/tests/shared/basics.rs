@@ -198,3 +198,36 @@ async fn a_stopped_instance_hands_its_leases_over_at_once() {
         "taken over after {took:?}, not after the {lease:?} lease"
     );
 }
+
+/// Tickets follow their account's lease: one getticket for the cluster,
+/// and every instance signs JS-SDK configs with the same ticket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tickets_are_fetched_once_and_shared() {
+    let c = Cluster::start(Setup {
+        mode: "stable",
+        tickets: "[\"jsapi\"]",
+        ..Setup::default()
+    })
+    .await;
+    c.wait_owner(Duration::from_secs(10)).await;
+    let app = crate::cluster::APPID;
+    let mut tickets = Vec::new();
+    for i in c.live() {
+        let r = c
+            .http
+            .get(format!("{}/v1/apps/{app}/jsapi_ticket", c.hub(i).base))
+            .bearer_auth(&c.key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200, "hub {i}");
+        let v: serde_json::Value = r.json().await.unwrap();
+        tickets.push(v["jsapi_ticket"].as_str().unwrap().to_string());
+    }
+    assert!(
+        tickets.windows(2).all(|w| w[0] == w[1]),
+        "one ticket for all"
+    );
+    assert_eq!(c.calls("/cgi-bin/ticket/getticket"), 1);
+    assert_eq!(c.fetches(), 1);
+}

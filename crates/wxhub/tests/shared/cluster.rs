@@ -38,6 +38,7 @@ pub struct Setup {
     pub upstream_timeout_ms: u64,
     pub redis: String,
     pub instances: usize,
+    pub tickets: &'static str,
 }
 
 impl Default for Setup {
@@ -48,6 +49,7 @@ impl Default for Setup {
             upstream_timeout_ms: 2000,
             redis: redis_url(),
             instances: 3,
+            tickets: "[]",
         }
     }
 }
@@ -138,7 +140,7 @@ state_secret = "shared-state-secret-0123456789abcdef"
 appid = "{APPID}"
 secret = "{SECRET}"
 token_mode = "{mode}"
-tickets = []
+tickets = {tickets}
 oauth_return_origins = ["http://127.0.0.1:9"]
 
 [[clients]]
@@ -153,6 +155,7 @@ apps = ["{APPID}"]
             base = sim.base_url(),
             timeout = s.upstream_timeout_ms,
             mode = s.mode,
+            tickets = s.tickets,
         );
         std::fs::write(&config, text).unwrap();
         let http = reqwest::Client::builder()
@@ -380,6 +383,13 @@ apps = ["{APPID}"]
             .await
             .unwrap();
         v["openid"].as_str().unwrap().to_string()
+    }
+
+    /// Calls of one platform path so far.
+    pub fn calls(&self, path: &str) -> u64 {
+        self.sim.sim().stats()["apps"][APPID]["calls"][path]
+            .as_u64()
+            .unwrap_or(0)
     }
 
     /// Upstream token fetches so far (classic and stable).

@@ -147,6 +147,9 @@ pub struct Account {
     pub cfg: AccountConfig,
     token: Slot,
     tickets: BTreeMap<TicketKind, Slot>,
+    // Shared mode: this instance holds the lease and has finished taking
+    // over (read, written back, checked for an interrupted fetch).
+    settled: std::sync::atomic::AtomicBool,
 }
 
 impl Account {
@@ -299,6 +302,7 @@ impl Credentials {
                         .iter()
                         .map(|t| (*t, Slot::new(CredKind::Ticket(*t))))
                         .collect(),
+                    settled: std::sync::atomic::AtomicBool::new(false),
                 };
                 (cfg.appid.as_str().to_string(), Arc::new(account))
             })
@@ -600,7 +604,13 @@ impl Credentials {
             return Ok(s);
         }
         let owner = sh.holding(appid).is_some()
-            || matches!(sh.acquire(appid).await, Ok(LeaseOutcome::Held { .. }));
+            || match sh.acquire(appid).await {
+                Ok(LeaseOutcome::Held { fence, new }) => {
+                    self.acquired(&account, fence, new).await;
+                    true
+                }
+                _ => false,
+            };
         if owner {
             let trigger = match failed {
                 Some(f) => Trigger::Invalidate(f),
@@ -641,18 +651,18 @@ impl Credentials {
 
     fn redis_failed(&self, e: &StoreError) {
         let Some(sh) = &self.shared else { return };
-        if sh.set_up(false, self.clock.now(), &e.to_string()) {
+        sh.set_up(false, self.clock.now(), &e.to_string(), || {
             self.metrics.set("wxhub_redis_up", &[], 0.0);
             tracing::error!(error = %e, "redis unreachable: serving the values held in memory, refreshing nothing until it is back");
-        }
+        });
     }
 
     fn redis_ok(&self) {
         let Some(sh) = &self.shared else { return };
-        if sh.set_up(true, self.clock.now(), "") {
+        sh.set_up(true, self.clock.now(), "", || {
             self.metrics.set("wxhub_redis_up", &[], 1.0);
             tracing::info!("redis reachable again");
-        }
+        });
     }
 
     /// Runs the refresh in its own task, so a caller that gives up waiting
@@ -780,6 +790,7 @@ impl Credentials {
             }
         }
         let key = account.store_key(kind);
+        let now_at_start = now;
         let fence = match &self.shared {
             None => 0,
             Some(sh) => {
@@ -888,7 +899,8 @@ impl Credentials {
                     record
                 };
                 slot.changed();
-                self.persist(account, slot, &key, record).await;
+                self.persist(account, slot, &key, record, Some(now_at_start))
+                    .await;
                 let _ = self
                     .store
                     .bump(appid, &format!("fetches:{}", kind.label()), day)
@@ -916,7 +928,7 @@ impl Credentials {
                 // stays: a token may have been minted on the way.
                 if let Some(sh) = &self.shared
                     && e.errcode().is_some()
-                    && let Err(err) = sh.end_fetch(appid, &key, fence).await
+                    && let Err(err) = sh.end_fetch(appid, &key, fence, now_at_start).await
                 {
                     self.redis_failed(&err);
                 }
@@ -942,7 +954,16 @@ impl Credentials {
     /// Writes a fetched value: to the SQLite file, or to Redis under the
     /// lease's fencing number. A refused fenced write means a newer holder
     /// exists: its value replaces ours.
-    async fn persist(&self, account: &Account, slot: &Slot, key: &str, record: Record) {
+    /// `fetch_started`: when the upstream fetch that produced the value
+    /// began (None for a write-back of a value already held).
+    async fn persist(
+        &self,
+        account: &Account,
+        slot: &Slot,
+        key: &str,
+        record: Record,
+        fetch_started: Option<i64>,
+    ) {
         let appid = account.cfg.appid.as_str();
         let Some(sh) = &self.shared else {
             let stored = StoredCredential {
@@ -978,8 +999,26 @@ impl Credentials {
                 );
                 self.lease_lost(appid);
                 slot.lock().current = None;
-                if let Ok(Some(newer)) = sh.load(appid, key).await {
+                let newer = sh.load(appid, key).await.ok().flatten();
+                let newer_hash = newer.as_ref().map(|r| sha256_hex(&r.value));
+                if let Some(newer) = newer {
                     self.adopt(account, slot, newer);
+                }
+                // In classic mode the token thrown away still killed the
+                // stored one: every instance must stop promising it a full
+                // life, and the owner must replace it now.
+                if let Some(started) = fetch_started
+                    && slot.kind == CredKind::AccessToken
+                    && account.cfg.token_mode == TokenMode::Classic
+                {
+                    let marked = sh.mark_minted(appid, key, started).await;
+                    let asked = match &newer_hash {
+                        Some(h) => sh.request(appid, key, Some(h)).await.map(|_| ()),
+                        None => Ok(()),
+                    };
+                    if let Err(e) = marked.and(asked) {
+                        self.redis_failed(&e);
+                    }
                 }
             }
             Err(e) => {
@@ -1285,6 +1324,9 @@ impl Credentials {
         let Some(sh) = self.shared.clone() else {
             return;
         };
+        if let Err(e) = sh.heartbeat().await {
+            self.redis_failed(&e);
+        }
         let asked = futures::stream::iter(self.managed().cloned().collect::<Vec<_>>())
             .map(|account| {
                 let sh = sh.clone();
@@ -1303,19 +1345,13 @@ impl Credentials {
             match outcome {
                 Ok(LeaseOutcome::Held { fence, new }) => {
                     self.redis_ok();
-                    self.metrics
-                        .set("wxhub_lease_held", &[("appid", appid)], 1.0);
-                    if new {
-                        self.metrics
-                            .inc("wxhub_lease_acquired_total", &[("appid", appid)]);
-                        tracing::info!(account.appid = %appid, fence, "this instance now owns the account's refresh");
-                        self.take_over(&account, fence).await;
-                    } else {
-                        self.flush_dirty(&account, fence).await;
-                    }
+                    self.acquired(&account, fence, new).await;
                 }
                 Ok(LeaseOutcome::Other) => {
                     self.redis_ok();
+                    account
+                        .settled
+                        .store(false, std::sync::atomic::Ordering::Relaxed);
                     if had {
                         self.lease_lost(appid);
                         tracing::warn!(account.appid = %appid, "another instance took over the account's refresh");
@@ -1334,24 +1370,49 @@ impl Credentials {
         }
     }
 
-    /// A new owner's first look: adopt what Redis holds, write back a newer
-    /// value held here (Redis may have restarted empty), and refresh at once
-    /// if the previous owner died in the middle of a fetch.
-    async fn take_over(&self, account: &Account, fence: u64) {
-        let Some(sh) = &self.shared else { return };
+    /// After a lease was taken or renewed: a new owner takes over (again,
+    /// until that succeeds); a settled one writes back what Redis missed.
+    async fn acquired(&self, account: &Account, fence: u64, new: bool) {
+        use std::sync::atomic::Ordering;
         let appid = account.cfg.appid.as_str();
-        let now = self.clock.now();
+        self.metrics
+            .set("wxhub_lease_held", &[("appid", appid)], 1.0);
+        if new {
+            account.settled.store(false, Ordering::Relaxed);
+            self.metrics
+                .inc("wxhub_lease_acquired_total", &[("appid", appid)]);
+            tracing::info!(account.appid = %appid, fence, "this instance now owns the account's refresh");
+        }
+        if !account.settled.load(Ordering::Relaxed) {
+            let done = self.take_over(account, fence).await;
+            account.settled.store(done, Ordering::Relaxed);
+        } else {
+            self.flush_dirty(account, fence).await;
+        }
+    }
+
+    /// A new owner's first look: adopt what Redis holds, write back a newer
+    /// value held here (Redis restarted empty, or failed over and lost the
+    /// last write), and refresh at once if the previous owner died in the
+    /// middle of a fetch. Returns false if Redis did not answer: the next
+    /// round tries again.
+    async fn take_over(&self, account: &Account, fence: u64) -> bool {
+        let Some(sh) = &self.shared else { return true };
+        let appid = account.cfg.appid.as_str();
         for slot in account.slots() {
+            // No refresh of this slot may run between the read and the
+            // write-back, or the write-back could replace its newer value.
+            let _fetching = slot.fetch.lock().await;
+            let now = self.clock.now();
             let key = account.store_key(slot.kind);
             let rec = match sh.load(appid, &key).await {
                 Ok(r) => r,
                 Err(e) => {
                     self.redis_failed(&e);
-                    return;
+                    return false;
                 }
             };
-            // Redis restarted empty: the value held here is the newest there is.
-            let stored_at = rec.as_ref().map(|r| r.fetched_at);
+            let stored_seq = rec.as_ref().map(|r| r.seq);
             let interrupted = rec.as_ref().and_then(|r| r.pending_since);
             if let Some(rec) = rec {
                 self.adopt(account, slot, rec);
@@ -1364,9 +1425,10 @@ impl Credentials {
                 {
                     st.next_refresh_at = st.next_refresh_at.min(now);
                 }
+                let newer_here = stored_seq.is_none_or(|s| st.seq > s);
                 st.current
                     .as_ref()
-                    .filter(|c| now < c.expires_at && stored_at.is_none())
+                    .filter(|c| now < c.expires_at && newer_here)
                     .map(|c| Record {
                         value: c.value.expose_secret().to_string(),
                         expires_at: c.expires_at,
@@ -1380,14 +1442,19 @@ impl Credentials {
             };
             if let Some(record) = mine {
                 tracing::info!(account.appid = %appid, kind = slot.kind.label(), "redis lacks the value held here; writing it back");
-                self.persist(account, slot, &key, record).await;
+                self.persist(account, slot, &key, record, None).await;
             }
         }
+        true
     }
 
     /// Writes back values fetched while Redis was away.
     async fn flush_dirty(&self, account: &Account, fence: u64) {
         for slot in account.slots() {
+            if !slot.lock().dirty {
+                continue;
+            }
+            let _fetching = slot.fetch.lock().await;
             let record = {
                 let st = slot.lock();
                 if !st.dirty {
@@ -1406,7 +1473,7 @@ impl Credentials {
             };
             if let Some(record) = record {
                 slot.lock().dirty = false;
-                self.persist(account, slot, &account.store_key(slot.kind), record)
+                self.persist(account, slot, &account.store_key(slot.kind), record, None)
                     .await;
             }
         }
@@ -1473,6 +1540,11 @@ impl Credentials {
             }
         }
         let mut messages = pubsub.on_message();
+        // A connection cut without a reset stays silent forever: not hearing
+        // our own heartbeat (sent every lease round) for this long means
+        // the connection is dead.
+        let silence = sh.lease_ttl() * 2;
+        let mut heard = tokio::time::Instant::now();
         loop {
             tokio::select! {
                 msg = messages.next() => {
@@ -1481,9 +1553,17 @@ impl Credentials {
                     };
                     let payload: String = msg.get_payload().unwrap_or_default();
                     let request = msg.get_channel_name() != changes;
-                    if let Some(note) = Note::parse(request, &payload) {
-                        self.on_note(note);
+                    match Note::parse(request, &payload) {
+                        Some(Note::Heartbeat { instance }) if instance == sh.instance() => {
+                            heard = tokio::time::Instant::now();
+                        }
+                        Some(Note::Heartbeat { .. }) => {}
+                        Some(note) => self.on_note(note),
+                        None => {}
                     }
+                }
+                _ = tokio::time::sleep_until(heard + silence) => {
+                    return Err(StoreError::new("redis pub/sub connection silent; reconnecting"));
                 }
                 _ = shutdown.changed() => return Ok(()),
             }
@@ -1493,6 +1573,7 @@ impl Credentials {
     fn on_note(self: &Arc<Self>, note: Note) {
         let this = self.clone();
         match note {
+            Note::Heartbeat { .. } => {}
             Note::Changed { appid, kind } => {
                 let Some(account) = self.accounts.get(&appid).cloned() else {
                     return;

@@ -17,7 +17,6 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use redis::Script;
@@ -93,8 +92,8 @@ pub struct Shared {
     instance: String,
     lease_ttl: Duration,
     held: Mutex<HashMap<String, Held>>,
-    up: AtomicBool,
-    down_reason: Mutex<Option<(i64, String)>>,
+    // Whether Redis answered last time; when not, since when and why.
+    health: Mutex<Result<(), (i64, String)>>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -133,21 +132,37 @@ return 0
 ";
 
 // Marks an upstream fetch as started, if the caller still holds the lease.
+// The earliest unwritten start is kept: a token minted then dooms the stored
+// one from then on, whatever later attempts do.
 // KEYS: lease, credential. ARGV: holder, now, channel, note.
 const BEGIN_FETCH: &str = r"
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 if redis.call('EXISTS', KEYS[2]) == 1 then
-  redis.call('HSET', KEYS[2], 'pending', ARGV[2])
+  if redis.call('HSETNX', KEYS[2], 'pending', ARGV[2]) == 1 then
+    redis.call('PUBLISH', ARGV[3], ARGV[4])
+  end
+end
+return 1
+";
+
+// Clears the mark when the platform answered this fetch with an error
+// (nothing was minted), unless an earlier fetch's mark is there.
+// KEYS: lease, credential. ARGV: holder, start, channel, note.
+const END_FETCH: &str = r"
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if redis.call('HGET', KEYS[2], 'pending') == ARGV[2] then
+  redis.call('HDEL', KEYS[2], 'pending')
   redis.call('PUBLISH', ARGV[3], ARGV[4])
 end
 return 1
 ";
 
-// Clears the mark when the platform answered with an error: nothing was
-// minted. KEYS: lease, credential. ARGV: holder, channel, note.
-const END_FETCH: &str = r"
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-if redis.call('HDEL', KEYS[2], 'pending') == 1 then
+// A refused writer's fetch minted a token nobody will use; in classic mode
+// it dooms the stored one. Marked without a lease: it only shortens what
+// clients are told. KEYS: credential. ARGV: start, channel, note.
+const MARK_MINTED: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  redis.call('HSETNX', KEYS[1], 'pending', ARGV[1])
   redis.call('PUBLISH', ARGV[2], ARGV[3])
 end
 return 1
@@ -183,8 +198,7 @@ impl Shared {
             instance,
             lease_ttl,
             held: Mutex::new(HashMap::new()),
-            up: AtomicBool::new(true),
-            down_reason: Mutex::new(None),
+            health: Mutex::new(Ok(())),
         }
     }
 
@@ -221,29 +235,30 @@ impl Shared {
         self.held.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Records whether Redis answered; returns true when this changes it.
-    pub fn set_up(&self, up: bool, now: i64, reason: &str) -> bool {
-        let was = self.up.swap(up, Ordering::Relaxed);
-        let mut r = self.down_reason.lock().unwrap_or_else(|e| e.into_inner());
-        if up {
-            *r = None;
-        } else if r.is_none() {
-            *r = Some((now, reason.to_string()));
+    /// Records whether Redis answered. When that changes, `changed` runs
+    /// under the same lock, so the metric and the log it updates cannot
+    /// disagree with the state when a success and a failure race.
+    pub fn set_up(&self, up: bool, now: i64, reason: &str, changed: impl FnOnce()) {
+        let mut h = self.health.lock().unwrap_or_else(|e| e.into_inner());
+        match (&*h, up) {
+            (Ok(()), true) | (Err(_), false) => {}
+            (Ok(()), false) => {
+                *h = Err((now, reason.to_string()));
+                changed();
+            }
+            (Err(_), true) => {
+                *h = Ok(());
+                changed();
+            }
         }
-        was != up
     }
 
     /// Whether Redis answered last time, and if not since when and why.
     pub fn health(&self) -> Result<(), (i64, String)> {
-        if self.up.load(Ordering::Relaxed) {
-            return Ok(());
-        }
-        Err(self
-            .down_reason
+        self.health
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
-            .unwrap_or((0, "redis unreachable".into())))
     }
 
     /// Takes or renews the account's lease.
@@ -284,14 +299,10 @@ impl Shared {
     /// of the lease time keeps a holder from acting on a lease that is about
     /// to lapse.
     pub fn holding(&self, appid: &str) -> Option<u64> {
-        let mut held = self.lock();
-        let h = *held.get(appid)?;
-        if h.confirmed.elapsed() < self.lease_ttl.mul_f64(2.0 / 3.0) {
-            Some(h.fence)
-        } else {
-            held.remove(appid);
-            None
-        }
+        // A lapsed entry stays until renewal or loss decides, so shutdown
+        // can still give it back if Redis kept it.
+        let h = *self.lock().get(appid)?;
+        (h.confirmed.elapsed() < self.lease_ttl.mul_f64(2.0 / 3.0)).then_some(h.fence)
     }
 
     /// Forgets a lease (lost, or about to be released).
@@ -376,15 +387,23 @@ impl Shared {
         Ok(ok == 1)
     }
 
-    /// Clears the started-fetch mark after the platform answered an error.
+    /// Clears the started-fetch mark of the fetch begun at `started` after
+    /// the platform answered it with an error.
     ///
     /// # Errors
     /// If Redis cannot be asked.
-    pub async fn end_fetch(&self, appid: &str, kind: &str, fence: u64) -> Result<(), StoreError> {
+    pub async fn end_fetch(
+        &self,
+        appid: &str,
+        kind: &str,
+        fence: u64,
+        started: i64,
+    ) -> Result<(), StoreError> {
         let _: i64 = Script::new(END_FETCH)
             .key(self.redis.app_key(appid, "lease"))
             .key(self.redis.app_key(appid, &format!("cred:{kind}")))
             .arg(self.holder(fence))
+            .arg(started)
             .arg(self.changes_channel())
             .arg(Self::note(appid, kind))
             .invoke_async(&mut self.redis.conn())
@@ -424,6 +443,42 @@ impl Shared {
         Ok(Some(seq))
     }
 
+    /// Marks the stored value as doomed by a fetch begun at `started` whose
+    /// token was thrown away (its write was refused).
+    ///
+    /// # Errors
+    /// If Redis cannot be asked.
+    pub async fn mark_minted(
+        &self,
+        appid: &str,
+        kind: &str,
+        started: i64,
+    ) -> Result<(), StoreError> {
+        let _: i64 = Script::new(MARK_MINTED)
+            .key(self.redis.app_key(appid, &format!("cred:{kind}")))
+            .arg(started)
+            .arg(self.changes_channel())
+            .arg(Self::note(appid, kind))
+            .invoke_async(&mut self.redis.conn())
+            .await?;
+        Ok(())
+    }
+
+    /// Tells every instance (itself included) that this one is alive and
+    /// listening: a subscriber that stops hearing its own heartbeat has a
+    /// dead connection, even if TCP never said so.
+    ///
+    /// # Errors
+    /// If Redis cannot be asked.
+    pub async fn heartbeat(&self) -> Result<(), StoreError> {
+        let _: i64 = redis::cmd("PUBLISH")
+            .arg(self.changes_channel())
+            .arg(format!("\theartbeat\t{}", self.instance))
+            .query_async(&mut self.redis.conn())
+            .await?;
+        Ok(())
+    }
+
     /// Asks the owner to refresh: after `failed_sha256` was rejected, or
     /// because no valid value is held (`None`). Returns how many instances
     /// listen.
@@ -448,6 +503,11 @@ impl Shared {
 /// A parsed pub/sub note.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Note {
+    /// An instance's heartbeat.
+    Heartbeat {
+        /// Its name.
+        instance: String,
+    },
     /// The account's credential changed in Redis.
     Changed {
         /// The account.
@@ -472,6 +532,11 @@ impl Note {
         let mut parts = payload.split('\t');
         let appid = parts.next()?.to_string();
         let kind = parts.next()?.to_string();
+        if appid.is_empty() && kind == "heartbeat" && !request {
+            return Some(Note::Heartbeat {
+                instance: parts.next()?.to_string(),
+            });
+        }
         if request {
             let failed = parts.next()?;
             Some(Note::Request {
@@ -507,6 +572,12 @@ mod tests {
             })
         );
         assert_eq!(Note::parse(true, "wx1\tticket:jsapi"), None);
+        assert_eq!(
+            Note::parse(false, "\theartbeat\t123-ab"),
+            Some(Note::Heartbeat {
+                instance: "123-ab".into()
+            })
+        );
     }
 
     #[test]

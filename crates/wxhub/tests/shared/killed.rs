@@ -69,7 +69,7 @@ async fn killed_owners_are_replaced_without_extra_fetches_or_dead_tokens() {
 
     for round in 0..rounds {
         if let Some(k) = kill_rounds.iter().position(|r| *r == round) {
-            let owner = c.owner().await.expect("an owner before the kill");
+            let (owner, _) = c.wait_owner(Duration::from_secs(10)).await;
             if mid_refresh[k] {
                 // Jump to the owner's planned refresh, hold its token call
                 // in the simulator, and kill the owner while it waits.

@@ -80,16 +80,27 @@ async fn a_paused_owner_cannot_overwrite_the_newer_token() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    for i in [owner, other] {
-        let (s, v) = c.token_from(i).await;
-        assert_eq!(s, 200);
-        assert_eq!(
-            v["access_token"].as_str().unwrap(),
-            newer,
-            "hub {i} serves the newer token"
-        );
-    }
-    assert_eq!(c.use_token(&newer).await, 0, "the newer token works");
+    // In classic mode the discarded token may have been minted after the
+    // newer one and doomed it: the owner replaces it once, as a precaution.
+    let t = Instant::now();
+    let agreed = loop {
+        let (_, a) = c.token_from(owner).await;
+        let (_, b) = c.token_from(other).await;
+        let (a, b) = (a["access_token"].clone(), b["access_token"].clone());
+        if a == b && a != newer.as_str() && c.fetches() - before == 3 {
+            break a.as_str().unwrap().to_string();
+        }
+        assert!(t.elapsed() < Duration::from_secs(10), "{a} vs {b}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_ne!(agreed, first);
+    assert_eq!(
+        c.use_token(&agreed).await,
+        0,
+        "the token everyone serves works"
+    );
     assert_eq!(c.account(owner).await["refresh_owner"], false);
-    assert_eq!(c.fetches() - before, 2, "no fetch after resuming");
+    assert_eq!(c.account(other).await["refresh_owner"], true);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(c.fetches() - before, 3, "nothing more");
 }

@@ -4,6 +4,8 @@ use std::time::{Duration, Instant};
 
 use crate::cluster::{Cluster, Setup};
 
+const PASSWORD: &str = "redis-canary-password-0123456789";
+
 /// A private `redis-server` that keeps nothing on disk, so a restart
 /// starts empty, as the machine's Redis does.
 struct PrivateRedis {
@@ -17,6 +19,7 @@ impl PrivateRedis {
         let child = std::process::Command::new(&bin)
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
+            .args(["--requirepass", PASSWORD])
             .stdout(std::process::Stdio::null())
             .spawn()
             .unwrap_or_else(|e| {
@@ -38,7 +41,7 @@ impl PrivateRedis {
     }
 
     fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        format!("redis://:{PASSWORD}@127.0.0.1:{}", self.port)
     }
 
     fn stop(&mut self) {
@@ -64,11 +67,20 @@ fn free_port() -> u16 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_redis_restart_costs_no_fetch_burst_and_everyone_recovers() {
+async fn a_redis_restart_costs_no_fetch_burst_and_everyone_recovers_stable() {
+    redis_restart("stable").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_restart_costs_no_fetch_burst_and_everyone_recovers_classic() {
+    redis_restart("classic").await;
+}
+
+async fn redis_restart(mode: &'static str) {
     let port = free_port();
     let mut redis = PrivateRedis::start(port);
     let mut c = Cluster::start(Setup {
-        mode: "stable",
+        mode,
         redis: redis.url(),
         ..Setup::default()
     })
@@ -139,4 +151,55 @@ async fn a_redis_restart_costs_no_fetch_burst_and_everyone_recovers() {
     assert_eq!(c.fetches() - before, 1, "exactly the refresh that came due");
     assert_eq!(c.use_token(&fresh).await, 0);
     assert!(c.all_running(), "no instance crashed");
+    for i in c.live() {
+        let log = std::fs::read_to_string(&c.hub(i).log).unwrap();
+        assert!(log.contains("redis reachable again"), "hub {i}:\n{log}");
+        assert!(!log.contains(PASSWORD), "hub {i} logs the redis password");
+        assert!(!c.readyz(i).await.1.to_string().contains(PASSWORD));
+    }
+}
+
+/// Redis drops every pub/sub connection (as on a failover or a proxy
+/// restart): the instances resubscribe, and a report sent to a follower
+/// still reaches the owner.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_subscriptions_are_reestablished() {
+    let redis = PrivateRedis::start(free_port());
+    let c = Cluster::start(Setup {
+        redis: redis.url(),
+        instances: 2,
+        ..Setup::default()
+    })
+    .await;
+    let (owner, _) = c.wait_owner(Duration::from_secs(10)).await;
+    let follower = 1 - owner;
+    let (_, v) = c.token_from(follower).await;
+    let old = v["access_token"].as_str().unwrap().to_string();
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let killed: i64 = redis::cmd("CLIENT")
+        .arg(&["KILL", "TYPE", "pubsub"])
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(killed, 2, "one subscription per instance");
+    let t = Instant::now();
+    loop {
+        let n: Vec<(String, i64)> = redis::cmd("PUBSUB")
+            .arg("NUMSUB")
+            .arg(format!("{}:requests", c.prefix))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        if n[0].1 == 2 {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(10), "not resubscribed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let before = c.fetches();
+    let (s, v) = c.invalidate_at(follower, &old).await;
+    assert_eq!(s, 200, "{v}");
+    assert_ne!(v["access_token"].as_str().unwrap(), old);
+    assert_eq!(c.fetches() - before, 1);
 }

@@ -16,7 +16,7 @@
 //! refresh" notes; the values stay in keys, read after the note.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
 use redis::Script;
@@ -190,6 +190,19 @@ redis.call('PUBLISH', ARGV[8], ARGV[9])
 return seq
 ";
 
+// Compiled once: a Script hashes its source, and invoking it sends EVALSHA
+// first, so each call is one small round trip.
+static ACQUIRE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(ACQUIRE));
+static RELEASE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(RELEASE));
+static BEGIN_FETCH_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(BEGIN_FETCH));
+static END_FETCH_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(END_FETCH));
+static MARK_MINTED_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(MARK_MINTED));
+static WRITE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(WRITE));
+
+fn script(s: &Script) -> redis::ScriptInvocation<'_> {
+    s.prepare_invoke()
+}
+
 impl Shared {
     /// Wraps a connected store. `instance` names this process in leases.
     pub fn new(redis: RedisStore, instance: String, lease_ttl: Duration) -> Shared {
@@ -268,7 +281,7 @@ impl Shared {
     /// has passed locally.
     pub async fn acquire(&self, appid: &str) -> Result<LeaseOutcome, StoreError> {
         let asked = Instant::now();
-        let (fence, new): (u64, u8) = Script::new(ACQUIRE)
+        let (fence, new): (u64, u8) = script(&ACQUIRE_SCRIPT)
             .key(self.redis.app_key(appid, "lease"))
             .key(self.redis.app_key(appid, "fence"))
             .arg(&self.instance)
@@ -315,7 +328,7 @@ impl Shared {
     pub async fn release_all(&self) {
         let held: Vec<(String, Held)> = self.lock().drain().collect();
         for (appid, h) in held {
-            let _: Result<i64, _> = Script::new(RELEASE)
+            let _: Result<i64, _> = script(&RELEASE_SCRIPT)
                 .key(self.redis.app_key(&appid, "lease"))
                 .arg(self.holder(h.fence))
                 .invoke_async(&mut self.redis.conn())
@@ -372,7 +385,7 @@ impl Shared {
         fence: u64,
         now: i64,
     ) -> Result<bool, StoreError> {
-        let ok: i64 = Script::new(BEGIN_FETCH)
+        let ok: i64 = script(&BEGIN_FETCH_SCRIPT)
             .key(self.redis.app_key(appid, "lease"))
             .key(self.redis.app_key(appid, &format!("cred:{kind}")))
             .arg(self.holder(fence))
@@ -399,7 +412,7 @@ impl Shared {
         fence: u64,
         started: i64,
     ) -> Result<(), StoreError> {
-        let _: i64 = Script::new(END_FETCH)
+        let _: i64 = script(&END_FETCH_SCRIPT)
             .key(self.redis.app_key(appid, "lease"))
             .key(self.redis.app_key(appid, &format!("cred:{kind}")))
             .arg(self.holder(fence))
@@ -422,7 +435,7 @@ impl Shared {
         kind: &str,
         r: &Record,
     ) -> Result<Option<u64>, StoreError> {
-        let seq: u64 = Script::new(WRITE)
+        let seq: u64 = script(&WRITE_SCRIPT)
             .key(self.redis.app_key(appid, "lease"))
             .key(self.redis.app_key(appid, &format!("cred:{kind}")))
             .arg(self.holder(r.fence))
@@ -454,7 +467,7 @@ impl Shared {
         kind: &str,
         started: i64,
     ) -> Result<(), StoreError> {
-        let _: i64 = Script::new(MARK_MINTED)
+        let _: i64 = script(&MARK_MINTED_SCRIPT)
             .key(self.redis.app_key(appid, &format!("cred:{kind}")))
             .arg(started)
             .arg(self.changes_channel())
@@ -578,6 +591,176 @@ mod tests {
                 instance: "123-ab".into()
             })
         );
+    }
+
+    fn redis_url() -> String {
+        std::env::var("WXHUB_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+    }
+
+    async fn pair(lease_ms: u64) -> (Shared, Shared, String) {
+        let prefix = format!(
+            "wxhub-shared-unit-{}-{}",
+            std::process::id(),
+            rand::random::<u32>()
+        );
+        let a = RedisStore::connect(&redis_url(), &prefix)
+            .await
+            .expect("redis");
+        let b = RedisStore::connect(&redis_url(), &prefix)
+            .await
+            .expect("redis");
+        let ttl = Duration::from_millis(lease_ms);
+        (
+            Shared::new(a, "a".into(), ttl),
+            Shared::new(b, "b".into(), ttl),
+            prefix,
+        )
+    }
+
+    async fn cleanup(s: &Shared, prefix: &str) {
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{prefix}:*"))
+            .query_async(&mut s.redis.conn())
+            .await
+            .unwrap_or_default();
+        if !keys.is_empty() {
+            let _: Result<(), _> = redis::cmd("DEL")
+                .arg(keys)
+                .query_async(&mut s.redis.conn())
+                .await;
+        }
+    }
+
+    fn record(value: &str, fence: u64) -> Record {
+        Record {
+            value: value.into(),
+            expires_at: 9_000,
+            fetched_at: 1_000,
+            first_seen: 1_000,
+            fence,
+            seq: 0,
+            refresh_at: 8_000,
+            pending_since: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_lapsed_holder_can_neither_fetch_nor_write() {
+        let (a, b, prefix) = pair(300).await;
+        let k = "access_token:classic";
+        let Ok(LeaseOutcome::Held {
+            fence: f1,
+            new: true,
+        }) = a.acquire("wx1").await
+        else {
+            panic!("a takes the free lease");
+        };
+        assert_eq!(
+            a.acquire("wx1").await.unwrap(),
+            LeaseOutcome::Held {
+                fence: f1,
+                new: false
+            },
+            "renewed"
+        );
+        assert_eq!(b.acquire("wx1").await.unwrap(), LeaseOutcome::Other);
+        let s1 = a
+            .write("wx1", k, &record("T1", f1))
+            .await
+            .unwrap()
+            .expect("written");
+        // a pauses past its lease; b takes over with a higher fence.
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert_eq!(a.holding("wx1"), None, "a no longer trusts its lease");
+        let Ok(LeaseOutcome::Held {
+            fence: f2,
+            new: true,
+        }) = b.acquire("wx1").await
+        else {
+            panic!("b takes the lapsed lease");
+        };
+        assert!(f2 > f1);
+        assert!(b.begin_fetch("wx1", k, f2, 1_100).await.unwrap());
+        let s2 = b
+            .write("wx1", k, &record("T2", f2))
+            .await
+            .unwrap()
+            .expect("written");
+        assert!(s2 > s1, "sequence grows");
+        // a resumes: nothing it does lands.
+        assert!(!a.begin_fetch("wx1", k, f1, 1_200).await.unwrap());
+        assert_eq!(a.write("wx1", k, &record("T3", f1)).await.unwrap(), None);
+        let stored = b.load("wx1", k).await.unwrap().unwrap();
+        assert_eq!(
+            (stored.value.as_str(), stored.fence, stored.seq),
+            ("T2", f2, s2)
+        );
+        assert_eq!(stored.pending_since, None, "a write clears the mark");
+        // Releasing is for the holder only.
+        a.release_all().await;
+        assert_eq!(a.acquire("wx1").await.unwrap(), LeaseOutcome::Other);
+        cleanup(&a, &prefix).await;
+    }
+
+    #[tokio::test]
+    async fn the_earliest_fetch_mark_stays_until_its_own_fetch_clears_it() {
+        let (a, _b, prefix) = pair(5_000).await;
+        let k = "access_token:classic";
+        let Ok(LeaseOutcome::Held { fence, .. }) = a.acquire("wx1").await else {
+            panic!("lease");
+        };
+        a.write("wx1", k, &record("T1", fence))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(a.begin_fetch("wx1", k, fence, 1_000).await.unwrap());
+        assert!(a.begin_fetch("wx1", k, fence, 1_030).await.unwrap());
+        let pending = |r: Option<Record>| r.unwrap().pending_since;
+        assert_eq!(pending(a.load("wx1", k).await.unwrap()), Some(1_000));
+        a.end_fetch("wx1", k, fence, 1_030).await.unwrap();
+        assert_eq!(
+            pending(a.load("wx1", k).await.unwrap()),
+            Some(1_000),
+            "not its mark"
+        );
+        a.end_fetch("wx1", k, fence, 1_000).await.unwrap();
+        assert_eq!(pending(a.load("wx1", k).await.unwrap()), None);
+        a.mark_minted("wx1", k, 1_050).await.unwrap();
+        assert_eq!(pending(a.load("wx1", k).await.unwrap()), Some(1_050));
+        cleanup(&a, &prefix).await;
+    }
+
+    #[tokio::test]
+    async fn sequence_numbers_grow_across_an_emptied_redis() {
+        let (a, _b, prefix) = pair(5_000).await;
+        let k = "ticket:jsapi";
+        let Ok(LeaseOutcome::Held { fence, .. }) = a.acquire("wx1").await else {
+            panic!("lease");
+        };
+        let mut last = 0;
+        for _ in 0..20 {
+            let s = a
+                .write("wx1", k, &record("T", fence))
+                .await
+                .unwrap()
+                .unwrap();
+            assert!(s > last);
+            last = s;
+        }
+        // Redis restarted empty: the fence counter starts over, the
+        // sequence does not go back.
+        cleanup(&a, &prefix).await;
+        let Ok(LeaseOutcome::Held {
+            fence: f,
+            new: true,
+        }) = a.acquire("wx1").await
+        else {
+            panic!("lease again");
+        };
+        assert_eq!(f, 1);
+        let s = a.write("wx1", k, &record("T", f)).await.unwrap().unwrap();
+        assert!(s > last, "{s} after {last}");
+        cleanup(&a, &prefix).await;
     }
 
     #[test]

@@ -49,7 +49,11 @@ pub async fn status_page(State(app): State<Arc<App>>, _: Admin) -> Html<String> 
                 },
                 esc(&a.appid),
                 esc(&a.name),
-                a.token_mode,
+                match a.refresh_owner {
+                    None => a.token_mode.to_string(),
+                    Some(true) => format!("{}<br><small>refreshed here</small>", a.token_mode),
+                    Some(false) => format!("{}<br><small>followed</small>", a.token_mode),
+                },
                 s.kind,
                 s.age_secs.map(dur).unwrap_or_else(|| "-".into()),
                 s.remaining_secs.map(dur).unwrap_or_else(|| "-".into()),
@@ -68,11 +72,26 @@ pub async fn status_page(State(app): State<Arc<App>>, _: Admin) -> Html<String> 
             );
         }
     }
+    let shared = match app.creds.shared() {
+        None => String::new(),
+        Some(sh) => match sh.health() {
+            Ok(()) => format!(
+                "<p>Shared mode: instance <code>{}</code>, Redis up.</p>",
+                esc(sh.instance())
+            ),
+            Err((since, reason)) => format!(
+                "<p class=\"bad\">Shared mode: instance <code>{}</code>, <b>Redis unreachable</b> for {} ({}): serving held tokens, refreshing nothing.</p>",
+                esc(sh.instance()),
+                dur(now - since),
+                esc(&reason)
+            ),
+        },
+    };
     Html(format!(
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>wxhub</title><style>\
 body{{font-family:sans-serif;margin:24px}}table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}}\
-tr.bad td{{background:#fdd}}tr.warn td{{background:#ffd}}</style></head><body><h1>wxhub</h1>\
-<p>{} accounts. <a href=\"/readyz\">/readyz</a> · <a href=\"/metrics\">/metrics</a> · <a href=\"/openapi.json\">/openapi.json</a></p>\
+tr.bad td,p.bad{{background:#fdd}}tr.warn td{{background:#ffd}}</style></head><body><h1>wxhub</h1>\
+<p>{} accounts. <a href=\"/readyz\">/readyz</a> · <a href=\"/metrics\">/metrics</a> · <a href=\"/openapi.json\">/openapi.json</a></p>{shared}\
 <table><tr><th>account</th><th>mode</th><th>credential</th><th>age</th><th>time left</th><th>last refresh</th><th>last error</th><th>fetches today</th></tr>{rows}</table></body></html>",
         app.creds.accounts().count()
     ))

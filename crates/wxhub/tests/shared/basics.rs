@@ -23,6 +23,20 @@ async fn one_owner_one_fetch_and_every_instance_serves_the_same_token() {
     let (s, r) = c.readyz(owner).await;
     assert_eq!(s, 200, "{r}");
     assert_eq!(r["shared"]["redis"]["up"], true);
+    for i in c.live() {
+        let page = c
+            .http
+            .get(format!("{}/", c.hub(i).base))
+            .bearer_auth(&c.admin)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let expect = if i == owner { "refreshed here" } else { "followed" };
+        assert!(page.contains(expect) && page.contains("Redis up"), "hub {i}: {page}");
+    }
     // Canary: nothing secret in any instance's log or metrics.
     for i in c.live() {
         let text = std::fs::read_to_string(&c.hub(i).log).unwrap() + &c.metrics(i).await;

@@ -34,8 +34,15 @@ async fn one_owner_one_fetch_and_every_instance_serves_the_same_token() {
             .text()
             .await
             .unwrap();
-        let expect = if i == owner { "refreshed here" } else { "followed" };
-        assert!(page.contains(expect) && page.contains("Redis up"), "hub {i}: {page}");
+        let expect = if i == owner {
+            "refreshed here"
+        } else {
+            "followed"
+        };
+        assert!(
+            page.contains(expect) && page.contains("Redis up"),
+            "hub {i}: {page}"
+        );
     }
     // Canary: nothing secret in any instance's log or metrics.
     for i in c.live() {
@@ -244,4 +251,70 @@ async fn tickets_are_fetched_once_and_shared() {
     );
     assert_eq!(c.calls("/cgi-bin/ticket/getticket"), 1);
     assert_eq!(c.fetches(), 1);
+}
+
+/// Many accounts (a third-party platform's case): every account has
+/// exactly one owner, one fetch, and the same token on every instance.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_hundred_accounts_one_owner_and_one_fetch_each() {
+    let extra = 300;
+    let c = Cluster::start(Setup {
+        instances: 2,
+        extra_accounts: extra,
+        ..Setup::default()
+    })
+    .await;
+    let appids: Vec<String> = std::iter::once(crate::cluster::APPID.to_string())
+        .chain((0..extra).map(crate::cluster::extra_appid))
+        .collect();
+    let t = std::time::Instant::now();
+    loop {
+        let mut owners = std::collections::HashMap::new();
+        for i in c.live() {
+            for a in c.apps(i).await.unwrap()["apps"].as_array().unwrap() {
+                if a["refresh_owner"] == true {
+                    *owners
+                        .entry(a["appid"].as_str().unwrap().to_string())
+                        .or_insert(0) += 1;
+                }
+            }
+        }
+        assert!(
+            owners.values().all(|n| *n == 1),
+            "two owners of one account"
+        );
+        if owners.len() == appids.len() {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "{} of {} owned",
+            owners.len(),
+            appids.len()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for appid in &appids {
+        let mut seen = Vec::new();
+        for i in c.live() {
+            let r = c
+                .http
+                .get(format!("{}/v1/apps/{appid}/access_token", c.hub(i).base))
+                .bearer_auth(&c.key)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status().as_u16(), 200, "{appid} on hub {i}");
+            let v: serde_json::Value = r.json().await.unwrap();
+            seen.push(v["access_token"].as_str().unwrap().to_string());
+        }
+        assert_eq!(seen[0], seen[1], "{appid}: one token on both instances");
+    }
+    let stats = c.sim.sim().stats();
+    for appid in &appids {
+        let calls = &stats["apps"][appid]["calls"];
+        let fetches = calls["/cgi-bin/token"].as_u64().unwrap_or(0)
+            + calls["/cgi-bin/stable_token"].as_u64().unwrap_or(0);
+        assert_eq!(fetches, 1, "{appid}: one fetch");
+    }
 }

@@ -39,6 +39,8 @@ pub struct Setup {
     pub redis: String,
     pub instances: usize,
     pub tickets: &'static str,
+    /// More accounts beside APPID (`extra_appid(n)`), for scale.
+    pub extra_accounts: usize,
 }
 
 impl Default for Setup {
@@ -50,6 +52,7 @@ impl Default for Setup {
             redis: redis_url(),
             instances: 3,
             tickets: "[]",
+            extra_accounts: 0,
         }
     }
 }
@@ -74,8 +77,19 @@ pub struct Cluster {
     started: usize,
 }
 
-fn world() -> String {
-    format!(
+pub fn extra_appid(n: usize) -> String {
+    format!("wx2{n:015}")
+}
+
+fn world(extra: usize) -> String {
+    let mut more = String::new();
+    for n in 0..extra {
+        more.push_str(&format!(
+            "\n[[accounts]]\nappid = \"{}\"\nsecret = \"extra-secret-{n}\"\n",
+            extra_appid(n)
+        ));
+    }
+    more + &format!(
         r#"
 [clock]
 start = {START}
@@ -100,13 +114,24 @@ consent = "allow"
     )
 }
 
+fn extra_config(extra: usize) -> String {
+    (0..extra)
+        .map(|n| {
+            format!(
+                "\n[[accounts]]\nappid = \"{}\"\nsecret = \"extra-secret-{n}\"\ntickets = []\n",
+                extra_appid(n)
+            )
+        })
+        .collect()
+}
+
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 impl Cluster {
     pub async fn start(s: Setup) -> Cluster {
-        let world = wx_sim::World::from_toml_str(&world()).expect("world");
+        let world = wx_sim::World::from_toml_str(&world(s.extra_accounts)).expect("world");
         let sim = wx_sim::Simulator::spawn(world).await.expect("sim");
         let key = wxhub::auth::new_key();
         let admin = wxhub::auth::new_key();
@@ -143,10 +168,11 @@ token_mode = "{mode}"
 tickets = {tickets}
 oauth_return_origins = ["http://127.0.0.1:9"]
 
+{extra}
 [[clients]]
 name = "shop"
 key_sha256 = "{key_hash}"
-apps = ["{APPID}"]
+apps = ["*"]
 "#,
             admin_hash = hex(&wxhub::auth::hash_key(&admin)),
             key_hash = hex(&wxhub::auth::hash_key(&key)),
@@ -156,6 +182,7 @@ apps = ["{APPID}"]
             timeout = s.upstream_timeout_ms,
             mode = s.mode,
             tickets = s.tickets,
+            extra = extra_config(s.extra_accounts),
         );
         std::fs::write(&config, text).unwrap();
         let http = reqwest::Client::builder()

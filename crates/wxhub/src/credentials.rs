@@ -1302,9 +1302,13 @@ impl Credentials {
             .as_ref()
             .map_or(Duration::from_secs(1), |sh| sh.lease_ttl() / 3);
         loop {
-            self.lease_round().await;
+            // Wake when another holder's lease would lapse, if that comes
+            // before the next renewal: a dead holder's accounts are then
+            // taken over within the lease time, not a renewal period later.
+            let lapse = self.lease_round().await;
+            let wait = lapse.map_or(period, |l| period.min(l + Duration::from_millis(5)));
             tokio::select! {
-                _ = tokio::time::sleep(period) => {}
+                _ = tokio::time::sleep(wait) => {}
                 _ = shutdown.changed() => return,
             }
         }
@@ -1319,11 +1323,10 @@ impl Credentials {
 
     /// One pass over every account: renews or takes its lease; takes over
     /// what a dead holder left; follows the owner where another holds it.
-    pub async fn lease_round(self: &Arc<Self>) {
+    /// Returns when the soonest lease held by another instance lapses.
+    pub async fn lease_round(self: &Arc<Self>) -> Option<Duration> {
         use futures::StreamExt;
-        let Some(sh) = self.shared.clone() else {
-            return;
-        };
+        let sh = self.shared.clone()?;
         if let Err(e) = sh.heartbeat().await {
             self.redis_failed(&e);
         }
@@ -1340,6 +1343,7 @@ impl Credentials {
             .buffer_unordered(16)
             .collect::<Vec<_>>()
             .await;
+        let mut soonest = None;
         for (account, had, outcome) in asked {
             let appid = account.cfg.appid.as_str();
             match outcome {
@@ -1347,7 +1351,8 @@ impl Credentials {
                     self.redis_ok();
                     self.acquired(&account, fence, new).await;
                 }
-                Ok(LeaseOutcome::Other) => {
+                Ok(LeaseOutcome::Other { lapses_in }) => {
+                    soonest = Some(soonest.map_or(lapses_in, |s: Duration| s.min(lapses_in)));
                     self.redis_ok();
                     account
                         .settled
@@ -1368,6 +1373,7 @@ impl Credentials {
                 }
             }
         }
+        soonest
     }
 
     /// After a lease was taken or renewed: a new owner takes over (again,

@@ -82,8 +82,11 @@ pub enum LeaseOutcome {
         /// Just acquired (rather than renewed).
         new: bool,
     },
-    /// Another instance holds it.
-    Other,
+    /// Another instance holds it, for this long unless it renews.
+    Other {
+        /// Until the lease lapses.
+        lapses_in: Duration,
+    },
 }
 
 /// The Redis side of shared mode.
@@ -106,8 +109,8 @@ impl std::fmt::Debug for Shared {
 }
 
 // Takes or renews the lease. KEYS: lease, fence (one account's hash tag).
-// Returns {fence, 1} when newly taken, {fence, 0} when renewed, {0, 0} when
-// another instance holds it.
+// Returns {fence, 1} when newly taken, {fence, 0} when renewed, {0, ms} when
+// another instance holds it for ms more milliseconds.
 const ACQUIRE: &str = r"
 local cur = redis.call('GET', KEYS[1])
 if cur then
@@ -116,7 +119,7 @@ if cur then
     redis.call('PEXPIRE', KEYS[1], ARGV[2])
     return {tonumber(string.sub(cur, sep + 1)), 0}
   end
-  return {0, 0}
+  return {0, redis.call('PTTL', KEYS[1])}
 end
 local f = redis.call('INCR', KEYS[2])
 redis.call('SET', KEYS[1], ARGV[1] .. ':' .. f, 'PX', ARGV[2])
@@ -281,7 +284,7 @@ impl Shared {
     /// has passed locally.
     pub async fn acquire(&self, appid: &str) -> Result<LeaseOutcome, StoreError> {
         let asked = Instant::now();
-        let (fence, new): (u64, u8) = script(&ACQUIRE_SCRIPT)
+        let (fence, extra): (u64, i64) = script(&ACQUIRE_SCRIPT)
             .key(self.redis.app_key(appid, "lease"))
             .key(self.redis.app_key(appid, "fence"))
             .arg(&self.instance)
@@ -291,7 +294,9 @@ impl Shared {
         let mut held = self.lock();
         if fence == 0 {
             held.remove(appid);
-            return Ok(LeaseOutcome::Other);
+            return Ok(LeaseOutcome::Other {
+                lapses_in: Duration::from_millis(extra.max(0) as u64),
+            });
         }
         // The lease runs from when Redis set it, which is after `asked`.
         held.insert(
@@ -303,7 +308,7 @@ impl Shared {
         );
         Ok(LeaseOutcome::Held {
             fence,
-            new: new == 1,
+            new: extra == 1,
         })
     }
 
@@ -663,7 +668,10 @@ mod tests {
             },
             "renewed"
         );
-        assert_eq!(b.acquire("wx1").await.unwrap(), LeaseOutcome::Other);
+        assert!(matches!(
+            b.acquire("wx1").await.unwrap(),
+            LeaseOutcome::Other { lapses_in } if lapses_in <= Duration::from_millis(300)
+        ));
         let s1 = a
             .write("wx1", k, &record("T1", f1))
             .await
@@ -698,7 +706,10 @@ mod tests {
         assert_eq!(stored.pending_since, None, "a write clears the mark");
         // Releasing is for the holder only.
         a.release_all().await;
-        assert_eq!(a.acquire("wx1").await.unwrap(), LeaseOutcome::Other);
+        assert!(matches!(
+            a.acquire("wx1").await.unwrap(),
+            LeaseOutcome::Other { .. }
+        ));
         cleanup(&a, &prefix).await;
     }
 

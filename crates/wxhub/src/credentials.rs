@@ -209,6 +209,8 @@ enum Trigger {
     Missing,
     /// A caller reports this value failed.
     Invalidate(Secret),
+    /// Another instance's thrown-away fetch doomed this value (classic mode).
+    Doomed(Secret),
 }
 
 /// Every account's credentials.
@@ -619,7 +621,7 @@ impl Credentials {
             return self.refresh_and_wait(account.clone(), kind, trigger).await;
         }
         let failed_hash = failed.as_ref().map(|f| sha256_hex(f.expose_secret()));
-        if let Err(e) = sh.request(appid, &key, failed_hash.as_deref()).await {
+        if let Err(e) = sh.request(appid, &key, failed_hash.as_deref(), false).await {
             self.redis_failed(&e);
             return Err(self.redis_unavailable(kind));
         }
@@ -725,7 +727,7 @@ impl Credentials {
             let skip = match &trigger {
                 Trigger::Scheduled => now < st.next_refresh_at && st.current.is_some(),
                 Trigger::Missing => valid,
-                Trigger::Invalidate(failed) => {
+                Trigger::Invalidate(failed) | Trigger::Doomed(failed) => {
                     valid && !st.current.as_ref().is_some_and(|c| c.value.ct_eq(failed))
                 }
             };
@@ -1013,7 +1015,7 @@ impl Credentials {
                 {
                     let marked = sh.mark_minted(appid, key, started).await;
                     let asked = match &newer_hash {
-                        Some(h) => sh.request(appid, key, Some(h)).await.map(|_| ()),
+                        Some(h) => sh.request(appid, key, Some(h), true).await.map(|_| ()),
                         None => Ok(()),
                     };
                     if let Err(e) = marked.and(asked) {
@@ -1594,6 +1596,7 @@ impl Credentials {
                 appid,
                 kind,
                 failed_sha256,
+                doomed,
             } => {
                 let Some(account) = self.accounts.get(&appid).cloned() else {
                     return;
@@ -1611,7 +1614,12 @@ impl Credentials {
                         let current = slot.lock().current.as_ref().map(|c| c.value.clone());
                         match current {
                             Some(v) if sha256_hex(v.expose_secret()) == hash => {
-                                Trigger::Invalidate(v)
+                                if doomed {
+                                    tracing::info!(account.appid = %appid, "a paused instance's thrown-away fetch doomed the current token; replacing it");
+                                    Trigger::Doomed(v)
+                                } else {
+                                    Trigger::Invalidate(v)
+                                }
                             }
                             // Already replaced: the asker gets the change note.
                             _ => return,

@@ -497,7 +497,8 @@ impl Shared {
         Ok(())
     }
 
-    /// Asks the owner to refresh: after `failed_sha256` was rejected, or
+    /// Asks the owner to refresh: after `failed_sha256` was rejected (or,
+    /// with `doomed`, was doomed by a fetch whose token was thrown away), or
     /// because no valid value is held (`None`). Returns how many instances
     /// listen.
     ///
@@ -508,10 +509,15 @@ impl Shared {
         appid: &str,
         kind: &str,
         failed_sha256: Option<&str>,
+        doomed: bool,
     ) -> Result<i64, StoreError> {
         let n: i64 = redis::cmd("PUBLISH")
             .arg(self.requests_channel())
-            .arg(format!("{appid}\t{kind}\t{}", failed_sha256.unwrap_or("")))
+            .arg(format!(
+                "{appid}\t{kind}\t{}{}",
+                failed_sha256.unwrap_or(""),
+                if doomed { "\tdoomed" } else { "" }
+            ))
             .query_async(&mut self.redis.conn())
             .await?;
         Ok(n)
@@ -541,6 +547,9 @@ pub enum Note {
         kind: String,
         /// SHA-256 (hex) of the value that failed; None when none is held.
         failed_sha256: Option<String>,
+        /// The value was not rejected by the platform but doomed by a fetch
+        /// whose token was thrown away: not a foreign refresh.
+        doomed: bool,
     },
 }
 
@@ -561,6 +570,7 @@ impl Note {
                 appid,
                 kind,
                 failed_sha256: (!failed.is_empty()).then(|| failed.to_string()),
+                doomed: parts.next() == Some("doomed"),
             })
         } else {
             Some(Note::Changed { appid, kind })
@@ -586,10 +596,20 @@ mod tests {
             Some(Note::Request {
                 appid: "wx1".into(),
                 kind: "ticket:jsapi".into(),
-                failed_sha256: None
+                failed_sha256: None,
+                doomed: false
             })
         );
         assert_eq!(Note::parse(true, "wx1\tticket:jsapi"), None);
+        assert_eq!(
+            Note::parse(true, "wx1\taccess_token:classic\tab12\tdoomed"),
+            Some(Note::Request {
+                appid: "wx1".into(),
+                kind: "access_token:classic".into(),
+                failed_sha256: Some("ab12".into()),
+                doomed: true
+            })
+        );
         assert_eq!(
             Note::parse(false, "\theartbeat\t123-ab"),
             Some(Note::Heartbeat {

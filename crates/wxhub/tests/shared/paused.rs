@@ -101,6 +101,12 @@ async fn a_paused_owner_cannot_overwrite_the_newer_token() {
     );
     assert_eq!(c.account(owner).await["refresh_owner"], false);
     assert_eq!(c.account(other).await["refresh_owner"], true);
+    assert!(
+        !c.metrics(other)
+            .await
+            .contains("wxhub_foreign_refresh_total{"),
+        "a stale instance is not a foreign system"
+    );
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(c.fetches() - before, 3, "nothing more");
 }

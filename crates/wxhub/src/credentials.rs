@@ -150,6 +150,8 @@ pub struct Account {
     // Shared mode: this instance holds the lease and has finished taking
     // over (read, written back, checked for an interrupted fetch).
     settled: std::sync::atomic::AtomicBool,
+    // Shared mode: handed over to balance the load; not taken back before.
+    cooling_until: Mutex<Option<Instant>>,
 }
 
 impl Account {
@@ -223,6 +225,9 @@ pub struct Credentials {
     metrics: Arc<Metrics>,
     settings: RefreshSettings,
     concurrency: Arc<Semaphore>,
+    // Shared mode: consecutive lease rounds this instance held more than
+    // its share of the accounts.
+    over_share: std::sync::atomic::AtomicU32,
 }
 
 impl std::fmt::Debug for Credentials {
@@ -305,6 +310,7 @@ impl Credentials {
                         .map(|t| (*t, Slot::new(CredKind::Ticket(*t))))
                         .collect(),
                     settled: std::sync::atomic::AtomicBool::new(false),
+                    cooling_until: Mutex::new(None),
                 };
                 (cfg.appid.as_str().to_string(), Arc::new(account))
             })
@@ -318,6 +324,7 @@ impl Credentials {
             metrics,
             settings,
             concurrency,
+            over_share: std::sync::atomic::AtomicU32::new(0),
         });
         let now = creds.clock.now();
         if creds.shared.is_some() {
@@ -1338,7 +1345,19 @@ impl Credentials {
                 async move {
                     let appid = account.cfg.appid.as_str();
                     let had = sh.holding(appid).is_some();
-                    let outcome = sh.acquire(appid).await;
+                    let cooling = account
+                        .cooling_until
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .is_some_and(|t| Instant::now() < t);
+                    // Handed over a moment ago: leave it to the others.
+                    let outcome = if cooling && !had {
+                        Ok(LeaseOutcome::Other {
+                            lapses_in: sh.lease_ttl(),
+                        })
+                    } else {
+                        sh.acquire(appid).await
+                    };
                     (account, had, outcome)
                 }
             })
@@ -1375,7 +1394,63 @@ impl Credentials {
                 }
             }
         }
+        self.balance(&sh).await;
         soonest
+    }
+
+    /// Hands leases over while this instance holds more than its share
+    /// (the accounts divided by the instances heard lately). Only after the
+    /// surplus has lasted longer than a lease, so the share of an instance
+    /// that just died is not shuffled around while its heartbeat ages out.
+    /// A handover costs no fetch: the next owner adopts what Redis holds.
+    async fn balance(&self, sh: &Shared) {
+        use std::sync::atomic::Ordering;
+        let total = self.managed().count();
+        let share = total.div_ceil(sh.live_instances());
+        let held = sh.held_count();
+        if held <= share {
+            self.over_share.store(0, Ordering::Relaxed);
+            return;
+        }
+        if self.over_share.fetch_add(1, Ordering::Relaxed) < 4 {
+            return;
+        }
+        let mut surplus = held - share;
+        let cooldown = sh.lease_ttl() * 2;
+        for account in self.managed() {
+            if surplus == 0 {
+                break;
+            }
+            let appid = account.cfg.appid.as_str();
+            if sh.holding(appid).is_none() {
+                continue;
+            }
+            // Never in the middle of a refresh.
+            let guards: Vec<_> = account
+                .slots()
+                .map_while(|slot| slot.fetch.try_lock().ok())
+                .collect();
+            if guards.len() != account.slots().count() {
+                continue;
+            }
+            *account
+                .cooling_until
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()) = Some(Instant::now() + cooldown);
+            account.settled.store(false, Ordering::Relaxed);
+            if let Err(e) = sh.release(appid).await {
+                self.redis_failed(&e);
+                return;
+            }
+            drop(guards);
+            self.metrics
+                .set("wxhub_lease_held", &[("appid", appid)], 0.0);
+            self.metrics
+                .inc("wxhub_lease_handed_over_total", &[("appid", appid)]);
+            tracing::info!(account.appid = %appid, held, share, "handing the account's refresh over to balance the instances");
+            surplus -= 1;
+        }
+        self.over_share.store(0, Ordering::Relaxed);
     }
 
     /// After a lease was taken or renewed: a new owner takes over (again,
@@ -1562,10 +1637,12 @@ impl Credentials {
                     let payload: String = msg.get_payload().unwrap_or_default();
                     let request = msg.get_channel_name() != changes;
                     match Note::parse(request, &payload) {
-                        Some(Note::Heartbeat { instance }) if instance == sh.instance() => {
-                            heard = tokio::time::Instant::now();
+                        Some(Note::Heartbeat { instance }) => {
+                            if instance == sh.instance() {
+                                heard = tokio::time::Instant::now();
+                            }
+                            sh.heard(&instance);
                         }
-                        Some(Note::Heartbeat { .. }) => {}
                         Some(note) => self.on_note(note),
                         None => {}
                     }

@@ -103,6 +103,11 @@ const HELP: &[(&str, &str, &str)] = &[
         "Shared mode: refresh leases this instance lost to another.",
     ),
     (
+        "wxhub_lease_handed_over_total",
+        "counter",
+        "Shared mode: refresh leases this instance gave up to balance the instances.",
+    ),
+    (
         "wxhub_fenced_write_rejected_total",
         "counter",
         "Shared mode: fetched values Redis refused because a newer lease holder exists.",

@@ -95,6 +95,9 @@ pub struct Shared {
     instance: String,
     lease_ttl: Duration,
     held: Mutex<HashMap<String, Held>>,
+    // Instances whose heartbeat was heard, and when: the share of accounts
+    // each should refresh.
+    peers: Mutex<HashMap<String, Instant>>,
     // Whether Redis answered last time; when not, since when and why.
     health: Mutex<Result<(), (i64, String)>>,
 }
@@ -214,6 +217,7 @@ impl Shared {
             instance,
             lease_ttl,
             held: Mutex::new(HashMap::new()),
+            peers: Mutex::new(HashMap::new()),
             health: Mutex::new(Ok(())),
         }
     }
@@ -326,6 +330,43 @@ impl Shared {
     /// Forgets a lease (lost, or about to be released).
     pub fn forget(&self, appid: &str) {
         self.lock().remove(appid);
+    }
+
+    /// Gives one lease back (to balance refreshing across instances).
+    ///
+    /// # Errors
+    /// If Redis cannot be asked.
+    pub async fn release(&self, appid: &str) -> Result<(), StoreError> {
+        let Some(h) = self.lock().remove(appid) else {
+            return Ok(());
+        };
+        let _: i64 = script(&RELEASE_SCRIPT)
+            .key(self.redis.app_key(appid, "lease"))
+            .arg(self.holder(h.fence))
+            .invoke_async(&mut self.redis.conn())
+            .await?;
+        Ok(())
+    }
+
+    /// Records a heartbeat heard from `instance`.
+    pub fn heard(&self, instance: &str) {
+        let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
+        peers.insert(instance.to_string(), Instant::now());
+    }
+
+    /// Instances heard from lately, this one included (at least 1).
+    pub fn live_instances(&self) -> usize {
+        // Heartbeats come every lease round (a third of the lease): three
+        // missed means gone.
+        let window = self.lease_ttl;
+        let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
+        peers.retain(|_, at| at.elapsed() < window);
+        peers.len().max(1)
+    }
+
+    /// How many leases this instance holds (confirmed lately or not).
+    pub fn held_count(&self) -> usize {
+        self.lock().len()
     }
 
     /// Gives every held lease back, so another instance takes over at once

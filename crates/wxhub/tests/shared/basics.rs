@@ -318,3 +318,66 @@ async fn three_hundred_accounts_one_owner_and_one_fetch_each() {
         assert_eq!(fetches, 1, "{appid}: one fetch");
     }
 }
+
+/// Refreshing is spread over the instances: each ends up with its share,
+/// a dead instance's accounts go to the survivors, a new instance gets its
+/// share back, and none of it costs a fetch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refreshing_is_balanced_across_instances() {
+    let extra = 29;
+    let mut c = Cluster::start(Setup {
+        extra_accounts: extra,
+        ..Setup::default()
+    })
+    .await;
+    async fn owned(c: &Cluster) -> Vec<usize> {
+        let mut counts = Vec::new();
+        for i in c.live() {
+            let apps = c.apps(i).await.unwrap();
+            counts.push(
+                apps["apps"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .filter(|a| a["refresh_owner"] == true)
+                    .count(),
+            );
+        }
+        counts
+    }
+    async fn until(c: &Cluster, want: &[usize]) {
+        let t = std::time::Instant::now();
+        loop {
+            let mut got = owned(c).await;
+            got.sort();
+            if got == want {
+                return;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(30),
+                "owned {got:?}, want {want:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    until(&c, &[10, 10, 10]).await;
+    let (owner, _) = c.wait_owner(Duration::from_secs(5)).await;
+    c.kill(owner);
+    until(&c, &[15, 15]).await;
+    let h = c.spawn_hub().await;
+    c.hubs[owner] = Some(h);
+    until(&c, &[10, 10, 10]).await;
+    let stats = c.sim.sim().stats();
+    for appid in std::iter::once(crate::cluster::APPID.to_string())
+        .chain((0..extra).map(crate::cluster::extra_appid))
+    {
+        let calls = &stats["apps"][&appid]["calls"];
+        let fetches = calls["/cgi-bin/token"].as_u64().unwrap_or(0)
+            + calls["/cgi-bin/stable_token"].as_u64().unwrap_or(0);
+        assert_eq!(fetches, 1, "{appid}: handovers cost no fetch");
+    }
+    for i in c.live() {
+        let (s, _) = c.token_from(i).await;
+        assert_eq!(s, 200);
+    }
+}

@@ -18,9 +18,9 @@ pub const KEY_PREFIX: &str = "wxh_";
 #[derive(Debug, Clone)]
 pub struct AuthedClient {
     /// Its configured name.
-    pub name: String,
+    pub name: std::sync::Arc<str>,
     /// AppIDs it may use.
-    pub apps: Vec<String>,
+    pub apps: std::sync::Arc<[String]>,
 }
 
 /// The result of looking at a request's `Authorization` header.
@@ -159,12 +159,12 @@ mod tests {
         let clients = vec![ClientConfig {
             name: "shop".into(),
             key_sha256: hash_key(&key),
-            apps: vec!["wx1".into()],
+            apps: vec!["wx1".to_string()].into(),
         }];
         let admin = hash_key("admin-key");
         let bearer = format!("Bearer {key}");
         assert!(
-            matches!(identify(Some(&bearer), &clients, Some(&admin)), Caller::Client(c) if c.name == "shop")
+            matches!(identify(Some(&bearer), &clients, Some(&admin)), Caller::Client(c) if &*c.name == "shop")
         );
         assert!(matches!(
             identify(Some("Bearer admin-key"), &clients, Some(&admin)),

@@ -354,12 +354,13 @@ pub struct AccountConfig {
 /// A business server allowed to call the hub.
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
-    /// Shown in logs and metrics instead of the key.
-    pub name: String,
+    /// Shown in logs and metrics instead of the key. Shared, not copied:
+    /// every request carries its client.
+    pub name: std::sync::Arc<str>,
     /// SHA-256 of the client key.
     pub key_sha256: [u8; 32],
     /// AppIDs it may use; `*` for all.
-    pub apps: Vec<String>,
+    pub apps: std::sync::Arc<[String]>,
 }
 
 impl ClientConfig {
@@ -734,9 +735,9 @@ fn validate(
             }
         }
         clients.push(ClientConfig {
-            name: c.name,
+            name: c.name.into(),
             key_sha256,
-            apps: c.apps,
+            apps: c.apps.into(),
         });
     }
     let o = raw.oauth;

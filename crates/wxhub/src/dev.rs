@@ -128,7 +128,7 @@ pub async fn start(
         clients: vec![ClientConfig {
             name: "dev".into(),
             key_sha256: hash_key(&client_key),
-            apps: vec!["*".into()],
+            apps: vec!["*".to_string()].into(),
         }],
     };
     let clock = Arc::new(SimClock(sim.sim().clone()));

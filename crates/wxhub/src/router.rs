@@ -95,14 +95,17 @@ async fn request_log(State(app): State<Arc<App>>, mut req: Request, next: Next) 
     // MatchedPath is an Arc inside: cloning it copies no string.
     let route = req.extensions().get::<MatchedPath>().cloned();
     let method = req.method().clone();
-    let client = caller.label().to_string();
+    // A clone is a few reference counts: the label outlives the move below.
+    let client = caller.clone();
+    let client = client.label();
     let route = route.as_ref().map_or("unmatched", |p| p.as_str());
     req.extensions_mut().insert(caller);
     let resp = next.run(req).await;
-    let status = resp.status().as_u16().to_string();
+    let status = resp.status();
+    let status = status.as_str();
     app.metrics.inc(
         "wxhub_http_requests_total",
-        &[("client", &client), ("route", route), ("status", &status)],
+        &[("client", client), ("route", route), ("status", status)],
     );
     tracing::info!(
         http.method = %method,

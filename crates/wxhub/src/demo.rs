@@ -17,7 +17,14 @@ struct Demo {
     key: String,
     own: String,
     http: reqwest::Client,
+    // Tickets already redeemed, with their result, as a real business
+    // server keeps a session: a reload or Back shows the same page instead
+    // of redeeming a used ticket again.
+    redeemed: std::sync::Mutex<HashMap<String, serde_json::Value>>,
 }
+
+/// Results kept for reloads; the oldest are dropped beyond this.
+const REMEMBERED: usize = 1000;
 
 fn esc(s: &str) -> String {
     s.replace('&', "&amp;")
@@ -64,6 +71,15 @@ async fn welcome(
     let Some(ticket) = q.get("wxhub_ticket") else {
         return page("<p id=\"error\">No sign-in result. <a href=\"/\">Back</a></p>");
     };
+    let known = d
+        .redeemed
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(ticket)
+        .cloned();
+    if let Some(v) = known {
+        return signed_in(&v);
+    }
     let resp = d
         .http
         .post(format!("{}/v1/oauth/tickets/redeem", d.hub))
@@ -86,6 +102,17 @@ async fn welcome(
             esc(msg)
         ));
     }
+    {
+        let mut seen = d.redeemed.lock().unwrap_or_else(|e| e.into_inner());
+        if seen.len() >= REMEMBERED {
+            seen.clear();
+        }
+        seen.insert(ticket.clone(), v.clone());
+    }
+    signed_in(&v)
+}
+
+fn signed_in(v: &serde_json::Value) -> Html<String> {
     let nickname = v["profile"]["nickname"].as_str().unwrap_or("");
     let greeting = if nickname.is_empty() {
         "Signed in (no profile asked for)".to_string()
@@ -116,6 +143,7 @@ pub fn serve(
         key,
         own,
         http: reqwest::Client::new(),
+        redeemed: std::sync::Mutex::new(HashMap::new()),
     });
     let app = Router::new()
         .route("/", get(index))

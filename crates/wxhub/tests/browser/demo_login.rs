@@ -149,6 +149,12 @@ async fn a_person_who_allows_is_greeted_by_their_nickname() {
     assert!(b.find_all("#error").await.is_empty());
 
     b.screenshot("alice-3-welcome").await;
+    // A reload shows the same page: the demo server remembers the ticket it
+    // redeemed instead of redeeming a used one again.
+    b.goto(&landed).await;
+    let shown = b.wait_for("#nickname").await;
+    assert_eq!(b.text(&shown).await, nickname, "after a reload");
+    assert!(b.find_all("#error").await.is_empty());
     b.quit().await;
     drop(b);
     stop(env).await;

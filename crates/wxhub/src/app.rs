@@ -92,10 +92,15 @@ impl Application {
                 url,
                 prefix,
                 lease_ms,
+                tls_ca,
             } => {
-                let redis = RedisStore::connect(&url.0, prefix)
-                    .await
-                    .context("store.url: cannot connect to redis")?;
+                let redis = RedisStore::connect_with(
+                    &url.0,
+                    prefix,
+                    tls_ca.as_ref().map(|p| p.0.as_slice()),
+                )
+                .await
+                .context("store.url: cannot connect to redis")?;
                 let instance = format!(
                     "{}-{}",
                     std::process::id(),

@@ -101,6 +101,7 @@ struct RawStore {
     path: PathBuf,
     url: Option<String>,
     url_env: Option<String>,
+    tls_ca_file: Option<PathBuf>,
     #[serde(default = "default_redis_prefix")]
     prefix: String,
     #[serde(default = "default_lease_ms")]
@@ -114,6 +115,7 @@ impl Default for RawStore {
             path: default_store_path(),
             url: None,
             url_env: None,
+            tls_ca_file: None,
             prefix: default_redis_prefix(),
             lease_ms: default_lease_ms(),
         }
@@ -388,7 +390,20 @@ pub enum StoreConfig {
         prefix: String,
         /// How long a refresh lease lasts without renewal.
         lease_ms: u64,
+        /// PEM certificates to trust for `rediss://` instead of the system's
+        /// and the web's roots (a private CA).
+        tls_ca: Option<Pem>,
     },
+}
+
+/// PEM text, shown in `Debug` by size only.
+#[derive(Clone)]
+pub struct Pem(pub Vec<u8>);
+
+impl std::fmt::Debug for Pem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Pem({} bytes)", self.0.len())
+    }
 }
 
 /// A Redis URL, which may hold a password.
@@ -603,10 +618,32 @@ fn validate(
                     "must be between 300 and 600000",
                 ));
             }
+            let tls_ca = match &raw.store.tls_ca_file {
+                None => None,
+                Some(path) => {
+                    if !url.starts_with("rediss://") {
+                        return Err(ConfigError::new(
+                            "store.tls_ca_file",
+                            "only for rediss:// URLs",
+                        ));
+                    }
+                    let pem = std::fs::read(path).map_err(|e| {
+                        ConfigError::new("store.tls_ca_file", format!("{}: {e}", path.display()))
+                    })?;
+                    if !pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----") {
+                        return Err(ConfigError::new(
+                            "store.tls_ca_file",
+                            format!("{}: no PEM certificate in it", path.display()),
+                        ));
+                    }
+                    Some(Pem(pem))
+                }
+            };
             StoreConfig::Redis {
                 url: RedisUrl(url),
                 prefix,
                 lease_ms: raw.store.lease_ms,
+                tls_ca,
             }
         }
         other => {
@@ -888,6 +925,7 @@ apps = ["wx1111111111111111"]
             url,
             prefix,
             lease_ms,
+            ..
         } = &c.store
         else {
             panic!("redis store");
@@ -983,6 +1021,20 @@ apps = ["wx1111111111111111"]
                 format!("[store]\nkind = \"redis\"\nurl = \"redis://h\"\nlease_ms = 5\n{BASE}"),
                 vec![],
                 "store.lease_ms",
+            ),
+            (
+                format!(
+                    "[store]\nkind = \"redis\"\nurl = \"redis://h\"\ntls_ca_file = \"/etc/hostname\"\n{BASE}"
+                ),
+                vec![],
+                "store.tls_ca_file",
+            ),
+            (
+                format!(
+                    "[store]\nkind = \"redis\"\nurl = \"rediss://h\"\ntls_ca_file = \"/nonexistent.pem\"\n{BASE}"
+                ),
+                vec![],
+                "store.tls_ca_file",
             ),
             (
                 BASE.to_string(),

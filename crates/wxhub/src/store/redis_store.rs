@@ -38,7 +38,29 @@ impl RedisStore {
     /// # Errors
     /// If the URL is invalid or Redis cannot be reached now.
     pub async fn connect(url: &str, prefix: &str) -> Result<RedisStore, StoreError> {
-        let client = redis::Client::open(url)?;
+        Self::connect_with(url, prefix, None).await
+    }
+
+    /// Connects, trusting `tls_ca` (PEM) for `rediss://` when given.
+    ///
+    /// # Errors
+    /// If the URL or the certificates are invalid or Redis cannot be
+    /// reached now.
+    pub async fn connect_with(
+        url: &str,
+        prefix: &str,
+        tls_ca: Option<&[u8]>,
+    ) -> Result<RedisStore, StoreError> {
+        let client = match tls_ca {
+            None => redis::Client::open(url)?,
+            Some(pem) => redis::Client::build_with_tls(
+                url,
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem.to_vec()),
+                },
+            )?,
+        };
         let config = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(std::time::Duration::from_secs(2))
             .set_response_timeout(std::time::Duration::from_secs(2))

@@ -41,6 +41,8 @@ pub struct Setup {
     pub tickets: &'static str,
     /// More accounts beside APPID (`extra_appid(n)`), for scale.
     pub extra_accounts: usize,
+    /// `store.tls_ca_file`, for a `rediss://` URL.
+    pub redis_tls_ca: Option<PathBuf>,
 }
 
 impl Default for Setup {
@@ -53,6 +55,7 @@ impl Default for Setup {
             instances: 3,
             tickets: "[]",
             extra_accounts: 0,
+            redis_tls_ca: None,
         }
     }
 }
@@ -148,6 +151,7 @@ kind = "redis"
 url = "{redis}"
 prefix = "{prefix}"
 lease_ms = {lease_ms}
+{tls_ca}
 [upstream]
 api_base = "{base}"
 open_base = "{base}"
@@ -183,6 +187,11 @@ apps = ["*"]
             mode = s.mode,
             tickets = s.tickets,
             extra = extra_config(s.extra_accounts),
+            tls_ca = s
+                .redis_tls_ca
+                .as_ref()
+                .map(|p| format!("tls_ca_file = \"{}\"", p.display()))
+                .unwrap_or_default(),
         );
         std::fs::write(&config, text).unwrap();
         let http = reqwest::Client::builder()

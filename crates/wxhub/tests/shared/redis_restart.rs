@@ -203,3 +203,67 @@ async fn dropped_subscriptions_are_reestablished() {
     assert_ne!(v["access_token"].as_str().unwrap(), old);
     assert_eq!(c.fetches() - before, 1);
 }
+
+/// `rediss://` with a private CA (`store.tls_ca_file`), against a Redis that
+/// speaks only TLS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_over_tls_with_a_private_ca() {
+    let dir =
+        std::env::temp_dir().join(format!("wxhub-tls-{}-{}", std::process::id(), free_port()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+    let (cert_file, key_file) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert_file, cert.cert.pem()).unwrap();
+    std::fs::write(&key_file, cert.key_pair.serialize_pem()).unwrap();
+    let port = free_port();
+    let bin = std::env::var("WXHUB_REDIS_SERVER").unwrap_or_else(|_| "redis-server".into());
+    let mut server = std::process::Command::new(&bin)
+        .args([
+            "--port",
+            "0",
+            "--tls-port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+        ])
+        .arg("--tls-cert-file")
+        .arg(&cert_file)
+        .arg("--tls-key-file")
+        .arg(&key_file)
+        .args([
+            "--tls-auth-clients",
+            "no",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{bin}: {e}"));
+    let t = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "redis-server (TLS) did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    {
+        let c = Cluster::start(Setup {
+            redis: format!("rediss://127.0.0.1:{port}"),
+            redis_tls_ca: Some(cert_file.clone()),
+            instances: 2,
+            ..Setup::default()
+        })
+        .await;
+        c.wait_owner(Duration::from_secs(10)).await;
+        let (_, a) = c.token_from(0).await;
+        let (_, b) = c.token_from(1).await;
+        assert_eq!(a["access_token"], b["access_token"], "shared over TLS");
+        assert_eq!(c.fetches(), 1);
+    }
+    let _ = server.kill();
+    let _ = server.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -5,6 +5,7 @@ mod helpers;
 
 mod auth;
 mod canary;
+mod cli;
 mod faults;
 mod lifecycle;
 mod oauth;

@@ -267,3 +267,70 @@ async fn redis_over_tls_with_a_private_ca() {
     let _ = server.wait();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Redis away longer than the token lives: instances answer 503 with
+/// Retry-After and say why, and still fetch nothing blindly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_redis_away_past_expiry_instances_refuse_rather_than_fetch() {
+    let port = free_port();
+    let mut redis = PrivateRedis::start(port);
+    let c = Cluster::start(Setup {
+        mode: "stable",
+        redis: redis.url(),
+        instances: 2,
+        ..Setup::default()
+    })
+    .await;
+    c.wait_owner(Duration::from_secs(10)).await;
+    for i in c.live() {
+        assert_eq!(c.token_from(i).await.0, 200);
+    }
+    let before = c.fetches();
+    redis.stop();
+    c.advance(7300).await;
+    for i in c.live() {
+        let t = Instant::now();
+        loop {
+            let r = c
+                .http
+                .get(format!(
+                    "{}/v1/apps/{}/access_token",
+                    c.hub(i).base,
+                    crate::cluster::APPID
+                ))
+                .bearer_auth(&c.key)
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            let retry = r.headers().get("retry-after").is_some();
+            let v: serde_json::Value = r.json().await.unwrap();
+            if status == 503 {
+                assert!(retry, "Retry-After");
+                let msg = v["error"]["message"].as_str().unwrap();
+                assert!(msg.contains("redis"), "{msg}");
+                break;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "hub {i}: {status} {v}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    assert_eq!(c.fetches(), before, "nothing fetched blindly");
+    let _redis = PrivateRedis::start(port);
+    let t = Instant::now();
+    loop {
+        let mut ok = true;
+        for i in c.live() {
+            ok &= c.token_from(i).await.0 == 200;
+        }
+        if ok {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(15), "no recovery");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(c.fetches() - before, 1, "one fetch once Redis is back");
+}

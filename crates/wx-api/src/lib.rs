@@ -113,4 +113,5 @@ pub use secret::{
 pub mod __private {
     pub use serde;
     pub use subtle;
+    pub use zeroize;
 }

@@ -65,8 +65,8 @@ macro_rules! secret_type {
             /// # Security
             ///
             /// Same rules as `expose_secret`: the string is the credential itself.
-            pub fn into_secret(self) -> String {
-                self.0
+            pub fn into_secret(mut self) -> String {
+                ::core::mem::take(&mut self.0)
             }
 
             /// Compares two secrets in time that does not depend on where they differ.
@@ -76,6 +76,15 @@ macro_rules! secret_type {
             pub fn ct_eq(&self, other: &Self) -> bool {
                 use $crate::__private::subtle::ConstantTimeEq as _;
                 self.0.as_bytes().ct_eq(other.0.as_bytes()).into()
+            }
+        }
+
+        // The buffer is wiped when the value goes, so a freed credential
+        // does not linger in memory for a core dump or a swap file. Copies
+        // taken through `expose_secret` are the caller's to keep short.
+        impl Drop for $name {
+            fn drop(&mut self) {
+                $crate::__private::zeroize::Zeroize::zeroize(&mut self.0);
             }
         }
 

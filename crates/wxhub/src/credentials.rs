@@ -109,6 +109,10 @@ struct SlotState {
     pending_since: Option<i64>,
     // Shared mode: fetched while Redis could not take the write.
     dirty: bool,
+    // Shared mode: Redis failed right before a fetch; the refresher waits
+    // until then (real time: the virtual clock may stand still) instead of
+    // asking again on every tick.
+    redis_retry_at: Option<Instant>,
 }
 
 /// One credential of one account.
@@ -828,11 +832,13 @@ impl Credentials {
                     }
                     Err(e) => {
                         self.redis_failed(&e);
+                        slot.lock().redis_retry_at = Some(Instant::now() + Duration::from_secs(1));
                         return Err(self.redis_unavailable(kind));
                     }
                 }
             }
         };
+        slot.lock().redis_retry_at = None;
         let started = Instant::now();
         let result = match kind {
             CredKind::AccessToken => self.fetch_token(account, force).await,
@@ -1233,7 +1239,8 @@ impl Credentials {
                 let slot = account.slot(kind).expect("slot exists");
                 {
                     let mut st = slot.lock();
-                    if st.in_flight || now < st.next_refresh_at {
+                    let backing_off = st.redis_retry_at.is_some_and(|t| Instant::now() < t);
+                    if st.in_flight || now < st.next_refresh_at || backing_off {
                         continue;
                     }
                     st.in_flight = true;

@@ -60,6 +60,22 @@ pub struct Cred {
     pub first_seen: i64,
 }
 
+impl Cred {
+    /// This value as written to Redis under `fence`, with the owner's plan.
+    fn record(&self, fence: u64, refresh_at: i64) -> Record {
+        Record {
+            value: self.value.expose_secret().to_string(),
+            expires_at: self.expires_at,
+            fetched_at: self.fetched_at,
+            first_seen: self.first_seen,
+            fence,
+            seq: 0,
+            refresh_at,
+            pending_since: None,
+        }
+    }
+}
+
 /// A credential handed to a client.
 #[derive(Debug, Clone)]
 pub struct Served {
@@ -897,16 +913,7 @@ impl Credentials {
                     st.blocked_until = 0;
                     st.problem = None;
                     st.last_refresh_at = Some(now);
-                    let record = Record {
-                        value: cred.value.expose_secret().to_string(),
-                        expires_at: cred.expires_at,
-                        fetched_at: cred.fetched_at,
-                        first_seen: cred.first_seen,
-                        fence,
-                        seq: 0,
-                        refresh_at: st.next_refresh_at,
-                        pending_since: None,
-                    };
+                    let record = cred.record(fence, st.next_refresh_at);
                     st.current = Some(cred);
                     st.fence = fence;
                     st.shared_refresh_at = st.next_refresh_at;
@@ -1519,16 +1526,7 @@ impl Credentials {
                 st.current
                     .as_ref()
                     .filter(|c| now < c.expires_at && newer_here)
-                    .map(|c| Record {
-                        value: c.value.expose_secret().to_string(),
-                        expires_at: c.expires_at,
-                        fetched_at: c.fetched_at,
-                        first_seen: c.first_seen,
-                        fence,
-                        seq: 0,
-                        refresh_at: st.next_refresh_at,
-                        pending_since: None,
-                    })
+                    .map(|c| c.record(fence, st.next_refresh_at))
             };
             if let Some(record) = mine {
                 tracing::info!(account.appid = %appid, kind = slot.kind.label(), "redis lacks the value held here; writing it back");
@@ -1550,16 +1548,9 @@ impl Credentials {
                 if !st.dirty {
                     continue;
                 }
-                st.current.as_ref().map(|c| Record {
-                    value: c.value.expose_secret().to_string(),
-                    expires_at: c.expires_at,
-                    fetched_at: c.fetched_at,
-                    first_seen: c.first_seen,
-                    fence,
-                    seq: 0,
-                    refresh_at: st.next_refresh_at,
-                    pending_since: None,
-                })
+                st.current
+                    .as_ref()
+                    .map(|c| c.record(fence, st.next_refresh_at))
             };
             if let Some(record) = record {
                 slot.lock().dirty = false;

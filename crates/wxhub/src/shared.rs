@@ -247,6 +247,10 @@ impl Shared {
         self.redis.key("requests")
     }
 
+    fn cred_key(&self, appid: &str, kind: &str) -> String {
+        self.redis.app_key(appid, &format!("cred:{kind}"))
+    }
+
     fn holder(&self, fence: u64) -> String {
         format!("{}:{fence}", self.instance)
     }
@@ -392,7 +396,7 @@ impl Shared {
     /// If Redis cannot be asked or the record is damaged.
     pub async fn load(&self, appid: &str, kind: &str) -> Result<Option<Record>, StoreError> {
         let map: HashMap<String, String> = redis::cmd("HGETALL")
-            .arg(self.redis.app_key(appid, &format!("cred:{kind}")))
+            .arg(self.cred_key(appid, kind))
             .query_async(&mut self.redis.conn())
             .await?;
         if map.is_empty() {
@@ -433,7 +437,7 @@ impl Shared {
     ) -> Result<bool, StoreError> {
         let ok: i64 = script(&BEGIN_FETCH_SCRIPT)
             .key(self.redis.app_key(appid, "lease"))
-            .key(self.redis.app_key(appid, &format!("cred:{kind}")))
+            .key(self.cred_key(appid, kind))
             .arg(self.holder(fence))
             .arg(now)
             .arg(self.changes_channel())
@@ -460,7 +464,7 @@ impl Shared {
     ) -> Result<(), StoreError> {
         let _: i64 = script(&END_FETCH_SCRIPT)
             .key(self.redis.app_key(appid, "lease"))
-            .key(self.redis.app_key(appid, &format!("cred:{kind}")))
+            .key(self.cred_key(appid, kind))
             .arg(self.holder(fence))
             .arg(started)
             .arg(self.changes_channel())
@@ -483,7 +487,7 @@ impl Shared {
     ) -> Result<Option<u64>, StoreError> {
         let seq: u64 = script(&WRITE_SCRIPT)
             .key(self.redis.app_key(appid, "lease"))
-            .key(self.redis.app_key(appid, &format!("cred:{kind}")))
+            .key(self.cred_key(appid, kind))
             .arg(self.holder(r.fence))
             .arg(r.fence)
             .arg(&r.value)
@@ -514,7 +518,7 @@ impl Shared {
         started: i64,
     ) -> Result<(), StoreError> {
         let _: i64 = script(&MARK_MINTED_SCRIPT)
-            .key(self.redis.app_key(appid, &format!("cred:{kind}")))
+            .key(self.cred_key(appid, kind))
             .arg(started)
             .arg(self.changes_channel())
             .arg(Self::note(appid, kind))

@@ -128,10 +128,6 @@ fn extra_config(extra: usize) -> String {
         .collect()
 }
 
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
 impl Cluster {
     pub async fn start(s: Setup) -> Cluster {
         let world = wx_sim::World::from_toml_str(&world(s.extra_accounts)).expect("world");
@@ -178,8 +174,8 @@ name = "shop"
 key_sha256 = "{key_hash}"
 apps = ["*"]
 "#,
-            admin_hash = hex(&wxhub::auth::hash_key(&admin)),
-            key_hash = hex(&wxhub::auth::hash_key(&key)),
+            admin_hash = hex::encode(wxhub::auth::hash_key(&admin)),
+            key_hash = hex::encode(wxhub::auth::hash_key(&key)),
             redis = s.redis,
             lease_ms = s.lease_ms,
             base = sim.base_url(),

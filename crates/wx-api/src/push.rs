@@ -93,6 +93,10 @@ pub enum PushError {
     /// The decrypted message is for another app.
     #[error("decrypted message is for another appid")]
     AppIdMismatch,
+    /// A plaintext push reached an account configured for safe mode, where every push
+    /// must carry `encrypt_type=aes` and `msg_signature`.
+    #[error("this account takes encrypted pushes only (encrypt_type=aes with msg_signature)")]
+    EncryptionRequired,
     /// A message to encrypt is larger than 4 GiB.
     #[error("message too large to encrypt")]
     MessageTooLarge,
@@ -161,13 +165,17 @@ pub struct OpenedPush {
 }
 
 /// One account's push configuration: token, AppID, current and optional previous
-/// EncodingAESKey.
+/// EncodingAESKey, and whether plaintext pushes are accepted.
 #[derive(Clone, Debug)]
 pub struct PushCrypto {
     token: PushToken,
     appid: AppId,
     current: Option<AesKey>,
     previous: Option<AesKey>,
+    // Safe mode: a push without encryption is refused. Without this, anyone who learns the
+    // push token (it is only a signing key, often shared with a developer) could post
+    // plaintext messages to an account whose operator believes every push is encrypted.
+    encrypted_only: bool,
 }
 
 impl PushCrypto {
@@ -178,10 +186,13 @@ impl PushCrypto {
             appid,
             current: None,
             previous: None,
+            encrypted_only: false,
         }
     }
 
-    /// Safe (or compat) mode with the current EncodingAESKey.
+    /// Safe mode (安全模式) with the current EncodingAESKey: every push must carry
+    /// `encrypt_type=aes` and `msg_signature`; a plaintext push is refused with
+    /// [`PushError::EncryptionRequired`].
     ///
     /// # Errors
     ///
@@ -192,6 +203,21 @@ impl PushCrypto {
             appid,
             current: Some(AesKey::from_encoding_aes_key(key)?),
             previous: None,
+            encrypted_only: true,
+        })
+    }
+
+    /// Compatibility mode (兼容模式): encrypted pushes are opened with the key, and plaintext
+    /// pushes, checked by `signature`, are accepted too (the platform sends both while an
+    /// operator migrates).
+    ///
+    /// # Errors
+    ///
+    /// [`PushError::InvalidKey`] if the key does not decode.
+    pub fn compat(token: PushToken, appid: AppId, key: &EncodingAesKey) -> Result<Self, PushError> {
+        Ok(Self {
+            encrypted_only: false,
+            ..Self::new(token, appid, key)?
         })
     }
 
@@ -227,7 +253,8 @@ impl PushCrypto {
     ///
     /// With `encrypt_type=aes` the `msg_signature` over `Encrypt` is checked, the payload is
     /// decrypted with the current key and then the previous one, and its trailing appid must
-    /// be ours. Otherwise `signature` is checked and the body parsed as plaintext.
+    /// be ours. Otherwise, unless the account is in safe mode ([`PushCrypto::new`]),
+    /// `signature` is checked and the body parsed as plaintext.
     ///
     /// Replay protection (rejecting an old `timestamp`) is left to the caller, which owns the
     /// clock.
@@ -244,6 +271,9 @@ impl PushCrypto {
         let ts = required(&query.timestamp, "timestamp")?;
         let nonce = required(&query.nonce, "nonce")?;
         if !query.is_encrypted() {
+            if self.encrypted_only {
+                return Err(PushError::EncryptionRequired);
+            }
             let sig = required(&query.signature, "signature")?;
             if !signature::verify_signature(&self.token, ts, nonce, sig) {
                 return Err(PushError::SignatureMismatch);
@@ -442,6 +472,44 @@ mod tests {
                 .seal_reply("<xml/>", 1, "n", KeyUsed::Current)
                 .unwrap_err(),
             PushError::InvalidKey
+        );
+    }
+
+    #[test]
+    fn safe_mode_refuses_plaintext_pushes_and_compat_mode_takes_both() {
+        let plain_query = PushQuery::from_query_str(
+            "signature=f464b24fc39322e44b38aa78f5edd27bd1441696&timestamp=1714036504&nonce=1514711492",
+        );
+        let body = b"<xml><ToUserName>gh</ToUserName><FromUserName>o1</FromUserName><CreateTime>1</CreateTime><MsgType>text</MsgType><Content>x</Content><MsgId>1</MsgId></xml>";
+        let key = EncodingAesKey::new(KEY);
+        let appid = AppId::parse("wx2c2769f8efd9abc2").unwrap();
+        let safe = PushCrypto::new(PushToken::new("AAAAA"), appid.clone(), &key).unwrap();
+        assert_eq!(
+            safe.open(&plain_query, body).unwrap_err(),
+            PushError::EncryptionRequired,
+            "a correctly signed plaintext push is still refused in safe mode"
+        );
+        // encrypt_type=aes without msg_signature is refused too.
+        let mut no_msg_sig = safe_query();
+        no_msg_sig.msg_signature = None;
+        let envelope = format!(
+            "<xml><ToUserName><![CDATA[gh_10f6c3c3ac5a]]></ToUserName><Encrypt><![CDATA[{ENCRYPT}]]></Encrypt></xml>"
+        );
+        assert_eq!(
+            crypto().open(&no_msg_sig, envelope.as_bytes()).unwrap_err(),
+            PushError::MissingParameter("msg_signature")
+        );
+        let compat = PushCrypto::compat(PushToken::new("AAAAA"), appid, &key).unwrap();
+        assert_eq!(compat.open(&plain_query, body).unwrap().key, None);
+        let compat = PushCrypto::compat(
+            PushToken::new("spamtest"),
+            AppId::parse("wx2c2769f8efd9abc2").unwrap(),
+            &key,
+        )
+        .unwrap();
+        assert_eq!(
+            compat.open(&safe_query(), envelope.as_bytes()).unwrap().key,
+            Some(KeyUsed::Current)
         );
     }
 

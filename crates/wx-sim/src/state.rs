@@ -181,6 +181,9 @@ fn default_daily_limit(path: &str) -> Option<u64> {
         "/cgi-bin/user/get" => Some(500),
         // Undocumented ("非常有限"); a generous number keeps dev worlds usable.
         "/cgi-bin/ticket/getticket" => Some(100_000),
+        // Undocumented too ("每个接口都有调用次数限制"); our choice, so that a hub
+        // that confirms reported tokens with it cannot do so without bound.
+        "/cgi-bin/openapi/quota/get" => Some(5_000),
         _ => None,
     }
 }
@@ -203,6 +206,7 @@ pub(crate) const QUOTA_PATHS: &[&str] = &[
     "/cgi-bin/user/info/batchget",
     "/cgi-bin/user/get",
     "/cgi-bin/clear_quota",
+    "/cgi-bin/openapi/quota/get",
     "/sns/oauth2/access_token",
     "/sns/oauth2/refresh_token",
     "/sns/userinfo",

@@ -10,9 +10,12 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::net::TcpListener;
 
+use crate::auth::AuthedClient;
 use crate::clock::Clock;
 use crate::config::{ClientConfig, Config, StoreConfig};
 use crate::credentials::Credentials;
+use crate::error::ApiError;
+use crate::limits::{ClientLimit, Limiter};
 use crate::metrics::Metrics;
 use crate::shared::Shared;
 use crate::store::{RedisStore, SqliteStore, Store};
@@ -38,12 +41,47 @@ pub struct App {
     pub wx: wx_api::Client,
     /// The store.
     pub store: Arc<Store>,
+    /// Rate limits per client and per client IP.
+    pub limiter: Limiter,
 }
 
 impl App {
     /// The configured clients.
     pub fn clients(&self) -> &[ClientConfig] {
         &self.config.clients
+    }
+
+    /// Charges one request to a client's bucket: 429 with `Retry-After`
+    /// when it is over its rate.
+    ///
+    /// # Errors
+    /// [`ApiError::rate_limited`].
+    pub async fn charge(&self, client: &AuthedClient, limit: ClientLimit) -> Result<(), ApiError> {
+        let rate = match limit {
+            ClientLimit::Proxy => client.limits.proxy,
+            ClientLimit::Invalidate => client.limits.invalidate,
+        };
+        self.limiter
+            .client(&client.name, limit, rate)
+            .await
+            .map_err(|l| {
+                let (label, what) = match limit {
+                    ClientLimit::Proxy => ("proxy", "proxied calls"),
+                    ClientLimit::Invalidate => ("invalidate", "invalidate reports"),
+                };
+                self.metrics.inc(
+                    "wxhub_rate_limited_total",
+                    &[("limit", label), ("client", &client.name)],
+                );
+                ApiError::rate_limited(
+                    format!(
+                        "client {} sends {what} faster than its limit (clients.limits); retry after {} s",
+                        client.name,
+                        l.retry_after_secs()
+                    ),
+                    l.retry_after_secs(),
+                )
+            })
     }
 }
 
@@ -131,6 +169,7 @@ impl Application {
         )
         .await;
         let upstream = upstream_client(Duration::from_millis(config.upstream.timeout_ms));
+        let limiter = Limiter::new(store.redis().cloned());
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("listen: cannot bind {}", config.listen))?;
@@ -151,6 +190,7 @@ impl Application {
                 public_url,
                 wx,
                 store,
+                limiter,
             }),
         })
     }
@@ -185,24 +225,22 @@ impl Application {
         };
         // Leases and notes run even without the background refresher: a
         // follower must keep up with the owner either way.
-        let shared = tokio::spawn(self.app.creds.clone().run_shared(rx));
+        let shared = tokio::spawn(self.app.creds.clone().run_shared(rx.clone()));
+        let sweeper = tokio::spawn(sweep_expired(self.app.clone(), rx));
         let router = crate::router::router(self.app.clone());
-        use axum::serve::ListenerExt;
-        // Small JSON answers: no Nagle delay between a response's writes.
-        let listener = self.listener.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
-        let served = axum::serve(
-            listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
+        let served = crate::server::serve(
+            self.listener,
+            router,
+            self.app.config.http.clone(),
+            shutdown,
         )
-        .with_graceful_shutdown(shutdown)
         .await;
         let _ = tx.send(true);
         if let Some(r) = refresher {
             let _ = r.await;
         }
         let _ = shared.await;
+        let _ = sweeper.await;
         served.context("serving HTTP")
     }
 
@@ -223,6 +261,24 @@ impl Application {
             app,
             stop: Some(tx),
             task: Some(task),
+        }
+    }
+}
+
+/// Forgets expired web-authorization states and hand-over tickets once a
+/// minute, so what anonymous visitors leave behind does not accumulate.
+async fn sweep_expired(app: Arc<App>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_secs(60)) => {}
+            _ = shutdown.changed() => return,
+        }
+        match app.store.sweep(app.clock.now()).await {
+            Ok((0, 0)) => {}
+            Ok((states, tickets)) => {
+                tracing::debug!(states, tickets, "swept expired sign-in states and tickets");
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot sweep expired sign-in states"),
         }
     }
 }

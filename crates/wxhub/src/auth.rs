@@ -21,6 +21,8 @@ pub struct AuthedClient {
     pub name: std::sync::Arc<str>,
     /// AppIDs it may use.
     pub apps: std::sync::Arc<[String]>,
+    /// Its rate limits.
+    pub limits: crate::config::ClientLimits,
 }
 
 /// The result of looking at a request's `Authorization` header.
@@ -94,6 +96,7 @@ pub fn identify(
         (Some(c), false) => Caller::Client(AuthedClient {
             name: c.name.clone(),
             apps: c.apps.clone(),
+            limits: c.limits,
         }),
         (None, false) => Caller::Unknown,
     }
@@ -160,6 +163,7 @@ mod tests {
             name: "shop".into(),
             key_sha256: hash_key(&key),
             apps: vec!["wx1".to_string()].into(),
+            limits: Default::default(),
         }];
         let admin = hash_key("admin-key");
         let bearer = format!("Bearer {key}");

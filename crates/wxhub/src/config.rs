@@ -83,6 +83,10 @@ struct RawConfig {
     #[serde(default)]
     oauth: RawOAuth,
     #[serde(default)]
+    http: RawHttp,
+    #[serde(default)]
+    limits: RawLimits,
+    #[serde(default)]
     accounts: Vec<RawAccount>,
     #[serde(default)]
     clients: Vec<RawClient>,
@@ -197,6 +201,22 @@ pub struct RefreshSettings {
     /// Run the background refresher. Off only where something else drives
     /// refreshes (tests on a virtual clock call `Credentials::run_due`).
     pub background: bool,
+    /// A reported token is confirmed with the platform before anything is
+    /// refreshed; reports of the same value within this many seconds share
+    /// one confirmation.
+    pub confirm_window_secs: i64,
+    /// Refreshes triggered by callers (reports, the proxy), per account and
+    /// credential: at least this long apart…
+    pub caller_min_interval_secs: i64,
+    /// …at most this many an hour…
+    pub caller_max_per_hour: i64,
+    /// …and this many a Beijing day (classic token fetches, ticket fetches).
+    /// The default, 100, is half a test account's daily token quota (200).
+    pub caller_max_per_day: i64,
+    /// Forced stable-token refreshes a caller's reports may cause per
+    /// Beijing day; the platform allows 20 for everything, the default 10
+    /// keeps half of them for the scheduled path and for people.
+    pub caller_max_forced_per_day: i64,
 }
 
 impl Default for RefreshSettings {
@@ -213,6 +233,11 @@ impl Default for RefreshSettings {
             config_error_retry_secs: 300,
             max_concurrent: 16,
             background: true,
+            confirm_window_secs: 30,
+            caller_min_interval_secs: 60,
+            caller_max_per_hour: 6,
+            caller_max_per_day: 100,
+            caller_max_forced_per_day: 10,
         }
     }
 }
@@ -263,6 +288,8 @@ struct RawOAuth {
     ticket_ttl_secs: i64,
     #[serde(default = "default_profile_max_age")]
     profile_max_age_secs: i64,
+    #[serde(default = "default_max_pending_states")]
+    max_pending_states: u32,
 }
 
 impl Default for RawOAuth {
@@ -275,8 +302,16 @@ impl Default for RawOAuth {
             state_ttl_secs: default_state_ttl(),
             ticket_ttl_secs: default_ticket_ttl(),
             profile_max_age_secs: default_profile_max_age(),
+            max_pending_states: default_max_pending_states(),
         }
     }
+}
+
+// A busy account signs in a few people a second; 20,000 states in flight
+// (each kept for the state's lifetime, 600 s by default) is far above that,
+// and bounds what anonymous visitors can make the hub store per account.
+fn default_max_pending_states() -> u32 {
+    20_000
 }
 
 fn default_state_ttl() -> i64 {
@@ -305,6 +340,9 @@ pub struct OAuthSettings {
     pub ticket_ttl_secs: i64,
     /// A stored profile older than this is fetched again.
     pub profile_max_age_secs: i64,
+    /// Sign-ins in progress per account (states not yet swept): beyond
+    /// this, new ones are refused with 503.
+    pub max_pending_states: u32,
 }
 
 impl std::fmt::Debug for OAuthSettings {
@@ -315,6 +353,7 @@ impl std::fmt::Debug for OAuthSettings {
             .field("state_ttl_secs", &self.state_ttl_secs)
             .field("ticket_ttl_secs", &self.ticket_ttl_secs)
             .field("profile_max_age_secs", &self.profile_max_age_secs)
+            .field("max_pending_states", &self.max_pending_states)
             .finish()
     }
 }
@@ -330,6 +369,8 @@ struct RawClient {
     key_sha256: String,
     #[serde(default)]
     apps: Vec<String>,
+    #[serde(default)]
+    limits: RawClientLimits,
 }
 
 /// One WeChat account served by this hub.
@@ -363,6 +404,8 @@ pub struct ClientConfig {
     pub key_sha256: [u8; 32],
     /// AppIDs it may use; `*` for all.
     pub apps: std::sync::Arc<[String]>,
+    /// Its rate limits.
+    pub limits: ClientLimits,
 }
 
 impl ClientConfig {
@@ -431,6 +474,10 @@ pub struct Config {
     pub refresh: RefreshSettings,
     /// Web authorization.
     pub oauth: OAuthSettings,
+    /// The HTTP server's own protection.
+    pub http: HttpSettings,
+    /// Default rate limits.
+    pub limits: Limits,
     /// Accounts.
     pub accounts: Vec<AccountConfig>,
     /// Clients.
@@ -676,6 +723,30 @@ fn validate(
             return Err(ConfigError::new(key, "must be positive"));
         }
     }
+    if r.confirm_window_secs <= 0 {
+        return Err(ConfigError::new(
+            "refresh.confirm_window_secs",
+            "must be positive",
+        ));
+    }
+    for (key, v) in [
+        (
+            "refresh.caller_min_interval_secs",
+            r.caller_min_interval_secs,
+        ),
+        ("refresh.caller_max_per_hour", r.caller_max_per_hour),
+        ("refresh.caller_max_per_day", r.caller_max_per_day),
+    ] {
+        if v < 0 {
+            return Err(ConfigError::new(key, "must not be negative"));
+        }
+    }
+    if !(0..=20).contains(&r.caller_max_forced_per_day) {
+        return Err(ConfigError::new(
+            "refresh.caller_max_forced_per_day",
+            "must be between 0 and 20: the platform allows 20 forced refreshes a day in all",
+        ));
+    }
     if r.tick_ms == 0 || r.max_concurrent == 0 {
         return Err(ConfigError::new(
             if r.tick_ms == 0 {
@@ -754,6 +825,8 @@ fn validate(
             oauth_return_origins: origins,
         });
     }
+    let limits = validate_limits(&raw.limits)?;
+    let http = validate_http(&raw.http)?;
     let mut clients = Vec::new();
     for (i, c) in raw.clients.into_iter().enumerate() {
         let key_sha256 = parse_sha256(&format!("clients[{i}].key_sha256"), &c.key_sha256)?;
@@ -771,10 +844,22 @@ fn validate(
                 ));
             }
         }
+        let key = |f: &str| format!("clients[{i}].limits.{f}");
+        let client_limits = ClientLimits {
+            proxy: match &c.limits.proxy {
+                Some(r) => r.resolve(&key("proxy"))?,
+                None => limits.proxy,
+            },
+            invalidate: match &c.limits.invalidate {
+                Some(r) => r.resolve(&key("invalidate"))?,
+                None => limits.invalidate,
+            },
+        };
         clients.push(ClientConfig {
             name: c.name.into(),
             key_sha256,
             apps: c.apps.into(),
+            limits: client_limits,
         });
     }
     let o = raw.oauth;
@@ -854,7 +939,14 @@ fn validate(
         state_ttl_secs: o.state_ttl_secs,
         ticket_ttl_secs: o.ticket_ttl_secs,
         profile_max_age_secs: o.profile_max_age_secs,
+        max_pending_states: o.max_pending_states,
     };
+    if oauth.max_pending_states == 0 {
+        return Err(ConfigError::new(
+            "oauth.max_pending_states",
+            "must be positive",
+        ));
+    }
     let admin_key_sha256 = raw
         .admin_key_sha256
         .as_deref()
@@ -867,9 +959,208 @@ fn validate(
         upstream: raw.upstream,
         refresh: raw.refresh,
         oauth,
+        http,
+        limits,
         accounts,
         clients,
     })
+}
+
+/// `[http]` as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawHttp {
+    header_read_timeout_ms: u64,
+    idle_timeout_ms: u64,
+    request_timeout_ms: u64,
+    max_connections: usize,
+    trusted_proxies: Vec<String>,
+}
+
+impl Default for RawHttp {
+    fn default() -> Self {
+        let d = HttpSettings::default();
+        RawHttp {
+            header_read_timeout_ms: d.header_read_timeout.as_millis() as u64,
+            idle_timeout_ms: d.idle_timeout.as_millis() as u64,
+            request_timeout_ms: d.request_timeout.as_millis() as u64,
+            max_connections: d.max_connections,
+            trusted_proxies: Vec::new(),
+        }
+    }
+}
+
+/// `[http]`: what the server does about slow, idle and numerous connections,
+/// and whose `X-Forwarded-For` it believes.
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    /// A request's head must arrive within this; a client that trickles it
+    /// (or never ends it) is disconnected.
+    pub header_read_timeout: std::time::Duration,
+    /// A keep-alive connection with no request in flight is closed after this.
+    pub idle_timeout: std::time::Duration,
+    /// A whole request, body and answer included, gets this long (408 after).
+    pub request_timeout: std::time::Duration,
+    /// Connections served at once; more wait in the listen backlog.
+    pub max_connections: usize,
+    /// Peers (reverse proxies, load balancers) whose `X-Forwarded-For` names
+    /// the real client: per-IP limits apply to that address instead.
+    pub trusted_proxies: Vec<crate::limits::Cidr>,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        HttpSettings {
+            header_read_timeout: std::time::Duration::from_secs(10),
+            idle_timeout: std::time::Duration::from_secs(60),
+            request_timeout: std::time::Duration::from_secs(60),
+            max_connections: 4096,
+            trusted_proxies: Vec::new(),
+        }
+    }
+}
+
+fn validate_http(raw: &RawHttp) -> Result<HttpSettings, ConfigError> {
+    let ms = |key: &str, v: u64, min: u64| {
+        if v < min {
+            Err(ConfigError::new(key, format!("must be at least {min}")))
+        } else {
+            Ok(std::time::Duration::from_millis(v))
+        }
+    };
+    if raw.max_connections == 0 {
+        return Err(ConfigError::new("http.max_connections", "must be positive"));
+    }
+    let mut trusted_proxies = Vec::new();
+    for (i, c) in raw.trusted_proxies.iter().enumerate() {
+        trusted_proxies.push(
+            crate::limits::Cidr::parse(c)
+                .map_err(|m| ConfigError::new(format!("http.trusted_proxies[{i}]"), m))?,
+        );
+    }
+    Ok(HttpSettings {
+        header_read_timeout: ms(
+            "http.header_read_timeout_ms",
+            raw.header_read_timeout_ms,
+            100,
+        )?,
+        idle_timeout: ms("http.idle_timeout_ms", raw.idle_timeout_ms, 100)?,
+        request_timeout: ms("http.request_timeout_ms", raw.request_timeout_ms, 100)?,
+        max_connections: raw.max_connections,
+        trusted_proxies,
+    })
+}
+
+/// A rate as written: `{ per_second = N, burst = B }` or `{ per_minute = N, burst = B }`.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRate {
+    per_second: Option<u32>,
+    per_minute: Option<u32>,
+    burst: u32,
+}
+
+impl RawRate {
+    fn resolve(&self, key: &str) -> Result<crate::limits::Rate, ConfigError> {
+        let per_minute = match (self.per_second, self.per_minute) {
+            (Some(s), None) => u64::from(s) * 60,
+            (None, Some(m)) => u64::from(m),
+            _ => {
+                return Err(ConfigError::new(
+                    key,
+                    "give exactly one of per_second or per_minute",
+                ));
+            }
+        };
+        if per_minute == 0 || self.burst == 0 {
+            return Err(ConfigError::new(key, "rate and burst must be positive"));
+        }
+        Ok(crate::limits::Rate::per_minute(per_minute, self.burst))
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawClientLimits {
+    proxy: Option<RawRate>,
+    invalidate: Option<RawRate>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    proxy: Option<RawRate>,
+    invalidate: Option<RawRate>,
+    anonymous: Option<RawRate>,
+}
+
+/// `[limits]`: the defaults every client gets, and the per-IP limit of the
+/// anonymous web-authorization routes.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Proxied calls per client key.
+    pub proxy: crate::limits::Rate,
+    /// Invalidate reports per client key (tokens and tickets together).
+    pub invalidate: crate::limits::Rate,
+    /// Requests to `/oauth/*` per client IP.
+    pub anonymous: crate::limits::Rate,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        use crate::limits::Rate;
+        Limits {
+            // Far above what one business server sends through a proxy to
+            // a platform whose own per-API quotas are per day.
+            proxy: Rate::per_minute(12_000, 400),
+            // A fleet of workers that all saw one rotation reports once
+            // each; a loop that reports without end is what this stops.
+            invalidate: Rate::per_minute(60, 60),
+            // A sign-in is two or three of these; an office behind one NAT
+            // signs many people in at nine o'clock.
+            anonymous: Rate::per_minute(120, 60),
+        }
+    }
+}
+
+fn validate_limits(raw: &RawLimits) -> Result<Limits, ConfigError> {
+    let d = Limits::default();
+    Ok(Limits {
+        proxy: raw
+            .proxy
+            .map(|r| r.resolve("limits.proxy"))
+            .transpose()?
+            .unwrap_or(d.proxy),
+        invalidate: raw
+            .invalidate
+            .map(|r| r.resolve("limits.invalidate"))
+            .transpose()?
+            .unwrap_or(d.invalidate),
+        anonymous: raw
+            .anonymous
+            .map(|r| r.resolve("limits.anonymous"))
+            .transpose()?
+            .unwrap_or(d.anonymous),
+    })
+}
+
+/// A client's rate limits.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientLimits {
+    /// Proxied calls.
+    pub proxy: crate::limits::Rate,
+    /// Invalidate reports.
+    pub invalidate: crate::limits::Rate,
+}
+
+impl Default for ClientLimits {
+    fn default() -> Self {
+        let d = Limits::default();
+        ClientLimits {
+            proxy: d.proxy,
+            invalidate: d.invalidate,
+        }
+    }
 }
 
 #[cfg(test)]

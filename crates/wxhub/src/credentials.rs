@@ -16,10 +16,11 @@ use rand::Rng;
 use tokio::sync::Semaphore;
 use wx_api::{Action, BackOffUntil, ConfigPart, WxError};
 
+use crate::budget::{Budget, Decision, Exhausted};
 use crate::clock::{Clock, beijing_day};
 use crate::config::{AccountConfig, RefreshSettings, TicketKind, TokenMode};
 use crate::metrics::Metrics;
-use crate::shared::{LeaseOutcome, Note, Record, Shared};
+use crate::shared::{LeaseOutcome, Note, Record, RequestKind, Shared};
 use crate::store::{Store, StoreError, StoredCredential};
 
 wx_api::secret_type!(
@@ -129,6 +130,35 @@ struct SlotState {
     // until then (real time: the virtual clock may stand still) instead of
     // asking again on every tick.
     redis_retry_at: Option<Instant>,
+    // The last time the platform was asked whether a reported value works,
+    // and what it said: reports of the same value within the confirm window
+    // share the answer.
+    confirmed: Option<Confirmation>,
+    // The token endpoint's quota as the last confirmation read it (classic
+    // mode): caller-triggered fetches stop at half the day's quota.
+    quota: Option<(i64, wx_api::endpoint::quota::ApiQuota)>,
+    // A refused caller-triggered refresh was logged at this time; logged
+    // again only after the confirm window, not once per report.
+    refused_logged_at: Option<i64>,
+}
+
+/// What the platform said of a reported value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    /// It works: the caller's error was not about it.
+    Valid,
+    /// 40001, 40014 or 42001: it is dead.
+    Rejected,
+    /// The platform could not be asked (timeout, quota, an error of its
+    /// own): treated as a report, under the caller budget.
+    Unknown,
+}
+
+#[derive(Debug, Clone)]
+struct Confirmation {
+    value: Secret,
+    at: i64,
+    verdict: Verdict,
 }
 
 /// One credential of one account.
@@ -137,8 +167,22 @@ pub struct Slot {
     kind: CredKind,
     state: Mutex<SlotState>,
     fetch: tokio::sync::Mutex<()>,
+    // Reports arriving together share one confirmation.
+    confirm: tokio::sync::Mutex<()>,
     // Bumped whenever the value changes, for callers waiting on the owner.
     version: tokio::sync::watch::Sender<u64>,
+    // Shared mode: the owner's last refusal to replace a reported value
+    // (its caller budget was spent), for callers waiting on the owner.
+    refused: tokio::sync::watch::Sender<Option<Refusal>>,
+}
+
+/// An owner's "not replacing this one": the SHA-256 of the reported value,
+/// why, and when a report could refresh again.
+#[derive(Debug, Clone)]
+struct Refusal {
+    failed_sha256: String,
+    reason: String,
+    retry_after: i64,
 }
 
 impl Slot {
@@ -147,7 +191,9 @@ impl Slot {
             kind,
             state: Mutex::new(SlotState::default()),
             fetch: tokio::sync::Mutex::new(()),
+            confirm: tokio::sync::Mutex::new(()),
             version: tokio::sync::watch::Sender::new(0),
+            refused: tokio::sync::watch::Sender::new(None),
         }
     }
 
@@ -220,6 +266,55 @@ pub enum CredError {
         /// When trying again makes sense, seconds.
         retry_after: i64,
     },
+    /// A caller's report would need a refresh, and the refreshes callers may
+    /// trigger for this credential are used up for now.
+    #[error("{reason}")]
+    OverBudget {
+        /// Which limit, in words.
+        reason: String,
+        /// When the budget allows one again, seconds.
+        retry_after: i64,
+    },
+}
+
+/// What became of a caller's report of a value the platform rejected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReportOutcome {
+    /// The reported value was no longer the current one: use the one served.
+    AlreadyReplaced,
+    /// The platform accepts the reported value: the caller's error was not
+    /// about it; keep using it.
+    StillValid,
+    /// The platform rejected it, and the hub replaced it.
+    Replaced,
+    /// The platform rejected it (or could not say), but the refreshes
+    /// callers may trigger are used up for now: the current value is served
+    /// anyway, and the scheduled refresh still runs.
+    OverBudget,
+}
+
+impl ReportOutcome {
+    /// `already_replaced`, `still_valid`, `replaced`, `over_budget`.
+    pub fn label(self) -> &'static str {
+        match self {
+            ReportOutcome::AlreadyReplaced => "already_replaced",
+            ReportOutcome::StillValid => "still_valid",
+            ReportOutcome::Replaced => "replaced",
+            ReportOutcome::OverBudget => "over_budget",
+        }
+    }
+}
+
+/// The answer to a report: what to use now, and why.
+#[derive(Debug, Clone)]
+pub struct Reported {
+    /// The credential to use now.
+    pub served: Served,
+    /// What the report led to.
+    pub outcome: ReportOutcome,
+    /// With [`ReportOutcome::OverBudget`]: why, and when a report could
+    /// refresh again (seconds).
+    pub budget: Option<(String, i64)>,
 }
 
 /// What started a refresh.
@@ -229,8 +324,9 @@ enum Trigger {
     Scheduled,
     /// A caller found no valid credential.
     Missing,
-    /// A caller reports this value failed.
-    Invalidate(Secret),
+    /// A caller reports this value failed; `rejected` when the platform
+    /// confirmed it (not only the caller said so). Under the caller budget.
+    Reported { failed: Secret, rejected: bool },
     /// Another instance's thrown-away fetch doomed this value (classic mode).
     Doomed(Secret),
 }
@@ -560,13 +656,18 @@ impl Credentials {
             return Ok(s);
         }
         if self.shared.is_some() {
-            return self.get_shared(account, kind, None).await;
+            return self.get_shared(account, kind, None, false).await;
         }
         self.refresh_and_wait(account, kind, Trigger::Missing).await
     }
 
-    /// Compare-and-refresh: refreshes only if `failed` is still the current
-    /// value, once however many callers report it. Returns what to use now.
+    /// A caller reports that `failed` was rejected. Nothing is refreshed on
+    /// a caller's word alone: if `failed` is still the current value, the
+    /// platform is asked first whether it works (reports arriving together,
+    /// or within `confirm_window_secs`, share one question), and only a value
+    /// the platform rejects (or cannot vouch for) is replaced, once however
+    /// many report it, and within the caller budget. Returns what to use now
+    /// and what the report led to.
     ///
     /// # Errors
     /// As [`Credentials::get`].
@@ -575,28 +676,278 @@ impl Credentials {
         appid: &str,
         kind: CredKind,
         failed: &str,
-    ) -> Result<Served, CredError> {
+    ) -> Result<Reported, CredError> {
         let (account, kind) = self.find(appid, kind)?;
         let slot = account.slot(kind).expect("find checked the slot");
         let failed = Secret::new(failed);
-        let is_current = {
-            let st = slot.lock();
-            st.current.as_ref().is_some_and(|c| c.value.ct_eq(&failed))
+        let outcome = self.report(&account, slot, failed).await;
+        let label = match &outcome {
+            Ok(r) => r.outcome.label(),
+            Err(_) => "unavailable",
         };
-        if !is_current {
-            if let Some(s) = self.served(&account, slot) {
-                return Ok(s);
-            }
-            if self.shared.is_some() {
-                return self.get_shared(account, kind, None).await;
-            }
-            return self.refresh_and_wait(account, kind, Trigger::Missing).await;
+        self.metrics.inc(
+            "wxhub_reports_total",
+            &[("appid", appid), ("kind", kind.label()), ("outcome", label)],
+        );
+        outcome
+    }
+
+    async fn report(
+        self: &Arc<Self>,
+        account: &Arc<Account>,
+        slot: &Slot,
+        failed: Secret,
+    ) -> Result<Reported, CredError> {
+        let kind = slot.kind;
+        let answer = |served: Served, outcome| Reported {
+            served,
+            outcome,
+            budget: None,
+        };
+        // A value no longer current, or past its expiry, needs no report: the
+        // current one, or a fetch as for any caller without one.
+        let live = self.served(account, slot).is_some();
+        if !self.is_current(slot, &failed) || !live {
+            let served = match self.served(account, slot) {
+                Some(s) => s,
+                None if self.shared.is_some() => {
+                    self.get_shared(account.clone(), kind, None, false).await?
+                }
+                None => {
+                    self.refresh_and_wait(account.clone(), kind, Trigger::Missing)
+                        .await?
+                }
+            };
+            return Ok(answer(served, ReportOutcome::AlreadyReplaced));
         }
-        if self.shared.is_some() {
-            return self.get_shared(account, kind, Some(failed)).await;
+        let verdict = self.confirm(account, slot, &failed).await;
+        if verdict == Verdict::Valid
+            && let Some(served) = self.served(account, slot)
+        {
+            return Ok(answer(served, ReportOutcome::StillValid));
         }
-        self.refresh_and_wait(account, kind, Trigger::Invalidate(failed))
+        let rejected = verdict == Verdict::Rejected;
+        let reported = failed.clone();
+        let replaced = if self.shared.is_some() {
+            self.get_shared(account.clone(), kind, Some(failed), rejected)
+                .await
+        } else {
+            self.refresh_and_wait(
+                account.clone(),
+                kind,
+                Trigger::Reported { failed, rejected },
+            )
             .await
+        };
+        match replaced {
+            // A ticket fetched again comes back unchanged while it lives.
+            Ok(served) if served.value.ct_eq(&reported) => {
+                Ok(answer(served, ReportOutcome::StillValid))
+            }
+            Ok(served) => Ok(answer(served, ReportOutcome::Replaced)),
+            Err(CredError::OverBudget {
+                reason,
+                retry_after,
+            }) => match self.served(account, slot) {
+                Some(served) => Ok(Reported {
+                    served,
+                    outcome: ReportOutcome::OverBudget,
+                    budget: Some((reason, retry_after)),
+                }),
+                None => Err(CredError::OverBudget {
+                    reason,
+                    retry_after,
+                }),
+            },
+            Err(e) => Err(e),
+        }
+    }
+
+    fn is_current(&self, slot: &Slot, value: &Secret) -> bool {
+        slot.lock()
+            .current
+            .as_ref()
+            .is_some_and(|c| c.value.ct_eq(value))
+    }
+
+    /// Asks the platform whether a reported value works, once per value per
+    /// confirm window. A token is checked with `openapi/quota/get`, which
+    /// takes the global token, costs no business API's quota and tells the
+    /// token endpoint's remaining fetches. A ticket needs no call: the
+    /// platform hands out the same ticket until it expires, so one fetched
+    /// within the window still works; an older one is worth one fetch.
+    async fn confirm(&self, account: &Account, slot: &Slot, failed: &Secret) -> Verdict {
+        let _one_question = slot.confirm.lock().await;
+        let now = self.clock.now();
+        let window = self.settings.confirm_window_secs;
+        {
+            let st = slot.lock();
+            if let Some(c) = &st.confirmed
+                && c.value.ct_eq(failed)
+                && now - c.at < window
+            {
+                return c.verdict;
+            }
+            if let CredKind::Ticket(_) = slot.kind {
+                let fresh = st.last_refresh_at.is_some_and(|t| now - t < window);
+                return if fresh {
+                    Verdict::Valid
+                } else {
+                    Verdict::Unknown
+                };
+            }
+        }
+        let path = match account.cfg.token_mode {
+            TokenMode::Classic => "/cgi-bin/token",
+            TokenMode::Stable => "/cgi-bin/stable_token",
+        };
+        let token = wx_api::AccessToken::new(failed.expose_secret());
+        let started = Instant::now();
+        let asked = self.wx.api_quota(&token, path).await;
+        self.metrics.observe(
+            "wxhub_upstream_duration_seconds",
+            &[("endpoint", "/cgi-bin/openapi/quota/get")],
+            started.elapsed().as_secs_f64(),
+        );
+        let verdict = match asked {
+            Ok(quota) => {
+                slot.lock().quota = Some((beijing_day(now), quota));
+                Verdict::Valid
+            }
+            Err(e) if e.is_token_invalid() => Verdict::Rejected,
+            Err(e) => {
+                tracing::info!(account.appid = %account.cfg.appid.as_str(), error = %e, "cannot confirm a reported token with the platform; treating the report as unconfirmed");
+                Verdict::Unknown
+            }
+        };
+        slot.lock().confirmed = Some(Confirmation {
+            value: failed.clone(),
+            at: now,
+            verdict,
+        });
+        verdict
+    }
+
+    /// The budget of caller-triggered refreshes this credential draws on:
+    /// its store scope and limits.
+    fn budget_for(&self, account: &Account, kind: CredKind) -> (String, Budget) {
+        let s = &self.settings;
+        let forced = kind == CredKind::AccessToken && account.cfg.token_mode == TokenMode::Stable;
+        let scope = if forced {
+            "forced".to_string()
+        } else {
+            kind.label().to_string()
+        };
+        let budget = Budget {
+            min_interval: s.caller_min_interval_secs,
+            per_hour: s.caller_max_per_hour,
+            per_day: if forced {
+                s.caller_max_forced_per_day
+            } else {
+                s.caller_max_per_day
+            },
+        };
+        (scope, budget)
+    }
+
+    /// Checks (and with `take`, spends) one caller-triggered refresh.
+    /// Refused: the reason and the seconds to wait. A store that does not
+    /// answer refuses too: an unmetered refresh is what this exists to stop.
+    async fn caller_budget(
+        &self,
+        account: &Account,
+        slot: &Slot,
+        take: bool,
+    ) -> Result<(), CredError> {
+        let appid = account.cfg.appid.as_str();
+        let now = self.clock.now();
+        // Classic mode: never let callers spend the second half of the day's
+        // token quota, whatever the configured ceilings say.
+        if slot.kind == CredKind::AccessToken
+            && account.cfg.token_mode == TokenMode::Classic
+            && let Some((day, q)) = slot.lock().quota
+            && day == beijing_day(now)
+            && q.remain.saturating_mul(2) < q.daily_limit
+        {
+            let reason = format!(
+                "the platform reports {} of today's {} token fetches left: reports no longer trigger fetches today",
+                q.remain, q.daily_limit
+            );
+            let next_day = (beijing_day(now) + 1) * 86400 - 8 * 3600;
+            return Err(self.over_budget(account, slot, "quota_half", reason, next_day - now));
+        }
+        let (scope, budget) = self.budget_for(account, slot.kind);
+        match self.store.budget(appid, &scope, budget, now, take).await {
+            Ok(Decision::Allowed(_)) => Ok(()),
+            Ok(Decision::Refused { limit, retry_after }) => {
+                let what = match limit {
+                    Exhausted::Interval => format!(
+                        "a report refreshed the {} less than {} s ago (refresh.caller_min_interval_secs)",
+                        slot.kind.label(),
+                        budget.min_interval
+                    ),
+                    Exhausted::Hour => format!(
+                        "reports already caused {} refreshes of the {} this hour (refresh.caller_max_per_hour)",
+                        budget.per_hour,
+                        slot.kind.label()
+                    ),
+                    Exhausted::Day => format!(
+                        "reports already caused {} {} of the {} today (refresh.caller_max_{}per_day)",
+                        budget.per_day,
+                        if scope == "forced" {
+                            "forced refreshes"
+                        } else {
+                            "refreshes"
+                        },
+                        slot.kind.label(),
+                        if scope == "forced" { "forced_" } else { "" }
+                    ),
+                };
+                Err(self.over_budget(account, slot, limit.label(), what, retry_after))
+            }
+            Err(e) => {
+                let reason =
+                    format!("the refresh budget cannot be read ({e}); not refreshing on a report");
+                Err(self.over_budget(account, slot, "store", reason, 1))
+            }
+        }
+    }
+
+    fn over_budget(
+        &self,
+        account: &Account,
+        slot: &Slot,
+        limit: &'static str,
+        reason: String,
+        retry_after: i64,
+    ) -> CredError {
+        let appid = account.cfg.appid.as_str();
+        let now = self.clock.now();
+        self.metrics.inc(
+            "wxhub_caller_refresh_refused_total",
+            &[
+                ("appid", appid),
+                ("kind", slot.kind.label()),
+                ("limit", limit),
+            ],
+        );
+        let log = {
+            let mut st = slot.lock();
+            let due = st
+                .refused_logged_at
+                .is_none_or(|t| now - t >= self.settings.confirm_window_secs);
+            if due {
+                st.refused_logged_at = Some(now);
+            }
+            due
+        };
+        if log {
+            tracing::warn!(account.appid = %appid, kind = slot.kind.label(), limit, retry_in_secs = retry_after, "not refreshing on a caller's report: {reason}; serving the current value");
+        }
+        CredError::OverBudget {
+            reason: format!("{reason}; the current value is still served"),
+            retry_after: retry_after.max(1),
+        }
     }
 
     /// Shared mode, when the local copy will not do: what Redis holds may be
@@ -607,6 +958,7 @@ impl Credentials {
         account: Arc<Account>,
         kind: CredKind,
         failed: Option<Secret>,
+        rejected: bool,
     ) -> Result<Served, CredError> {
         let sh = self.shared.as_ref().expect("shared mode");
         let slot = account.slot(kind).expect("find checked the slot");
@@ -614,6 +966,7 @@ impl Credentials {
         let key = account.store_key(kind);
         // Subscribed before anything is read, so no change is missed.
         let mut version = slot.version.subscribe();
+        let mut refusals = slot.refused.subscribe();
         let usable = |this: &Self| {
             this.served(&account, slot)
                 .filter(|s| !failed.as_ref().is_some_and(|f| s.value.ct_eq(f)))
@@ -642,21 +995,46 @@ impl Credentials {
             };
         if owner {
             let trigger = match failed {
-                Some(f) => Trigger::Invalidate(f),
+                Some(failed) => Trigger::Reported { failed, rejected },
                 None => Trigger::Missing,
             };
             return self.refresh_and_wait(account.clone(), kind, trigger).await;
         }
         let failed_hash = failed.as_ref().map(|f| sha256_hex(f.expose_secret()));
-        if let Err(e) = sh.request(appid, &key, failed_hash.as_deref(), false).await {
+        let note = match (&failed, rejected) {
+            (Some(_), true) => RequestKind::Rejected,
+            _ => RequestKind::Plain,
+        };
+        if let Err(e) = sh.request(appid, &key, failed_hash.as_deref(), note).await {
             self.redis_failed(&e);
             return Err(self.redis_unavailable(kind));
         }
+        // The owner answers with a change, or (its caller budget spent) with
+        // a refusal naming the reported value.
         let deadline =
             tokio::time::Instant::now() + Duration::from_millis(self.settings.wait_for_token_ms);
-        while let Ok(Ok(())) = tokio::time::timeout_at(deadline, version.changed()).await {
+        loop {
+            let woke = tokio::time::timeout_at(deadline, async {
+                tokio::select! {
+                    r = version.changed() => r.is_ok(),
+                    r = refusals.changed() => r.is_ok(),
+                }
+            })
+            .await;
+            if !matches!(woke, Ok(true)) {
+                break;
+            }
             if let Some(s) = usable(self) {
                 return Ok(s);
+            }
+            let refusal = refusals.borrow_and_update().clone();
+            if let (Some(r), Some(h)) = (refusal, &failed_hash)
+                && r.failed_sha256 == *h
+            {
+                return Err(CredError::OverBudget {
+                    reason: r.reason,
+                    retry_after: r.retry_after,
+                });
             }
         }
         Err(CredError::Unavailable {
@@ -754,7 +1132,7 @@ impl Credentials {
             let skip = match &trigger {
                 Trigger::Scheduled => now < st.next_refresh_at && st.current.is_some(),
                 Trigger::Missing => valid,
-                Trigger::Invalidate(failed) | Trigger::Doomed(failed) => {
+                Trigger::Reported { failed, .. } | Trigger::Doomed(failed) => {
                     valid && !st.current.as_ref().is_some_and(|c| c.value.ct_eq(failed))
                 }
             };
@@ -787,8 +1165,16 @@ impl Credentials {
                 });
             }
         }
-        let force = matches!(trigger, Trigger::Invalidate(_));
-        if let Trigger::Invalidate(failed) = &trigger
+        if matches!(trigger, Trigger::Reported { .. }) {
+            self.caller_budget(account, slot, true).await?;
+        }
+        let force = matches!(trigger, Trigger::Reported { .. });
+        // A foreign refresh is one the platform confirmed: the current token
+        // rejected before its expiry, and not by a fetch of ours.
+        if let Trigger::Reported {
+            failed,
+            rejected: true,
+        } = &trigger
             && kind == CredKind::AccessToken
         {
             let current_not_expired = slot
@@ -1035,7 +1421,10 @@ impl Credentials {
                 {
                     let marked = sh.mark_minted(appid, key, started).await;
                     let asked = match &newer_hash {
-                        Some(h) => sh.request(appid, key, Some(h), true).await.map(|_| ()),
+                        Some(h) => sh
+                            .request(appid, key, Some(h), RequestKind::Doomed)
+                            .await
+                            .map(|_| ()),
                         None => Ok(()),
                     };
                     if let Err(e) = marked.and(asked) {
@@ -1214,11 +1603,17 @@ impl Credentials {
         }
     }
 
+    /// `getticket` answered the token it was given with a token error: the
+    /// platform itself rejected that token. Replaced under the caller
+    /// budget, like a report: ticket requests are what caused it.
     async fn invalidate_token_inline(&self, account: &Account, failed: &str) {
         let _ = Box::pin(self.refresh(
             account,
             CredKind::AccessToken,
-            Trigger::Invalidate(Secret::new(failed)),
+            Trigger::Reported {
+                failed: Secret::new(failed),
+                rejected: true,
+            },
         ))
         .await;
     }
@@ -1657,6 +2052,21 @@ impl Credentials {
         let this = self.clone();
         match note {
             Note::Heartbeat { .. } => {}
+            Note::Refused {
+                appid,
+                kind,
+                failed_sha256,
+                retry_after,
+                reason,
+            } => {
+                if let Some(slot) = self.accounts.get(&appid).and_then(|a| a.slot_by_key(&kind)) {
+                    slot.refused.send_replace(Some(Refusal {
+                        failed_sha256,
+                        reason,
+                        retry_after,
+                    }));
+                }
+            }
             Note::Changed { appid, kind } => {
                 let Some(account) = self.accounts.get(&appid).cloned() else {
                     return;
@@ -1671,7 +2081,7 @@ impl Credentials {
                 appid,
                 kind,
                 failed_sha256,
-                doomed,
+                why,
             } => {
                 let Some(account) = self.accounts.get(&appid).cloned() else {
                     return;
@@ -1688,22 +2098,54 @@ impl Credentials {
                     Some(hash) => {
                         let current = slot.lock().current.as_ref().map(|c| c.value.clone());
                         match current {
-                            Some(v) if sha256_hex(v.expose_secret()) == hash => {
-                                if doomed {
+                            Some(v) if sha256_hex(v.expose_secret()) == hash => match why {
+                                RequestKind::Doomed => {
                                     tracing::info!(account.appid = %appid, "a paused instance's thrown-away fetch doomed the current token; replacing it");
                                     Trigger::Doomed(v)
-                                } else {
-                                    Trigger::Invalidate(v)
                                 }
-                            }
+                                RequestKind::Rejected => Trigger::Reported {
+                                    failed: v,
+                                    rejected: true,
+                                },
+                                RequestKind::Plain => Trigger::Reported {
+                                    failed: v,
+                                    rejected: false,
+                                },
+                            },
                             // Already replaced: the asker gets the change note.
                             _ => return,
                         }
                     }
                 };
                 let kind = slot.kind;
+                let key = account.store_key(kind);
+                let reported = match &trigger {
+                    Trigger::Reported { failed, .. } => Some(sha256_hex(failed.expose_secret())),
+                    _ => None,
+                };
                 tokio::spawn(async move {
-                    let _ = this.refresh(&account, kind, trigger).await;
+                    let refused = this.refresh(&account, kind, trigger).await;
+                    // The asker waits for a change; tell it none is coming.
+                    if let (
+                        Err(CredError::OverBudget {
+                            reason,
+                            retry_after,
+                        }),
+                        Some(hash),
+                        Some(sh),
+                    ) = (refused, reported, this.shared.as_ref())
+                        && let Err(e) = sh
+                            .refused(
+                                account.cfg.appid.as_str(),
+                                &key,
+                                &hash,
+                                retry_after,
+                                &reason,
+                            )
+                            .await
+                    {
+                        this.redis_failed(&e);
+                    }
                 });
             }
         }

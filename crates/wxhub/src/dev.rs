@@ -114,7 +114,10 @@ pub async fn start(
             state_ttl_secs: 600,
             ticket_ttl_secs: 60,
             profile_max_age_secs: 86400,
+            max_pending_states: 20_000,
         },
+        http: Default::default(),
+        limits: Default::default(),
         accounts: vec![AccountConfig {
             appid: AppId::parse(demo.appid.clone()).context("demo appid")?,
             secret: AppSecret::new(demo.secret.clone()),
@@ -129,6 +132,7 @@ pub async fn start(
             name: "dev".into(),
             key_sha256: hash_key(&client_key),
             apps: vec!["*".to_string()].into(),
+            limits: Default::default(),
         }],
     };
     let clock = Arc::new(SimClock(sim.sim().clone()));

@@ -63,6 +63,42 @@ impl ApiError {
             ..Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
         }
     }
+
+    /// 429 with `Retry-After`: this caller is over its rate.
+    pub fn rate_limited(message: impl Into<String>, retry_after: i64) -> ApiError {
+        ApiError {
+            retry_after: Some(retry_after.max(1)),
+            ..Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message)
+        }
+    }
+
+    /// 405, naming what is allowed.
+    pub fn method_not_allowed(message: impl Into<String>) -> ApiError {
+        Self::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            message,
+        )
+    }
+
+    /// 413.
+    pub fn payload_too_large(message: impl Into<String>) -> ApiError {
+        Self::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", message)
+    }
+
+    /// 415.
+    pub fn unsupported_media_type(message: impl Into<String>) -> ApiError {
+        Self::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            message,
+        )
+    }
+
+    /// 408: the request took longer than `http.request_timeout_ms`.
+    pub fn request_timeout(message: impl Into<String>) -> ApiError {
+        Self::new(StatusCode::REQUEST_TIMEOUT, "request_timeout", message)
+    }
 }
 
 impl IntoResponse for ApiError {
@@ -92,6 +128,13 @@ impl From<CredError> for ApiError {
                 reason,
                 retry_after,
             } => ApiError::unavailable(reason, retry_after),
+            CredError::OverBudget {
+                reason,
+                retry_after,
+            } => ApiError {
+                code: "over_budget",
+                ..ApiError::unavailable(reason, retry_after)
+            },
         }
     }
 }
@@ -115,6 +158,15 @@ mod tests {
             (ApiError::not_found("x"), 404, "not_found"),
             (ApiError::upstream("x"), 502, "upstream_error"),
             (ApiError::unavailable("x", 3), 503, "unavailable"),
+            (ApiError::rate_limited("x", 3), 429, "rate_limited"),
+            (ApiError::method_not_allowed("x"), 405, "method_not_allowed"),
+            (ApiError::payload_too_large("x"), 413, "payload_too_large"),
+            (
+                ApiError::unsupported_media_type("x"),
+                415,
+                "unsupported_media_type",
+            ),
+            (ApiError::request_timeout("x"), 408, "request_timeout"),
         ];
         for (e, status, code) in cases {
             assert_eq!((e.status.as_u16(), e.code), (status, code));

@@ -8,7 +8,10 @@
 //! - [`store`]: where state outlives a process: the embedded SQLite file or Redis.
 //! - [`shared`]: several instances on one Redis, one refresher per account.
 //! - [`credentials`]: tokens and tickets: refresh ahead of expiry,
-//!   single-flight fetches, compare-and-refresh, backoff.
+//!   single-flight fetches, compare-and-refresh, backoff; reports confirmed
+//!   with the platform before anything is refreshed.
+//! - [`budget`]: what callers' reports may make the hub fetch.
+//! - [`limits`]: rate limits per client key and per client IP.
 //! - [`app`]: building and running the server; [`router`] assembles routes;
 //!   `routes/*` are the handlers; [`auth`] checks client keys; [`error`] is
 //!   the API's error type; [`metrics`] the Prometheus registry.
@@ -19,6 +22,7 @@
 
 pub mod app;
 pub mod auth;
+pub mod budget;
 pub mod cli;
 pub mod clock;
 pub mod config;
@@ -26,10 +30,13 @@ pub mod credentials;
 pub mod demo;
 pub mod dev;
 pub mod error;
+pub mod extract;
+pub mod limits;
 pub mod metrics;
 pub mod oauth;
 pub mod router;
 pub mod routes;
+pub mod server;
 pub mod shared;
 pub mod store;
 pub mod telemetry;

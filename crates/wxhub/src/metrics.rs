@@ -60,12 +60,27 @@ const HELP: &[(&str, &str, &str)] = &[
     (
         "wxhub_foreign_refresh_total",
         "counter",
-        "Tokens killed by another system fetching for the same account.",
+        "Tokens the platform rejected before their expiry though the hub did not replace them: another system fetched or forced a token for the same account.",
     ),
     (
         "wxhub_forced_refresh_total",
         "counter",
         "Forced stable_token refreshes.",
+    ),
+    (
+        "wxhub_reports_total",
+        "counter",
+        "Reports of a rejected credential (invalidate, the proxy) by outcome: already_replaced, still_valid, replaced, over_budget, unavailable.",
+    ),
+    (
+        "wxhub_caller_refresh_refused_total",
+        "counter",
+        "Refreshes a report would have triggered but the caller budget refused, by the limit that refused.",
+    ),
+    (
+        "wxhub_rate_limited_total",
+        "counter",
+        "Requests refused with 429, by limit (proxy, invalidate, anonymous) and client name.",
     ),
     (
         "wxhub_http_requests_total",

@@ -8,8 +8,15 @@
 //!   round: a person with a userinfo grant on file is not asked again; one
 //!   without (or whose grant answers 48001) is sent to `snsapi_userinfo`.
 //! - WeChat sometimes calls the callback twice with the same code; the second
-//!   call gets the same result instead of a 40163 error page.
+//!   call gets the same result instead of a 40163 error page. A callback URL
+//!   is not a reusable login: a replay gets the same hand-over ticket while
+//!   it is unredeemed and alive (the ticket is derived from the state and the
+//!   code, never minted twice), then "already used"; a failed code exchange
+//!   is remembered and its replays get the real reason at once.
 //! - The result goes back as a one-time ticket the business server redeems.
+//! - What anonymous visitors can make the hub store is bounded: `return_to`
+//!   is at most [`MAX_RETURN_TO`] bytes and an account holds at most
+//!   `oauth.max_pending_states` states.
 
 use hmac::{Hmac, Mac};
 use rand::RngCore;
@@ -170,9 +177,15 @@ fn restart_url(app: &App, appid: &str, want: Want, return_to: &str) -> String {
     format!("{}/oauth/{appid}/authorize?{q}", app.public_url)
 }
 
+/// The longest `return_to` accepted: a page URL, not a place to store data.
+pub const MAX_RETURN_TO: usize = 2048;
+
 /// Checks `return_to` against the account's allowed origins: no open redirect.
 fn check_return_to(account: &AccountConfig, return_to: &str) -> Result<url::Url, Failure> {
     let bad = |m: &str| Failure::new(400, "invalid_request", format!("return_to: {m}"));
+    if return_to.len() > MAX_RETURN_TO {
+        return Err(bad(&format!("longer than {MAX_RETURN_TO} bytes")));
+    }
     let u = url::Url::parse(return_to).map_err(|_| bad("not an absolute URL"))?;
     if !matches!(u.scheme(), "http" | "https") || !u.username().is_empty() || u.password().is_some()
     {
@@ -241,7 +254,8 @@ async fn redirect_to_wechat(
     let id = random_hex(16);
     let expires_at = now + app.config.oauth.state_ttl_secs;
     let internal = |e: String| Failure::new(500, "internal", e);
-    app.store
+    let saved = app
+        .store
         .save_state(
             &id,
             &StateRecord {
@@ -252,9 +266,22 @@ async fn redirect_to_wechat(
                 expires_at,
             },
             now,
+            app.config.oauth.max_pending_states,
         )
         .await
         .map_err(|e| internal(e.to_string()))?;
+    if !saved {
+        app.metrics
+            .inc("wxhub_oauth_states_refused_total", &[("appid", appid)]);
+        return Err(Failure::new(
+            503,
+            "too_many_sign_ins",
+            format!(
+                "{appid} has {} sign-ins in progress (oauth.max_pending_states); try again in a minute",
+                app.config.oauth.max_pending_states
+            ),
+        ));
+    }
     let state = OAuthState::parse(sign_state(
         &app.config.oauth.state_secret,
         appid,
@@ -291,19 +318,33 @@ fn with_param(url: &str, key: &str, value: &str) -> String {
     }
 }
 
-/// Issues a one-time hand-over ticket for a result and returns the URL the
-/// person goes back to.
+/// The hand-over ticket of one callback: derived from the state and the
+/// code it came with, so a replayed callback names the same ticket instead
+/// of minting another one.
+fn derive_ticket(key: &[u8], appid: &str, id: &str, code_hash: &str) -> String {
+    let mut m = HmacSha256::new_from_slice(key).expect("HMAC takes any key length");
+    m.update(b"wxhub-hand-over-ticket\0");
+    m.update(appid.as_bytes());
+    m.update(b"\0");
+    m.update(id.as_bytes());
+    m.update(b"\0");
+    m.update(code_hash.as_bytes());
+    format!("wxt{}", hex::encode(&m.finalize().into_bytes()[..24]))
+}
+
+/// Stores the hand-over ticket for a result and returns the URL the person
+/// goes back to.
 async fn hand_over(
     app: &App,
     appid: &str,
     return_to: &str,
+    ticket: &str,
     result: &str,
 ) -> Result<String, Failure> {
     let now = app.clock.now();
-    let ticket = format!("wxt{}", random_hex(24));
     app.store
         .save_ticket(
-            &sha256_hex(&ticket),
+            &sha256_hex(ticket),
             appid,
             result,
             now + app.config.oauth.ticket_ttl_secs,
@@ -311,7 +352,44 @@ async fn hand_over(
         )
         .await
         .map_err(|e| Failure::new(500, "internal", e.to_string()))?;
-    Ok(with_param(return_to, "wxhub_ticket", &ticket))
+    Ok(with_param(return_to, "wxhub_ticket", ticket))
+}
+
+/// What a finished callback left on its state, for replays of it.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Outcome {
+    /// A ticket was handed over; a replay names the same one.
+    Ticket,
+    /// The person was sent on to WeChat again (consent after a silent probe).
+    Redirect(String),
+    /// It failed, for this reason.
+    Failed {
+        status: u16,
+        code: String,
+        message: String,
+        restart: Option<String>,
+    },
+}
+
+/// What a code exchange led to.
+enum Finished {
+    /// A result to hand over.
+    Result(Value),
+    /// Sent on to WeChat for consent.
+    Redirect(String),
+}
+
+async fn remember(app: &App, appid: &str, id: &str, outcome: &Outcome) {
+    let text = serde_json::to_string(outcome).unwrap_or_default();
+    if let Err(e) = app.store.set_state_result(appid, id, &text).await {
+        tracing::warn!(account.appid = %appid, error = %e, "cannot remember a sign-in's outcome; a replayed callback will be told it was already used");
+    }
+}
+
+/// The return URL telling the page that this sign-in was already used.
+fn already_used(return_to: &str) -> String {
+    with_param(return_to, "wxhub_error", "already_used")
 }
 
 /// Handles WeChat's redirect back: consent, refusal, replays, escalation.
@@ -340,7 +418,7 @@ pub async fn callback(
         Err(BadState::Expired(id)) => {
             let restart = app
                 .store
-                .peek_state(&id)
+                .peek_state(appid, &id)
                 .await
                 .ok()
                 .flatten()
@@ -364,25 +442,18 @@ pub async fn callback(
     let code_hash = code.map(sha256_hex);
     let record = match app
         .store
-        .consume_state(&id, code_hash.as_deref(), now)
+        .consume_state(appid, &id, code_hash.as_deref(), now)
         .await
         .map_err(|e| Failure::new(500, "internal", e.to_string()))?
     {
         Consumed::Fresh(r) => r,
-        Consumed::Again {
-            record,
-            used_at,
-            result,
-        } => {
-            return replay(app, appid, &id, record, used_at, result).await;
+        Consumed::Again { record, result, .. } => {
+            let code_hash = code_hash.unwrap_or_default();
+            return replay(app, appid, &id, &code_hash, record, result).await;
         }
-        Consumed::Used => {
-            return Err(Failure::new(
-                400,
-                "used_state",
-                "this login link was already used; nothing was done",
-            ));
-        }
+        // Another code, or a refusal replayed: the page learns that this
+        // sign-in is over; nothing is exchanged.
+        Consumed::Used(record) => return Ok(already_used(&record.return_to)),
         Consumed::Missing => {
             return Err(Failure::new(
                 400,
@@ -391,9 +462,7 @@ pub async fn callback(
             ));
         }
     };
-    let want = Want::from_record(&record.want);
-    let restart = restart_url(app, appid, want, &record.return_to);
-    let Some(code) = code else {
+    let (Some(code), Some(code_hash)) = (code, code_hash) else {
         // Refusal: WeChat comes back with state and no code.
         return Ok(with_param(
             &record.return_to,
@@ -401,6 +470,43 @@ pub async fn callback(
             "access_denied",
         ));
     };
+    match finish(app, &account, &record, code, now).await {
+        Ok(Finished::Result(result)) => {
+            let ticket = derive_ticket(key, appid, &id, &code_hash);
+            let url =
+                hand_over(app, appid, &record.return_to, &ticket, &result.to_string()).await?;
+            remember(app, appid, &id, &Outcome::Ticket).await;
+            Ok(url)
+        }
+        Ok(Finished::Redirect(url)) => {
+            remember(app, appid, &id, &Outcome::Redirect(url.clone())).await;
+            Ok(url)
+        }
+        Err(f) => {
+            let failed = Outcome::Failed {
+                status: f.status,
+                code: f.code.to_string(),
+                message: f.message.clone(),
+                restart: f.restart.clone(),
+            };
+            remember(app, appid, &id, &failed).await;
+            Err(f)
+        }
+    }
+}
+
+/// Exchanges the code and does what the page asked for: a result to hand
+/// over, or a redirect to WeChat for consent.
+async fn finish(
+    app: &App,
+    account: &AccountConfig,
+    record: &StateRecord,
+    code: &str,
+    now: i64,
+) -> Result<Finished, Failure> {
+    let appid = account.appid.as_str();
+    let want = Want::from_record(&record.want);
+    let restart = restart_url(app, appid, want, &record.return_to);
     let token = match app
         .wx
         .exchange_code(&account.appid, &account.secret, &OAuthCode::new(code))
@@ -454,18 +560,19 @@ pub async fn callback(
             let usable =
                 existing.filter(|g| g.scope != "snsapi_base" && g.refresh_expires_at > now);
             match usable {
-                Some(g) => match profile_via_grant(app, &account, g).await {
+                Some(g) => match profile_via_grant(app, account, g).await {
                     Ok(g) => payload(&g, None),
                     // 48001 or a dead grant: ask for consent, not an error.
                     Err(ProfileError::Unauthorized | ProfileError::Expired) => {
                         return redirect_to_wechat(
                             app,
-                            &account,
+                            account,
                             want,
                             "consent",
                             &record.return_to,
                         )
-                        .await;
+                        .await
+                        .map(Finished::Redirect);
                     }
                     Err(ProfileError::Upstream(m)) => {
                         return Err(Failure::new(502, "upstream_error", m).restart(Some(restart)));
@@ -473,14 +580,15 @@ pub async fn callback(
                 },
                 None => {
                     save_unless_downgrade(app, &grant, now).await;
-                    return redirect_to_wechat(app, &account, want, "consent", &record.return_to)
-                        .await;
+                    return redirect_to_wechat(app, account, want, "consent", &record.return_to)
+                        .await
+                        .map(Finished::Redirect);
                 }
             }
         }
         (Want::Userinfo | Want::Login, _) => {
             save_grant(app, &grant).await;
-            match profile_via_grant(app, &account, grant.clone()).await {
+            match profile_via_grant(app, account, grant.clone()).await {
                 Ok(g) => payload(&g, None),
                 // Consent was given and still 48001 (a snapshot user): hand
                 // over the openid without a profile rather than loop.
@@ -496,29 +604,21 @@ pub async fn callback(
             payload(&grant, None)
         }
     };
-    let result = result.to_string();
-    let _ = app.store.set_state_result(&id, &result).await;
-    hand_over(app, appid, &record.return_to, &result).await
+    Ok(Finished::Result(result))
 }
 
-/// A second callback with the same state and code (WeChat's double
-/// redirect): the same result, under a new ticket.
+/// A callback with a state and code seen before (WeChat's double redirect,
+/// browser history, a shared link): what the first one led to. The same
+/// ticket while it is unredeemed and alive, then "already used"; a failure
+/// again, at once, with its reason. Nothing is exchanged or minted twice.
 async fn replay(
     app: &App,
     appid: &str,
     id: &str,
+    code_hash: &str,
     record: StateRecord,
-    used_at: i64,
     mut result: Option<String>,
 ) -> Result<String, Failure> {
-    let now = app.clock.now();
-    if now - used_at > CODE_LIFE {
-        return Err(Failure::new(
-            400,
-            "used_state",
-            "this login link was already used; nothing was done",
-        ));
-    }
     // The first callback may still be exchanging the code: wait for it,
     // briefly, rather than exchange the code a second time.
     for _ in 0..50 {
@@ -526,22 +626,51 @@ async fn replay(
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        result = app.store.state_result(id).await.ok().flatten();
+        result = app.store.state_result(appid, id).await.ok().flatten();
     }
-    match result {
-        Some(r) => hand_over(app, appid, &record.return_to, &r).await,
-        None => Err(Failure::new(
+    let Some(result) = result else {
+        return Err(Failure::new(
             503,
             "in_progress",
-            "this sign-in is still being completed; reload the page",
-        )),
+            "this sign-in is still being completed; try again in a few seconds",
+        ));
+    };
+    match serde_json::from_str::<Outcome>(&result) {
+        Ok(Outcome::Ticket) => {
+            let ticket = derive_ticket(&app.config.oauth.state_secret, appid, id, code_hash);
+            let live = app
+                .store
+                .ticket_live(&sha256_hex(&ticket), app.clock.now())
+                .await
+                .map_err(|e| Failure::new(500, "internal", e.to_string()))?;
+            Ok(if live {
+                with_param(&record.return_to, "wxhub_ticket", &ticket)
+            } else {
+                already_used(&record.return_to)
+            })
+        }
+        Ok(Outcome::Redirect(url)) => Ok(url),
+        Ok(Outcome::Failed {
+            status,
+            code,
+            message,
+            restart,
+        }) => {
+            let code = match code.as_str() {
+                "code_used" => "code_used",
+                "code_expired" => "code_expired",
+                "upstream_error" => "upstream_error",
+                _ => "sign_in_failed",
+            };
+            Err(Failure::new(status, code, message).restart(restart))
+        }
+        // Written by an older version: nothing to repeat safely.
+        Err(_) => Ok(already_used(&record.return_to)),
     }
 }
 
 /// How long a refresh_token lives (§5.3): the grant's lifetime.
 const REFRESH_TOKEN_LIFE: i64 = 30 * 86400;
-/// How long a code lives (§5.1): the window for a repeated callback.
-const CODE_LIFE: i64 = 300;
 
 async fn save_grant(app: &App, g: &Grant) {
     if let Err(e) = app.store.save_grant(g).await {

@@ -1,19 +1,28 @@
-//! The router, assembled in one place, and the request-log middleware that
-//! identifies the caller once per request.
+//! The router, assembled in one place, and its middleware: the request log
+//! that identifies the caller once per request, the request timeout, the
+//! per-IP limit of the anonymous routes, and the layer that makes every
+//! error the API's JSON error.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
-use axum::http::header;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{StatusCode, header};
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 
 use crate::app::App;
 use crate::auth::identify;
+use crate::error::ApiError;
 use crate::routes;
+
+/// Marks a response whose error status is deliberate and not the API's to
+/// reformat: the platform's answer through the proxy, a page for a person.
+#[derive(Debug, Clone, Copy)]
+pub struct Passthrough;
 
 /// Every route of the hub.
 pub fn router(app: Arc<App>) -> Router {
@@ -64,6 +73,24 @@ pub fn router(app: Arc<App>) -> Router {
             "/v1/oauth/tickets/redeem",
             post(routes::oauth::redeem_route),
         )
+        .merge(anonymous(app.clone()))
+        .fallback(routes::not_found)
+        .method_not_allowed_fallback(routes::method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            request_timeout,
+        ))
+        .layer(axum::middleware::from_fn(json_errors))
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            request_log,
+        ))
+        .with_state(app)
+}
+
+/// The routes anyone may call (a person's browser): limited per client IP.
+fn anonymous(app: Arc<App>) -> Router<Arc<App>> {
+    Router::new()
         .route(
             "/oauth/{appid}/authorize",
             get(routes::oauth::authorize_route),
@@ -72,12 +99,106 @@ pub fn router(app: Arc<App>) -> Router {
             "/oauth/{appid}/callback",
             get(routes::oauth::callback_route),
         )
-        .fallback(routes::not_found)
-        .layer(axum::middleware::from_fn_with_state(
-            app.clone(),
-            request_log,
+        .route_layer(axum::middleware::from_fn_with_state(app, per_ip_limit))
+}
+
+/// The client's address: the peer's, or from `X-Forwarded-For` when the
+/// peer is a configured trusted proxy.
+fn client_ip(app: &App, req: &Request) -> Option<std::net::IpAddr> {
+    let peer = req.extensions().get::<ConnectInfo<SocketAddr>>()?.0.ip();
+    let forwarded = req
+        .headers()
+        .get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok());
+    Some(crate::limits::client_ip(
+        peer,
+        forwarded,
+        &app.config.http.trusted_proxies,
+    ))
+}
+
+async fn per_ip_limit(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
+    if let Some(ip) = client_ip(&app, &req)
+        && let Err(l) = app.limiter.ip(ip, app.config.limits.anonymous)
+    {
+        app.metrics.inc(
+            "wxhub_rate_limited_total",
+            &[("limit", "anonymous"), ("client", "-")],
+        );
+        return ApiError::rate_limited(
+            format!(
+                "too many sign-in requests from this address; retry after {} s",
+                l.retry_after_secs()
+            ),
+            l.retry_after_secs(),
+        )
+        .into_response();
+    }
+    next.run(req).await
+}
+
+async fn request_timeout(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
+    let limit = app.config.http.request_timeout;
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(resp) => resp,
+        Err(_) => ApiError::request_timeout(format!(
+            "the request was not complete within {} ms (http.request_timeout_ms)",
+            limit.as_millis()
         ))
-        .with_state(app)
+        .into_response(),
+    }
+}
+
+/// Every error in the API's format: an error answer that is not JSON (an
+/// extractor's or the framework's plain-text rejection) is replaced by
+/// `{"error":{"code","message"}}` for its status, keeping `Retry-After`.
+async fn json_errors(req: Request, next: Next) -> Response {
+    let resp = next.run(req).await;
+    let status = resp.status();
+    if !(status.is_client_error() || status.is_server_error())
+        || resp.extensions().get::<Passthrough>().is_some()
+    {
+        return resp;
+    }
+    let is_json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(crate::extract::is_json_content_type);
+    if is_json {
+        return resp;
+    }
+    let retry_after = resp.headers().get(header::RETRY_AFTER).cloned();
+    let (code, message) = match status {
+        StatusCode::BAD_REQUEST => ("invalid_request", "the request is malformed"),
+        StatusCode::UNAUTHORIZED => ("unauthorized", "authentication is required"),
+        StatusCode::FORBIDDEN => ("forbidden", "not allowed"),
+        StatusCode::NOT_FOUND => ("not_found", "no such route; see /openapi.json"),
+        StatusCode::METHOD_NOT_ALLOWED => (
+            "method_not_allowed",
+            "this route does not take that method; see /openapi.json",
+        ),
+        StatusCode::REQUEST_TIMEOUT => ("request_timeout", "the request took too long"),
+        StatusCode::PAYLOAD_TOO_LARGE => ("payload_too_large", "the request body is too large"),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => (
+            "unsupported_media_type",
+            "send JSON with Content-Type: application/json",
+        ),
+        StatusCode::TOO_MANY_REQUESTS => ("rate_limited", "too many requests"),
+        s if s.is_server_error() => ("internal", "the hub failed to answer this request"),
+        _ => ("invalid_request", "the request cannot be served"),
+    };
+    let mut out = ApiError {
+        status,
+        code,
+        message: message.to_string(),
+        retry_after: None,
+    }
+    .into_response();
+    if let Some(v) = retry_after {
+        out.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    out
 }
 
 /// Identifies the caller from `Authorization` (by hash; the key itself goes

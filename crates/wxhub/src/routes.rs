@@ -13,3 +13,8 @@ use crate::error::ApiError;
 pub async fn not_found() -> ApiError {
     ApiError::not_found("no such route; see /openapi.json")
 }
+
+/// 405 for a known path with another method, in the API's error format.
+pub async fn method_not_allowed() -> ApiError {
+    ApiError::method_not_allowed("this route does not take that method; see /openapi.json")
+}

@@ -527,6 +527,30 @@ impl Shared {
         Ok(())
     }
 
+    /// Tells the instances waiting for a reported value to be replaced that
+    /// the owner will not replace it now.
+    ///
+    /// # Errors
+    /// If Redis cannot be asked.
+    pub async fn refused(
+        &self,
+        appid: &str,
+        kind: &str,
+        failed_sha256: &str,
+        retry_after: i64,
+        reason: &str,
+    ) -> Result<(), StoreError> {
+        let reason = reason.replace(['\t', '\n'], " ");
+        let _: i64 = redis::cmd("PUBLISH")
+            .arg(self.changes_channel())
+            .arg(format!(
+                "{appid}\t{kind}\trefused\t{failed_sha256}\t{retry_after}\t{reason}"
+            ))
+            .query_async(&mut self.redis.conn())
+            .await?;
+        Ok(())
+    }
+
     /// Tells every instance (itself included) that this one is alive and
     /// listening: a subscriber that stops hearing its own heartbeat has a
     /// dead connection, even if TCP never said so.
@@ -542,10 +566,9 @@ impl Shared {
         Ok(())
     }
 
-    /// Asks the owner to refresh: after `failed_sha256` was rejected (or,
-    /// with `doomed`, was doomed by a fetch whose token was thrown away), or
-    /// because no valid value is held (`None`). Returns how many instances
-    /// listen.
+    /// Asks the owner to refresh: after `failed_sha256` was reported (see
+    /// [`RequestKind`] for why), or because no valid value is held (`None`).
+    /// Returns how many instances listen.
     ///
     /// # Errors
     /// If Redis cannot be asked.
@@ -554,19 +577,36 @@ impl Shared {
         appid: &str,
         kind: &str,
         failed_sha256: Option<&str>,
-        doomed: bool,
+        why: RequestKind,
     ) -> Result<i64, StoreError> {
         let n: i64 = redis::cmd("PUBLISH")
             .arg(self.requests_channel())
             .arg(format!(
                 "{appid}\t{kind}\t{}{}",
                 failed_sha256.unwrap_or(""),
-                if doomed { "\tdoomed" } else { "" }
+                match why {
+                    RequestKind::Plain => "",
+                    RequestKind::Rejected => "\trejected",
+                    RequestKind::Doomed => "\tdoomed",
+                }
             ))
             .query_async(&mut self.redis.conn())
             .await?;
         Ok(n)
     }
+}
+
+/// Why an instance asks the owner to replace a value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestKind {
+    /// A caller reported it; the platform could not vouch either way (or
+    /// nothing is held at all).
+    Plain,
+    /// A caller reported it and the platform confirmed it is dead.
+    Rejected,
+    /// Not rejected by the platform but doomed by a fetch whose token was
+    /// thrown away: not a foreign refresh, and not a caller's doing.
+    Doomed,
 }
 
 /// A parsed pub/sub note.
@@ -576,6 +616,20 @@ pub enum Note {
     Heartbeat {
         /// Its name.
         instance: String,
+    },
+    /// The owner will not replace a reported value: its caller budget is
+    /// spent. The instances waiting on it answer at once.
+    Refused {
+        /// The account.
+        appid: String,
+        /// The store kind.
+        kind: String,
+        /// SHA-256 (hex) of the reported value.
+        failed_sha256: String,
+        /// Seconds until a report could refresh again.
+        retry_after: i64,
+        /// Why, in words.
+        reason: String,
     },
     /// The account's credential changed in Redis.
     Changed {
@@ -592,9 +646,8 @@ pub enum Note {
         kind: String,
         /// SHA-256 (hex) of the value that failed; None when none is held.
         failed_sha256: Option<String>,
-        /// The value was not rejected by the platform but doomed by a fetch
-        /// whose token was thrown away: not a foreign refresh.
-        doomed: bool,
+        /// Why.
+        why: RequestKind,
     },
 }
 
@@ -609,13 +662,27 @@ impl Note {
                 instance: parts.next()?.to_string(),
             });
         }
+        if !request && parts.clone().next() == Some("refused") {
+            parts.next();
+            return Some(Note::Refused {
+                appid,
+                kind,
+                failed_sha256: parts.next()?.to_string(),
+                retry_after: parts.next()?.parse().ok()?,
+                reason: parts.next()?.to_string(),
+            });
+        }
         if request {
             let failed = parts.next()?;
             Some(Note::Request {
                 appid,
                 kind,
                 failed_sha256: (!failed.is_empty()).then(|| failed.to_string()),
-                doomed: parts.next() == Some("doomed"),
+                why: match parts.next() {
+                    Some("doomed") => RequestKind::Doomed,
+                    Some("rejected") => RequestKind::Rejected,
+                    _ => RequestKind::Plain,
+                },
             })
         } else {
             Some(Note::Changed { appid, kind })
@@ -642,7 +709,7 @@ mod tests {
                 appid: "wx1".into(),
                 kind: "ticket:jsapi".into(),
                 failed_sha256: None,
-                doomed: false
+                why: RequestKind::Plain
             })
         );
         assert_eq!(Note::parse(true, "wx1\tticket:jsapi"), None);
@@ -652,7 +719,29 @@ mod tests {
                 appid: "wx1".into(),
                 kind: "access_token:classic".into(),
                 failed_sha256: Some("ab12".into()),
-                doomed: true
+                why: RequestKind::Doomed
+            })
+        );
+        assert_eq!(
+            Note::parse(
+                false,
+                "wx1\taccess_token:classic\trefused\tab12\t30\tno budget"
+            ),
+            Some(Note::Refused {
+                appid: "wx1".into(),
+                kind: "access_token:classic".into(),
+                failed_sha256: "ab12".into(),
+                retry_after: 30,
+                reason: "no budget".into()
+            })
+        );
+        assert_eq!(
+            Note::parse(true, "wx1\taccess_token:classic\tab12\trejected"),
+            Some(Note::Request {
+                appid: "wx1".into(),
+                kind: "access_token:classic".into(),
+                failed_sha256: Some("ab12".into()),
+                why: RequestKind::Rejected
             })
         );
         assert_eq!(

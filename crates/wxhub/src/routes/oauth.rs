@@ -5,8 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use serde::Deserialize;
@@ -15,23 +14,31 @@ use serde_json::Value;
 use crate::app::App;
 use crate::auth::AuthedClient;
 use crate::error::ApiError;
+use crate::extract::{AppPath, AppQuery, JsonBody};
 use crate::oauth::{self, Failure, Want};
 use crate::routes::tokens::authorize;
 
 fn api_error(f: Failure) -> ApiError {
-    let mut e = match f.status {
-        400 => ApiError::bad_request(f.message),
-        403 => ApiError::forbidden(f.message),
-        404 => ApiError::not_found(f.message),
-        502 => ApiError::upstream(f.message),
-        503 => ApiError::unavailable(f.message, 1),
-        _ => ApiError::upstream(f.message),
-    };
-    if f.status == 500 {
-        e.status = StatusCode::INTERNAL_SERVER_ERROR;
-        e.code = "internal";
+    let status = StatusCode::from_u16(f.status).unwrap_or(StatusCode::BAD_GATEWAY);
+    if status == StatusCode::INTERNAL_SERVER_ERROR {
+        tracing::error!(error = %f.message, "web authorization failed inside the hub");
+        return ApiError {
+            status,
+            code: "internal",
+            message: "the hub failed to complete this request".into(),
+            retry_after: None,
+        };
     }
-    e
+    ApiError {
+        status,
+        code: f.code,
+        message: f.message,
+        retry_after: match f.code {
+            "too_many_sign_ins" => Some(60),
+            _ if status == StatusCode::SERVICE_UNAVAILABLE => Some(1),
+            _ => None,
+        },
+    }
 }
 
 fn esc(s: &str) -> String {
@@ -43,6 +50,15 @@ fn esc(s: &str) -> String {
 
 /// A page for the person: WeChat's webview shows it; no JSON here.
 fn error_page(f: Failure) -> Response {
+    let f = if f.status == 500 {
+        tracing::error!(error = %f.message, "a sign-in failed inside the hub");
+        Failure {
+            message: "the hub could not complete this sign-in; start again".into(),
+            ..f
+        }
+    } else {
+        f
+    };
     let restart = f
         .restart
         .as_deref()
@@ -56,6 +72,7 @@ fn error_page(f: Failure) -> Response {
     let status = StatusCode::from_u16(f.status).unwrap_or(StatusCode::BAD_REQUEST);
     (
         status,
+        axum::Extension(crate::router::Passthrough),
         Html(format!(
             "<!doctype html><html><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width\"><title>Sign-in failed</title></head>\
 <body style=\"font-family:sans-serif;margin:32px\"><h2>Sign-in did not complete / 登录未完成</h2>\
@@ -71,6 +88,7 @@ fn found(url: String) -> Response {
     (StatusCode::FOUND, [(header::LOCATION, url)]).into_response()
 }
 
+/// The query of the authorize route.
 #[derive(Debug, Deserialize)]
 pub struct AuthorizeQuery {
     scope: Option<String>,
@@ -81,8 +99,8 @@ pub struct AuthorizeQuery {
 /// 302 to WeChat with a signed state.
 pub async fn authorize_route(
     State(app): State<Arc<App>>,
-    Path(appid): Path<String>,
-    Query(q): Query<AuthorizeQuery>,
+    AppPath(appid): AppPath<String>,
+    AppQuery(q): AppQuery<AuthorizeQuery>,
 ) -> Result<Response, ApiError> {
     let want = q
         .scope
@@ -102,8 +120,8 @@ pub async fn authorize_route(
 /// `GET /oauth/{appid}/callback?code=..&state=..`: WeChat's redirect back.
 pub async fn callback_route(
     State(app): State<Arc<App>>,
-    Path(appid): Path<String>,
-    Query(q): Query<HashMap<String, String>>,
+    AppPath(appid): AppPath<String>,
+    AppQuery(q): AppQuery<HashMap<String, String>>,
 ) -> Response {
     match oauth::callback(
         &app,
@@ -118,6 +136,7 @@ pub async fn callback_route(
     }
 }
 
+/// The body of a ticket redemption.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedeemBody {
@@ -128,9 +147,8 @@ pub struct RedeemBody {
 pub async fn redeem_route(
     State(app): State<Arc<App>>,
     client: AuthedClient,
-    body: Result<Json<RedeemBody>, JsonRejection>,
+    JsonBody(body): JsonBody<RedeemBody>,
 ) -> Result<Json<Value>, ApiError> {
-    let Json(body) = body?;
     if body.ticket.is_empty() {
         return Err(ApiError::bad_request("ticket: required"));
     }
@@ -144,7 +162,7 @@ pub async fn redeem_route(
 pub async fn user_route(
     State(app): State<Arc<App>>,
     client: AuthedClient,
-    Path((appid, openid)): Path<(String, String)>,
+    AppPath((appid, openid)): AppPath<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     authorize(&app, &client, &appid)?;
     oauth::user(&app, &appid, &openid)

@@ -3,8 +3,7 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -13,8 +12,10 @@ use serde_json::Value;
 use crate::app::App;
 use crate::auth::AuthedClient;
 use crate::config::TicketKind;
-use crate::credentials::{CredKind, Served};
+use crate::credentials::{CredKind, Reported, Served};
 use crate::error::ApiError;
+use crate::extract::{AppPath, JsonBody};
+use crate::limits::ClientLimit;
 
 /// Resolves the account and the client's right to it: 404, then 403.
 pub(crate) fn authorize(app: &App, client: &AuthedClient, appid: &str) -> Result<(), ApiError> {
@@ -53,6 +54,7 @@ async fn get_cred(
     Ok(body(kind, served))
 }
 
+/// The body of an invalidate report.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct InvalidateBody {
@@ -60,15 +62,29 @@ pub struct InvalidateBody {
     ticket: Option<String>,
 }
 
+/// The answer to a report: the value to use now, with what the report led
+/// to (`outcome`) and, when the caller budget refused a refresh, why.
+fn reported_body(kind: CredKind, r: Reported) -> Response {
+    let mut v = serde_json::json!({
+        kind.label(): r.served.value.expose_secret(),
+        "expires_at": r.served.expires_at,
+        "expires_in": r.served.expires_in,
+        "outcome": r.outcome.label(),
+    });
+    if let Some((reason, retry_after)) = r.budget {
+        v["budget"] = serde_json::json!({"reason": reason, "retry_after": retry_after});
+    }
+    Json(v).into_response()
+}
+
 async fn invalidate_cred(
     app: Arc<App>,
     client: AuthedClient,
     appid: String,
     kind: CredKind,
-    req: Result<Json<InvalidateBody>, JsonRejection>,
+    req: InvalidateBody,
 ) -> Result<Response, ApiError> {
     authorize(&app, &client, &appid)?;
-    let Json(req) = req?;
     let (field, failed) = match kind {
         CredKind::AccessToken => ("access_token", req.access_token),
         CredKind::Ticket(_) => ("ticket", req.ticket),
@@ -76,15 +92,16 @@ async fn invalidate_cred(
     let failed = failed.filter(|f| !f.is_empty()).ok_or_else(|| {
         ApiError::bad_request(format!("{field}: required: the value that failed"))
     })?;
-    let served = app.creds.invalidate(&appid, kind, &failed).await?;
-    Ok(body(kind, served))
+    app.charge(&client, ClientLimit::Invalidate).await?;
+    let reported = app.creds.invalidate(&appid, kind, &failed).await?;
+    Ok(reported_body(kind, reported))
 }
 
 /// `GET /v1/apps/{appid}/access_token`.
 pub async fn get_access_token(
     State(app): State<Arc<App>>,
     client: AuthedClient,
-    Path(appid): Path<String>,
+    AppPath(appid): AppPath<String>,
 ) -> Result<Response, ApiError> {
     get_cred(app, client, appid, CredKind::AccessToken).await
 }
@@ -93,8 +110,8 @@ pub async fn get_access_token(
 pub async fn invalidate_access_token(
     State(app): State<Arc<App>>,
     client: AuthedClient,
-    Path(appid): Path<String>,
-    req: Result<Json<InvalidateBody>, JsonRejection>,
+    AppPath(appid): AppPath<String>,
+    JsonBody(req): JsonBody<InvalidateBody>,
 ) -> Result<Response, ApiError> {
     invalidate_cred(app, client, appid, CredKind::AccessToken, req).await
 }
@@ -103,7 +120,7 @@ pub async fn invalidate_access_token(
 pub async fn get_jsapi_ticket(
     State(app): State<Arc<App>>,
     client: AuthedClient,
-    Path(appid): Path<String>,
+    AppPath(appid): AppPath<String>,
 ) -> Result<Response, ApiError> {
     get_cred(app, client, appid, CredKind::Ticket(TicketKind::Jsapi)).await
 }
@@ -112,8 +129,8 @@ pub async fn get_jsapi_ticket(
 pub async fn invalidate_jsapi_ticket(
     State(app): State<Arc<App>>,
     client: AuthedClient,
-    Path(appid): Path<String>,
-    req: Result<Json<InvalidateBody>, JsonRejection>,
+    AppPath(appid): AppPath<String>,
+    JsonBody(req): JsonBody<InvalidateBody>,
 ) -> Result<Response, ApiError> {
     invalidate_cred(app, client, appid, CredKind::Ticket(TicketKind::Jsapi), req).await
 }
@@ -122,7 +139,7 @@ pub async fn invalidate_jsapi_ticket(
 pub async fn get_card_ticket(
     State(app): State<Arc<App>>,
     client: AuthedClient,
-    Path(appid): Path<String>,
+    AppPath(appid): AppPath<String>,
 ) -> Result<Response, ApiError> {
     get_cred(app, client, appid, CredKind::Ticket(TicketKind::WxCard)).await
 }
@@ -131,8 +148,8 @@ pub async fn get_card_ticket(
 pub async fn invalidate_card_ticket(
     State(app): State<Arc<App>>,
     client: AuthedClient,
-    Path(appid): Path<String>,
-    req: Result<Json<InvalidateBody>, JsonRejection>,
+    AppPath(appid): AppPath<String>,
+    JsonBody(req): JsonBody<InvalidateBody>,
 ) -> Result<Response, ApiError> {
     invalidate_cred(
         app,
@@ -144,6 +161,7 @@ pub async fn invalidate_card_ticket(
     .await
 }
 
+/// The body of `jssdk/config`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct JsSdkBody {
@@ -168,11 +186,10 @@ fn domain_allowed(domains: &[String], url: &url::Url) -> bool {
 pub async fn jssdk_config(
     State(app): State<Arc<App>>,
     client: AuthedClient,
-    Path(appid): Path<String>,
-    req: Result<Json<JsSdkBody>, JsonRejection>,
+    AppPath(appid): AppPath<String>,
+    JsonBody(req): JsonBody<JsSdkBody>,
 ) -> Result<Json<Value>, ApiError> {
     authorize(&app, &client, &appid)?;
-    let Json(req) = req?;
     let page = wx_api::jssdk::signing_url(&req.url);
     let parsed =
         url::Url::parse(page).map_err(|_| ApiError::bad_request("url: not an absolute URL"))?;

@@ -60,6 +60,13 @@ impl From<redis::RedisError> for StoreError {
     }
 }
 
+/// How long a state is kept after it expires (a late callback can still be
+/// offered a "start again" link), counted against the account's
+/// `oauth.max_pending_states` until then.
+pub const STATE_GRACE: i64 = 600;
+/// How long a hand-over ticket is kept after it expires.
+pub const TICKET_GRACE: i64 = 600;
+
 /// A pending web authorization, keyed by the id inside its `state`.
 #[derive(Debug, Clone)]
 pub struct StateRecord {
@@ -91,7 +98,7 @@ pub enum Consumed {
         result: Option<String>,
     },
     /// Used before with another code, or for a refusal.
-    Used,
+    Used(StateRecord),
     /// Unknown.
     Missing,
 }
@@ -169,6 +176,22 @@ impl Store {
         dispatch!(self.bump(appid, name, day))
     }
 
+    /// Whether a caller-triggered refresh fits the budget of (`appid`,
+    /// `scope`); with `take`, records it when it does. See [`crate::budget`].
+    ///
+    /// # Errors
+    /// On a storage failure.
+    pub async fn budget(
+        &self,
+        appid: &str,
+        scope: &str,
+        budget: crate::budget::Budget,
+        now: i64,
+        take: bool,
+    ) -> Result<crate::budget::Decision, StoreError> {
+        dispatch!(self.budget(appid, scope, budget, now, take))
+    }
+
     /// A per-day counter.
     ///
     /// # Errors
@@ -177,20 +200,42 @@ impl Store {
         dispatch!(self.counter(appid, name, day))
     }
 
-    /// Records a new pending authorization.
+    /// Records a new pending authorization, unless the account already has
+    /// `max_pending` on file: `Ok(false)` then.
     ///
     /// # Errors
     /// On a storage failure.
-    pub async fn save_state(&self, id: &str, r: &StateRecord, now: i64) -> Result<(), StoreError> {
-        dispatch!(self.save_state(id, r, now))
+    pub async fn save_state(
+        &self,
+        id: &str,
+        r: &StateRecord,
+        now: i64,
+        max_pending: u32,
+    ) -> Result<bool, StoreError> {
+        dispatch!(self.save_state(id, r, now, max_pending))
+    }
+
+    /// Forgets expired states and tickets (Redis expires its own).
+    ///
+    /// # Errors
+    /// On a storage failure.
+    pub async fn sweep(&self, now: i64) -> Result<(usize, usize), StoreError> {
+        match self {
+            Store::Sqlite(s) => s.sweep(now),
+            Store::Redis(_) => Ok((0, 0)),
+        }
     }
 
     /// Looks a state up without using it.
     ///
     /// # Errors
     /// On a storage failure.
-    pub async fn peek_state(&self, id: &str) -> Result<Option<StateRecord>, StoreError> {
-        dispatch!(self.peek_state(id))
+    pub async fn peek_state(
+        &self,
+        appid: &str,
+        id: &str,
+    ) -> Result<Option<StateRecord>, StoreError> {
+        dispatch!(self.peek_state(appid, id))
     }
 
     /// Uses a state, once; see [`Consumed`].
@@ -199,27 +244,41 @@ impl Store {
     /// On a storage failure.
     pub async fn consume_state(
         &self,
+        appid: &str,
         id: &str,
         code_hash: Option<&str>,
         now: i64,
     ) -> Result<Consumed, StoreError> {
-        dispatch!(self.consume_state(id, code_hash, now))
+        dispatch!(self.consume_state(appid, id, code_hash, now))
     }
 
-    /// Stores the result of a finished authorization on its state.
+    /// Stores the outcome of a finished authorization on its state.
     ///
     /// # Errors
     /// On a storage failure.
-    pub async fn set_state_result(&self, id: &str, result: &str) -> Result<(), StoreError> {
-        dispatch!(self.set_state_result(id, result))
+    pub async fn set_state_result(
+        &self,
+        appid: &str,
+        id: &str,
+        result: &str,
+    ) -> Result<(), StoreError> {
+        dispatch!(self.set_state_result(appid, id, result))
     }
 
-    /// The stored result of a used state.
+    /// The stored outcome of a used state.
     ///
     /// # Errors
     /// On a storage failure.
-    pub async fn state_result(&self, id: &str) -> Result<Option<String>, StoreError> {
-        dispatch!(self.state_result(id))
+    pub async fn state_result(&self, appid: &str, id: &str) -> Result<Option<String>, StoreError> {
+        dispatch!(self.state_result(appid, id))
+    }
+
+    /// Whether a hand-over ticket exists, is unused and has not expired.
+    ///
+    /// # Errors
+    /// On a storage failure.
+    pub async fn ticket_live(&self, hash: &str, now: i64) -> Result<bool, StoreError> {
+        dispatch!(self.ticket_live(hash, now))
     }
 
     /// The account of an unused, unexpired hand-over ticket.

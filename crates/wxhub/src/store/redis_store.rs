@@ -13,6 +13,7 @@ use redis::Script;
 use redis::aio::ConnectionManager;
 
 use super::{Consumed, Grant, StateRecord, StoreError};
+use crate::budget::{Budget, Decision, Usage, decide};
 
 /// A connection to the shared Redis.
 #[derive(Clone)]
@@ -104,10 +105,7 @@ impl RedisStore {
 // against the hub's `now`, which may be a virtual clock far from Redis's, so
 // the TTLs are the virtual remaining life plus a generous margin.
 
-/// How long a state outlives its expiry: as long as SQLite keeps it.
-const STATE_GRACE: i64 = 86400;
-/// How long a ticket outlives its expiry: as long as SQLite keeps it.
-const TICKET_GRACE: i64 = 3600;
+use super::{STATE_GRACE, TICKET_GRACE};
 /// How long a grant outlives its refresh token.
 const GRANT_GRACE: i64 = 86400;
 /// The longest a user access token lives (WeChat says 7200 s): the most by
@@ -132,6 +130,28 @@ static CREATE: LazyLock<Script> = LazyLock::new(|| {
         if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
         redis.call('HSET', KEYS[1], unpack(ARGV, 2))
         redis.call('EXPIRE', KEYS[1], ARGV[1])
+        return 1
+        ",
+    )
+});
+
+// One slot (Redis Cluster): KEYS[1], the new state's hash; KEYS[2], the
+// account's index of states by expiry (both hash-tagged by account).
+// ARGV: TTL, the account's cap, the oldest expiry still counted, this
+// state's expiry, its id, then its fields. Returns 1 when saved, 0 when the
+// account is at its cap, -1 when the id exists.
+static CREATE_STATE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+        if redis.call('EXISTS', KEYS[1]) == 1 then return -1 end
+        redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[3])
+        if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[2]) then return 0 end
+        redis.call('HSET', KEYS[1], unpack(ARGV, 6))
+        redis.call('EXPIRE', KEYS[1], ARGV[1])
+        redis.call('ZADD', KEYS[2], ARGV[4], ARGV[5])
+        if redis.call('TTL', KEYS[2]) < tonumber(ARGV[1]) then
+          redis.call('EXPIRE', KEYS[2], ARGV[1])
+        end
         return 1
         ",
     )
@@ -182,6 +202,21 @@ static REDEEM: LazyLock<Script> = LazyLock::new(|| {
     )
 });
 
+// Single key (Redis Cluster): KEYS[1], a budget's hash. Writes the new usage
+// only if nobody wrote since it was read (the `v` field); the decision itself
+// is made in Rust (`budget::decide`), so both stores share one rule.
+static BUDGET_CAS: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+        if (redis.call('HGET', KEYS[1], 'v') or '0') ~= ARGV[1] then return 0 end
+        redis.call('HSET', KEYS[1], 'v', tonumber(ARGV[1]) + 1, 'last', ARGV[2],
+          'hour', ARGV[3], 'hc', ARGV[4], 'day', ARGV[5], 'dc', ARGV[6])
+        redis.call('EXPIRE', KEYS[1], ARGV[7])
+        return 1
+        ",
+    )
+});
+
 /// A required field of a stored hash. Names the field, never its value,
 /// which may be a token.
 fn field<'a>(
@@ -215,8 +250,8 @@ fn state_record(h: &HashMap<String, String>) -> Result<StateRecord, StoreError> 
 }
 
 impl RedisStore {
-    fn state_key(&self, id: &str) -> String {
-        self.key(&format!("state:{id}"))
+    fn state_key(&self, appid: &str, id: &str) -> String {
+        self.app_key(appid, &format!("state:{id}"))
     }
 
     fn ticket_key(&self, hash: &str) -> String {
@@ -229,6 +264,58 @@ impl RedisStore {
 
     fn counter_key(&self, appid: &str, name: &str, day: i64) -> String {
         self.app_key(appid, &format!("count:{name}:{day}"))
+    }
+
+    /// Decides whether a caller-triggered refresh fits the budget of
+    /// (`appid`, `scope`), and with `take` records it when it does, atomically
+    /// across instances (compare-and-set, retried on a race).
+    ///
+    /// # Errors
+    /// On a Redis failure.
+    pub async fn budget(
+        &self,
+        appid: &str,
+        scope: &str,
+        budget: Budget,
+        now: i64,
+        take: bool,
+    ) -> Result<Decision, StoreError> {
+        let key = self.app_key(appid, &format!("budget:{scope}"));
+        for _ in 0..16 {
+            let h: HashMap<String, String> = self.conn().hgetall(&key).await?;
+            let num = |k: &str| h.get(k).and_then(|v| v.parse::<i64>().ok());
+            let used = Usage {
+                last_at: num("last"),
+                hour: num("hour").unwrap_or(0),
+                hour_count: num("hc").unwrap_or(0),
+                day: num("day").unwrap_or(0),
+                day_count: num("dc").unwrap_or(0),
+            };
+            let decision = decide(used, budget, now);
+            let Decision::Allowed(u) = decision else {
+                return Ok(decision);
+            };
+            if !take {
+                return Ok(decision);
+            }
+            let written: i64 = BUDGET_CAS
+                .key(&key)
+                .arg(h.get("v").map_or("0", String::as_str))
+                .arg(u.last_at.unwrap_or(now))
+                .arg(u.hour)
+                .arg(u.hour_count)
+                .arg(u.day)
+                .arg(u.day_count)
+                .arg(COUNTER_TTL)
+                .invoke_async(&mut self.conn())
+                .await?;
+            if written == 1 {
+                return Ok(decision);
+            }
+        }
+        Err(StoreError::new(
+            "redis: a refresh budget kept changing under this instance",
+        ))
     }
 
     /// Adds one to a per-day counter and returns the new value.
@@ -257,15 +344,27 @@ impl RedisStore {
         Ok(value.unwrap_or(0))
     }
 
-    /// Records a new pending authorization. Like SQLite's primary key, an
-    /// id already on file is an error, not a replacement.
+    /// Records a new pending authorization, unless the account already has
+    /// `max_pending` states on file (`Ok(false)`). Like SQLite's primary key,
+    /// an id already on file is an error, not a replacement.
     ///
     /// # Errors
     /// On a Redis failure or a duplicate id.
-    pub async fn save_state(&self, id: &str, r: &StateRecord, now: i64) -> Result<(), StoreError> {
-        let created: i64 = CREATE
-            .key(self.state_key(id))
+    pub async fn save_state(
+        &self,
+        id: &str,
+        r: &StateRecord,
+        now: i64,
+        max_pending: u32,
+    ) -> Result<bool, StoreError> {
+        let created: i64 = CREATE_STATE
+            .key(self.state_key(&r.appid, id))
+            .key(self.app_key(&r.appid, "states"))
             .arg(ttl(r.expires_at.saturating_sub(now), STATE_GRACE))
+            .arg(max_pending)
+            .arg(now - STATE_GRACE)
+            .arg(r.expires_at)
+            .arg(id)
             .arg(&[
                 ("appid", r.appid.as_str()),
                 ("want", r.want.as_str()),
@@ -276,12 +375,12 @@ impl RedisStore {
             .arg(r.expires_at)
             .invoke_async(&mut self.conn())
             .await?;
-        if created == 1 {
-            Ok(())
-        } else {
-            Err(StoreError::new(
+        match created {
+            1 => Ok(true),
+            0 => Ok(false),
+            _ => Err(StoreError::new(
                 "redis: a state with this id already exists",
-            ))
+            )),
         }
     }
 
@@ -289,8 +388,12 @@ impl RedisStore {
     ///
     /// # Errors
     /// On a Redis failure or a malformed record.
-    pub async fn peek_state(&self, id: &str) -> Result<Option<StateRecord>, StoreError> {
-        let h: HashMap<String, String> = self.conn().hgetall(self.state_key(id)).await?;
+    pub async fn peek_state(
+        &self,
+        appid: &str,
+        id: &str,
+    ) -> Result<Option<StateRecord>, StoreError> {
+        let h: HashMap<String, String> = self.conn().hgetall(self.state_key(appid, id)).await?;
         if h.is_empty() {
             return Ok(None);
         }
@@ -305,12 +408,13 @@ impl RedisStore {
     /// On a Redis failure or a malformed record.
     pub async fn consume_state(
         &self,
+        appid: &str,
         id: &str,
         code_hash: Option<&str>,
         now: i64,
     ) -> Result<Consumed, StoreError> {
         let (status, h): (i64, HashMap<String, String>) = CONSUME
-            .key(self.state_key(id))
+            .key(self.state_key(appid, id))
             .arg(now)
             .arg(if code_hash.is_some() { "1" } else { "0" })
             .arg(code_hash.unwrap_or(""))
@@ -332,29 +436,49 @@ impl RedisStore {
                 result: h.get("result").cloned(),
             });
         }
-        Ok(Consumed::Used)
+        Ok(Consumed::Used(record))
     }
 
-    /// Stores the result of a finished authorization on its state, for a
+    /// Stores the outcome of a finished authorization on its state, for a
     /// repeated callback. Does nothing if the state is gone.
     ///
     /// # Errors
     /// On a Redis failure.
-    pub async fn set_state_result(&self, id: &str, result: &str) -> Result<(), StoreError> {
+    pub async fn set_state_result(
+        &self,
+        appid: &str,
+        id: &str,
+        result: &str,
+    ) -> Result<(), StoreError> {
         let _: i64 = SET_RESULT
-            .key(self.state_key(id))
+            .key(self.state_key(appid, id))
             .arg(result)
             .invoke_async(&mut self.conn())
             .await?;
         Ok(())
     }
 
-    /// The stored result of a used state.
+    /// The stored outcome of a used state.
     ///
     /// # Errors
     /// On a Redis failure.
-    pub async fn state_result(&self, id: &str) -> Result<Option<String>, StoreError> {
-        Ok(self.conn().hget(self.state_key(id), "result").await?)
+    pub async fn state_result(&self, appid: &str, id: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .conn()
+            .hget(self.state_key(appid, id), "result")
+            .await?)
+    }
+
+    /// Whether a ticket exists, is unused and has not expired.
+    ///
+    /// # Errors
+    /// On a Redis failure.
+    pub async fn ticket_live(&self, hash: &str, now: i64) -> Result<bool, StoreError> {
+        let (expires_at, used): (Option<i64>, Option<String>) = self
+            .conn()
+            .hget(self.ticket_key(hash), &["expires_at", "used"])
+            .await?;
+        Ok(used.is_none() && expires_at.is_some_and(|e| e > now))
     }
 
     /// The account of an unused ticket. Like SQLite, it does not look at
@@ -598,25 +722,35 @@ mod tests {
     #[tokio::test]
     async fn states_are_used_once() {
         let s = store().await;
-        assert!(s.peek_state("nope").await.unwrap().is_none());
+        assert!(s.peek_state("wx1", "nope").await.unwrap().is_none());
         assert!(matches!(
-            s.consume_state("nope", Some("c"), NOW).await.unwrap(),
+            s.consume_state("wx1", "nope", Some("c"), NOW)
+                .await
+                .unwrap(),
             Consumed::Missing
         ));
         // An UPDATE: no result lands on a state that does not exist.
-        s.set_state_result("nope", "{}").await.unwrap();
-        assert!(s.peek_state("nope").await.unwrap().is_none());
-        assert!(s.state_result("nope").await.unwrap().is_none());
+        s.set_state_result("wx1", "nope", "{}").await.unwrap();
+        assert!(s.peek_state("wx1", "nope").await.unwrap().is_none());
+        assert!(s.state_result("wx1", "nope").await.unwrap().is_none());
 
-        s.save_state("s1", &state(NOW + 600), NOW).await.unwrap();
-        assert!(s.save_state("s1", &state(NOW + 600), NOW).await.is_err());
-        let t = key_ttl(&s, &s.key("state:s1")).await;
+        assert!(
+            s.save_state("s1", &state(NOW + 600), NOW, 1000)
+                .await
+                .unwrap()
+        );
+        assert!(
+            s.save_state("s1", &state(NOW + 600), NOW, 1000)
+                .await
+                .is_err()
+        );
+        let t = key_ttl(&s, &s.app_key("wx1", "state:s1")).await;
         assert!(
             t > 600 + STATE_GRACE - 60 && t <= 600 + STATE_GRACE,
             "ttl {t}"
         );
 
-        let p = s.peek_state("s1").await.unwrap().expect("saved");
+        let p = s.peek_state("wx1", "s1").await.unwrap().expect("saved");
         assert_eq!(
             (p.appid.as_str(), p.want.as_str(), p.stage.as_str()),
             ("wx1", "userinfo", "probe")
@@ -625,14 +759,22 @@ mod tests {
             (p.return_to.as_str(), p.expires_at),
             ("https://app.example/back?x=1", NOW + 600)
         );
-        assert!(s.state_result("s1").await.unwrap().is_none());
+        assert!(s.state_result("wx1", "s1").await.unwrap().is_none());
 
         // Expiry is the caller's: a state past it is still Fresh.
-        match s.consume_state("s1", Some("c1"), NOW + 700).await.unwrap() {
+        match s
+            .consume_state("wx1", "s1", Some("c1"), NOW + 700)
+            .await
+            .unwrap()
+        {
             Consumed::Fresh(r) => assert_eq!(r.expires_at, NOW + 600),
             other => panic!("{other:?}"),
         }
-        match s.consume_state("s1", Some("c1"), NOW + 701).await.unwrap() {
+        match s
+            .consume_state("wx1", "s1", Some("c1"), NOW + 701)
+            .await
+            .unwrap()
+        {
             Consumed::Again {
                 record,
                 used_at,
@@ -644,14 +786,18 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        s.set_state_result("s1", r#"{"openid":"o1"}"#)
+        s.set_state_result("wx1", "s1", r#"{"openid":"o1"}"#)
             .await
             .unwrap();
         assert_eq!(
-            s.state_result("s1").await.unwrap().as_deref(),
+            s.state_result("wx1", "s1").await.unwrap().as_deref(),
             Some(r#"{"openid":"o1"}"#)
         );
-        match s.consume_state("s1", Some("c1"), NOW + 702).await.unwrap() {
+        match s
+            .consume_state("wx1", "s1", Some("c1"), NOW + 702)
+            .await
+            .unwrap()
+        {
             Consumed::Again {
                 used_at, result, ..
             } => {
@@ -661,38 +807,72 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(matches!(
-            s.consume_state("s1", Some("c2"), NOW).await.unwrap(),
-            Consumed::Used
+            s.consume_state("wx1", "s1", Some("c2"), NOW).await.unwrap(),
+            Consumed::Used(_)
         ));
         assert!(matches!(
-            s.consume_state("s1", None, NOW).await.unwrap(),
-            Consumed::Used
+            s.consume_state("wx1", "s1", None, NOW).await.unwrap(),
+            Consumed::Used(_)
         ));
         // Consuming keeps the record and its TTL.
-        assert!(s.peek_state("s1").await.unwrap().is_some());
-        assert!(key_ttl(&s, &s.key("state:s1")).await > 0);
+        assert!(s.peek_state("wx1", "s1").await.unwrap().is_some());
+        assert!(key_ttl(&s, &s.app_key("wx1", "state:s1")).await > 0);
 
         // A refusal uses the state with no code: nothing repeats it.
-        s.save_state("s2", &state(NOW + 600), NOW).await.unwrap();
+        assert!(
+            s.save_state("s2", &state(NOW + 600), NOW, 1000)
+                .await
+                .unwrap()
+        );
         assert!(matches!(
-            s.consume_state("s2", None, NOW).await.unwrap(),
+            s.consume_state("wx1", "s2", None, NOW).await.unwrap(),
             Consumed::Fresh(_)
         ));
         assert!(matches!(
-            s.consume_state("s2", None, NOW).await.unwrap(),
-            Consumed::Used
+            s.consume_state("wx1", "s2", None, NOW).await.unwrap(),
+            Consumed::Used(_)
         ));
         assert!(matches!(
-            s.consume_state("s2", Some("c1"), NOW).await.unwrap(),
-            Consumed::Used
+            s.consume_state("wx1", "s2", Some("c1"), NOW).await.unwrap(),
+            Consumed::Used(_)
         ));
+        cleanup(&s).await;
+    }
+
+    #[tokio::test]
+    async fn an_account_holds_at_most_its_cap_of_states() {
+        let s = store().await;
+        assert!(s.save_state("a", &state(NOW + 600), NOW, 2).await.unwrap());
+        assert!(s.save_state("b", &state(NOW + 600), NOW, 2).await.unwrap());
+        assert!(
+            !s.save_state("c", &state(NOW + 600), NOW, 2).await.unwrap(),
+            "the third is refused"
+        );
+        assert!(s.peek_state("wx1", "c").await.unwrap().is_none());
+        // Another account has its own cap.
+        let other = StateRecord {
+            appid: "wx2".into(),
+            ..state(NOW + 600)
+        };
+        assert!(s.save_state("d", &other, NOW, 2).await.unwrap());
+        // Once the first two have expired and their grace has passed, room again.
+        let later = NOW + 600 + STATE_GRACE + 1;
+        assert!(
+            s.save_state("e", &state(later + 600), later, 2)
+                .await
+                .unwrap()
+        );
         cleanup(&s).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn concurrent_consumers_get_one_fresh() {
         let s = store().await;
-        s.save_state("race", &state(NOW + 600), NOW).await.unwrap();
+        assert!(
+            s.save_state("race", &state(NOW + 600), NOW, 1000)
+                .await
+                .unwrap()
+        );
         // Separate connections, as separate instances would have.
         let mut stores = Vec::new();
         for _ in 0..20 {
@@ -710,7 +890,7 @@ mod tests {
                 let barrier = barrier.clone();
                 tokio::spawn(async move {
                     barrier.wait().await;
-                    st.consume_state("race", Some("same"), NOW + i as i64)
+                    st.consume_state("wx1", "race", Some("same"), NOW + i as i64)
                         .await
                         .expect("consume")
                 })

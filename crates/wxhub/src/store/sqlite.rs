@@ -11,13 +11,17 @@ use std::sync::Mutex;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{Consumed, Grant, StateRecord, StoreError, StoredCredential};
+use super::{STATE_GRACE, TICKET_GRACE};
+use crate::budget::{Budget, Decision, Usage, decide};
 
 /// The embedded SQLite store.
 pub struct SqliteStore {
     conn: Mutex<Connection>,
-    // Inserts since the last sweep of expired states and tickets: sweeping
-    // on every insert would make each login pay for the others.
-    inserts: std::sync::atomic::AtomicU32,
+    // States on file per account, counted once from the table and then
+    // kept in step with inserts (this process is the file's only writer);
+    // forgotten at every sweep. Counting on every insert would make each
+    // sign-in pay for every other one in flight.
+    states: Mutex<std::collections::HashMap<String, u32>>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -27,26 +31,30 @@ impl std::fmt::Debug for SqliteStore {
 }
 
 impl SqliteStore {
-    /// Opens (creating if needed) the database file. The file holds live
-    /// tokens, so it is created readable by its owner only.
+    /// Opens (creating if needed) the database file. The file and its
+    /// `-wal` and `-shm` companions hold live tokens, so they are made
+    /// readable by their owner only (0600), whatever they were before; a
+    /// file whose mode cannot be fixed is refused.
     ///
     /// # Errors
-    /// If the file cannot be opened or migrated.
+    /// If the file cannot be opened, made private or migrated.
     pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)
                 .map_err(|e| StoreError::new(format!("{}: {e}", dir.display())))?;
         }
-        let existed = path.exists();
+        make_private(path, true)?;
         let conn = Connection::open(path)?;
-        #[cfg(unix)]
-        if !existed {
-            use std::os::unix::fs::PermissionsExt;
-            let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
-        }
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
+        // SQLite creates these with the database file's mode, but ones left
+        // from an earlier run keep whatever mode they had.
+        for suffix in ["-wal", "-shm"] {
+            let mut companion = path.as_os_str().to_owned();
+            companion.push(suffix);
+            make_private(Path::new(&companion), false)?;
+        }
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS credentials (
                 appid TEXT NOT NULL,
@@ -69,6 +77,7 @@ impl SqliteStore {
                 result TEXT
             );
             CREATE INDEX IF NOT EXISTS oauth_states_expiry ON oauth_states (expires_at);
+            CREATE INDEX IF NOT EXISTS oauth_states_appid ON oauth_states (appid);
             CREATE TABLE IF NOT EXISTS oauth_tickets (
                 hash TEXT PRIMARY KEY,
                 appid TEXT NOT NULL,
@@ -91,6 +100,16 @@ impl SqliteStore {
                 profile_fetched_at INTEGER,
                 PRIMARY KEY (appid, openid)
             );
+            CREATE TABLE IF NOT EXISTS budgets (
+                appid TEXT NOT NULL,
+                scope TEXT NOT NULL,
+                last_at INTEGER,
+                hour INTEGER NOT NULL,
+                hour_count INTEGER NOT NULL,
+                day INTEGER NOT NULL,
+                day_count INTEGER NOT NULL,
+                PRIMARY KEY (appid, scope)
+            );
             CREATE TABLE IF NOT EXISTS counters (
                 appid TEXT NOT NULL,
                 name TEXT NOT NULL,
@@ -101,7 +120,7 @@ impl SqliteStore {
         )?;
         Ok(SqliteStore {
             conn: Mutex::new(conn),
-            inserts: std::sync::atomic::AtomicU32::new(0),
+            states: Mutex::new(std::collections::HashMap::new()),
         })
     }
 
@@ -189,43 +208,170 @@ impl SqliteStore {
     }
 }
 
+/// Makes `path` readable and writable by its owner only. A missing file is
+/// created that way when `create` is set (so it is never briefly readable by
+/// others), and otherwise left alone.
+fn make_private(path: &Path, create: bool) -> Result<(), StoreError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        match std::fs::metadata(path) {
+            Ok(meta) => {
+                let mode = meta.permissions().mode() & 0o777;
+                if mode & 0o077 != 0 {
+                    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+                        .map_err(|e| {
+                            StoreError::new(format!(
+                                "{} holds tokens but is readable by others (mode {mode:o}) and cannot be made private: {e}; run the hub as the file's owner or fix its mode with chmod 600",
+                                path.display()
+                            ))
+                        })?;
+                    tracing::warn!(path = %path.display(), old_mode = format!("{mode:o}"), "the store file was readable by others; made it private (0600)");
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && create => {
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(path)
+                    .map_err(|e| StoreError::new(format!("{}: {e}", path.display())))?;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(StoreError::new(format!("{}: {e}", path.display()))),
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (path, create);
+    Ok(())
+}
+
 impl SqliteStore {
-    /// Records a new pending authorization; drops long-expired ones.
+    /// Decides whether a caller-triggered refresh fits the budget of
+    /// (`appid`, `scope`), and with `take` records it when it does.
     ///
     /// # Errors
     /// On a database failure.
-    pub fn save_state(&self, id: &str, r: &StateRecord, now: i64) -> Result<(), StoreError> {
+    pub fn budget(
+        &self,
+        appid: &str,
+        scope: &str,
+        budget: Budget,
+        now: i64,
+        take: bool,
+    ) -> Result<Decision, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let used = tx
+            .prepare_cached(
+                "SELECT last_at, hour, hour_count, day, day_count FROM budgets WHERE appid = ?1 AND scope = ?2",
+            )?
+            .query_row(params![appid, scope], |r| {
+                Ok(Usage {
+                    last_at: r.get(0)?,
+                    hour: r.get(1)?,
+                    hour_count: r.get(2)?,
+                    day: r.get(3)?,
+                    day_count: r.get(4)?,
+                })
+            })
+            .optional()?
+            .unwrap_or_default();
+        let decision = decide(used, budget, now);
+        if let (true, Decision::Allowed(u)) = (take, decision) {
+            tx.prepare_cached(
+                "INSERT INTO budgets (appid, scope, last_at, hour, hour_count, day, day_count)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT (appid, scope) DO UPDATE SET last_at = excluded.last_at,
+                   hour = excluded.hour, hour_count = excluded.hour_count,
+                   day = excluded.day, day_count = excluded.day_count",
+            )?
+            .execute(params![
+                appid,
+                scope,
+                u.last_at,
+                u.hour,
+                u.hour_count,
+                u.day,
+                u.day_count
+            ])?;
+        }
+        tx.commit()?;
+        Ok(decision)
+    }
+
+    /// Records a new pending authorization, unless the account already has
+    /// `max_pending` states on file (after sweeping its expired ones):
+    /// `Ok(false)` then.
+    ///
+    /// # Errors
+    /// On a database failure.
+    pub fn save_state(
+        &self,
+        id: &str,
+        r: &StateRecord,
+        now: i64,
+        max_pending: u32,
+    ) -> Result<bool, StoreError> {
         let conn = self.conn();
-        if self.sweep_due() {
-            conn.prepare_cached("DELETE FROM oauth_states WHERE expires_at < ?1")?
-                .execute(params![now - 86400])?;
-            conn.prepare_cached("DELETE FROM oauth_tickets WHERE expires_at < ?1")?
-                .execute(params![now - 3600])?;
+        let mut states = self.states.lock().unwrap_or_else(|e| e.into_inner());
+        let count = |conn: &Connection| -> Result<u32, StoreError> {
+            Ok(conn
+                .prepare_cached("SELECT COUNT(*) FROM oauth_states WHERE appid = ?1")?
+                .query_row(params![r.appid], |row| row.get(0))?)
+        };
+        let mut n = match states.get(&r.appid) {
+            Some(n) => *n,
+            None => count(&conn)?,
+        };
+        if n >= max_pending {
+            conn.prepare_cached("DELETE FROM oauth_states WHERE appid = ?1 AND expires_at < ?2")?
+                .execute(params![r.appid, now - STATE_GRACE])?;
+            n = count(&conn)?;
+            if n >= max_pending {
+                states.insert(r.appid.clone(), n);
+                return Ok(false);
+            }
         }
         conn.prepare_cached("INSERT INTO oauth_states (id, appid, want, stage, return_to, expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?
             .execute(
             params![id, r.appid, r.want, r.stage, r.return_to, r.expires_at],
         )?;
-        Ok(())
+        states.insert(r.appid.clone(), n + 1);
+        Ok(true)
     }
 
-    fn sweep_due(&self) -> bool {
-        self.inserts
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-            .is_multiple_of(1000)
+    /// Deletes states expired more than [`STATE_GRACE`] ago and tickets
+    /// expired more than [`TICKET_GRACE`] ago. Returns how many of each.
+    ///
+    /// # Errors
+    /// On a database failure.
+    pub fn sweep(&self, now: i64) -> Result<(usize, usize), StoreError> {
+        let conn = self.conn();
+        let states = conn
+            .prepare_cached("DELETE FROM oauth_states WHERE expires_at < ?1")?
+            .execute(params![now - STATE_GRACE])?;
+        let tickets = conn
+            .prepare_cached("DELETE FROM oauth_tickets WHERE expires_at < ?1")?
+            .execute(params![now - TICKET_GRACE])?;
+        self.states
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+        Ok((states, tickets))
     }
 
     /// Looks a state up without using it.
     ///
     /// # Errors
     /// On a database failure.
-    pub fn peek_state(&self, id: &str) -> Result<Option<StateRecord>, StoreError> {
+    pub fn peek_state(&self, appid: &str, id: &str) -> Result<Option<StateRecord>, StoreError> {
         Ok(self
             .conn()
             .prepare_cached(
-                "SELECT appid, want, stage, return_to, expires_at FROM oauth_states WHERE id = ?1",
+                "SELECT appid, want, stage, return_to, expires_at FROM oauth_states WHERE id = ?1 AND appid = ?2",
             )?
-            .query_row(params![id], |r| {
+            .query_row(params![id, appid], |r| {
                 Ok(StateRecord {
                     appid: r.get(0)?,
                     want: r.get(1)?,
@@ -244,19 +390,20 @@ impl SqliteStore {
     /// On a database failure.
     pub fn consume_state(
         &self,
+        appid: &str,
         id: &str,
         code_hash: Option<&str>,
         now: i64,
     ) -> Result<Consumed, StoreError> {
         let conn = self.conn();
-        let changed = conn.prepare_cached("UPDATE oauth_states SET used_at = ?2, code_hash = ?3 WHERE id = ?1 AND used_at IS NULL")?
+        let changed = conn.prepare_cached("UPDATE oauth_states SET used_at = ?3, code_hash = ?4 WHERE id = ?1 AND appid = ?2 AND used_at IS NULL")?
             .execute(
-            params![id, now, code_hash],
+            params![id, appid, now, code_hash],
         )?;
         let row = conn
-            .prepare_cached("SELECT appid, want, stage, return_to, expires_at, used_at, code_hash, result FROM oauth_states WHERE id = ?1")?
+            .prepare_cached("SELECT appid, want, stage, return_to, expires_at, used_at, code_hash, result FROM oauth_states WHERE id = ?1 AND appid = ?2")?
             .query_row(
-                params![id],
+                params![id, appid],
                 |r| {
                     Ok((
                         StateRecord {
@@ -285,33 +432,48 @@ impl SqliteStore {
                     result,
                 }
             }
-            Some(_) => Consumed::Used,
+            Some((record, _, _, _)) => Consumed::Used(record),
         })
     }
 
-    /// Stores the result of a finished authorization on its state, for a
+    /// Stores the outcome of a finished authorization on its state, for a
     /// repeated callback.
     ///
     /// # Errors
     /// On a database failure.
-    pub fn set_state_result(&self, id: &str, result: &str) -> Result<(), StoreError> {
+    pub fn set_state_result(&self, appid: &str, id: &str, result: &str) -> Result<(), StoreError> {
         self.conn()
-            .prepare_cached("UPDATE oauth_states SET result = ?2 WHERE id = ?1")?
-            .execute(params![id, result])?;
+            .prepare_cached("UPDATE oauth_states SET result = ?3 WHERE id = ?1 AND appid = ?2")?
+            .execute(params![id, appid, result])?;
         Ok(())
     }
 
-    /// The stored result of a used state.
+    /// The stored outcome of a used state.
     ///
     /// # Errors
     /// On a database failure.
-    pub fn state_result(&self, id: &str) -> Result<Option<String>, StoreError> {
+    pub fn state_result(&self, appid: &str, id: &str) -> Result<Option<String>, StoreError> {
         Ok(self
             .conn()
-            .prepare_cached("SELECT result FROM oauth_states WHERE id = ?1")?
-            .query_row(params![id], |r| r.get::<_, Option<String>>(0))
+            .prepare_cached("SELECT result FROM oauth_states WHERE id = ?1 AND appid = ?2")?
+            .query_row(params![id, appid], |r| r.get::<_, Option<String>>(0))
             .optional()?
             .flatten())
+    }
+
+    /// Whether a ticket exists, is unused and has not expired.
+    ///
+    /// # Errors
+    /// On a database failure.
+    pub fn ticket_live(&self, hash: &str, now: i64) -> Result<bool, StoreError> {
+        Ok(self
+            .conn()
+            .prepare_cached(
+                "SELECT 1 FROM oauth_tickets WHERE hash = ?1 AND used = 0 AND expires_at > ?2",
+            )?
+            .query_row(params![hash, now], |_| Ok(()))
+            .optional()?
+            .is_some())
     }
 
     /// The account of an unused, unexpired ticket.
@@ -463,6 +625,36 @@ mod tests {
                 .expect("load")
                 .is_none()
         );
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn the_file_and_its_companions_are_made_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("wxhub-store-perm-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("t.db");
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        {
+            let s = SqliteStore::open(&path).expect("open");
+            s.bump("wx1", "x", 1).unwrap();
+        }
+        assert_eq!(mode(&path), 0o600, "created private");
+        // Loosened by someone, with stale companions left 0644.
+        for p in [path.clone(), dir.join("t.db-wal"), dir.join("t.db-shm")] {
+            if !p.exists() {
+                std::fs::write(&p, b"").unwrap();
+            }
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+        }
+        let s = SqliteStore::open(&path).expect("reopen");
+        s.bump("wx1", "x", 1).unwrap();
+        for p in [path.clone(), dir.join("t.db-wal"), dir.join("t.db-shm")] {
+            assert_eq!(mode(&p), 0o600, "{}", p.display());
+        }
+        drop(s);
         let _ = std::fs::remove_dir_all(dir);
     }
 }

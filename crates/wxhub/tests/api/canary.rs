@@ -34,7 +34,11 @@ async fn secrets_tokens_and_keys_never_reach_logs_errors_or_metrics() {
             .1
             .to_string(),
     );
-    bodies.push(hub.invalidate(&token).await.1.to_string());
+    // A report of a token the platform rejects: the answer carries a new one.
+    hub.kill_token_elsewhere("stable").await;
+    let (_, v) = hub.invalidate(&token).await;
+    assert_eq!(v["outcome"], "replaced", "{v}");
+    bodies.push(v.to_string());
     bodies.push(
         hub.post(
             &format!("/v1/apps/{APPID}/access_token/invalidate"),
@@ -57,7 +61,16 @@ async fn secrets_tokens_and_keys_never_reach_logs_errors_or_metrics() {
         json!({"secret": "rotated"}),
     )
     .await;
-    let (_, v) = hub.invalidate(&hub.token().await).await;
+    // The current token rejected after the secret changed: the refresh
+    // fails with 40125.
+    let current = hub.token().await;
+    hub.sim_post(
+        "/_sim/faults",
+        json!({"endpoint": "/cgi-bin/openapi/quota/get", "count": 1, "errcode": 40001}),
+    )
+    .await;
+    hub.advance(61);
+    let (_, v) = hub.invalidate(&current).await;
     bodies.push(v.to_string());
     hub.advance(7200);
     bodies.push(

@@ -188,6 +188,12 @@ async fn a_used_up_daily_quota_pauses_fetching_until_the_next_beijing_day() {
     o.world = world("token_daily_limit = 1");
     let hub = TestHub::with(o).await;
     let t1 = hub.token().await;
+    // The platform rejects t1: the report needs a fetch, which hits 45009.
+    hub.sim_post(
+        "/_sim/faults",
+        json!({"endpoint": "/cgi-bin/openapi/quota/get", "count": 1, "errcode": 40001}),
+    )
+    .await;
     let (_, v) = hub.invalidate(&t1).await;
     assert!(
         v["error"]["message"].as_str().unwrap().contains("45009"),

@@ -106,8 +106,20 @@ pub struct Options {
     pub world: String,
     pub tickets: &'static str,
     pub timeout_ms: u64,
+    /// Lines of `[refresh]`, or whole sections after it.
     pub extra: String,
+    /// The `[limits]` section. Tests that are not about rate limits run
+    /// with limits far out of reach; the rate-limit tests set their own.
+    pub limits: String,
 }
+
+/// Limits no test reaches unless it means to.
+pub const UNLIMITED: &str = r#"
+[limits]
+proxy = { per_second = 1000000, burst = 1000000 }
+invalidate = { per_minute = 1000000, burst = 1000000 }
+anonymous = { per_minute = 1000000, burst = 1000000 }
+"#;
 
 impl Default for Options {
     fn default() -> Self {
@@ -117,6 +129,7 @@ impl Default for Options {
             tickets: "[\"jsapi\"]",
             timeout_ms: 2000,
             extra: String::new(),
+            limits: UNLIMITED.to_string(),
         }
     }
 }
@@ -170,6 +183,7 @@ tick_ms = 3600000
 background = false
 wait_for_token_ms = 3000
 {extra}
+{limits}
 
 [oauth]
 state_secret = "test-state-secret-0123456789abcdef-0123"
@@ -200,6 +214,7 @@ apps = ["{APPID}", "{WEB_APPID}"]
             base = sim.base_url(),
             timeout = o.timeout_ms,
             extra = o.extra,
+            limits = o.limits,
             mode = o.mode,
             tickets = o.tickets,
         );
@@ -333,6 +348,33 @@ apps = ["{APPID}", "{WEB_APPID}"]
             .json()
             .await
             .unwrap()
+    }
+
+    /// Another system kills the hub's current token, as a second fetcher
+    /// sharing the AppID would: in stable mode a forced refresh (the old
+    /// token dies at once; then 31 s pass, longer than the confirm window),
+    /// in classic mode a fetch and the 300 s overlap.
+    pub async fn kill_token_elsewhere(&self, mode: &str) {
+        if mode == "stable" {
+            let v = self
+                .sim_post(
+                    "/cgi-bin/stable_token",
+                    json!({"grant_type": "client_credential", "appid": APPID, "secret": SECRET, "force_refresh": true}),
+                )
+                .await;
+            assert!(v["access_token"].is_string(), "{v}");
+            // As if it happened a while ago: a force within 30 s of it
+            // would get the same token back (§2.2).
+            self.advance(31);
+        } else {
+            let v = self
+                .sim_get(&format!(
+                    "/cgi-bin/token?grant_type=client_credential&appid={APPID}&secret={SECRET}"
+                ))
+                .await;
+            assert!(v["access_token"].is_string(), "{v}");
+            self.advance(301);
+        }
     }
 
     /// errcode of a token-checked call made directly to the simulator.

@@ -156,38 +156,101 @@ async fn a_foreign_fetch_is_detected_counted_and_repaired() {
     assert!(logs.contains("another system fetched or forced a token for this account"));
 }
 
+/// The platform rejects the current token once, as it would after another
+/// system forced a refresh: the next confirmation says 40001.
+async fn reject_next_confirmation(hub: &TestHub) {
+    hub.sim_post(
+        "/_sim/faults",
+        json!({"endpoint": "/cgi-bin/openapi/quota/get", "count": 1, "errcode": 40001}),
+    )
+    .await;
+}
+
+async fn forced_today(hub: &TestHub) -> i64 {
+    let r = hub
+        .http
+        .get(hub.url("/v1/apps"))
+        .bearer_auth(&hub.admin)
+        .send()
+        .await
+        .unwrap();
+    let apps: serde_json::Value = r.json().await.unwrap();
+    apps["apps"][0]["forced_today"].as_i64().unwrap()
+}
+
 #[tokio::test]
 async fn forced_refreshes_stop_at_the_platforms_daily_budget() {
+    // Callers may spend the platform's whole budget here, to reach it.
     let hub = TestHub::with(Options {
         tickets: "[]",
+        extra: "caller_max_forced_per_day = 20\ncaller_max_per_hour = 100\ncaller_min_interval_secs = 30".into(),
         ..Options::default()
     })
     .await;
     let mut token = hub.token().await;
     for _ in 0..20 {
         hub.advance(31);
+        reject_next_confirmation(&hub).await;
         let (s, v) = hub.invalidate(&token).await;
         assert_eq!(s, 200, "{v}");
+        assert_eq!(v["outcome"], "replaced", "{v}");
         token = v["access_token"].as_str().unwrap().to_string();
     }
     hub.advance(31);
+    reject_next_confirmation(&hub).await;
     let (s, v) = hub.invalidate(&token).await;
-    assert_eq!(s, 503, "{v}");
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["outcome"], "over_budget", "{v}");
+    assert_eq!(
+        v["access_token"],
+        token.as_str(),
+        "the current token is still served"
+    );
     assert!(
-        v["error"]["message"].as_str().unwrap().contains("forced"),
+        v["budget"]["reason"].as_str().unwrap().contains("forced"),
         "{v}"
     );
     assert_eq!(hub.stats()["force_refreshes"], 20);
-    let (_, apps) = {
-        let r = hub
-            .http
-            .get(hub.url("/v1/apps"))
-            .bearer_auth(&hub.admin)
-            .send()
-            .await
-            .unwrap();
-        (r.status(), r.json::<serde_json::Value>().await.unwrap())
-    };
-    assert_eq!(apps["apps"][0]["forced_today"], 20);
-    let _ = json!({});
+    assert_eq!(forced_today(&hub).await, 20);
+}
+
+#[tokio::test]
+async fn reports_may_spend_at_most_half_the_forced_refreshes_by_default() {
+    let hub = TestHub::with(Options {
+        tickets: "[]",
+        ..Options::default()
+    })
+    .await;
+    let mut token = hub.token().await;
+    let mut outcomes = Vec::new();
+    // Reports of rejected tokens every 61 s for four hours.
+    for _ in 0..(4 * 3600 / 61) {
+        hub.advance(61);
+        hub.run_due().await;
+        reject_next_confirmation(&hub).await;
+        let (s, v) = hub.invalidate(&token).await;
+        assert_eq!(s, 200, "{v}");
+        outcomes.push(v["outcome"].as_str().unwrap().to_string());
+        token = v["access_token"].as_str().unwrap().to_string();
+    }
+    let replaced = outcomes.iter().filter(|o| *o == "replaced").count();
+    assert_eq!(replaced, 10, "half the platform's 20: {outcomes:?}");
+    assert_eq!(hub.stats()["force_refreshes"], 10);
+    assert_eq!(forced_today(&hub).await, 10);
+    // At most six an hour: the first hour's seventh report was refused.
+    assert_eq!(outcomes[..6], vec!["replaced".to_string(); 6]);
+    assert_eq!(outcomes[6], "over_budget");
+    let m = hub.metrics().await;
+    assert!(
+        m.contains(&format!(
+            "wxhub_caller_refresh_refused_total{{appid=\"{APPID}\",kind=\"access_token\",limit=\"per_day\"}}"
+        )),
+        "{m}"
+    );
+    assert!(
+        m.contains(&format!(
+            "wxhub_reports_total{{appid=\"{APPID}\",kind=\"access_token\",outcome=\"over_budget\"}}"
+        )),
+        "{m}"
+    );
 }

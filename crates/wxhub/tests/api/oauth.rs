@@ -244,18 +244,27 @@ async fn wechats_double_redirect_gets_the_same_result_not_a_40163() {
         .unwrap()
         .url
         .clone();
+    let first = param(&landed(&steps), "wxhub_ticket").unwrap();
+    // The same callback again, before the page redeemed its ticket: the same
+    // ticket, not a second one.
     let again = hub.http.get(&callback).send().await.unwrap();
     assert_eq!(again.status(), 302);
     let to = again.headers()["location"].to_str().unwrap().to_string();
-    let (s, v2) = redeem(&hub, &param(&to, "wxhub_ticket").unwrap()).await;
-    assert_eq!(s, 200);
-    let (_, v1) = redeem(&hub, &param(&landed(&steps), "wxhub_ticket").unwrap()).await;
-    assert_eq!(v1, v2);
+    assert_eq!(param(&to, "wxhub_ticket").as_deref(), Some(first.as_str()));
+    let (s, v) = redeem(&hub, &first).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["appid"], APPID);
     assert_eq!(
         hub.calls("/sns/oauth2/access_token"),
         1,
         "the code was exchanged once"
     );
+    // Once redeemed, a replay is told the sign-in was used: no new ticket.
+    let later = hub.http.get(&callback).send().await.unwrap();
+    assert_eq!(later.status(), 302);
+    let to = later.headers()["location"].to_str().unwrap().to_string();
+    assert_eq!(to, format!("{RETURN}&wxhub_error=already_used"));
+    assert_eq!(hub.calls("/sns/oauth2/access_token"), 1);
 }
 
 #[tokio::test]
@@ -267,8 +276,26 @@ async fn replayed_forged_and_expired_states_exchange_nothing() {
     let b = walk(&hub, &authorize_url(&hub, APPID, "base"), "bob", "allow").await;
     let b_code = param(&b[1].location, "code");
     let exchanges = hub.calls("/sns/oauth2/access_token");
-    let mut cases: Vec<(String, &str)> = vec![
-        (format!("code=whatever&state={used_state}"), "used_state"),
+    // A used state with another code: the page is told, nothing exchanged.
+    let mut used = vec![format!("code=whatever&state={used_state}")];
+    if let Some(c) = &b_code {
+        used.push(format!("code={c}&state={used_state}"));
+    }
+    for q in &used {
+        let r = hub
+            .http
+            .get(hub.url(&format!("/oauth/{APPID}/callback?{q}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 302, "{q}");
+        assert_eq!(
+            r.headers()["location"],
+            format!("{RETURN}&wxhub_error=already_used").as_str(),
+            "{q}"
+        );
+    }
+    let cases: Vec<(String, &str)> = vec![
         (
             format!("code=x&state={}", flip(&used_state, 70)),
             "invalid_state",
@@ -280,9 +307,6 @@ async fn replayed_forged_and_expired_states_exchange_nothing() {
         ("code=x&state=abc".to_string(), "invalid_state"),
         ("code=x".to_string(), "invalid_state"),
     ];
-    if let Some(c) = &b_code {
-        cases.push((format!("code={c}&state={used_state}"), "used_state"));
-    }
     for (q, code) in &cases {
         let r = hub
             .http

@@ -45,10 +45,15 @@ async fn the_proxy_injects_the_token_and_passes_the_answer_through() {
         .get(&format!("/v1/apps/{APPID}/proxy/../_sim/stats"))
         .await;
     assert!(s == 400 || s == 404, "{s}");
+    let (s, _) = hub.get(&format!("/v1/apps/{APPID}/proxy/_sim/stats")).await;
+    assert_eq!(s, 404, "only the platform's API paths are forwarded");
 }
 
 #[tokio::test]
-async fn on_a_token_error_the_proxy_refreshes_once_and_retries_once() {
+async fn on_a_token_error_the_proxy_confirms_before_refreshing_and_retries_once() {
+    // The platform answers a token error once, though the token works (a
+    // glitch, or an error that is not about the token): confirmed valid,
+    // nothing refreshed, the retry with the same token succeeds.
     for code in [40001, 40014, 42001] {
         let hub = TestHub::with(Options {
             tickets: "[]",
@@ -74,8 +79,35 @@ async fn on_a_token_error_the_proxy_refreshes_once_and_retries_once() {
             2,
             "{code}: retried exactly once"
         );
-        assert_ne!(hub.token().await, t1, "{code}: the hub refreshed");
-        assert_eq!(hub.issued("stable"), 2);
+        assert_eq!(
+            hub.calls("/cgi-bin/openapi/quota/get"),
+            1,
+            "{code}: confirmed"
+        );
+        assert_eq!(hub.token().await, t1, "{code}: a working token is kept");
+        assert_eq!(hub.issued("stable"), 1);
+        assert_eq!(hub.stats()["force_refreshes"], 0);
+    }
+    // The token really is dead (another system forced a refresh): the proxy
+    // has it replaced once and retries once with the new one.
+    for mode in ["stable", "classic"] {
+        let hub = TestHub::with(Options {
+            mode,
+            tickets: "[]",
+            ..Options::default()
+        })
+        .await;
+        let t1 = hub.token().await;
+        hub.kill_token_elsewhere(mode).await;
+        let (s, v) = hub
+            .get(&format!("/v1/apps/{APPID}/proxy/cgi-bin/user/get"))
+            .await;
+        assert_eq!(s, 200, "{mode}");
+        assert!(v.get("errcode").is_none(), "{mode}: {v}");
+        assert_eq!(hub.calls("/cgi-bin/user/get"), 2, "{mode}");
+        let t2 = hub.token().await;
+        assert_ne!(t2, t1, "{mode}: the hub refreshed");
+        assert_eq!(hub.issued(mode), 3, "{mode}: one refresh");
     }
     // Two token errors in a row: one retry only, the second answer passes through.
     let hub = TestHub::with(Options {

@@ -43,6 +43,9 @@ async fn a_hundred_reports_of_the_same_token_make_one_refresh_and_an_old_token_n
             "classic"
         };
         let t1 = hub.token().await;
+        // Another system kills it: the platform now rejects t1.
+        hub.kill_token_elsewhere(mode).await;
+        assert_ne!(hub.use_token(&t1).await, 0, "{mode}: t1 is dead");
         let mut tasks = Vec::new();
         for _ in 0..100 {
             let http = hub.http.clone();
@@ -59,30 +62,53 @@ async fn a_hundred_reports_of_the_same_token_make_one_refresh_and_an_old_token_n
                     .unwrap();
                 assert_eq!(r.status(), 200);
                 let v: serde_json::Value = r.json().await.unwrap();
-                v["access_token"].as_str().unwrap().to_string()
+                (
+                    v["access_token"].as_str().unwrap().to_string(),
+                    v["outcome"].as_str().unwrap().to_string(),
+                )
             }));
         }
         let mut got = Vec::new();
         for t in tasks {
             got.push(t.await.unwrap());
         }
-        let t2 = got[0].clone();
+        let t2 = got[0].0.clone();
         assert_ne!(t2, t1, "{mode}");
         assert!(
-            got.iter().all(|t| *t == t2),
+            got.iter().all(|(t, _)| *t == t2),
             "{mode}: everyone gets the new token"
         );
-        assert_eq!(hub.issued(kind), 2, "{mode}: exactly one refresh");
+        assert!(
+            got.iter()
+                .all(|(_, o)| o == "replaced" || o == "already_replaced"),
+            "{mode}: {got:?}"
+        );
+        assert_eq!(
+            hub.issued(kind),
+            3,
+            "{mode}: the hub's first token, the other system's, and exactly one refresh"
+        );
+        assert_eq!(
+            hub.calls("/cgi-bin/openapi/quota/get"),
+            1,
+            "{mode}: one confirmation for a hundred reports"
+        );
+        assert_eq!(hub.use_token(&t2).await, 0, "{mode}: the new token works");
         if mode == "stable" {
-            assert_eq!(hub.stats()["force_refreshes"], 1, "passive refresh forces");
+            assert_eq!(
+                hub.stats()["force_refreshes"],
+                2,
+                "the other system's force and the hub's one passive refresh"
+            );
         }
         // A report of an older token: no refresh, the current token back.
         let (s, v) = hub.invalidate(&t1).await;
         assert_eq!(s, 200);
         assert_eq!(v["access_token"], t2.as_str());
+        assert_eq!(v["outcome"], "already_replaced");
         assert_eq!(
             hub.issued(kind),
-            2,
+            3,
             "{mode}: an old token causes no refresh"
         );
     }

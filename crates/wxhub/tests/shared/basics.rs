@@ -65,6 +65,8 @@ async fn invalidate_reports_to_any_instance_make_one_fetch() {
     for i in c.live() {
         c.token_from(i).await;
     }
+    // Another system's fetch: the platform now rejects the held token.
+    c.kill_token_elsewhere().await;
     let before = c.fetches();
     let mut tasks = Vec::new();
     for n in 0..100 {

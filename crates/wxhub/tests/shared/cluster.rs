@@ -158,6 +158,12 @@ background = true
 wait_for_token_ms = 5000
 backoff_initial_secs = 1
 
+# These tests are not about rate limits (limits.rs has its own).
+[limits]
+proxy = {{ per_second = 1000000, burst = 1000000 }}
+invalidate = {{ per_minute = 1000000, burst = 1000000 }}
+anonymous = {{ per_minute = 1000000, burst = 1000000 }}
+
 [oauth]
 state_secret = "shared-state-secret-0123456789abcdef"
 
@@ -425,6 +431,25 @@ apps = ["*"]
     }
 
     /// Upstream token fetches so far (classic and stable).
+    /// Another system fetches a classic token for the account; 301 s later
+    /// the platform rejects the one the hubs hold.
+    pub async fn kill_token_elsewhere(&self) {
+        let v: Value = self
+            .http
+            .get(format!(
+                "{}/cgi-bin/token?grant_type=client_credential&appid={APPID}&secret={SECRET}",
+                self.sim.base_url()
+            ))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert!(v["access_token"].is_string(), "{v}");
+        self.advance(301).await;
+    }
+
     pub fn fetches(&self) -> u64 {
         let calls = &self.sim.sim().stats()["apps"][APPID]["calls"];
         calls["/cgi-bin/token"].as_u64().unwrap_or(0)

@@ -197,6 +197,7 @@ async fn dropped_subscriptions_are_reestablished() {
         assert!(t.elapsed() < Duration::from_secs(10), "not resubscribed");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    c.kill_token_elsewhere().await;
     let before = c.fetches();
     let (s, v) = c.invalidate_at(follower, &old).await;
     assert_eq!(s, 200, "{v}");

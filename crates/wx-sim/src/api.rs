@@ -31,6 +31,7 @@ pub(crate) fn routes() -> Router<Arc<Sim>> {
         .route("/cgi-bin/user/info", any(user_info))
         .route("/cgi-bin/user/info/batchget", any(user_batchget))
         .route("/cgi-bin/user/get", any(user_get))
+        .route("/cgi-bin/media/get", any(media_get))
         .route("/sns/oauth2/access_token", any(sns_access_token))
         .route("/sns/oauth2/refresh_token", any(sns_refresh_token))
         .route("/sns/auth", any(sns_auth))
@@ -290,6 +291,41 @@ async fn getticket(State(sim): State<Arc<Sim>>, Query(q): Params) -> Response {
             _ => Err(e::INVALID_ARGS),
         },
     )
+}
+
+/// `GET /cgi-bin/media/get?media_id=`: a temporary media file, as bytes with
+/// its own `Content-Type` and an attachment disposition; errors as JSON.
+async fn media_get(State(sim): State<Arc<Sim>>, Query(q): Params) -> Response {
+    let now = sim.clock.now();
+    let mut st = sim.lock();
+    let checked = st.check_access_token(q.get("access_token").map(String::as_str), now);
+    let appid = checked.as_ref().ok().cloned();
+    let found = checked.and_then(|appid| {
+        st.charge(&appid, "/cgi-bin/media/get", now)?;
+        st.media(&appid, param(&q, "media_id"))
+    });
+    match found {
+        Ok((content_type, body)) => {
+            drop(st);
+            let disposition = format!(
+                "attachment; filename=\"{}\"",
+                param(&q, "media_id").replace(['"', '\\'], "")
+            );
+            (
+                [
+                    (header::CONTENT_TYPE, content_type),
+                    (header::CONTENT_DISPOSITION, disposition),
+                ],
+                body,
+            )
+                .into_response()
+        }
+        Err(err) => {
+            st.count_error(appid.as_deref(), err.code);
+            drop(st);
+            wx_response(now, Err(err))
+        }
+    }
 }
 
 /// `GET /cgi-bin/user/info` (§6.1).

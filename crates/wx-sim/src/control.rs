@@ -81,7 +81,33 @@ pub(crate) fn routes() -> Router<Arc<Sim>> {
         .route("/_sim/push/verify", post(push_verify))
         .route("/_sim/push/log", get(push_log))
         .route("/_sim/push/deliveries/{id}", get(push_delivery))
+        .route("/_sim/media", post(put_media))
         .route("/_sim/reset", post(reset))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MediaBody {
+    appid: String,
+    media_id: String,
+    content_type: String,
+    /// The file's bytes, as text.
+    body: String,
+}
+
+/// `POST /_sim/media`: a temporary media file `GET /cgi-bin/media/get` serves.
+async fn put_media(
+    State(sim): State<Arc<Sim>>,
+    body: std::result::Result<Json<MediaBody>, JsonRejection>,
+) -> Result<Json<Value>> {
+    let Json(m) = body?;
+    if m.media_id.is_empty() {
+        return Err(ControlError::bad_request("media_id: required"));
+    }
+    sim.lock()
+        .put_media(&m.appid, &m.media_id, &m.content_type, m.body.into_bytes())
+        .map_err(|_| ControlError::not_found(format!("no account with appid {:?}", m.appid)))?;
+    Ok(Json(json!({"media_id": m.media_id})))
 }
 
 async fn clock(State(sim): State<Arc<Sim>>) -> Json<Value> {

@@ -44,6 +44,7 @@ pub const INVALID_ACCESS_TOKEN: WxErr = WxErr::new(40014, "invalid access_token"
 pub const INVALID_CODE: WxErr = WxErr::new(40029, "invalid code");
 pub const INVALID_REFRESH_TOKEN: WxErr = WxErr::new(40030, "invalid refresh_token");
 pub const INVALID_OPENID_LIST_SIZE: WxErr = WxErr::new(40032, "invalid openid list size");
+pub const INVALID_MEDIA_ID: WxErr = WxErr::new(40007, "invalid media_id");
 pub const INVALID_ARGS: WxErr = WxErr::new(40097, "invalid args");
 pub const INVALID_APPSECRET: WxErr = WxErr::new(40125, "invalid appsecret");
 pub const CODE_BEEN_USED: WxErr = WxErr::new(40163, "code been used");

@@ -146,6 +146,8 @@ pub(crate) struct AppRt {
     follow_order: Vec<String>,
     pub(crate) stats: AppStats,
     msg_id: u64,
+    /// media_id → (Content-Type, bytes): temporary media to download.
+    media: HashMap<String, (String, Vec<u8>)>,
 }
 
 /// Who an openid belongs to.
@@ -233,6 +235,7 @@ impl AppRt {
             follow_order: Vec::new(),
             stats: AppStats::default(),
             msg_id: 6_054_768_590_064_713_728,
+            media: HashMap::new(),
         }
     }
 
@@ -558,6 +561,26 @@ impl SimState {
         app.daily.clear();
         app.force_count = Counter::default();
         Ok(json!({"errcode": 0, "errmsg": "ok"}))
+    }
+
+    /// Puts a temporary media file (control API).
+    pub(crate) fn put_media(
+        &mut self,
+        appid: &str,
+        media_id: &str,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> Result<(), WxErr> {
+        let app = self.apps.get_mut(appid).ok_or(e::INVALID_APPID)?;
+        app.media
+            .insert(media_id.to_string(), (content_type.to_string(), body));
+        Ok(())
+    }
+
+    /// `GET /cgi-bin/media/get`: the file's type and bytes, or 40007.
+    pub(crate) fn media(&self, appid: &str, media_id: &str) -> Result<(String, Vec<u8>), WxErr> {
+        let app = self.apps.get(appid).ok_or(e::INVALID_APPID)?;
+        app.media.get(media_id).cloned().ok_or(e::INVALID_MEDIA_ID)
     }
 
     /// `openapi/quota/get` (§2.4).

@@ -774,9 +774,12 @@ impl Credentials {
     /// confirm window. A token is checked with `openapi/quota/get`, which
     /// takes the global token, costs no business API's quota and tells the
     /// token endpoint's remaining fetches. A ticket needs no call: the
-    /// platform hands out the same ticket until it expires, so one fetched
-    /// within the window still works; an older one is worth one fetch.
+    /// platform hands out the same ticket until it expires (§7.1, §12), so
+    /// before its expiry a fetch could only return it again.
     async fn confirm(&self, account: &Account, slot: &Slot, failed: &Secret) -> Verdict {
+        if let CredKind::Ticket(_) = slot.kind {
+            return Verdict::Valid;
+        }
         let _one_question = slot.confirm.lock().await;
         let now = self.clock.now();
         let window = self.settings.confirm_window_secs;
@@ -787,14 +790,6 @@ impl Credentials {
                 && now - c.at < window
             {
                 return c.verdict;
-            }
-            if let CredKind::Ticket(_) = slot.kind {
-                let fresh = st.last_refresh_at.is_some_and(|t| now - t < window);
-                return if fresh {
-                    Verdict::Valid
-                } else {
-                    Verdict::Unknown
-                };
             }
         }
         let path = match account.cfg.token_mode {

@@ -111,6 +111,8 @@ pub struct Options {
     /// The `[limits]` section. Tests that are not about rate limits run
     /// with limits far out of reach; the rate-limit tests set their own.
     pub limits: String,
+    /// More lines of `[oauth]`.
+    pub oauth: String,
 }
 
 /// Limits no test reaches unless it means to.
@@ -130,6 +132,7 @@ impl Default for Options {
             timeout_ms: 2000,
             extra: String::new(),
             limits: UNLIMITED.to_string(),
+            oauth: String::new(),
         }
     }
 }
@@ -139,6 +142,8 @@ pub struct TestHub {
     pub hub: Option<wxhub::RunningHub>,
     pub config_text: String,
     pub key: String,
+    /// A second client, `good`, with buckets of its own.
+    pub good_key: String,
     pub admin: String,
     pub http: reqwest::Client,
     pub store: PathBuf,
@@ -166,6 +171,7 @@ impl TestHub {
         let world = wx_sim::World::from_toml_str(&o.world).expect("world");
         let sim = wx_sim::Simulator::spawn(world).await.expect("sim");
         let key = wxhub::auth::new_key();
+        let good_key = wxhub::auth::new_key();
         let admin = wxhub::auth::new_key();
         let store = temp_store();
         let config_text = format!(
@@ -187,6 +193,7 @@ wait_for_token_ms = 3000
 
 [oauth]
 state_secret = "test-state-secret-0123456789abcdef-0123"
+{oauth}
 
 [[accounts]]
 appid = "{APPID}"
@@ -207,14 +214,21 @@ oauth_return_origins = ["http://127.0.0.1:9"]
 name = "shop"
 key_sha256 = "{key_hash}"
 apps = ["{APPID}", "{WEB_APPID}"]
+
+[[clients]]
+name = "good"
+key_sha256 = "{good_hash}"
+apps = ["{APPID}"]
 "#,
             admin_hash = hex(&wxhub::auth::hash_key(&admin)),
             key_hash = hex(&wxhub::auth::hash_key(&key)),
+            good_hash = hex(&wxhub::auth::hash_key(&good_key)),
             store = store.display(),
             base = sim.base_url(),
             timeout = o.timeout_ms,
             extra = o.extra,
             limits = o.limits,
+            oauth = o.oauth,
             mode = o.mode,
             tickets = o.tickets,
         );
@@ -227,6 +241,7 @@ apps = ["{APPID}", "{WEB_APPID}"]
             hub: None,
             config_text,
             key,
+            good_key,
             admin,
             http,
             store,
@@ -391,6 +406,31 @@ apps = ["{APPID}", "{WEB_APPID}"]
             ))
             .await;
         v["errcode"].as_i64().unwrap_or(0)
+    }
+
+    /// `GET /v1/apps` with the admin key.
+    pub async fn apps(&self) -> Value {
+        self.http
+            .get(self.url("/v1/apps"))
+            .bearer_auth(&self.admin)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// Bytes of the store on disk: the SQLite file and its companions.
+    pub fn store_bytes(&self) -> u64 {
+        ["", "-wal", "-shm"]
+            .iter()
+            .map(|suffix| {
+                let mut p = self.store.as_os_str().to_owned();
+                p.push(suffix);
+                std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)
+            })
+            .sum()
     }
 
     pub async fn readyz(&self) -> (u16, Value) {

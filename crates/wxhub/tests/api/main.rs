@@ -7,6 +7,7 @@ mod auth;
 mod canary;
 mod cli;
 mod faults;
+mod hardening;
 mod lifecycle;
 mod oauth;
 mod proxy;

@@ -4,18 +4,18 @@ use crate::helpers::*;
 
 /// One step of a login as a browser would see it.
 #[derive(Debug, Clone)]
-struct Step {
-    status: u16,
-    url: String,
-    location: String,
-    body: String,
+pub(crate) struct Step {
+    pub status: u16,
+    pub url: String,
+    pub location: String,
+    pub body: String,
 }
 
-fn enc(s: &str) -> String {
+pub(crate) fn enc(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
-fn param(u: &str, key: &str) -> Option<String> {
+pub(crate) fn param(u: &str, key: &str) -> Option<String> {
     url::Url::parse(u)
         .ok()?
         .query_pairs()
@@ -25,7 +25,7 @@ fn param(u: &str, key: &str) -> Option<String> {
 
 /// Follows redirects from `start` as `person` until it lands on RETURN (not
 /// fetched) or a page. On a consent page, answers `decision`.
-async fn walk(hub: &TestHub, start: &str, person: &str, decision: &str) -> Vec<Step> {
+pub(crate) async fn walk(hub: &TestHub, start: &str, person: &str, decision: &str) -> Vec<Step> {
     let mut steps = Vec::new();
     let mut url = start.to_string();
     for _ in 0..12 {
@@ -90,14 +90,14 @@ async fn walk(hub: &TestHub, start: &str, person: &str, decision: &str) -> Vec<S
     steps
 }
 
-fn authorize_url(hub: &TestHub, appid: &str, scope: &str) -> String {
+pub(crate) fn authorize_url(hub: &TestHub, appid: &str, scope: &str) -> String {
     hub.url(&format!(
         "/oauth/{appid}/authorize?scope={scope}&return_to={}",
         enc(RETURN)
     ))
 }
 
-fn landed(steps: &[Step]) -> String {
+pub(crate) fn landed(steps: &[Step]) -> String {
     steps.last().map(|s| s.location.clone()).unwrap_or_default()
 }
 
@@ -115,7 +115,7 @@ fn flip(s: &str, at: usize) -> String {
     String::from_utf8(b).unwrap()
 }
 
-async fn redeem(hub: &TestHub, ticket: &str) -> (u16, Value) {
+pub(crate) async fn redeem(hub: &TestHub, ticket: &str) -> (u16, Value) {
     hub.post("/v1/oauth/tickets/redeem", json!({"ticket": ticket}))
         .await
 }

@@ -116,6 +116,29 @@ async fn invalidate_reports_to_any_instance_make_one_fetch() {
     assert_eq!(c.fetches() - before, 1);
 }
 
+/// A client's rate limit holds across the instances: spreading its calls
+/// over them gains it nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_rate_limits_hold_across_instances() {
+    let c = Cluster::start(Setup {
+        limits: "[limits]\ninvalidate = { per_minute = 60, burst = 4 }\n",
+        ..Setup::default()
+    })
+    .await;
+    c.wait_owner(Duration::from_secs(10)).await;
+    let (_, v) = c.token_from(0).await;
+    let token = v["access_token"].as_str().unwrap().to_string();
+    let mut codes = Vec::new();
+    for n in 0..6 {
+        codes.push(c.invalidate_at(n % 3, &token).await.0);
+    }
+    assert_eq!(
+        codes,
+        [200, 200, 200, 200, 429, 429],
+        "one bucket for three instances"
+    );
+}
+
 /// Web authorization started on one instance finishes on another and is
 /// redeemed on a third: states, grants and tickets live in Redis.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

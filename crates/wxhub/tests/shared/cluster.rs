@@ -43,7 +43,17 @@ pub struct Setup {
     pub extra_accounts: usize,
     /// `store.tls_ca_file`, for a `rediss://` URL.
     pub redis_tls_ca: Option<PathBuf>,
+    /// The `[limits]` section; far out of reach unless a test sets it.
+    pub limits: &'static str,
 }
+
+/// Limits these tests never reach unless they mean to.
+pub const UNLIMITED: &str = r#"
+[limits]
+proxy = { per_second = 1000000, burst = 1000000 }
+invalidate = { per_minute = 1000000, burst = 1000000 }
+anonymous = { per_minute = 1000000, burst = 1000000 }
+"#;
 
 impl Default for Setup {
     fn default() -> Self {
@@ -56,6 +66,7 @@ impl Default for Setup {
             tickets: "[]",
             extra_accounts: 0,
             redis_tls_ca: None,
+            limits: UNLIMITED,
         }
     }
 }
@@ -158,11 +169,7 @@ background = true
 wait_for_token_ms = 5000
 backoff_initial_secs = 1
 
-# These tests are not about rate limits (limits.rs has its own).
-[limits]
-proxy = {{ per_second = 1000000, burst = 1000000 }}
-invalidate = {{ per_minute = 1000000, burst = 1000000 }}
-anonymous = {{ per_minute = 1000000, burst = 1000000 }}
+{limits}
 
 [oauth]
 state_secret = "shared-state-secret-0123456789abcdef"
@@ -189,6 +196,7 @@ apps = ["*"]
             mode = s.mode,
             tickets = s.tickets,
             extra = extra_config(s.extra_accounts),
+            limits = s.limits,
             tls_ca = s
                 .redis_tls_ca
                 .as_ref()

@@ -647,7 +647,7 @@ async fn soak(mode: &'static str) -> (u64, u64) {
         hub.get(&format!("/v1/apps/{APPID}/proxy/sns/userinfo?openid=x"))
             .await;
         // 4. Hourly, the proxy on a call the platform answers 40001 once.
-        if step % 60 == 0 {
+        if step.is_multiple_of(60) {
             hub.sim_post(
                 "/_sim/faults",
                 json!({"endpoint": "/cgi-bin/user/get", "count": 1, "errcode": 40001}),

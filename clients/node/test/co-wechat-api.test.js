@@ -132,7 +132,9 @@ withDev('eight processes report a killed token once each and the hub refreshes o
     },
   });
   assert.ok(results.every((r) => !r.error && r.reports === 1), JSON.stringify(results));
-  assert.equal(await dev.requestsTo('access_token/invalidate'), 8);
+  // 200s only: a hub that rate-limits invalidate per client may answer some with 429 first,
+  // which the client waits out (Retry-After) and repeats; each process still reports once.
+  assert.equal(await dev.requestsTo('access_token/invalidate', '200'), 8);
   assert.ok((await dev.metric('wxhub_refresh_total', { kind: 'access_token' })) - refreshesBefore <= 1);
   assert.equal((await dev.simStats()).calls['/cgi-bin/user/get'], 16, 'eight failed calls, eight retries');
 });

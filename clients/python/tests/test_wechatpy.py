@@ -138,7 +138,9 @@ def test_eight_processes_report_a_killed_token_once_each_and_the_hub_refreshes_o
     results = run_workers(dev, 8, prefetch=True, between=kill)
     assert all("error" not in r for r in results), results
     assert [r["reports"] for r in results] == [1] * 8, results
-    assert dev.requests_to("access_token/invalidate") == 8
+    # 200s only: a hub that rate-limits invalidate per client may answer some with 429 first,
+    # which the client waits out (Retry-After) and repeats; each process still reports once.
+    assert dev.requests_to("access_token/invalidate", "200") == 8
     assert dev.metric("wxhub_refresh_total", kind="access_token") - refreshes_before[0] <= 1
     # Eight failed calls and eight retries.
     assert dev.sim_stats()["calls"]["/cgi-bin/user/get"] == 16

@@ -168,7 +168,10 @@ async fn json_errors(req: Request, next: Next) -> Response {
     if is_json {
         return resp;
     }
-    let retry_after = resp.headers().get(header::RETRY_AFTER).cloned();
+    // Kept: Retry-After, Allow and the rest; only the body is the API's.
+    let mut headers = resp.headers().clone();
+    headers.remove(header::CONTENT_TYPE);
+    headers.remove(header::CONTENT_LENGTH);
     let (code, message) = match status {
         StatusCode::BAD_REQUEST => ("invalid_request", "the request is malformed"),
         StatusCode::UNAUTHORIZED => ("unauthorized", "authentication is required"),
@@ -195,9 +198,7 @@ async fn json_errors(req: Request, next: Next) -> Response {
         retry_after: None,
     }
     .into_response();
-    if let Some(v) = retry_after {
-        out.headers_mut().insert(header::RETRY_AFTER, v);
-    }
+    out.headers_mut().extend(headers);
     out
 }
 

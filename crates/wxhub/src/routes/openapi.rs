@@ -1,41 +1,274 @@
 //! `GET /openapi.json`: the HTTP API described for tools. Kept beside the
-//! routes; a test checks that every route in the router is described.
+//! routes; a test checks that every route in the router is described, and
+//! CI runs schemathesis against a running hub with it (no 500, no answer
+//! outside the document, no error that is not JSON).
 
 use axum::Json;
 use serde_json::{Value, json};
 
-fn error_responses() -> Value {
+fn error(description: &str) -> Value {
+    json!({"description": description, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}})
+}
+
+fn error_retry(description: &str) -> Value {
+    let mut e = error(description);
+    e["headers"] = json!({"Retry-After": {"$ref": "#/components/headers/RetryAfter"}});
+    e
+}
+
+/// The errors every client route may answer.
+fn client_errors() -> serde_json::Map<String, Value> {
+    let mut m = serde_json::Map::new();
+    m.insert("400".into(), error("A malformed path or query"));
+    m.insert("401".into(), error("Missing or unknown client key"));
+    m.insert("403".into(), error("This client may not use this account"));
+    m.insert(
+        "404".into(),
+        error("No such account, or the account does not keep this credential"),
+    );
+    m.insert(
+        "503".into(),
+        error_retry(
+            "No valid credential and none could be fetched in time (over_budget: the caller budget is spent); see Retry-After and the message",
+        ),
+    );
+    m
+}
+
+/// The errors of a route with a JSON body.
+fn body_errors(m: &mut serde_json::Map<String, Value>) {
+    m.insert(
+        "400".into(),
+        error("Not a JSON object with the route's fields; the message names the field"),
+    );
+    m.insert("413".into(), error("The body is larger than 64 KiB"));
+    m.insert(
+        "415".into(),
+        error("The body is not sent as application/json"),
+    );
+}
+
+fn json_body(required: &[&str], properties: Value) -> Value {
+    json!({"required": true, "content": {"application/json": {"schema": {
+        "type": "object", "required": required, "additionalProperties": false, "properties": properties
+    }}}})
+}
+
+fn ok(description: &str, schema: Value) -> Value {
+    json!({"description": description, "content": {"application/json": {"schema": schema}}})
+}
+
+fn cred_paths(name: &str, field: &str, summary: &str) -> [(String, Value); 2] {
+    let served = json!({
+        "type": "object", "required": [field, "expires_at", "expires_in"],
+        "properties": {
+            field: {"type": "string"},
+            "expires_at": {"type": "integer", "description": "Unix seconds: cache it until then, no longer"},
+            "expires_in": {"type": "integer"}
+        }
+    });
+    let mut get = client_errors();
+    get.insert(
+        "200".into(),
+        ok("The credential to use now", served.clone()),
+    );
+    let mut reported = served;
+    reported["required"] = json!([field, "expires_at", "expires_in", "outcome"]);
+    reported["properties"]["outcome"] = json!({
+        "type": "string",
+        "enum": ["already_replaced", "still_valid", "replaced", "over_budget"],
+        "description": "already_replaced: the reported value was no longer current; still_valid: the platform accepts it (the error was not about it); replaced: the platform rejected it and the hub replaced it; over_budget: refreshes callers may trigger are used up, the current value is served anyway"
+    });
+    reported["properties"]["budget"] = json!({
+        "type": "object", "required": ["reason", "retry_after"],
+        "properties": {"reason": {"type": "string"}, "retry_after": {"type": "integer"}}
+    });
+    let mut inv = client_errors();
+    body_errors(&mut inv);
+    inv.insert(
+        "200".into(),
+        ok(
+            "The credential to use now, and what the report led to",
+            reported,
+        ),
+    );
+    inv.insert(
+        "429".into(),
+        error_retry("This client reports faster than its invalidate limit"),
+    );
+    let body_field = if field == "access_token" {
+        "access_token"
+    } else {
+        "ticket"
+    };
+    [
+        (
+            format!("/v1/apps/{{appid}}/{name}"),
+            json!({"get": {"summary": summary, "security": [{"client": []}], "parameters": [{"$ref": "#/components/parameters/appid"}], "responses": get}}),
+        ),
+        (
+            format!("/v1/apps/{{appid}}/{name}/invalidate"),
+            json!({"post": {
+                "summary": format!("Report a {field} the platform rejected: confirmed with the platform first, replaced only if it is dead and still current, once however many report it, within the caller budget"),
+                "security": [{"client": []}],
+                "parameters": [{"$ref": "#/components/parameters/appid"}],
+                "requestBody": json_body(&[body_field], json!({body_field: {"type": "string", "minLength": 1}})),
+                "responses": inv
+            }}),
+        ),
+    ]
+}
+
+fn proxy_path() -> Value {
+    let mut proxy = client_errors();
+    proxy.insert(
+        "default".into(),
+        json!({"description": "The platform's answer, passed through", "content": {"*/*": {}}}),
+    );
+    proxy.insert(
+        "400".into(),
+        error("A path that is not forwarded: sns/* (a person's token), the token endpoints, component calls, or anything but a plain API path"),
+    );
+    proxy.insert(
+        "404".into(),
+        error("No such account, or not a path of the platform's API host"),
+    );
+    proxy.insert("413".into(), error("The body is larger than 10 MiB"));
+    proxy.insert(
+        "429".into(),
+        error_retry("This client calls faster than its proxy limit"),
+    );
+    proxy.insert(
+        "502".into(),
+        error("The platform could not be reached or did not answer in time"),
+    );
     json!({
-        "401": {"description": "Missing or unknown client key", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
-        "403": {"description": "This client may not use this account", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
-        "404": {"description": "No such account", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
-        "503": {"description": "No valid credential and none could be fetched in time; see Retry-After and the message", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+        "parameters": [
+            {"$ref": "#/components/parameters/appid"},
+            {"name": "path", "in": "path", "required": true, "schema": {"type": "string"}, "description": "API path on api.weixin.qq.com, e.g. cgi-bin/user/info"}
+        ],
+        "get": {"summary": "Call the platform with the account's token injected; on 40001/40014/42001 report it (confirmed before anything is refreshed) and retry once", "security": [{"client": []}], "responses": proxy.clone()},
+        "post": {"summary": "As GET, with the body forwarded", "security": [{"client": []}], "responses": proxy}
     })
 }
 
-fn cred_paths(name: &str, field: &str, summary: &str) -> (String, Value, String, Value) {
-    let mut ok = error_responses();
-    ok["200"] = json!({"description": "The credential to use now", "content": {"application/json": {"schema": {
-    "type": "object", "required": [field, "expires_at", "expires_in"],
-    "properties": {
-        field: {"type": "string"},
-        "expires_at": {"type": "integer", "description": "Unix seconds: cache it until then, no longer"},
-        "expires_in": {"type": "integer"}
-    }}}}});
-    let mut inv = ok.clone();
-    inv["400"] = json!({"description": "Missing field", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}});
-    (
-        format!("/v1/apps/{{appid}}/{name}"),
-        json!({"get": {"summary": summary, "security": [{"client": []}], "parameters": [{"$ref": "#/components/parameters/appid"}], "responses": ok}}),
-        format!("/v1/apps/{{appid}}/{name}/invalidate"),
-        json!({"post": {
-            "summary": format!("Report a failed {field}: refreshes only if it is still the current one, once however many report it"),
-            "security": [{"client": []}],
-            "parameters": [{"$ref": "#/components/parameters/appid"}],
-            "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object", "required": [field], "properties": {field: {"type": "string"}}}}}},
-            "responses": inv
+fn oauth_paths(paths: &mut serde_json::Map<String, Value>) {
+    let html = |d: &str| json!({"description": d, "content": {"text/html": {"schema": {"type": "string"}}}});
+    let mut authorize = serde_json::Map::new();
+    authorize.insert(
+        "302".into(),
+        json!({"description": "To WeChat's authorize page, with a signed state", "headers": {"Location": {"schema": {"type": "string"}}}}),
+    );
+    authorize.insert(
+        "400".into(),
+        error("A scope the account cannot do, or a return_to that is not an allowed origin or is longer than 2048 bytes"),
+    );
+    authorize.insert(
+        "403".into(),
+        error("Web authorization is not enabled for this account"),
+    );
+    authorize.insert("404".into(), error("No such account"));
+    authorize.insert(
+        "429".into(),
+        error_retry("Too many requests from this client address"),
+    );
+    authorize.insert(
+        "503".into(),
+        error_retry("Too many sign-ins in progress for this account"),
+    );
+    paths.insert("/oauth/{appid}/authorize".into(), json!({"get": {
+        "summary": "Start web authorization for a page: silent snsapi_base first, snsapi_userinfo only when a profile is needed and no grant is on file; back to return_to with wxhub_ticket or wxhub_error",
+        "parameters": [
+            {"$ref": "#/components/parameters/appid"},
+            {"name": "scope", "in": "query", "required": true, "schema": {"type": "string", "enum": ["base", "userinfo", "login", "snsapi_base", "snsapi_userinfo", "snsapi_login"]}},
+            {"name": "return_to", "in": "query", "required": true, "schema": {"type": "string", "minLength": 1, "maxLength": 2048}}
+        ],
+        "responses": authorize
+    }}));
+    let mut callback = serde_json::Map::new();
+    callback.insert(
+        "302".into(),
+        json!({"description": "Back to return_to (wxhub_ticket, or wxhub_error=access_denied / already_used), or on to WeChat for consent", "headers": {"Location": {"schema": {"type": "string"}}}}),
+    );
+    for (status, d) in [
+        (
+            "400",
+            "A page for the person: the state is missing, forged, expired or unknown, or the code could not be used",
+        ),
+        ("404", "A page for the person: no such account"),
+        ("500", "A page for the person: the hub failed"),
+        (
+            "502",
+            "A page for the person: the platform did not complete the sign-in",
+        ),
+        (
+            "503",
+            "A page for the person: the sign-in is still being completed",
+        ),
+    ] {
+        callback.insert(status.into(), html(d));
+    }
+    callback.insert(
+        "429".into(),
+        error_retry("Too many requests from this client address"),
+    );
+    paths.insert(
+        "/oauth/{appid}/callback".into(),
+        json!({"get": {
+            "summary": "WeChat's redirect back (the redirect_uri); not called by clients",
+            "parameters": [
+                {"$ref": "#/components/parameters/appid"},
+                {"name": "code", "in": "query", "required": false, "schema": {"type": "string"}},
+                {"name": "state", "in": "query", "required": false, "schema": {"type": "string"}}
+            ],
+            "responses": callback
         }}),
-    )
+    );
+    let mut redeem = client_errors();
+    body_errors(&mut redeem);
+    redeem.insert(
+        "200".into(),
+        ok(
+            "The sign-in's result",
+            json!({"type": "object", "required": ["appid", "openid", "scope"], "properties": {
+                "appid": {"type": "string"}, "openid": {"type": "string"}, "unionid": {"type": "string"},
+                "scope": {"type": "string"}, "snapshot": {"type": "boolean"}, "profile": {"type": "object"},
+                "profile_error": {"type": "string"}
+            }}),
+        ),
+    );
+    redeem.insert("404".into(), error("Unknown, used or expired ticket"));
+    paths.insert("/v1/oauth/tickets/redeem".into(), json!({"post": {
+        "summary": "Redeem a hand-over ticket, once",
+        "security": [{"client": []}],
+        "requestBody": json_body(&["ticket"], json!({"ticket": {"type": "string", "minLength": 1}})),
+        "responses": redeem
+    }}));
+    let mut user = client_errors();
+    user.insert(
+        "200".into(),
+        ok(
+            "The stored profile",
+            json!({"type": "object", "required": ["appid", "openid", "scope"]}),
+        ),
+    );
+    user.insert(
+        "404".into(),
+        error("No such account, or no usable grant from this person (the message says how to get one)"),
+    );
+    user.insert("502".into(), error("The platform did not answer"));
+    paths.insert(
+        "/v1/apps/{appid}/users/{openid}".into(),
+        json!({"get": {
+            "summary": "A person's profile, refreshed through their grant",
+            "security": [{"client": []}],
+            "parameters": [
+                {"$ref": "#/components/parameters/appid"},
+                {"name": "openid", "in": "path", "required": true, "schema": {"type": "string"}}
+            ],
+            "responses": user
+        }}),
+    );
 }
 
 /// The OpenAPI 3.0 document.
@@ -50,39 +283,59 @@ pub fn document() -> Value {
         ("jsapi_ticket", "jsapi_ticket", "The JS-SDK ticket"),
         ("wx_card_ticket", "wx_card_ticket", "The card API ticket"),
     ] {
-        let (p, v, ip, iv) = cred_paths(name, field, summary);
-        paths.insert(p, v);
-        paths.insert(ip, iv);
+        for (p, v) in cred_paths(name, field, summary) {
+            paths.insert(p, v);
+        }
     }
-    let mut jssdk = error_responses();
-    jssdk["200"] = json!({"description": "Arguments for wx.config", "content": {"application/json": {"schema": {"type": "object",
-        "properties": {"appId": {"type": "string"}, "timestamp": {"type": "integer"}, "nonceStr": {"type": "string"}, "signature": {"type": "string"}}}}}});
-    jssdk["400"] = json!({"description": "Not an absolute http(s) URL"});
-    jssdk["403"] = json!({"description": "The URL's host is not one of the account's JS-SDK domains, or the client may not use the account"});
-    paths.insert("/v1/apps/{appid}/jssdk/config".into(), json!({"post": {
-        "summary": "Sign a page URL for wx.config (the fragment is dropped)",
-        "security": [{"client": []}],
-        "parameters": [{"$ref": "#/components/parameters/appid"}],
-        "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object", "required": ["url"], "properties": {"url": {"type": "string"}}}}}},
-        "responses": jssdk
-    }}));
-    let mut proxy = error_responses();
-    proxy["default"] = json!({"description": "The platform's answer, passed through"});
-    proxy["502"] = json!({"description": "The platform could not be reached"});
-    paths.insert("/v1/apps/{appid}/proxy/{path}".into(), json!({
-        "parameters": [{"$ref": "#/components/parameters/appid"}, {"name": "path", "in": "path", "required": true, "schema": {"type": "string"}, "description": "API path on api.weixin.qq.com, e.g. cgi-bin/user/info"}],
-        "get": {"summary": "Call the platform with the token injected; on 40001/40014/42001 refresh (compare-and-refresh) and retry once", "security": [{"client": []}], "responses": proxy.clone()},
-        "post": {"summary": "As GET, with the body forwarded", "security": [{"client": []}], "responses": proxy}
-    }));
-    paths.insert("/v1/apps".into(), json!({"get": {"summary": "Every account's state", "security": [{"admin": []}], "responses": {"200": {"description": "Accounts"}, "401": {"description": "Admin key required"}}}}));
-    paths.insert("/".into(), json!({"get": {"summary": "Status page for people", "security": [{"admin": []}], "responses": {"200": {"description": "HTML"}, "401": {"description": "Admin key required"}}}}));
+    let mut jssdk = client_errors();
+    body_errors(&mut jssdk);
+    jssdk.insert(
+        "200".into(),
+        ok(
+            "Arguments for wx.config",
+            json!({"type": "object", "required": ["appId", "timestamp", "nonceStr", "signature"],
+            "properties": {"appId": {"type": "string"}, "timestamp": {"type": "integer"}, "nonceStr": {"type": "string"}, "signature": {"type": "string"}}}),
+        ),
+    );
+    jssdk.insert(
+        "400".into(),
+        error("Not a JSON object with url, or url is not an absolute http(s) URL"),
+    );
+    jssdk.insert(
+        "403".into(),
+        error("The URL's host is not one of the account's JS-SDK domains, or the client may not use the account"),
+    );
+    paths.insert(
+        "/v1/apps/{appid}/jssdk/config".into(),
+        json!({"post": {
+            "summary": "Sign a page URL for wx.config (the fragment is dropped)",
+            "security": [{"client": []}],
+            "parameters": [{"$ref": "#/components/parameters/appid"}],
+            "requestBody": json_body(&["url"], json!({"url": {"type": "string", "minLength": 1}})),
+            "responses": jssdk
+        }}),
+    );
+    paths.insert("/v1/apps/{appid}/proxy/{path}".into(), proxy_path());
+    oauth_paths(&mut paths);
+    paths.insert("/v1/apps".into(), json!({"get": {"summary": "Every account's state", "security": [{"admin": []}], "responses": {
+        "200": ok("Accounts", json!({"type": "object", "required": ["now", "apps"]})),
+        "401": error("Admin key required")
+    }}}));
+    paths.insert("/".into(), json!({"get": {"summary": "Status page for people", "security": [{"admin": []}], "responses": {
+        "200": {"description": "HTML", "content": {"text/html": {"schema": {"type": "string"}}}},
+        "401": error("Admin key required")
+    }}}));
     paths.insert(
         "/healthz".into(),
-        json!({"get": {"summary": "Liveness", "responses": {"200": {"description": "ok"}}}}),
+        json!({"get": {"summary": "Liveness", "responses": {"200": {"description": "ok", "content": {"text/plain": {"schema": {"type": "string"}}}}}}}),
     );
-    paths.insert("/readyz".into(), json!({"get": {"summary": "Readiness: 503 names each account that needs attention", "responses": {"200": {"description": "Ready"}, "503": {"description": "Not ready, with reasons"}}}}));
-    paths.insert("/metrics".into(), json!({"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "text/plain"}}}}));
-    paths.insert("/openapi.json".into(), json!({"get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI 3.0"}}}}));
+    let readiness = json!({"type": "object", "required": ["ready", "accounts", "problems"]});
+    paths.insert("/readyz".into(), json!({"get": {"summary": "Readiness: 503 names each account that needs attention", "responses": {
+        "200": ok("Ready", readiness.clone()),
+        "503": ok("Not ready, with reasons", readiness)
+    }}}));
+    paths.insert("/metrics".into(), json!({"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "The text exposition format", "content": {"text/plain": {"schema": {"type": "string"}}}}}}}));
+    paths.insert("/openapi.json".into(), json!({"get": {"summary": "This document", "responses": {"200": ok("OpenAPI 3.0", json!({"type": "object"}))}}}));
     json!({
         "openapi": "3.0.3",
         "info": {"title": "wxhub", "version": env!("CARGO_PKG_VERSION"), "description": "Central control server for WeChat Official Account tokens and tickets. See docs/API.md."},
@@ -93,6 +346,7 @@ pub fn document() -> Value {
                 "admin": {"type": "http", "scheme": "bearer", "description": "The admin key"}
             },
             "parameters": {"appid": {"name": "appid", "in": "path", "required": true, "schema": {"type": "string"}}},
+            "headers": {"RetryAfter": {"description": "Seconds to wait", "schema": {"type": "integer"}}},
             "schemas": {"Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "object", "required": ["code", "message"], "properties": {"code": {"type": "string"}, "message": {"type": "string"}}}}}}
         }
     })

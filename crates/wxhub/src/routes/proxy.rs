@@ -149,9 +149,11 @@ pub async fn proxy(
     authorize(&app, &client, &appid)?;
     let method = req.method().clone();
     if method != Method::GET && method != Method::POST {
-        return Err(ApiError::method_not_allowed(
-            "the platform's API takes GET and POST only",
-        ));
+        let mut resp = ApiError::method_not_allowed("the platform's API takes GET and POST only")
+            .into_response();
+        resp.headers_mut()
+            .insert(header::ALLOW, header::HeaderValue::from_static("GET, POST"));
+        return Ok(resp);
     }
     if let Some(e) = refuse(&path) {
         return Err(e);

@@ -83,9 +83,10 @@ async fn a_client_limited_to_one_account_gets_403_for_another() {
     let hub = TestHub::with(o).await;
     // Add the second account to the hub's config and restart.
     let mut hub = hub;
-    hub.config_text = hub.config_text.replace(
+    hub.config_text = hub.config_text.replacen(
         "[[clients]]",
         "[[accounts]]\nappid = \"wx2222222222222222\"\nsecret = \"other-secret\"\n\n[[clients]]",
+        1,
     );
     hub.restart().await;
     let (s, v) = hub.get("/v1/apps/wx2222222222222222/access_token").await;

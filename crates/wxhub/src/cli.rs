@@ -137,7 +137,7 @@ async fn serve(path: PathBuf, sim_clock: Option<String>) -> anyhow::Result<()> {
 }
 
 /// SIGINT or SIGTERM.
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };

@@ -155,7 +155,7 @@ pub async fn start(
     })
 }
 
-/// Runs `wxhub dev` until Ctrl-C.
+/// Runs `wxhub dev` until Ctrl-C or SIGTERM.
 ///
 /// # Errors
 /// As [`start`].
@@ -198,9 +198,8 @@ pub async fn run(
         "Press Ctrl-C to stop.".to_string(),
     ];
     println!("{}", lines.join("\n"));
-    tokio::signal::ctrl_c()
-        .await
-        .context("waiting for Ctrl-C")?;
+    // SIGTERM too: a supervisor's stop must still remove the temporary store.
+    crate::cli::shutdown_signal().await;
     let DevEnv { sim, hub, .. } = env;
     hub.shutdown().await;
     sim.shutdown().await;

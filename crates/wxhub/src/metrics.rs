@@ -78,6 +78,11 @@ const HELP: &[(&str, &str, &str)] = &[
         "Refreshes a report would have triggered but the caller budget refused, by the limit that refused.",
     ),
     (
+        "wxhub_oauth_states_refused_total",
+        "counter",
+        "Sign-ins refused because the account holds oauth.max_pending_states states.",
+    ),
+    (
         "wxhub_rate_limited_total",
         "counter",
         "Requests refused with 429, by limit (proxy, invalidate, anonymous) and client name.",

@@ -17,7 +17,8 @@ struct Inner {
     // a collision from a hit.
     counters: std::collections::HashMap<u64, Vec<(&'static str, Labels, u64)>>,
     gauges: BTreeMap<(&'static str, Labels), f64>,
-    histograms: BTreeMap<(&'static str, Labels), Histogram>,
+    // Keyed like the counters: an observation allocates nothing.
+    histograms: std::collections::HashMap<u64, Vec<(&'static str, Labels, Histogram)>>,
 }
 
 #[derive(Default, Clone)]
@@ -160,8 +161,20 @@ impl Metrics {
 
     /// Records one observation in seconds.
     pub fn observe(&self, name: &'static str, labels: &[(&'static str, &str)], seconds: f64) {
+        let key = key_hash(name, labels);
         let mut inner = self.lock();
-        let h = inner.histograms.entry((name, own(labels))).or_default();
+        let bucket = inner.histograms.entry(key).or_default();
+        let at = match bucket
+            .iter()
+            .position(|(n, l, _)| *n == name && same(l, labels))
+        {
+            Some(at) => at,
+            None => {
+                bucket.push((name, own(labels), Histogram::default()));
+                bucket.len() - 1
+            }
+        };
+        let h = &mut bucket[at].2;
         for (i, b) in BUCKETS.iter().enumerate() {
             if seconds <= *b {
                 h.buckets[i] += 1;
@@ -202,8 +215,16 @@ impl Metrics {
                     let _ = writeln!(out, "{name}{} {v}", fmt_labels(labels, None));
                 }
             }
-            for ((n, labels), h) in &inner.histograms {
-                if n == name {
+            let mut histograms: Vec<(&Labels, &Histogram)> = inner
+                .histograms
+                .values()
+                .flatten()
+                .filter(|(n, _, _)| n == name)
+                .map(|(_, l, h)| (l, h))
+                .collect();
+            histograms.sort_by(|a, b| a.0.cmp(b.0));
+            for (labels, h) in histograms {
+                {
                     for (i, b) in BUCKETS.iter().enumerate() {
                         let le = b.to_string();
                         let _ = writeln!(

@@ -159,12 +159,8 @@ pub async fn proxy(
         return Err(e);
     }
     app.charge(&client, ClientLimit::Proxy).await?;
-    let query: Vec<(String, String)> = match req.uri().query() {
-        Some(q) => serde_urlencoded::from_str(q)
-            .map_err(|_| ApiError::bad_request("query: not a valid query string"))?,
-        None => Vec::new(),
-    };
-    let headers = req.headers().clone();
+    let query = upstream_query(req.uri().query().unwrap_or(""));
+    let content_type = req.headers().get(header::CONTENT_TYPE).cloned();
     let body = axum::body::to_bytes(req.into_body(), MAX_BODY)
         .await
         .map_err(|e| {
@@ -174,21 +170,16 @@ pub async fn proxy(
                 ApiError::bad_request("body: could not be read")
             }
         })?;
-    let query: Vec<(String, String)> = query
-        .into_iter()
-        .filter(|(k, _)| k != "access_token")
-        .collect();
     let base = app.config.upstream.api_base.trim_end_matches('/');
-    let url = format!("{base}/{path}");
+    let url = format!("{base}/{path}?{query}");
 
     let token = app.creds.get(&appid, CredKind::AccessToken).await?;
     let first = send(
         &app,
         &method,
         &url,
-        &query,
         token.value.expose_secret(),
-        &headers,
+        content_type.as_ref(),
         &body,
     )
     .await?;
@@ -205,9 +196,8 @@ pub async fn proxy(
             &app,
             &method,
             &url,
-            &query,
             now.served.value.expose_secret(),
-            &headers,
+            content_type.as_ref(),
             &body,
         )
         .await?
@@ -224,28 +214,44 @@ pub async fn proxy(
     Ok(resp)
 }
 
+/// The caller's query as it goes upstream, ready for `access_token=` to be
+/// appended: as sent, unless it carries an `access_token` of its own (in any
+/// encoding), which is dropped.
+fn upstream_query(raw: &str) -> String {
+    let own_token = url::form_urlencoded::parse(raw.as_bytes()).any(|(k, _)| k == "access_token");
+    let mut q = if own_token {
+        url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(
+                url::form_urlencoded::parse(raw.as_bytes()).filter(|(k, _)| k != "access_token"),
+            )
+            .finish()
+    } else {
+        raw.trim_end_matches('&').to_string()
+    };
+    if !q.is_empty() {
+        q.push('&');
+    }
+    q
+}
+
 async fn send(
     app: &App,
     method: &Method,
     url: &str,
-    query: &[(String, String)],
     token: &str,
-    headers: &HeaderMap,
+    content_type: Option<&header::HeaderValue>,
     body: &Bytes,
 ) -> Result<Upstream, ApiError> {
     use http_body_util::BodyExt;
-    let mut q: Vec<(&str, &str)> = query
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
-    q.push(("access_token", token));
-    let qs = serde_urlencoded::to_string(&q)
-        .map_err(|_| ApiError::bad_request("query: cannot be encoded"))?;
-    let uri: http::Uri = format!("{url}?{qs}")
+    let mut full = String::with_capacity(url.len() + 13 + token.len());
+    full.push_str(url);
+    full.push_str("access_token=");
+    full.extend(url::form_urlencoded::byte_serialize(token.as_bytes()));
+    let uri: http::Uri = full
         .parse()
-        .map_err(|_| ApiError::bad_request("path: not a valid URL path"))?;
+        .map_err(|_| ApiError::bad_request("query: not a valid query string"))?;
     let mut req = http::Request::builder().method(method.clone()).uri(uri);
-    if let Some(ct) = headers.get(header::CONTENT_TYPE) {
+    if let Some(ct) = content_type {
         req = req.header(header::CONTENT_TYPE, ct.clone());
     }
     let req = req
@@ -324,6 +330,19 @@ mod tests {
         assert_eq!(errcode(&headers("image/jpeg", false), media), None);
         assert_eq!(errcode(&headers("application/json", true), media), None);
         assert_eq!(errcode(&HeaderMap::new(), media), None);
+    }
+
+    #[test]
+    fn a_callers_own_access_token_is_dropped_in_any_encoding() {
+        assert_eq!(upstream_query(""), "");
+        assert_eq!(upstream_query("openid=o1&lang=zh_CN"), "openid=o1&lang=zh_CN&");
+        assert_eq!(
+            upstream_query("openid=o1&access_token=evil&lang=zh_CN"),
+            "openid=o1&lang=zh_CN&"
+        );
+        assert_eq!(upstream_query("access%5Ftoken=evil&x=1"), "x=1&");
+        assert_eq!(upstream_query("access_token=evil"), "");
+        assert_eq!(upstream_query("a=%E4%B8%AD"), "a=%E4%B8%AD&", "as sent");
     }
 
     #[test]

@@ -228,17 +228,13 @@ impl Application {
         let shared = tokio::spawn(self.app.creds.clone().run_shared(rx.clone()));
         let sweeper = tokio::spawn(sweep_expired(self.app.clone(), rx));
         let router = crate::router::router(self.app.clone());
-        let served = if std::env::var_os("WXHUB_AXUM_SERVE").is_some() {
-            axum::serve(
-                self.listener,
-                router.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(shutdown)
-            .await
-        } else {
-            crate::server::serve(self.listener, router, self.app.config.http.clone(), shutdown)
-                .await
-        };
+        let served = crate::server::serve(
+            self.listener,
+            router,
+            self.app.config.http.clone(),
+            shutdown,
+        )
+        .await;
         let _ = tx.send(true);
         if let Some(r) = refresher {
             let _ = r.await;

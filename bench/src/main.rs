@@ -619,10 +619,7 @@ async fn minimal_chain(sim: SocketAddr) -> anyhow::Result<SocketAddr> {
             "t{}",
             c.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         );
-        c.results
-            .lock()
-            .expect("lock")
-            .insert(ticket.clone(), body);
+        c.results.lock().expect("lock").insert(ticket.clone(), body);
         (
             http::StatusCode::FOUND,
             [(
@@ -638,7 +635,9 @@ async fn minimal_chain(sim: SocketAddr) -> anyhow::Result<SocketAddr> {
     ) -> axum::response::Response {
         let ticket = v["ticket"].as_str().unwrap_or_default();
         match c.results.lock().expect("lock").remove(ticket) {
-            Some(body) => ([(http::header::CONTENT_TYPE, "application/json")], body).into_response(),
+            Some(body) => {
+                ([(http::header::CONTENT_TYPE, "application/json")], body).into_response()
+            }
             None => http::StatusCode::NOT_FOUND.into_response(),
         }
     }

@@ -31,10 +31,9 @@ pub struct App {
     pub metrics: Arc<Metrics>,
     /// The clock every decision reads.
     pub clock: Arc<dyn Clock>,
-    /// Upstream HTTP client for the proxy: hyper's pooled client over
-    /// rustls (Mozilla roots), without reqwest's per-request layers, which
-    /// cost more than the rest of a proxied call. Never follows redirects.
-    pub upstream: UpstreamClient,
+    /// The pooled HTTP client to the platform, shared by the proxy and the
+    /// WeChat client below. Never follows redirects.
+    pub upstream: crate::upstream::UpstreamClient,
     /// The hub's public base URL (web-authorization callbacks).
     pub public_url: String,
     /// The WeChat client (web authorization).
@@ -85,26 +84,6 @@ impl App {
     }
 }
 
-/// The proxy's HTTP client type.
-pub type UpstreamClient = hyper_util::client::legacy::Client<
-    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
-    http_body_util::Full<bytes::Bytes>,
->;
-
-/// A pooled HTTP/1 client for `http://` and `https://` upstreams.
-fn upstream_client(timeout: Duration) -> UpstreamClient {
-    let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
-    http.enforce_http(false);
-    http.set_nodelay(true);
-    http.set_connect_timeout(Some(timeout));
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_webpki_roots()
-        .https_or_http()
-        .enable_http1()
-        .wrap_connector(http);
-    hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build(https)
-}
-
 /// A hub that is bound but not yet serving.
 #[derive(Debug)]
 pub struct Application {
@@ -150,12 +129,11 @@ impl Application {
         };
         let hosts = wx_api::Hosts::new(&config.upstream.api_base, &config.upstream.open_base)
             .context("upstream: invalid base URL")?;
-        let http_config = wx_api::client::HttpConfig {
-            timeout: Duration::from_millis(config.upstream.timeout_ms),
-            ..Default::default()
-        };
-        let transport = wx_api::client::ReqwestClient::new(&http_config)
-            .context("building the upstream HTTP client")?;
+        // One pool for the proxy and every WeChat call: hyper's client, without
+        // reqwest's per-request layers, which cost more than the rest of a call.
+        let timeout = Duration::from_millis(config.upstream.timeout_ms);
+        let upstream = crate::upstream::client(timeout);
+        let transport = crate::upstream::Transport::new(upstream.clone(), timeout, 4 * 1024 * 1024);
         let wx = wx_api::Client::with_http(hosts, Arc::new(transport));
         let metrics = Arc::new(Metrics::default());
         let creds = Credentials::new(
@@ -168,7 +146,6 @@ impl Application {
             config.refresh.clone(),
         )
         .await;
-        let upstream = upstream_client(Duration::from_millis(config.upstream.timeout_ms));
         let limiter = Limiter::new(store.redis().cloned());
         let listener = TcpListener::bind(config.listen)
             .await
@@ -241,6 +218,7 @@ impl Application {
         }
         let _ = shared.await;
         let _ = sweeper.await;
+        self.app.store.close().await;
         served.context("serving HTTP")
     }
 

@@ -472,7 +472,7 @@ impl Credentials {
     async fn load_record(&self, appid: &str, key: &str) -> Result<Option<Record>, StoreError> {
         match (&self.shared, self.store.as_ref()) {
             (Some(sh), _) => sh.load(appid, key).await,
-            (None, Store::Sqlite(db)) => Ok(db.load(appid, key)?.map(|s| Record {
+            (None, Store::Sqlite(db)) => Ok(db.load(appid, key).await?.map(|s| Record {
                 value: s.value,
                 expires_at: s.expires_at,
                 fetched_at: s.fetched_at,
@@ -1376,7 +1376,7 @@ impl Credentials {
                 first_seen: record.first_seen,
             };
             if let Store::Sqlite(db) = self.store.as_ref()
-                && let Err(e) = db.save(appid, key, &stored)
+                && let Err(e) = db.save(appid, key, &stored).await
             {
                 tracing::error!(account.appid = %appid, error = %e, "cannot persist credential; a restart will fetch again");
             }

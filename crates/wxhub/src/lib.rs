@@ -40,5 +40,6 @@ pub mod server;
 pub mod shared;
 pub mod store;
 pub mod telemetry;
+pub mod upstream;
 
 pub use app::{App, Application, RunningHub};

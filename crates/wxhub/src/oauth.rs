@@ -29,7 +29,7 @@ use wx_api::{AppId, ErrCode, OpenId, WxError};
 
 use crate::app::App;
 use crate::config::{AccountConfig, AccountKind, origin_of};
-use crate::store::{Consumed, Grant, StateRecord};
+use crate::store::{Consumed, FinishedSignIn, Grant, Redeemed, StateRecord};
 
 /// What a page asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -155,8 +155,21 @@ pub fn verify_state(key: &[u8], appid: &str, state: &str, now: i64) -> Result<St
 
 fn random_hex(bytes: usize) -> String {
     let mut b = vec![0u8; bytes];
-    rand::rngs::OsRng.fill_bytes(&mut b);
+    // A CSPRNG seeded from the OS, without a system call per state.
+    rand::thread_rng().fill_bytes(&mut b);
     hex::encode(b)
+}
+
+/// A state's id: 12 hex digits of the time in milliseconds, then 80 random
+/// bits. Ids that grow with time land at the end of the store's index, so a
+/// busy sign-in page appends instead of touching a random page per login;
+/// the signature, not the id, is what makes a state unforgeable.
+fn state_id() -> String {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    format!("{:012x}{}", ms & 0xffff_ffff_ffff, random_hex(10))
 }
 
 fn sha256_hex(s: &str) -> String {
@@ -251,7 +264,7 @@ async fn redirect_to_wechat(
 ) -> Result<String, Failure> {
     let now = app.clock.now();
     let appid = account.appid.as_str();
-    let id = random_hex(16);
+    let id = state_id();
     let expires_at = now + app.config.oauth.state_ttl_secs;
     let internal = |e: String| Failure::new(500, "internal", e);
     let saved = app
@@ -332,29 +345,6 @@ fn derive_ticket(key: &[u8], appid: &str, id: &str, code_hash: &str) -> String {
     format!("wxt{}", hex::encode(&m.finalize().into_bytes()[..24]))
 }
 
-/// Stores the hand-over ticket for a result and returns the URL the person
-/// goes back to.
-async fn hand_over(
-    app: &App,
-    appid: &str,
-    return_to: &str,
-    ticket: &str,
-    result: &str,
-) -> Result<String, Failure> {
-    let now = app.clock.now();
-    app.store
-        .save_ticket(
-            &sha256_hex(ticket),
-            appid,
-            result,
-            now + app.config.oauth.ticket_ttl_secs,
-            now,
-        )
-        .await
-        .map_err(|e| Failure::new(500, "internal", e.to_string()))?;
-    Ok(with_param(return_to, "wxhub_ticket", ticket))
-}
-
 /// What a finished callback left on its state, for replays of it.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -374,8 +364,8 @@ enum Outcome {
 
 /// What a code exchange led to.
 enum Finished {
-    /// A result to hand over.
-    Result(Value),
+    /// A result to hand over, and a base-scope grant to keep with it.
+    Result(Value, Option<Box<Grant>>),
     /// Sent on to WeChat for consent.
     Redirect(String),
 }
@@ -471,12 +461,25 @@ pub async fn callback(
         ));
     };
     match finish(app, &account, &record, code, now).await {
-        Ok(Finished::Result(result)) => {
+        Ok(Finished::Result(result, grant)) => {
             let ticket = derive_ticket(key, appid, &id, &code_hash);
-            let url =
-                hand_over(app, appid, &record.return_to, &ticket, &result.to_string()).await?;
-            remember(app, appid, &id, &Outcome::Ticket).await;
-            Ok(url)
+            let now = app.clock.now();
+            let payload = result.to_string();
+            let outcome = serde_json::to_string(&Outcome::Ticket).unwrap_or_default();
+            app.store
+                .finish_sign_in(&FinishedSignIn {
+                    appid,
+                    state_id: &id,
+                    ticket_hash: &sha256_hex(&ticket),
+                    payload: &payload,
+                    ticket_expires_at: now + app.config.oauth.ticket_ttl_secs,
+                    outcome: &outcome,
+                    base_grant: grant.as_deref(),
+                    now,
+                })
+                .await
+                .map_err(|e| Failure::new(500, "internal", e.to_string()))?;
+            Ok(with_param(&record.return_to, "wxhub_ticket", &ticket))
         }
         Ok(Finished::Redirect(url)) => {
             remember(app, appid, &id, &Outcome::Redirect(url.clone())).await;
@@ -548,6 +551,7 @@ async fn finish(
         profile: None,
         profile_fetched_at: None,
     };
+    let mut keep = None;
     let result = match (want, record.stage.as_str()) {
         (Want::Userinfo, "probe") => {
             // Silent round: is there a userinfo grant on file for this person?
@@ -600,11 +604,12 @@ async fn finish(
             }
         }
         (Want::Base, _) => {
-            save_unless_downgrade(app, &grant, now).await;
-            payload(&grant, None)
+            let p = payload(&grant, None);
+            keep = Some(Box::new(grant));
+            p
         }
     };
-    Ok(Finished::Result(result))
+    Ok(Finished::Result(result, keep))
 }
 
 /// A callback with a state and code seen before (WeChat's double redirect,
@@ -680,15 +685,8 @@ async fn save_grant(app: &App, g: &Grant) {
 
 /// Stores a base grant unless a userinfo grant that still works is on file.
 async fn save_unless_downgrade(app: &App, g: &Grant, now: i64) {
-    let keep = app
-        .store
-        .load_grant(&g.appid, &g.openid)
-        .await
-        .ok()
-        .flatten()
-        .is_some_and(|old| old.scope != "snsapi_base" && old.refresh_expires_at > now);
-    if !keep {
-        save_grant(app, g).await;
+    if let Err(e) = app.store.save_base_grant(g, now).await {
+        tracing::error!(account.appid = %g.appid, error = %e, "cannot store a grant");
     }
 }
 
@@ -891,31 +889,31 @@ pub async fn user(app: &App, appid: &str, openid: &str) -> Result<Value, Failure
 /// [`Failure`]: 404 unknown, used or expired; 403 another account's.
 pub async fn redeem(
     app: &App,
-    allowed: impl Fn(&str) -> bool,
+    allowed: impl Fn(&str) -> bool + Send + 'static,
     ticket: &str,
 ) -> Result<Value, Failure> {
     let now = app.clock.now();
     let hash = sha256_hex(ticket);
-    let appid = app
+    let redeemed = app
         .store
-        .ticket_appid(&hash)
+        .redeem_ticket_for(&hash, now, allowed)
         .await
-        .map_err(|e| Failure::new(500, "internal", e.to_string()))?
-        .ok_or_else(|| Failure::new(404, "not_found", "unknown, used or expired ticket"))?;
-    if !allowed(&appid) {
-        return Err(Failure::new(
+        .map_err(|e| Failure::new(500, "internal", e.to_string()))?;
+    match redeemed {
+        Redeemed::Done(_, payload) => {
+            serde_json::from_str(&payload).map_err(|e| Failure::new(500, "internal", e.to_string()))
+        }
+        Redeemed::Forbidden(appid) => Err(Failure::new(
             403,
             "forbidden",
             format!("this client may not use account {appid}"),
-        ));
+        )),
+        Redeemed::Missing => Err(Failure::new(
+            404,
+            "not_found",
+            "unknown, used or expired ticket",
+        )),
     }
-    let (_, payload) = app
-        .store
-        .redeem_ticket(&hash, now)
-        .await
-        .map_err(|e| Failure::new(500, "internal", e.to_string()))?
-        .ok_or_else(|| Failure::new(404, "not_found", "unknown, used or expired ticket"))?;
-    serde_json::from_str(&payload).map_err(|e| Failure::new(500, "internal", e.to_string()))
 }
 
 #[cfg(test)]

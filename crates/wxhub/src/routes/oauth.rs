@@ -152,7 +152,7 @@ pub async fn redeem_route(
     if body.ticket.is_empty() {
         return Err(ApiError::bad_request("ticket: required"));
     }
-    oauth::redeem(&app, |appid| client.check(appid).is_ok(), &body.ticket)
+    oauth::redeem(&app, move |appid| client.check(appid).is_ok(), &body.ticket)
         .await
         .map(Json)
         .map_err(api_error)

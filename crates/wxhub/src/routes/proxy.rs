@@ -335,7 +335,10 @@ mod tests {
     #[test]
     fn a_callers_own_access_token_is_dropped_in_any_encoding() {
         assert_eq!(upstream_query(""), "");
-        assert_eq!(upstream_query("openid=o1&lang=zh_CN"), "openid=o1&lang=zh_CN&");
+        assert_eq!(
+            upstream_query("openid=o1&lang=zh_CN"),
+            "openid=o1&lang=zh_CN&"
+        );
         assert_eq!(
             upstream_query("openid=o1&access_token=evil&lang=zh_CN"),
             "openid=o1&lang=zh_CN&"

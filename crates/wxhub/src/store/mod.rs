@@ -36,7 +36,7 @@ impl std::fmt::Debug for StoredCredential {
 }
 
 /// A storage failure; never contains a credential.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[error("store: {0}")]
 pub struct StoreError(String);
 
@@ -103,6 +103,38 @@ pub enum Consumed {
     Missing,
 }
 
+/// A finished sign-in, as [`Store::finish_sign_in`] writes it.
+#[derive(Debug)]
+pub struct FinishedSignIn<'a> {
+    /// The account.
+    pub appid: &'a str,
+    /// The state's id.
+    pub state_id: &'a str,
+    /// SHA-256 of the hand-over ticket.
+    pub ticket_hash: &'a str,
+    /// What redeeming the ticket answers.
+    pub payload: &'a str,
+    /// When the ticket stops being redeemable.
+    pub ticket_expires_at: i64,
+    /// What a replayed callback repeats.
+    pub outcome: &'a str,
+    /// A base-scope grant to keep, unless a better one is on file.
+    pub base_grant: Option<&'a Grant>,
+    /// Now.
+    pub now: i64,
+}
+
+/// What redeeming a hand-over ticket found.
+#[derive(Debug)]
+pub enum Redeemed {
+    /// Unknown, used or expired.
+    Missing,
+    /// Another account's: not redeemed.
+    Forbidden(String),
+    /// Redeemed: the account and the payload.
+    Done(String, String),
+}
+
 /// A person's grant to an account (网页授权).
 #[derive(Clone)]
 pub struct Grant {
@@ -153,7 +185,7 @@ pub enum Store {
 macro_rules! dispatch {
     ($self:ident . $method:ident ( $($arg:expr),* )) => {
         match $self {
-            Store::Sqlite(s) => s.$method($($arg),*),
+            Store::Sqlite(s) => s.$method($($arg),*).await,
             Store::Redis(r) => r.$method($($arg),*).await,
         }
     };
@@ -215,13 +247,55 @@ impl Store {
         dispatch!(self.save_state(id, r, now, max_pending))
     }
 
+    /// Finishes with the store: SQLite runs what is queued and closes the
+    /// file (another hub may then open it at once); Redis needs nothing.
+    pub async fn close(&self) {
+        if let Store::Sqlite(s) = self {
+            s.close().await;
+        }
+    }
+
+    /// Stores a base-scope grant unless a userinfo grant that still works
+    /// (its refresh token alive at `now`) is on file: a silent base round
+    /// must not downgrade what a person consented to.
+    ///
+    /// # Errors
+    /// On a storage failure.
+    pub async fn save_base_grant(&self, g: &Grant, now: i64) -> Result<(), StoreError> {
+        dispatch!(self.save_base_grant(g, now))
+    }
+
+    /// Stores a finished sign-in in one write: its hand-over ticket (by
+    /// hash), on its state the outcome a replayed callback repeats, and a
+    /// base-scope grant to keep (as [`Store::save_base_grant`]).
+    ///
+    /// # Errors
+    /// On a storage failure.
+    pub async fn finish_sign_in(&self, f: &FinishedSignIn<'_>) -> Result<(), StoreError> {
+        dispatch!(self.finish_sign_in(f))
+    }
+
+    /// Redeems a hand-over ticket once, if `allowed` says its account may be
+    /// used by the caller; see [`Redeemed`].
+    ///
+    /// # Errors
+    /// On a storage failure.
+    pub async fn redeem_ticket_for(
+        &self,
+        hash: &str,
+        now: i64,
+        allowed: impl Fn(&str) -> bool + Send + 'static,
+    ) -> Result<Redeemed, StoreError> {
+        dispatch!(self.redeem_ticket_for(hash, now, allowed))
+    }
+
     /// Forgets expired states and tickets (Redis expires its own).
     ///
     /// # Errors
     /// On a storage failure.
     pub async fn sweep(&self, now: i64) -> Result<(usize, usize), StoreError> {
         match self {
-            Store::Sqlite(s) => s.sweep(now),
+            Store::Sqlite(s) => s.sweep(now).await,
             Store::Redis(_) => Ok((0, 0)),
         }
     }

@@ -12,7 +12,7 @@ use redis::AsyncCommands;
 use redis::Script;
 use redis::aio::ConnectionManager;
 
-use super::{Consumed, Grant, StateRecord, StoreError};
+use super::{Consumed, FinishedSignIn, Grant, Redeemed, StateRecord, StoreError};
 use crate::budget::{Budget, Decision, Usage, decide};
 
 /// A connection to the shared Redis.
@@ -588,6 +588,63 @@ impl RedisStore {
             .query_async(&mut self.conn())
             .await?;
         Ok(())
+    }
+
+    /// Stores a base-scope grant unless a userinfo grant whose refresh token
+    /// is alive at `now` is on file.
+    ///
+    /// # Errors
+    /// On a Redis failure.
+    pub async fn save_base_grant(&self, g: &Grant, now: i64) -> Result<(), StoreError> {
+        let keep = self
+            .load_grant(&g.appid, &g.openid)
+            .await?
+            .is_some_and(|old| old.scope != "snsapi_base" && old.refresh_expires_at > now);
+        if keep {
+            return Ok(());
+        }
+        self.save_grant(g).await
+    }
+
+    /// Stores a finished sign-in: the grant, the ticket, the outcome.
+    ///
+    /// # Errors
+    /// On a Redis failure or a duplicate ticket.
+    pub async fn finish_sign_in(&self, f: &FinishedSignIn<'_>) -> Result<(), StoreError> {
+        if let Some(g) = f.base_grant {
+            self.save_base_grant(g, f.now).await?;
+        }
+        self.save_ticket(
+            f.ticket_hash,
+            f.appid,
+            f.payload,
+            f.ticket_expires_at,
+            f.now,
+        )
+        .await?;
+        self.set_state_result(f.appid, f.state_id, f.outcome).await
+    }
+
+    /// Redeems a ticket once if `allowed` accepts its account.
+    ///
+    /// # Errors
+    /// On a Redis failure.
+    pub async fn redeem_ticket_for(
+        &self,
+        hash: &str,
+        now: i64,
+        allowed: impl Fn(&str) -> bool + Send + 'static,
+    ) -> Result<Redeemed, StoreError> {
+        let Some(appid) = self.ticket_appid(hash).await? else {
+            return Ok(Redeemed::Missing);
+        };
+        if !allowed(&appid) {
+            return Ok(Redeemed::Forbidden(appid));
+        }
+        Ok(match self.redeem_ticket(hash, now).await? {
+            Some((appid, payload)) => Redeemed::Done(appid, payload),
+            None => Redeemed::Missing,
+        })
     }
 
     /// A person's grant to an account.

@@ -76,15 +76,7 @@ pub fn router(app: Arc<App>) -> Router {
         .merge(anonymous(app.clone()))
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
-        .layer(axum::middleware::from_fn_with_state(
-            app.clone(),
-            request_timeout,
-        ))
-        .layer(axum::middleware::from_fn(json_errors))
-        .layer(axum::middleware::from_fn_with_state(
-            app.clone(),
-            request_log,
-        ))
+        .layer(axum::middleware::from_fn_with_state(app.clone(), edge))
         .with_state(app)
 }
 
@@ -137,23 +129,10 @@ async fn per_ip_limit(State(app): State<Arc<App>>, req: Request, next: Next) -> 
     next.run(req).await
 }
 
-async fn request_timeout(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
-    let limit = app.config.http.request_timeout;
-    match tokio::time::timeout(limit, next.run(req)).await {
-        Ok(resp) => resp,
-        Err(_) => ApiError::request_timeout(format!(
-            "the request was not complete within {} ms (http.request_timeout_ms)",
-            limit.as_millis()
-        ))
-        .into_response(),
-    }
-}
-
 /// Every error in the API's format: an error answer that is not JSON (an
 /// extractor's or the framework's plain-text rejection) is replaced by
-/// `{"error":{"code","message"}}` for its status, keeping `Retry-After`.
-async fn json_errors(req: Request, next: Next) -> Response {
-    let resp = next.run(req).await;
+/// `{"error":{"code","message"}}` for its status, keeping its headers.
+fn json_error(resp: Response) -> Response {
     let status = resp.status();
     if !(status.is_client_error() || status.is_server_error())
         || resp.extensions().get::<Passthrough>().is_some()
@@ -202,10 +181,12 @@ async fn json_errors(req: Request, next: Next) -> Response {
     out
 }
 
-/// Identifies the caller from `Authorization` (by hash; the key itself goes
-/// nowhere), then logs one line and counts the request by client name and
-/// route template, never by raw path (which could hold an openid).
-async fn request_log(State(app): State<Arc<App>>, mut req: Request, next: Next) -> Response {
+/// What every request goes through, in one layer (each layer costs a boxed
+/// future per request): the caller identified from `Authorization` (by
+/// hash; the key itself goes nowhere), the request timeout, the error
+/// format, and one log line and one count by client name and route
+/// template, never by raw path (which could hold an openid).
+async fn edge(State(app): State<Arc<App>>, mut req: Request, next: Next) -> Response {
     let started = Instant::now();
     let caller = identify(
         req.headers()
@@ -222,7 +203,15 @@ async fn request_log(State(app): State<Arc<App>>, mut req: Request, next: Next) 
     let client = client.label();
     let route = route.as_ref().map_or("unmatched", |p| p.as_str());
     req.extensions_mut().insert(caller);
-    let resp = next.run(req).await;
+    let limit = app.config.http.request_timeout;
+    let resp = match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(resp) => json_error(resp),
+        Err(_) => ApiError::request_timeout(format!(
+            "the request was not complete within {} ms (http.request_timeout_ms)",
+            limit.as_millis()
+        ))
+        .into_response(),
+    };
     let status = resp.status();
     let status = status.as_str();
     app.metrics.inc(

@@ -218,7 +218,12 @@ pub async fn proxy(
 /// appended: as sent, unless it carries an `access_token` of its own (in any
 /// encoding), which is dropped.
 fn upstream_query(raw: &str) -> String {
-    let own_token = url::form_urlencoded::parse(raw.as_bytes()).any(|(k, _)| k == "access_token");
+    // Decoding every pair costs more than the rest of the query handling;
+    // a key can only decode to `access_token` if it says so, or hides it
+    // behind a percent sign.
+    let might = raw.contains("access") || raw.contains('%');
+    let own_token =
+        might && url::form_urlencoded::parse(raw.as_bytes()).any(|(k, _)| k == "access_token");
     let mut q = if own_token {
         url::form_urlencoded::Serializer::new(String::new())
             .extend_pairs(
@@ -246,7 +251,15 @@ async fn send(
     let mut full = String::with_capacity(url.len() + 13 + token.len());
     full.push_str(url);
     full.push_str("access_token=");
-    full.extend(url::form_urlencoded::byte_serialize(token.as_bytes()));
+    // The platform's tokens are URL-safe; anything else is encoded.
+    if token
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"-_.~".contains(&b))
+    {
+        full.push_str(token);
+    } else {
+        full.extend(url::form_urlencoded::byte_serialize(token.as_bytes()));
+    }
     let uri: http::Uri = full
         .parse()
         .map_err(|_| ApiError::bad_request("query: not a valid query string"))?;

@@ -30,17 +30,30 @@ pub(crate) fn authorize(app: &App, client: &AuthedClient, appid: &str) -> Result
 /// `{"<kind>": "...", "expires_at": .., "expires_in": ..}`, written directly:
 /// this is the hub's hottest answer.
 fn body(kind: CredKind, s: Served) -> Response {
-    let value = serde_json::to_string(s.value.expose_secret()).unwrap_or_else(|_| "\"\"".into());
-    (
-        [(header::CONTENT_TYPE, "application/json")],
-        format!(
-            "{{\"{}\":{value},\"expires_at\":{},\"expires_in\":{}}}",
-            kind.label(),
-            s.expires_at,
-            s.expires_in
-        ),
-    )
-        .into_response()
+    let value = s.value.expose_secret();
+    let mut out = String::with_capacity(value.len() + 80);
+    out.push_str("{\"");
+    out.push_str(kind.label());
+    out.push_str("\":");
+    // The platform's tokens and tickets need no JSON escaping; anything
+    // else is escaped.
+    if value
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"-_.~+/=".contains(&b))
+    {
+        out.push('"');
+        out.push_str(value);
+        out.push('"');
+    } else {
+        out.push_str(&serde_json::to_string(value).unwrap_or_else(|_| "\"\"".into()));
+    }
+    use std::fmt::Write as _;
+    let _ = write!(
+        out,
+        ",\"expires_at\":{},\"expires_in\":{}}}",
+        s.expires_at, s.expires_in
+    );
+    ([(header::CONTENT_TYPE, "application/json")], out).into_response()
 }
 
 async fn get_cred(

@@ -376,14 +376,14 @@ async fn bench_count(contender: &str, requests: u64) -> anyhow::Result<()> {
     let direct = format!("/cgi-bin/user/info?access_token={token}&openid={openid}&lang=zh_CN");
     let proxied =
         format!("/v1/apps/wx0123456789abcdef/proxy/cgi-bin/user/info?openid={openid}&lang=zh_CN");
-    let (addr, path, auth, ok): (SocketAddr, String, Option<&str>, fn(u16, &[u8]) -> bool) =
-        match contender {
-            "token" => (hub.addr(), token_path, Some(auth.as_str()), token_ok),
-            "bare" => (constant_token_server().await?, token_path, None, token_ok),
-            "proxy" => (hub.addr(), proxied, Some(auth.as_str()), user_ok),
-            "forwarder" => (minimal_forwarder(sim.addr()).await?, direct, None, user_ok),
-            other => bail!("no contender {other:?}: token, bare, proxy or forwarder"),
-        };
+    type Check = fn(u16, &[u8]) -> bool;
+    let (addr, path, auth, ok): (SocketAddr, String, Option<&str>, Check) = match contender {
+        "token" => (hub.addr(), token_path, Some(auth.as_str()), token_ok),
+        "bare" => (constant_token_server().await?, token_path, None, token_ok),
+        "proxy" => (hub.addr(), proxied, Some(auth.as_str()), user_ok),
+        "forwarder" => (minimal_forwarder(sim.addr()).await?, direct, None, user_ok),
+        other => bail!("no contender {other:?}: token, bare, proxy or forwarder"),
+    };
     sequential(addr, &path, auth, 200, ok).await?;
     sequential(addr, &path, auth, requests, ok).await?;
     drop(hub);

@@ -176,10 +176,10 @@ fn sha256_hex(s: &str) -> String {
     hex::encode(Sha256::digest(s.as_bytes()))
 }
 
-fn account<'a>(app: &'a App, appid: &str) -> Result<&'a AccountConfig, Failure> {
+fn account(app: &App, appid: &str) -> Result<AccountConfig, Failure> {
     app.creds
         .account(appid)
-        .map(|a| &a.cfg)
+        .map(|a| a.cfg.clone())
         .ok_or_else(|| Failure::new(404, "not_found", format!("no account {appid} in this hub")))
 }
 
@@ -218,7 +218,7 @@ fn check_return_to(account: &AccountConfig, return_to: &str) -> Result<url::Url,
 /// # Errors
 /// [`Failure`]: unknown account, a scope the account cannot do, a bad `return_to`.
 pub async fn start(app: &App, appid: &str, want: Want, return_to: &str) -> Result<String, Failure> {
-    let account = account(app, appid)?;
+    let account = &account(app, appid)?;
     match (account.kind, want) {
         (AccountKind::Website, Want::Login)
         | (AccountKind::Official, Want::Base | Want::Userinfo) => {}
@@ -393,7 +393,7 @@ pub async fn callback(
     code: Option<&str>,
     state: Option<&str>,
 ) -> Result<String, Failure> {
-    let account = account(app, appid)?.clone();
+    let account = account(app, appid)?;
     let now = app.clock.now();
     let key = &app.config.oauth.state_secret;
     let state = state.filter(|s| !s.is_empty()).ok_or_else(|| {
@@ -827,7 +827,7 @@ fn gone(e: &WxError) -> bool {
 /// # Errors
 /// [`Failure`] (404 with the reason when there is no usable grant).
 pub async fn user(app: &App, appid: &str, openid: &str) -> Result<Value, Failure> {
-    let account = account(app, appid)?.clone();
+    let account = account(app, appid)?;
     let now = app.clock.now();
     let reauth =
         format!("send the person through /oauth/{appid}/authorize?scope=userinfo&return_to=...");

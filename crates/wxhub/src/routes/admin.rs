@@ -93,6 +93,6 @@ body{{font-family:sans-serif;margin:24px}}table{{border-collapse:collapse}}td,th
 tr.bad td,p.bad{{background:#fdd}}tr.warn td{{background:#ffd}}</style></head><body><h1>wxhub</h1>\
 <p>{} accounts. <a href=\"/readyz\">/readyz</a> · <a href=\"/metrics\">/metrics</a> · <a href=\"/openapi.json\">/openapi.json</a></p>{shared}\
 <table><tr><th>account</th><th>mode</th><th>credential</th><th>age</th><th>time left</th><th>last refresh</th><th>last error</th><th>fetches today</th></tr>{rows}</table></body></html>",
-        app.creds.accounts().count()
+        app.creds.account_count()
     ))
 }

@@ -20,7 +20,7 @@ pub async fn healthz() -> &'static str {
 /// that needs attention and why (a wrong secret, the IP to whitelist, a
 /// quota). Degraded accounts are listed but do not make the hub unready.
 pub async fn readyz(State(app): State<Arc<App>>) -> Response {
-    let status = app.creds.status_now().await;
+    let status = app.creds.status_now();
     let problems: Vec<_> = status
         .iter()
         .filter_map(|a| {

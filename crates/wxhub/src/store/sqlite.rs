@@ -17,9 +17,10 @@ use std::sync::Mutex;
 
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 
-use super::{Consumed, FinishedSignIn, Grant, Redeemed, StateRecord, StoreError, StoredCredential};
+use super::{Consumed, FinishedSignIn, Grant, Record, Redeemed, StateRecord, StoreError, Written};
 use super::{STATE_GRACE, TICKET_GRACE};
 use crate::budget::{Budget, Decision, Usage, decide};
+use crate::credentials::Secret;
 
 /// What a write sees: the batch's transaction, and the writer's own
 /// bookkeeping.
@@ -279,44 +280,50 @@ impl SqliteStore {
         answer.await.map_err(|_| stopped())?
     }
 
-    /// The stored credential of `kind` for `appid`.
+    /// The stored credential `key` of `appid`.
     ///
     /// # Errors
     /// On a database failure.
-    pub async fn load(
+    pub async fn load_credential(
         &self,
         appid: &str,
-        kind: &str,
-    ) -> Result<Option<StoredCredential>, StoreError> {
-        let (appid, kind) = (appid.to_string(), kind.to_string());
+        key: &str,
+    ) -> Result<Option<Record>, StoreError> {
+        let (appid, key) = (appid.to_string(), key.to_string());
         self.run(move |b| {
-            Ok(b
-            .tx
-            .prepare_cached("SELECT value, expires_at, fetched_at, first_seen FROM credentials WHERE appid = ?1 AND kind = ?2")?
-            .query_row(params![appid, kind], |r| {
-                Ok(StoredCredential {
-                    value: r.get(0)?,
-                    expires_at: r.get(1)?,
-                    fetched_at: r.get(2)?,
-                    first_seen: r.get(3)?,
+            Ok(b.tx
+                .prepare_cached("SELECT value, expires_at, fetched_at, first_seen FROM credentials WHERE appid = ?1 AND kind = ?2")?
+                .query_row(params![appid, key], |r| {
+                    Ok(Record {
+                        value: Secret::new(r.get::<_, String>(0)?),
+                        expires_at: r.get(1)?,
+                        fetched_at: r.get(2)?,
+                        first_seen: r.get(3)?,
+                        fence: 0,
+                        seq: 0,
+                        refresh_at: 0,
+                        pending_since: None,
+                    })
                 })
-            })
-            .optional()?)
+                .optional()?)
         })
         .await
     }
 
-    /// Stores (replaces) a credential.
+    /// Stores (replaces) a credential; the holder is for Redis's fencing
+    /// and means nothing here.
     ///
     /// # Errors
     /// On a database failure.
-    pub async fn save(
+    pub async fn write_credential(
         &self,
         appid: &str,
-        kind: &str,
-        c: &StoredCredential,
-    ) -> Result<(), StoreError> {
-        let (appid, kind, c) = (appid.to_string(), kind.to_string(), c.clone());
+        key: &str,
+        c: &Record,
+        holder: &str,
+    ) -> Result<Written, StoreError> {
+        let _ = holder;
+        let (appid, key, c) = (appid.to_string(), key.to_string(), c.clone());
         self.run(move |b| {
             b.tx.prepare_cached(
                 "INSERT INTO credentials (appid, kind, value, expires_at, fetched_at, first_seen)
@@ -327,13 +334,13 @@ impl SqliteStore {
             )?
             .execute(params![
                 appid,
-                kind,
-                c.value,
+                key,
+                c.value.expose_secret(),
                 c.expires_at,
                 c.fetched_at,
                 c.first_seen
             ])?;
-            Ok(())
+            Ok(Written::Stored(0))
         })
         .await
     }
@@ -897,13 +904,17 @@ mod tests {
         let _ = std::fs::remove_file(&path);
         {
             let s = SqliteStore::open(&path).expect("open");
-            let c = StoredCredential {
-                value: "tok".into(),
+            let c = Record {
+                value: Secret::new("tok"),
                 expires_at: 10,
                 fetched_at: 1,
                 first_seen: 1,
+                fence: 0,
+                seq: 0,
+                refresh_at: 0,
+                pending_since: None,
             };
-            s.save("wx1", "access_token:stable", &c)
+            s.write_credential("wx1", "access_token:stable", &c, "-")
                 .await
                 .expect("save");
             assert_eq!(s.bump("wx1", "fetches", 5).await.expect("bump"), 1);
@@ -911,15 +922,15 @@ mod tests {
         }
         let s = SqliteStore::open(&path).expect("reopen");
         let c = s
-            .load("wx1", "access_token:stable")
+            .load_credential("wx1", "access_token:stable")
             .await
             .expect("load")
             .expect("present");
-        assert_eq!((c.value.as_str(), c.expires_at), ("tok", 10));
+        assert_eq!((c.value.expose_secret(), c.expires_at), ("tok", 10));
         assert!(!format!("{c:?}").contains("tok"));
         assert_eq!(s.counter("wx1", "fetches", 5).await.expect("counter"), 2);
         assert!(
-            s.load("wx1", "access_token:classic")
+            s.load_credential("wx1", "access_token:classic")
                 .await
                 .expect("load")
                 .is_none()

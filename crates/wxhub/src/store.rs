@@ -1,38 +1,58 @@
 //! Where the hub keeps what must outlive a process: credentials, counters,
-//! pending web authorizations, hand-over tickets and grants.
+//! caller budgets, pending web authorizations, hand-over tickets and grants.
 //!
 //! Two back ends behind one enum: the embedded SQLite file (the default, one
 //! instance) and Redis (several instances sharing state, see
 //! [`crate::shared`]). An enum rather than a trait object: there are exactly
-//! two, and async methods stay plain `async fn`.
+//! two, and async methods stay plain `async fn`. Every operation exists on
+//! both; the credential operations that only mean something with several
+//! instances (fenced writes, the mark of a fetch in flight) are no-ops on
+//! SQLite, whose one process is always the writer.
 
+mod redis_creds;
 mod redis_store;
 mod sqlite;
 
-pub use redis_store::RedisStore;
+pub use redis_store::{COUNTER_TTL, GRANT_GRACE, RedisStore};
 pub use sqlite::SqliteStore;
 
-/// A stored credential (access token or ticket).
-#[derive(Clone)]
-pub struct StoredCredential {
-    /// The secret value. Exposed only to be sent on.
-    pub value: String,
-    /// Unix seconds when the platform will reject it.
+use crate::credentials::Secret;
+
+/// A credential (access token or ticket) as stored. SQLite keeps the first
+/// four fields; Redis all of them.
+#[derive(Clone, Debug)]
+pub struct Record {
+    /// The value.
+    pub value: Secret,
+    /// When the platform stops accepting it (Unix seconds).
     pub expires_at: i64,
-    /// Unix seconds when the hub fetched it.
+    /// When it was fetched.
     pub fetched_at: i64,
-    /// Unix seconds when the hub first saw this value (tickets repeat).
+    /// When this value was first seen (tickets repeat).
     pub first_seen: i64,
+    /// Shared mode: the fencing number of the lease it was written under.
+    pub fence: u64,
+    /// Shared mode: the write's place in the account's history, larger is
+    /// newer also across a Redis restart (the Redis server's clock in
+    /// microseconds when that is larger than the last one plus one); 0 before
+    /// it is written.
+    pub seq: u64,
+    /// Shared mode: the owner's planned refresh time, from which every
+    /// instance derives the `expires_at` it tells clients.
+    pub refresh_at: i64,
+    /// Shared mode: when the owner started an upstream fetch that has not
+    /// been written yet: in classic mode the value above dies 300 s after
+    /// that at the latest.
+    pub pending_since: Option<i64>,
 }
 
-impl std::fmt::Debug for StoredCredential {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StoredCredential")
-            .field("value", &"[redacted]")
-            .field("expires_at", &self.expires_at)
-            .field("fetched_at", &self.fetched_at)
-            .finish()
-    }
+/// What a credential write did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Written {
+    /// Stored, as this sequence number (0 on SQLite).
+    Stored(u64),
+    /// Refused: a newer lease holder exists (shared mode only).
+    Refused,
 }
 
 /// A storage failure; never contains a credential.
@@ -197,6 +217,90 @@ impl Store {
         match self {
             Store::Redis(r) => Some(r),
             Store::Sqlite(_) => None,
+        }
+    }
+
+    /// The stored credential `key` (`access_token:stable`, `ticket:jsapi`,
+    /// …) of `appid`.
+    ///
+    /// # Errors
+    /// On a storage failure or a damaged record.
+    pub async fn load_credential(
+        &self,
+        appid: &str,
+        key: &str,
+    ) -> Result<Option<Record>, StoreError> {
+        dispatch!(self.load_credential(appid, key))
+    }
+
+    /// Writes a fetched credential. On Redis the write is fenced: it lands
+    /// only while `holder` (`instance:fence`) holds the account's lease and
+    /// no write under a higher fencing number is stored, and every instance
+    /// is told; on SQLite it is a plain upsert.
+    ///
+    /// # Errors
+    /// On a storage failure.
+    pub async fn write_credential(
+        &self,
+        appid: &str,
+        key: &str,
+        record: &Record,
+        holder: &str,
+    ) -> Result<Written, StoreError> {
+        dispatch!(self.write_credential(appid, key, record, holder))
+    }
+
+    /// Shared mode: marks an upstream fetch of `key` as started, checking in
+    /// Redis that `holder` still holds the lease. `Ok(false)`: it does not;
+    /// do not fetch. Always `Ok(true)` on SQLite.
+    ///
+    /// # Errors
+    /// On a storage failure: do not fetch either.
+    pub async fn begin_fetch(
+        &self,
+        appid: &str,
+        key: &str,
+        holder: &str,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        match self {
+            Store::Sqlite(_) => Ok(true),
+            Store::Redis(r) => r.begin_fetch(appid, key, holder, now).await,
+        }
+    }
+
+    /// Shared mode: clears the mark of the fetch begun at `started` after
+    /// the platform answered it with an error (nothing was minted).
+    ///
+    /// # Errors
+    /// On a storage failure.
+    pub async fn end_fetch(
+        &self,
+        appid: &str,
+        key: &str,
+        holder: &str,
+        started: i64,
+    ) -> Result<(), StoreError> {
+        match self {
+            Store::Sqlite(_) => Ok(()),
+            Store::Redis(r) => r.end_fetch(appid, key, holder, started).await,
+        }
+    }
+
+    /// Shared mode: marks the stored value as doomed by a fetch begun at
+    /// `started` whose token was thrown away (its write was refused).
+    ///
+    /// # Errors
+    /// On a storage failure.
+    pub async fn mark_minted(
+        &self,
+        appid: &str,
+        key: &str,
+        started: i64,
+    ) -> Result<(), StoreError> {
+        match self {
+            Store::Sqlite(_) => Ok(()),
+            Store::Redis(r) => r.mark_minted(appid, key, started).await,
         }
     }
 
@@ -412,5 +516,26 @@ impl Store {
     /// On a storage failure.
     pub async fn delete_grant(&self, appid: &str, openid: &str) -> Result<(), StoreError> {
         dispatch!(self.delete_grant(appid, openid))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Record;
+    use crate::credentials::Secret;
+
+    #[test]
+    fn records_hide_their_value() {
+        let r = Record {
+            value: Secret::new("SECRET-TOKEN"),
+            expires_at: 1,
+            fetched_at: 0,
+            first_seen: 0,
+            fence: 1,
+            seq: 1,
+            refresh_at: 0,
+            pending_since: None,
+        };
+        assert!(!format!("{r:?}").contains("SECRET"));
     }
 }

@@ -1,0 +1,386 @@
+//! The words of the credentials module: what an account and its slots hold,
+//! what is served, and what goes wrong. Types only, with small accessors.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::sync::atomic::AtomicBool;
+use std::time::Instant;
+
+use crate::config::{AccountConfig, TicketKind};
+use crate::store::Record;
+
+wx_api::secret_type!(
+    /// A credential value (access token or ticket) held by the hub.
+    Secret
+);
+
+/// What a slot holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum CredKind {
+    /// The global access token.
+    AccessToken,
+    /// A ticket.
+    Ticket(TicketKind),
+}
+
+impl CredKind {
+    /// Label for metrics and the API: `access_token`, `jsapi_ticket`, `wx_card_ticket`.
+    pub fn label(self) -> &'static str {
+        match self {
+            CredKind::AccessToken => "access_token",
+            CredKind::Ticket(TicketKind::Jsapi) => "jsapi_ticket",
+            CredKind::Ticket(TicketKind::WxCard) => "wx_card_ticket",
+        }
+    }
+}
+
+/// A credential as the hub holds it.
+#[derive(Debug, Clone)]
+pub struct Cred {
+    /// The value.
+    pub value: Secret,
+    /// When the platform stops accepting it.
+    pub expires_at: i64,
+    /// When the hub fetched it.
+    pub fetched_at: i64,
+    /// When the hub first saw this value (tickets repeat, docs/lifecycle.md).
+    pub first_seen: i64,
+}
+
+impl Cred {
+    /// This value as written to the store under `fence`, with the owner's
+    /// plan.
+    pub(crate) fn record(&self, fence: u64, refresh_at: i64) -> Record {
+        Record {
+            value: self.value.clone(),
+            expires_at: self.expires_at,
+            fetched_at: self.fetched_at,
+            first_seen: self.first_seen,
+            fence,
+            seq: 0,
+            refresh_at,
+            pending_since: None,
+        }
+    }
+
+    /// A stored record's value.
+    pub(crate) fn from_record(rec: &Record) -> Cred {
+        Cred {
+            value: rec.value.clone(),
+            expires_at: rec.expires_at,
+            fetched_at: rec.fetched_at,
+            first_seen: rec.first_seen,
+        }
+    }
+}
+
+/// A credential handed to a client.
+#[derive(Debug, Clone)]
+pub struct Served {
+    /// The value.
+    pub value: Secret,
+    /// Cache it until then, no longer.
+    pub expires_at: i64,
+    /// `expires_at - now`.
+    pub expires_in: i64,
+}
+
+/// How urgent an account's problem is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    /// Still serving a valid credential, but refreshing fails.
+    Degraded,
+    /// Cannot serve, or a human must fix the configuration.
+    Unhealthy,
+}
+
+/// Why an account needs attention.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Problem {
+    /// How bad.
+    pub severity: Severity,
+    /// What to do, in words; never a secret.
+    pub reason: String,
+    /// Since when (Unix seconds).
+    pub since: i64,
+}
+
+/// Why a credential cannot be served now.
+#[derive(Debug, thiserror::Error)]
+pub enum CredError {
+    /// No such account.
+    #[error("no account {0}")]
+    UnknownAccount(String),
+    /// The account does not keep this ticket.
+    #[error("account {appid} does not keep a {kind}; add it to accounts.tickets")]
+    NotKept {
+        /// The account.
+        appid: String,
+        /// The credential.
+        kind: &'static str,
+    },
+    /// No valid credential, and none could be fetched in time.
+    #[error("{reason}")]
+    Unavailable {
+        /// Why, in words.
+        reason: String,
+        /// When trying again makes sense, seconds.
+        retry_after: i64,
+    },
+    /// A caller's report would need a refresh, and the refreshes callers may
+    /// trigger for this credential are used up for now.
+    #[error("{reason}")]
+    OverBudget {
+        /// Which limit, in words.
+        reason: String,
+        /// When the budget allows one again, seconds.
+        retry_after: i64,
+    },
+}
+
+/// What became of a caller's report of a value the platform rejected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReportOutcome {
+    /// The reported value was no longer the current one: use the one served.
+    AlreadyReplaced,
+    /// The platform accepts the reported value: the caller's error was not
+    /// about it; keep using it.
+    StillValid,
+    /// The platform rejected it, and the hub replaced it.
+    Replaced,
+    /// The platform rejected it (or could not say), but the refreshes
+    /// callers may trigger are used up for now: the current value is served
+    /// anyway, and the scheduled refresh still runs.
+    OverBudget,
+}
+
+impl ReportOutcome {
+    /// `already_replaced`, `still_valid`, `replaced`, `over_budget`.
+    pub fn label(self) -> &'static str {
+        match self {
+            ReportOutcome::AlreadyReplaced => "already_replaced",
+            ReportOutcome::StillValid => "still_valid",
+            ReportOutcome::Replaced => "replaced",
+            ReportOutcome::OverBudget => "over_budget",
+        }
+    }
+}
+
+/// The answer to a report: what to use now, and why.
+#[derive(Debug, Clone)]
+pub struct Reported {
+    /// The credential to use now.
+    pub served: Served,
+    /// What the report led to.
+    pub outcome: ReportOutcome,
+    /// With [`ReportOutcome::OverBudget`]: why, and when a report could
+    /// refresh again (seconds).
+    pub budget: Option<(String, i64)>,
+}
+
+/// What started a refresh.
+#[derive(Debug, Clone)]
+pub(crate) enum Trigger {
+    /// The refresher found the slot due.
+    Scheduled,
+    /// A caller found no valid credential.
+    Missing,
+    /// A caller reports this value failed; `rejected` when the platform
+    /// confirmed it (not only the caller said so). Under the caller budget.
+    Reported { failed: Secret, rejected: bool },
+    /// Another instance's thrown-away fetch doomed this value (classic mode).
+    Doomed(Secret),
+}
+
+/// What the platform said of a reported value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    /// It works: the caller's error was not about it.
+    Valid,
+    /// 40001, 40014 or 42001: it is dead.
+    Rejected,
+    /// The platform could not be asked (timeout, quota, an error of its
+    /// own): treated as a report, under the caller budget.
+    Unknown,
+}
+
+/// The last question about a reported value, and the answer.
+#[derive(Debug, Clone)]
+pub(crate) struct Confirmation {
+    pub value: Secret,
+    pub at: i64,
+    pub verdict: Verdict,
+}
+
+/// An owner's "not replacing this one": the SHA-256 of the reported value,
+/// why, and when a report could refresh again.
+#[derive(Debug, Clone)]
+pub(crate) struct Refusal {
+    pub failed_sha256: String,
+    pub reason: String,
+    pub retry_after: i64,
+}
+
+/// Shared mode's view of a slot's value in Redis.
+#[derive(Debug, Default)]
+pub(crate) struct SharedMarks {
+    /// The fencing number and write sequence of the current value.
+    pub fence: u64,
+    pub seq: u64,
+    /// The owner's planned refresh.
+    pub refresh_at: i64,
+    /// The start of the owner's unwritten fetch.
+    pub pending_since: Option<i64>,
+    /// Fetched while Redis could not take the write.
+    pub dirty: bool,
+    /// Redis failed right before a fetch; refreshes of this slot wait until
+    /// then (real time: the virtual clock may stand still).
+    pub redis_retry_at: Option<Instant>,
+}
+
+/// Everything a slot knows, behind its `std::sync::Mutex`.
+#[derive(Debug, Default)]
+pub(crate) struct SlotState {
+    pub current: Option<Cred>,
+    pub next_refresh_at: i64,
+    pub failures: u32,
+    pub blocked_until: i64,
+    pub problem: Option<Problem>,
+    pub last_refresh_at: Option<i64>,
+    pub in_flight: bool,
+    pub shared: SharedMarks,
+    /// The last time the platform was asked whether a reported value
+    /// works, and what it said: reports of the same value within the
+    /// confirm window share the answer.
+    pub confirmed: Option<Confirmation>,
+    /// The token endpoint's quota as the last confirmation read it (classic
+    /// mode): caller-triggered fetches stop at half the day's quota.
+    pub quota: Option<(i64, wx_api::endpoint::quota::ApiQuota)>,
+    /// A refused caller-triggered refresh was logged then; logged again
+    /// only after the confirm window, not once per report.
+    pub refused_logged_at: Option<i64>,
+}
+
+impl SlotState {
+    /// The current value, if it has not expired at `now`.
+    pub fn valid(&self, now: i64) -> Option<&Cred> {
+        self.current.as_ref().filter(|c| now < c.expires_at)
+    }
+
+    /// Whether `value` is the current value.
+    pub fn is_current(&self, value: &Secret) -> bool {
+        self.current.as_ref().is_some_and(|c| c.value.ct_eq(value))
+    }
+}
+
+/// One credential of one account.
+#[derive(Debug)]
+pub struct Slot {
+    pub(crate) kind: CredKind,
+    state: Mutex<SlotState>,
+    /// Held for the whole of a fetch: fetching is single-flight.
+    pub(crate) fetch: tokio::sync::Mutex<()>,
+    /// Reports arriving together share one confirmation.
+    pub(crate) confirm: tokio::sync::Mutex<()>,
+    /// Bumped whenever the value changes, for callers waiting on the owner.
+    pub(crate) version: tokio::sync::watch::Sender<u64>,
+    /// Shared mode: the owner's last refusal to replace a reported value,
+    /// for callers waiting on the owner.
+    pub(crate) refused: tokio::sync::watch::Sender<Option<Refusal>>,
+}
+
+impl Slot {
+    pub(crate) fn new(kind: CredKind) -> Slot {
+        Slot {
+            kind,
+            state: Mutex::new(SlotState::default()),
+            fetch: tokio::sync::Mutex::new(()),
+            confirm: tokio::sync::Mutex::new(()),
+            version: tokio::sync::watch::Sender::new(0),
+            refused: tokio::sync::watch::Sender::new(None),
+        }
+    }
+
+    /// The state. Sections are short and never span an `.await`.
+    pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, SlotState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Wakes whoever waits for this slot's value to change.
+    pub(crate) fn changed(&self) {
+        self.version.send_modify(|v| *v = v.wrapping_add(1));
+    }
+}
+
+/// One account and its slots.
+#[derive(Debug)]
+pub struct Account {
+    /// Its configuration.
+    pub cfg: AccountConfig,
+    pub(crate) token: Slot,
+    pub(crate) tickets: BTreeMap<TicketKind, Slot>,
+    /// Shared mode: this instance holds the lease and has finished taking
+    /// over (read, written back, checked for an interrupted fetch).
+    pub(crate) settled: AtomicBool,
+    /// Shared mode: handed over to balance the load; not taken back before.
+    pub(crate) cooling_until: Mutex<Option<Instant>>,
+}
+
+impl Account {
+    pub(crate) fn new(cfg: AccountConfig) -> Account {
+        Account {
+            token: Slot::new(CredKind::AccessToken),
+            tickets: cfg
+                .tickets
+                .iter()
+                .map(|t| (*t, Slot::new(CredKind::Ticket(*t))))
+                .collect(),
+            settled: AtomicBool::new(false),
+            cooling_until: Mutex::new(None),
+            cfg,
+        }
+    }
+
+    /// Shared mode: handed over a moment ago, not to be taken back yet.
+    pub(crate) fn cooling(&self) -> bool {
+        self.cooling_until
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some_and(|t| Instant::now() < t)
+    }
+
+    /// The AppID.
+    pub fn appid(&self) -> &str {
+        self.cfg.appid.as_str()
+    }
+
+    /// Whether the hub keeps credentials for it (a website app, used for QR
+    /// login only, has no global token or tickets).
+    pub fn managed(&self) -> bool {
+        self.cfg.kind != crate::config::AccountKind::Website
+    }
+
+    pub(crate) fn slots(&self) -> impl Iterator<Item = &Slot> {
+        std::iter::once(&self.token).chain(self.tickets.values())
+    }
+
+    pub(crate) fn slot_by_key(&self, key: &str) -> Option<&Slot> {
+        self.slots().find(|s| self.store_key(s.kind) == key)
+    }
+
+    pub(crate) fn slot(&self, kind: CredKind) -> Option<&Slot> {
+        match kind {
+            CredKind::AccessToken => Some(&self.token),
+            CredKind::Ticket(t) => self.tickets.get(&t),
+        }
+    }
+
+    /// The store key of a slot: `access_token:stable`, `ticket:jsapi`, …
+    pub(crate) fn store_key(&self, kind: CredKind) -> String {
+        match kind {
+            CredKind::AccessToken => format!("access_token:{}", self.cfg.token_mode.as_str()),
+            CredKind::Ticket(t) => format!("ticket:{}", t.as_str()),
+        }
+    }
+}

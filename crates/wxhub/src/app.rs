@@ -108,7 +108,7 @@ impl Application {
             StoreConfig::Redis {
                 url,
                 prefix,
-                lease_ms,
+                lease,
                 tls_ca,
             } => {
                 let redis = RedisStore::connect_with(
@@ -123,7 +123,7 @@ impl Application {
                     std::process::id(),
                     hex::encode(rand::random::<[u8; 4]>())
                 );
-                let shared = Shared::new(redis.clone(), instance, Duration::from_millis(*lease_ms));
+                let shared = Shared::new(redis.clone(), instance, *lease);
                 (Arc::new(Store::Redis(redis)), Some(Arc::new(shared)))
             }
         };
@@ -131,7 +131,7 @@ impl Application {
             .context("upstream: invalid base URL")?;
         // One pool for the proxy and every WeChat call: hyper's client, without
         // reqwest's per-request layers, which cost more than the rest of a call.
-        let timeout = Duration::from_millis(config.upstream.timeout_ms);
+        let timeout = config.upstream.timeout;
         let upstream = crate::upstream::client(timeout);
         let transport = crate::upstream::Transport::new(upstream.clone(), timeout, 4 * 1024 * 1024);
         let wx = wx_api::Client::with_http(hosts, Arc::new(transport));

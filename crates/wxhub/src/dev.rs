@@ -105,7 +105,7 @@ pub async fn start(
         upstream: Upstream {
             api_base: sim.base_url(),
             open_base: sim.base_url(),
-            timeout_ms: 5000,
+            timeout: std::time::Duration::from_secs(5),
         },
         refresh: RefreshSettings::default(),
         oauth: crate::config::OAuthSettings {

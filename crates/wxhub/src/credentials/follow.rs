@@ -75,8 +75,7 @@ impl Credentials {
             self.redis_failed(&e);
             return Err(self.redis_unavailable(kind));
         }
-        let deadline =
-            tokio::time::Instant::now() + Duration::from_millis(self.settings.wait_for_token_ms);
+        let deadline = tokio::time::Instant::now() + self.settings.wait_for_token;
         loop {
             let woke = tokio::time::timeout_at(deadline, async {
                 tokio::select! {

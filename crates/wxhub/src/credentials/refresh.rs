@@ -27,7 +27,7 @@ impl Credentials {
         let this = self.clone();
         let acc = account.clone();
         let task = tokio::spawn(async move { this.refresh(&acc, kind, trigger).await });
-        let wait = Duration::from_millis(self.settings.wait_for_token_ms);
+        let wait = self.settings.wait_for_token;
         match tokio::time::timeout(wait, task).await {
             Ok(Ok(Ok(()))) => {
                 let slot = account.slot(kind).expect("slot exists");

@@ -3,7 +3,7 @@
 //! and sleeps until the earliest deadline, woken early when an earlier one
 //! arrives: no periodic walk over every slot (mini-redis's purge task has
 //! the same shape). Because the clock may be virtual (tests, `wxhub dev`),
-//! the sleep is never longer than `tick_ms`: a jump of the virtual clock is
+//! the sleep is never longer than `refresh.tick_ms`: a jump of the virtual clock is
 //! noticed within one nap.
 
 use std::collections::{BTreeSet, HashMap};
@@ -142,9 +142,9 @@ impl Credentials {
     }
 
     /// The refresher: starts what is due, then sleeps until the next
-    /// deadline (at most `tick_ms`), or until an earlier one arrives.
+    /// deadline (at most `refresh.tick_ms`), or until an earlier one arrives.
     pub async fn run_refresher(self: Arc<Self>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
-        let nap = Duration::from_millis(self.settings.tick_ms);
+        let nap = self.settings.tick;
         loop {
             self.start_due().detach_all();
             let now = self.clock.now();

@@ -271,7 +271,7 @@ async fn send(
         .body(http_body_util::Full::new(body.clone()))
         .map_err(|_| ApiError::bad_request("request: cannot be built"))?;
     let started = std::time::Instant::now();
-    let timeout = std::time::Duration::from_millis(app.config.upstream.timeout_ms);
+    let timeout = app.config.upstream.timeout;
     let exchange = async {
         // Only the error's kind is reported: nothing that could carry the
         // URL, which holds the token.

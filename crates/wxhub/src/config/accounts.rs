@@ -1,0 +1,254 @@
+//! `[[accounts]]` and `[[clients]]`: the WeChat accounts the hub keeps, and
+//! the business servers that may use them.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde::Deserialize;
+use wx_api::{AppId, AppSecret};
+
+use super::limits::{ClientLimits, Limits, RawClientLimits};
+use super::secret::{Given, Named, SecretSource};
+use super::{ConfigError, parse_origin, parse_sha256};
+
+/// Which endpoint fetches an account's access token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenMode {
+    /// `POST /cgi-bin/stable_token`: shared safely with other systems.
+    #[default]
+    Stable,
+    /// `GET /cgi-bin/token`: every fetch kills the previous token 300 s later.
+    Classic,
+}
+
+impl TokenMode {
+    /// `stable` or `classic`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenMode::Stable => "stable",
+            TokenMode::Classic => "classic",
+        }
+    }
+}
+
+/// Ticket types kept fresh per account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TicketKind {
+    /// JS-SDK `jsapi_ticket`.
+    Jsapi,
+    /// Card API ticket.
+    WxCard,
+}
+
+impl TicketKind {
+    /// `jsapi` or `wx_card`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TicketKind::Jsapi => "jsapi",
+            TicketKind::WxCard => "wx_card",
+        }
+    }
+}
+
+/// What an AppID is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum AccountKind {
+    /// An official account (公众号): web authorization inside WeChat.
+    #[default]
+    Official,
+    /// An open-platform website app (网站应用): QR-code login.
+    Website,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAccount {
+    appid: String,
+    secret: Option<String>,
+    secret_env: Option<String>,
+    secret_file: Option<PathBuf>,
+    #[serde(default)]
+    token_mode: TokenMode,
+    #[serde(default = "default_tickets")]
+    tickets: Vec<TicketKind>,
+    #[serde(default)]
+    jssdk_domains: Vec<String>,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    kind: AccountKind,
+    #[serde(default)]
+    oauth_return_origins: Vec<String>,
+}
+
+fn default_tickets() -> Vec<TicketKind> {
+    vec![TicketKind::Jsapi]
+}
+
+/// One WeChat account served by this hub.
+#[derive(Debug, Clone)]
+pub struct AccountConfig {
+    /// The AppID.
+    pub appid: AppId,
+    /// The AppSecret, from the environment, a file or (discouraged) inline.
+    pub secret: AppSecret,
+    /// Display name on the status page.
+    pub name: String,
+    /// Stable (default) or classic.
+    pub token_mode: TokenMode,
+    /// Tickets kept fresh.
+    pub tickets: Vec<TicketKind>,
+    /// Hosts whose pages may get a JS-SDK signature.
+    pub jssdk_domains: Vec<String>,
+    /// Official account or website app.
+    pub kind: AccountKind,
+    /// Origins (`scheme://host[:port]`) that web authorization may return to.
+    pub oauth_return_origins: Vec<String>,
+}
+
+impl RawAccount {
+    /// Validates `accounts[i]`, resolving its secret.
+    pub(crate) fn validate(
+        self,
+        i: usize,
+        lookup: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<AccountConfig, ConfigError> {
+        let at = format!("accounts[{i}]");
+        let appid = AppId::parse(self.appid.clone())
+            .map_err(|e| ConfigError::new(format!("{at}.appid"), e.to_string()))?;
+        let named = Named {
+            at: &at,
+            name: "secret",
+        };
+        let given = Given {
+            value: self.secret,
+            env: self.secret_env,
+            file: self.secret_file,
+        };
+        let secret = SecretSource::pick(named, given)?
+            .ok_or_else(|| {
+                ConfigError::new(
+                    named.key("_env"),
+                    "give one of secret_env, secret_file or secret",
+                )
+            })?
+            .resolve(named, lookup)?;
+        for (j, d) in self.jssdk_domains.iter().enumerate() {
+            if d.contains('/') || d.is_empty() {
+                return Err(ConfigError::new(
+                    format!("{at}.jssdk_domains[{j}]"),
+                    "a host name (optionally host:port), not a URL",
+                ));
+            }
+        }
+        let oauth_return_origins = self
+            .oauth_return_origins
+            .iter()
+            .enumerate()
+            .map(|(j, o)| {
+                parse_origin(o)
+                    .map_err(|m| ConfigError::new(format!("{at}.oauth_return_origins[{j}]"), m))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(AccountConfig {
+            name: if self.name.is_empty() {
+                self.appid
+            } else {
+                self.name
+            },
+            appid,
+            secret: AppSecret::new(secret),
+            token_mode: self.token_mode,
+            tickets: self.tickets,
+            jssdk_domains: self.jssdk_domains,
+            kind: self.kind,
+            oauth_return_origins,
+        })
+    }
+}
+
+/// Validates every account; AppIDs must be unique.
+pub(crate) fn validate_accounts(
+    raw: Vec<RawAccount>,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<Vec<AccountConfig>, ConfigError> {
+    let mut seen = BTreeSet::new();
+    let mut accounts = Vec::with_capacity(raw.len());
+    for (i, a) in raw.into_iter().enumerate() {
+        let account = a.validate(i, lookup)?;
+        if !seen.insert(account.appid.as_str().to_string()) {
+            return Err(ConfigError::new(
+                format!("accounts[{i}].appid"),
+                "duplicate appid",
+            ));
+        }
+        accounts.push(account);
+    }
+    Ok(accounts)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawClient {
+    name: String,
+    key_sha256: String,
+    #[serde(default)]
+    apps: Vec<String>,
+    #[serde(default)]
+    limits: RawClientLimits,
+}
+
+/// A business server allowed to call the hub.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// Shown in logs and metrics instead of the key. Shared, not copied:
+    /// every request carries its client.
+    pub name: Arc<str>,
+    /// SHA-256 of the client key.
+    pub key_sha256: [u8; 32],
+    /// AppIDs it may use; `*` for all.
+    pub apps: Arc<[String]>,
+    /// Its rate limits.
+    pub limits: ClientLimits,
+}
+
+impl ClientConfig {
+    /// Whether this client may use `appid`.
+    pub fn may_use(&self, appid: &str) -> bool {
+        self.apps.iter().any(|a| a == "*" || a == appid)
+    }
+}
+
+impl RawClient {
+    /// Validates `clients[i]` against the accounts and default limits.
+    pub(crate) fn validate(
+        self,
+        i: usize,
+        accounts: &[AccountConfig],
+        defaults: &Limits,
+    ) -> Result<ClientConfig, ConfigError> {
+        let at = format!("clients[{i}]");
+        let key_sha256 = parse_sha256(&format!("{at}.key_sha256"), &self.key_sha256)?;
+        if self.name.is_empty() {
+            return Err(ConfigError::new(format!("{at}.name"), "must not be empty"));
+        }
+        for (j, app) in self.apps.iter().enumerate() {
+            if app != "*" && !accounts.iter().any(|a| a.appid.as_str() == app) {
+                return Err(ConfigError::new(
+                    format!("{at}.apps[{j}]"),
+                    format!("{app} is not a configured account"),
+                ));
+            }
+        }
+        Ok(ClientConfig {
+            name: self.name.into(),
+            key_sha256,
+            apps: self.apps.into(),
+            limits: self.limits.validate(&format!("{at}.limits"), defaults)?,
+        })
+    }
+}

@@ -1,0 +1,192 @@
+//! `[store]`: where state outlives a process.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::ConfigError;
+use super::secret::{Given, Named, SecretSource};
+
+/// Which store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StoreKind {
+    /// An embedded SQLite file: one instance.
+    #[default]
+    Sqlite,
+    /// A Redis server: several instances share it.
+    Redis,
+}
+
+/// `[store]` as written. Redis's keys under a SQLite store are refused: they
+/// mean the `kind` line was forgotten.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawStore {
+    #[serde(default)]
+    kind: StoreKind,
+    path: Option<PathBuf>,
+    url: Option<String>,
+    url_env: Option<String>,
+    url_file: Option<PathBuf>,
+    tls_ca_file: Option<PathBuf>,
+    prefix: Option<String>,
+    lease_ms: Option<u64>,
+}
+
+/// The storage backend.
+#[derive(Debug, Clone)]
+pub enum StoreConfig {
+    /// An embedded SQLite file.
+    Sqlite {
+        /// Path of the database file.
+        path: PathBuf,
+    },
+    /// A Redis server shared by several instances.
+    Redis {
+        /// `redis://[:password@]host:port[/db]`; may hold a password, so
+        /// it is never logged.
+        url: RedisUrl,
+        /// Prefix of every key and channel, so several hubs (or test runs)
+        /// can share one Redis.
+        prefix: String,
+        /// How long a refresh lease lasts without renewal.
+        lease: Duration,
+        /// PEM certificates to trust for `rediss://` instead of the system's
+        /// and the web's roots (a private CA).
+        tls_ca: Option<Pem>,
+    },
+}
+
+/// PEM text, shown in `Debug` by size only.
+#[derive(Clone)]
+pub struct Pem(pub Vec<u8>);
+
+impl std::fmt::Debug for Pem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Pem({} bytes)", self.0.len())
+    }
+}
+
+/// A Redis URL, which may hold a password.
+#[derive(Clone)]
+pub struct RedisUrl(pub String);
+
+impl std::fmt::Debug for RedisUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RedisUrl([redacted])")
+    }
+}
+
+// Long enough that a GC pause or a slow Redis does not move ownership, short
+// enough that a dead owner's accounts are taken over well inside the 240 s
+// refresh margin (docs/lifecycle.md).
+const DEFAULT_LEASE_MS: u64 = 10_000;
+
+impl RawStore {
+    pub(crate) fn validate(
+        self,
+        lookup: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<StoreConfig, ConfigError> {
+        match self.kind {
+            StoreKind::Sqlite => self.sqlite(),
+            StoreKind::Redis => self.redis(lookup),
+        }
+    }
+
+    fn sqlite(self) -> Result<StoreConfig, ConfigError> {
+        let redis_only = [
+            ("store.url", self.url.is_some()),
+            ("store.url_env", self.url_env.is_some()),
+            ("store.url_file", self.url_file.is_some()),
+            ("store.tls_ca_file", self.tls_ca_file.is_some()),
+            ("store.prefix", self.prefix.is_some()),
+            ("store.lease_ms", self.lease_ms.is_some()),
+        ];
+        if let Some((key, _)) = redis_only.iter().find(|(_, given)| *given) {
+            return Err(ConfigError::new(
+                *key,
+                "only for kind = \"redis\"; the store is SQLite (store.kind)",
+            ));
+        }
+        Ok(StoreConfig::Sqlite {
+            path: self.path.unwrap_or_else(|| PathBuf::from("./wxhub.db")),
+        })
+    }
+
+    fn redis(self, lookup: &dyn Fn(&str) -> Option<String>) -> Result<StoreConfig, ConfigError> {
+        // `path` is not refused here: images set a default one
+        // (WXHUB__STORE__PATH) that a Redis configuration never unsets.
+        let named = Named {
+            at: "store",
+            name: "url",
+        };
+        let given = Given {
+            value: self.url,
+            env: self.url_env,
+            file: self.url_file,
+        };
+        let url = SecretSource::pick(named, given)?
+            .ok_or_else(|| {
+                ConfigError::new(
+                    "store.url",
+                    "a redis store needs one of url, url_env or url_file",
+                )
+            })?
+            .resolve(named, lookup)?;
+        if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+            return Err(ConfigError::new(
+                "store.url",
+                "must start with redis:// or rediss://",
+            ));
+        }
+        let prefix = self.prefix.unwrap_or_else(|| "wxhub".into());
+        if prefix.is_empty()
+            || !prefix
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        {
+            return Err(ConfigError::new(
+                "store.prefix",
+                "letters, digits, '-', '_' and '.' only (braces would break the hash tags)",
+            ));
+        }
+        let lease_ms = self.lease_ms.unwrap_or(DEFAULT_LEASE_MS);
+        if !(300..=600_000).contains(&lease_ms) {
+            return Err(ConfigError::new(
+                "store.lease_ms",
+                "must be between 300 and 600000",
+            ));
+        }
+        let tls_ca = match &self.tls_ca_file {
+            None => None,
+            Some(_) if !url.starts_with("rediss://") => {
+                return Err(ConfigError::new(
+                    "store.tls_ca_file",
+                    "only for rediss:// URLs",
+                ));
+            }
+            Some(path) => Some(read_pem(path)?),
+        };
+        Ok(StoreConfig::Redis {
+            url: RedisUrl(url),
+            prefix,
+            lease: Duration::from_millis(lease_ms),
+            tls_ca,
+        })
+    }
+}
+
+fn read_pem(path: &std::path::Path) -> Result<Pem, ConfigError> {
+    let key = "store.tls_ca_file";
+    let pem = std::fs::read(path)
+        .map_err(|e| ConfigError::new(key, format!("{}: {e}", path.display())))?;
+    if !pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----") {
+        return Err(ConfigError::new(
+            key,
+            format!("{}: no PEM certificate in it", path.display()),
+        ));
+    }
+    Ok(Pem(pem))
+}

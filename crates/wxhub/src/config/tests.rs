@@ -1,0 +1,241 @@
+use super::*;
+
+const BASE: &str = r#"
+[[accounts]]
+appid = "wx1111111111111111"
+secret_env = "SECRET_A"
+
+[[clients]]
+name = "shop"
+key_sha256 = "0000000000000000000000000000000000000000000000000000000000000000"
+apps = ["wx1111111111111111"]
+"#;
+
+fn load(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+    let env: Vec<(String, String)> = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let lookup = |k: &str| (k == "SECRET_A").then(|| "the-secret".to_string());
+    Config::from_toml_with_env(text, &env, &lookup)
+}
+
+#[test]
+fn a_valid_config_loads_with_defaults() {
+    let c = load(BASE, &[]).expect("valid");
+    assert_eq!(c.accounts[0].secret.expose_secret(), "the-secret");
+    assert_eq!(c.accounts[0].token_mode, TokenMode::Stable);
+    assert_eq!(c.refresh.classic_margin_secs, 240);
+    assert!(matches!(c.store, StoreConfig::Sqlite { .. }));
+}
+
+#[test]
+fn a_redis_store_takes_its_url_from_the_environment_and_hides_it() {
+    let c = load(
+        BASE,
+        &[
+            ("WXHUB__STORE__KIND", "redis"),
+            ("WXHUB__STORE__URL_ENV", "SECRET_A"),
+        ],
+    );
+    // SECRET_A resolves to "the-secret", not a redis:// URL.
+    assert!(c.expect_err("scheme").to_string().contains("store.url"));
+    let c = load(
+        &format!("[store]\nkind = \"redis\"\nurl = \"redis://:pw@127.0.0.1:6379/2\"\n{BASE}"),
+        &[],
+    )
+    .expect("valid");
+    let StoreConfig::Redis {
+        url, prefix, lease, ..
+    } = &c.store
+    else {
+        panic!("redis store");
+    };
+    assert_eq!(
+        (prefix.as_str(), *lease),
+        ("wxhub", std::time::Duration::from_secs(10))
+    );
+    assert_eq!(url.0, "redis://:pw@127.0.0.1:6379/2");
+    assert!(
+        !format!("{c:?}").contains("pw@"),
+        "the password stays out of Debug"
+    );
+}
+
+#[test]
+fn environment_overrides_reach_nested_keys_and_arrays() {
+    let c = load(
+        BASE,
+        &[
+            ("WXHUB__REFRESH__TICK_MS", "50"),
+            ("WXHUB__ACCOUNTS__0__TOKEN_MODE", "classic"),
+            ("WXHUB__STORE__PATH", "/tmp/x.db"),
+            ("WXHUB__LISTEN", "127.0.0.1:1"),
+        ],
+    )
+    .expect("valid");
+    assert_eq!(c.refresh.tick, std::time::Duration::from_millis(50));
+    assert_eq!(c.accounts[0].token_mode, TokenMode::Classic);
+    assert_eq!(c.listen.port(), 1);
+}
+
+#[test]
+fn errors_name_the_key() {
+    type Case<'a> = (String, Vec<(&'a str, &'a str)>, &'a str);
+    let cases: Vec<Case> = vec![
+        (
+            BASE.replace("SECRET_A", "NOPE"),
+            vec![],
+            "accounts[0].secret_env",
+        ),
+        (
+            BASE.replace("wx1111111111111111\"\nsecret", "bad id\"\nsecret"),
+            vec![],
+            "accounts[0].appid",
+        ),
+        (
+            BASE.replace(
+                "0000000000000000000000000000000000000000000000000000000000000000",
+                "xyz",
+            ),
+            vec![],
+            "clients[0].key_sha256",
+        ),
+        (
+            BASE.replace(
+                "apps = [\"wx1111111111111111\"]",
+                "apps = [\"wx2222222222222222\"]",
+            ),
+            vec![],
+            "clients[0].apps[0]",
+        ),
+        (
+            format!("{BASE}\n[refresh]\nstable_refresh_before_secs = 400\n"),
+            vec![],
+            "refresh.stable_refresh_before_secs",
+        ),
+        (
+            format!("[store]\nkind = \"mongo\"\n{BASE}"),
+            vec![],
+            "store.kind",
+        ),
+        (
+            format!("[store]\nkind = \"redis\"\n{BASE}"),
+            vec![],
+            "store.url",
+        ),
+        (
+            format!("[store]\nkind = \"redis\"\nurl = \"http://x\"\n{BASE}"),
+            vec![],
+            "store.url",
+        ),
+        (
+            format!("[store]\nkind = \"redis\"\nurl_env = \"NOPE\"\n{BASE}"),
+            vec![],
+            "store.url_env",
+        ),
+        (
+            format!("[store]\nkind = \"redis\"\nurl = \"redis://h\"\nprefix = \"a{{b}}\"\n{BASE}"),
+            vec![],
+            "store.prefix",
+        ),
+        (
+            format!("[store]\nkind = \"redis\"\nurl = \"redis://h\"\nlease_ms = 5\n{BASE}"),
+            vec![],
+            "store.lease_ms",
+        ),
+        (
+            format!(
+                "[store]\nkind = \"redis\"\nurl = \"redis://h\"\ntls_ca_file = \"/etc/hostname\"\n{BASE}"
+            ),
+            vec![],
+            "store.tls_ca_file",
+        ),
+        (
+            format!(
+                "[store]\nkind = \"redis\"\nurl = \"rediss://h\"\ntls_ca_file = \"/nonexistent.pem\"\n{BASE}"
+            ),
+            vec![],
+            "store.tls_ca_file",
+        ),
+        (
+            BASE.to_string(),
+            vec![("WXHUB__ACCOUNTS__3__SECRET", "x")],
+            "WXHUB__ACCOUNTS__3__SECRET",
+        ),
+        (format!("colour = 1\n{BASE}"), vec![], "colour"),
+        (
+            format!("[store]\nurl = \"redis://h\"\n{BASE}"),
+            vec![],
+            "store.url",
+        ),
+        (
+            BASE.replace(
+                "secret_env = \"SECRET_A\"",
+                "secret_env = \"SECRET_A\"\nsecret = \"x\"",
+            ),
+            vec![],
+            "accounts[0].secret_env",
+        ),
+        (
+            BASE.replace(
+                "secret_env = \"SECRET_A\"",
+                "secret_file = \"/nonexistent/secret\"",
+            ),
+            vec![],
+            "accounts[0].secret_file",
+        ),
+        (
+            BASE.replace("token_mode", "x")
+                .replace("secret_env", "token_mode = \"fast\"\nsecret_env"),
+            vec![],
+            "accounts[0].token_mode",
+        ),
+        (
+            format!("[oauth]\nstate_secret_env = \"SECRET_A\"\n{BASE}"),
+            vec![],
+            "oauth.state_secret",
+        ),
+    ];
+    for (text, env, key) in cases {
+        let err = load(&text, &env).expect_err(key).to_string();
+        assert!(err.contains(key), "{err} should name {key}");
+        assert!(!err.contains("the-secret"), "no secret in errors");
+    }
+}
+
+#[test]
+fn every_secret_can_come_from_a_file() {
+    let dir = std::env::temp_dir().join(format!("wxhub-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let write = |name: &str, text: &str| {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p.display().to_string()
+    };
+    let secret = write("secret", "app-secret-from-file\n");
+    let state = write("state", &"s".repeat(40));
+    let url = write("url", "redis://:pw@127.0.0.1:6379/3\n");
+    let text = format!(
+        "[store]\nkind = \"redis\"\nurl_file = \"{url}\"\n\n[oauth]\nstate_secret_file = \"{state}\"\n\n{}",
+        BASE.replace(
+            "secret_env = \"SECRET_A\"",
+            &format!("secret_file = \"{secret}\"")
+        )
+    );
+    let c = load(&text, &[]).expect("valid");
+    assert_eq!(c.accounts[0].secret.expose_secret(), "app-secret-from-file");
+    assert_eq!(c.oauth.state_secret, "s".repeat(40).into_bytes());
+    let StoreConfig::Redis { url, .. } = &c.store else {
+        panic!("redis store");
+    };
+    assert_eq!(url.0, "redis://:pw@127.0.0.1:6379/3", "trimmed");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn secret_sources_hide_inline_values() {
+    let s = SecretSource::Value("hunter2".into());
+    assert!(!format!("{s:?}").contains("hunter2"));
+    assert!(format!("{:?}", SecretSource::Env("APP_SECRET".into())).contains("APP_SECRET"));
+}

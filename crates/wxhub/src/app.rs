@@ -19,6 +19,7 @@ use crate::limits::{ClientLimit, Limiter};
 use crate::metrics::Metrics;
 use crate::shared::Shared;
 use crate::store::{RedisStore, SqliteStore, Store};
+use crate::supervise::Supervisor;
 
 /// Shared state of a running hub; handlers get it as `State<Arc<App>>`.
 #[derive(Debug)]
@@ -193,33 +194,38 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let (tx, rx) = tokio::sync::watch::channel(false);
-        let refresher = if self.app.config.refresh.background {
-            Some(tokio::spawn(
-                self.app.creds.clone().run_refresher(rx.clone()),
-            ))
-        } else {
-            None
-        };
+        let mut tasks = Supervisor::default();
+        let creds = &self.app.creds;
+        if self.app.config.refresh.background {
+            tasks.spawn("refresher", creds.clone().run_refresher(rx.clone()));
+        }
         // Leases and notes run even without the background refresher: a
         // follower must keep up with the owner either way.
-        let shared = tokio::spawn(self.app.creds.clone().run_shared(rx.clone()));
-        let sweeper = tokio::spawn(sweep_expired(self.app.clone(), rx));
-        let router = crate::router::router(self.app.clone());
-        let served = crate::server::serve(
-            self.listener,
-            router,
-            self.app.config.http.clone(),
-            shutdown,
-        )
-        .await;
-        let _ = tx.send(true);
-        if let Some(r) = refresher {
-            let _ = r.await;
+        if creds.shared().is_some() {
+            tasks.spawn("lease loop", creds.clone().run_leases(rx.clone()));
+            tasks.spawn("subscriber", creds.clone().run_subscriber(rx.clone()));
         }
-        let _ = shared.await;
-        let _ = sweeper.await;
+        tasks.spawn("sweeper", sweep_expired(self.app.clone(), rx));
+        let router = crate::router::router(self.app.clone());
+        let config = self.app.config.http.clone();
+        let served = tokio::select! {
+            served = crate::server::serve(self.listener, router, config, shutdown) => {
+                served.context("serving HTTP")
+            }
+            end = tasks.first_end() => {
+                tracing::error!(task = %end, "a background task stopped: shutting down rather than serving without it");
+                Err(anyhow::anyhow!("{end}; the hub stopped rather than serve stale credentials"))
+            }
+        };
+        let _ = tx.send(true);
+        tasks.stop(Duration::from_secs(10)).await;
+        if let Some(sh) = creds.shared() {
+            // Another instance takes over at once rather than after the
+            // lease time.
+            sh.release_all().await;
+        }
         self.app.store.close().await;
-        served.context("serving HTTP")
+        served
     }
 
     /// Serves in the background; the returned handle stops it when dropped.

@@ -39,6 +39,7 @@ pub mod routes;
 pub mod server;
 pub mod shared;
 pub mod store;
+pub mod supervise;
 pub mod telemetry;
 pub mod upstream;
 

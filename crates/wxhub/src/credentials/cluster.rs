@@ -14,17 +14,16 @@ use crate::shared::{LeaseOutcome, Shared};
 use crate::store::StoreError;
 
 impl Credentials {
-    /// Shared mode: keeps the leases and the local copies current until
-    /// shutdown, then gives the leases back so another instance takes over
-    /// at once rather than after the lease time.
-    pub async fn run_shared(self: Arc<Self>, shutdown: tokio::sync::watch::Receiver<bool>) {
-        let Some(sh) = self.shared.clone() else {
-            return;
-        };
-        let notes = tokio::spawn(self.clone().subscriber_loop(shutdown.clone()));
-        self.clone().lease_loop(shutdown).await;
-        let _ = notes.await;
-        sh.release_all().await;
+    /// Shared mode: keeps renewing and taking leases until shutdown. The
+    /// caller gives the leases back afterwards.
+    pub async fn run_leases(self: Arc<Self>, shutdown: tokio::sync::watch::Receiver<bool>) {
+        self.lease_loop(shutdown).await;
+    }
+
+    /// Shared mode: keeps the local copies current from the owners' notes
+    /// until shutdown.
+    pub async fn run_subscriber(self: Arc<Self>, shutdown: tokio::sync::watch::Receiver<bool>) {
+        self.subscriber_loop(shutdown).await;
     }
 
     async fn lease_loop(self: Arc<Self>, mut shutdown: tokio::sync::watch::Receiver<bool>) {

@@ -29,8 +29,8 @@ impl Credentials {
         let appid = account.appid();
         let key = account.store_key(kind);
         // Subscribed before anything is read, so no change is missed.
-        let mut version = slot.version.subscribe();
-        let mut refusals = slot.refused.subscribe();
+        let version = slot.version.subscribe();
+        let refusals = slot.refused.subscribe();
         let usable = |this: &Self| {
             this.served(&account, slot)
                 .filter(|s| !failed.as_ref().is_some_and(|f| s.value.ct_eq(f)))
@@ -63,14 +63,32 @@ impl Credentials {
                 Some(failed) => Trigger::Reported { failed, rejected },
                 None => Trigger::Missing,
             };
-            return self.refresh_and_wait(account.clone(), kind, trigger).await;
+            return self.refresh_and_wait(account, kind, trigger).await;
         }
-        let failed_hash = failed.as_ref().map(|f| sha256_hex(f.expose_secret()));
+        self.ask_owner(&account, slot, failed.as_ref(), rejected, version, refusals)
+            .await
+    }
+
+    /// Asks the owner to replace (or fetch) the slot's value, and waits for
+    /// its write, or for its refusal of the reported value.
+    async fn ask_owner(
+        &self,
+        account: &Account,
+        slot: &Slot,
+        failed: Option<&Secret>,
+        rejected: bool,
+        mut version: tokio::sync::watch::Receiver<u64>,
+        mut refusals: tokio::sync::watch::Receiver<Option<Refusal>>,
+    ) -> Result<Served, CredError> {
+        let sh = self.shared.as_ref().expect("shared mode");
+        let (appid, kind) = (account.appid(), slot.kind);
+        let failed_hash = failed.map(|f| sha256_hex(f.expose_secret()));
         let why = if failed.is_some() && rejected {
             RequestKind::Rejected
         } else {
             RequestKind::Plain
         };
+        let key = account.store_key(kind);
         if let Err(e) = sh.request(appid, &key, failed_hash.as_deref(), why).await {
             self.redis_failed(&e);
             return Err(self.redis_unavailable(kind));
@@ -87,7 +105,10 @@ impl Credentials {
             if !matches!(woke, Ok(true)) {
                 break;
             }
-            if let Some(s) = usable(self) {
+            if let Some(s) = self
+                .served(account, slot)
+                .filter(|s| !failed.is_some_and(|f| s.value.ct_eq(f)))
+            {
                 return Ok(s);
             }
             let refusal = refusals.borrow_and_update().clone();

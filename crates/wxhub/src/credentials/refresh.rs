@@ -304,6 +304,15 @@ impl Credentials {
             Some(started),
         )
         .await;
+        self.count_fetch(account, kind, force, now).await;
+        tracing::info!(account.appid = %appid, kind = kind.label(), expires_in, "refreshed");
+        Ok(())
+    }
+
+    /// Today's counters (what the status page and the forced-refresh limit
+    /// read) and the metrics of a successful fetch.
+    async fn count_fetch(&self, account: &Account, kind: CredKind, force: bool, now: i64) {
+        let appid = account.appid();
         let day = beijing_day(now);
         let _ = self
             .store
@@ -320,8 +329,6 @@ impl Credentials {
         );
         self.metrics
             .set("wxhub_account_healthy", &[("appid", appid)], 1.0);
-        tracing::info!(account.appid = %appid, kind = kind.label(), expires_in, "refreshed");
-        Ok(())
     }
 
     /// The platform (or the way to it) failed.

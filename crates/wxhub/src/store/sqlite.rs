@@ -161,6 +161,69 @@ fn write_loop(mut conn: Connection, jobs: std::sync::mpsc::Receiver<Option<Job>>
     drop(jobs);
 }
 
+/// Every table, created on open if missing.
+const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS credentials (
+        appid TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        value TEXT NOT NULL,
+        expires_at INTEGER NOT NULL,
+        fetched_at INTEGER NOT NULL,
+        first_seen INTEGER NOT NULL,
+        PRIMARY KEY (appid, kind)
+    );
+    CREATE TABLE IF NOT EXISTS oauth_states (
+        id TEXT PRIMARY KEY,
+        appid TEXT NOT NULL,
+        want TEXT NOT NULL,
+        stage TEXT NOT NULL,
+        return_to TEXT NOT NULL,
+        expires_at INTEGER NOT NULL,
+        used_at INTEGER,
+        code_hash TEXT,
+        result TEXT
+    );
+    CREATE INDEX IF NOT EXISTS oauth_states_expiry ON oauth_states (expires_at);
+    CREATE INDEX IF NOT EXISTS oauth_states_appid ON oauth_states (appid);
+    CREATE TABLE IF NOT EXISTS oauth_tickets (
+        hash TEXT PRIMARY KEY,
+        appid TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        expires_at INTEGER NOT NULL,
+        used INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX IF NOT EXISTS oauth_tickets_expiry ON oauth_tickets (expires_at);
+    CREATE TABLE IF NOT EXISTS grants (
+        appid TEXT NOT NULL,
+        openid TEXT NOT NULL,
+        unionid TEXT,
+        scope TEXT NOT NULL,
+        snapshot INTEGER NOT NULL DEFAULT 0,
+        access_token TEXT NOT NULL,
+        access_expires_at INTEGER NOT NULL,
+        refresh_token TEXT NOT NULL,
+        refresh_expires_at INTEGER NOT NULL,
+        profile TEXT,
+        profile_fetched_at INTEGER,
+        PRIMARY KEY (appid, openid)
+    );
+    CREATE TABLE IF NOT EXISTS budgets (
+        appid TEXT NOT NULL,
+        scope TEXT NOT NULL,
+        last_at INTEGER,
+        hour INTEGER NOT NULL,
+        hour_count INTEGER NOT NULL,
+        day INTEGER NOT NULL,
+        day_count INTEGER NOT NULL,
+        PRIMARY KEY (appid, scope)
+    );
+    CREATE TABLE IF NOT EXISTS counters (
+        appid TEXT NOT NULL,
+        name TEXT NOT NULL,
+        day INTEGER NOT NULL,
+        value INTEGER NOT NULL,
+        PRIMARY KEY (appid, name, day)
+    );";
+
 impl SqliteStore {
     /// Opens (creating if needed) the database file. The file and its
     /// `-wal` and `-shm` companions hold live tokens, so they are made
@@ -183,69 +246,7 @@ impl SqliteStore {
             companion.push(suffix);
             make_private(Path::new(&companion), false)?;
         }
-        conn.execute_batch(
-            "CREATE TABLE IF NOT EXISTS credentials (
-                appid TEXT NOT NULL,
-                kind TEXT NOT NULL,
-                value TEXT NOT NULL,
-                expires_at INTEGER NOT NULL,
-                fetched_at INTEGER NOT NULL,
-                first_seen INTEGER NOT NULL,
-                PRIMARY KEY (appid, kind)
-            );
-            CREATE TABLE IF NOT EXISTS oauth_states (
-                id TEXT PRIMARY KEY,
-                appid TEXT NOT NULL,
-                want TEXT NOT NULL,
-                stage TEXT NOT NULL,
-                return_to TEXT NOT NULL,
-                expires_at INTEGER NOT NULL,
-                used_at INTEGER,
-                code_hash TEXT,
-                result TEXT
-            );
-            CREATE INDEX IF NOT EXISTS oauth_states_expiry ON oauth_states (expires_at);
-            CREATE INDEX IF NOT EXISTS oauth_states_appid ON oauth_states (appid);
-            CREATE TABLE IF NOT EXISTS oauth_tickets (
-                hash TEXT PRIMARY KEY,
-                appid TEXT NOT NULL,
-                payload TEXT NOT NULL,
-                expires_at INTEGER NOT NULL,
-                used INTEGER NOT NULL DEFAULT 0
-            );
-            CREATE INDEX IF NOT EXISTS oauth_tickets_expiry ON oauth_tickets (expires_at);
-            CREATE TABLE IF NOT EXISTS grants (
-                appid TEXT NOT NULL,
-                openid TEXT NOT NULL,
-                unionid TEXT,
-                scope TEXT NOT NULL,
-                snapshot INTEGER NOT NULL DEFAULT 0,
-                access_token TEXT NOT NULL,
-                access_expires_at INTEGER NOT NULL,
-                refresh_token TEXT NOT NULL,
-                refresh_expires_at INTEGER NOT NULL,
-                profile TEXT,
-                profile_fetched_at INTEGER,
-                PRIMARY KEY (appid, openid)
-            );
-            CREATE TABLE IF NOT EXISTS budgets (
-                appid TEXT NOT NULL,
-                scope TEXT NOT NULL,
-                last_at INTEGER,
-                hour INTEGER NOT NULL,
-                hour_count INTEGER NOT NULL,
-                day INTEGER NOT NULL,
-                day_count INTEGER NOT NULL,
-                PRIMARY KEY (appid, scope)
-            );
-            CREATE TABLE IF NOT EXISTS counters (
-                appid TEXT NOT NULL,
-                name TEXT NOT NULL,
-                day INTEGER NOT NULL,
-                value INTEGER NOT NULL,
-                PRIMARY KEY (appid, name, day)
-            );",
-        )?;
+        conn.execute_batch(SCHEMA)?;
         let (jobs, queue) = std::sync::mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("wxhub-sqlite".into())

@@ -15,6 +15,16 @@ use crate::config::Config;
 #[derive(Debug, Parser)]
 #[command(name = "wxhub", version, about)]
 pub struct Cli {
+    /// Log lines as text (the default) or as one JSON object per line, for
+    /// log collectors (Loki, Elasticsearch, CloudWatch).
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value_t = crate::telemetry::LogFormat::Text,
+        env = "WXHUB_LOG_FORMAT"
+    )]
+    pub log_format: crate::telemetry::LogFormat,
     /// What to run.
     #[command(subcommand)]
     pub command: Command,
@@ -131,8 +141,16 @@ async fn serve(path: PathBuf, sim_clock: Option<String>) -> anyhow::Result<()> {
         Some(url) => crate::clock::RemoteSimClock::follow(&url).await?,
         None => Arc::new(SystemClock),
     };
+    let accounts = config.accounts.len();
+    let store = match &config.store {
+        crate::config::StoreConfig::Sqlite { .. } => "sqlite",
+        crate::config::StoreConfig::Redis { .. } => "redis",
+    };
     let app = crate::Application::build(config, clock).await?;
+    // stdout carries the bound address (port 0 picks one) for scripts;
+    // the log says it too, for whoever reads only the logs.
     println!("listening on http://{}", app.addr());
+    tracing::info!(address = %app.addr(), accounts, store, "serving");
     app.run_until_stopped(shutdown_signal()).await
 }
 

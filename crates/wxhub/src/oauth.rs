@@ -29,7 +29,7 @@ use wx_api::{AppId, ErrCode, OpenId, WxError};
 
 use crate::app::App;
 use crate::config::{AccountConfig, AccountKind, origin_of};
-use crate::store::{Consumed, FinishedSignIn, Grant, Redeemed, StateRecord};
+use crate::store::{Consumed, FinishedSignIn, Grant, Redeemed, Stage, StateRecord};
 
 /// What a page asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,8 +61,20 @@ impl Want {
         }
     }
 
-    fn from_record(s: &str) -> Want {
-        Want::parse(s).unwrap_or(Want::Base)
+    fn scope(self) -> Scope {
+        match self {
+            Want::Base => Scope::SnsapiBase,
+            Want::Userinfo => Scope::SnsapiUserinfo,
+            Want::Login => Scope::SnsapiLogin,
+        }
+    }
+
+    fn from_scope(s: Scope) -> Want {
+        match s {
+            Scope::SnsapiBase => Want::Base,
+            Scope::SnsapiUserinfo => Want::Userinfo,
+            Scope::SnsapiLogin => Want::Login,
+        }
     }
 }
 
@@ -248,9 +260,9 @@ pub async fn start(app: &App, appid: &str, want: Want, return_to: &str) -> Resul
     }
     check_return_to(account, return_to)?;
     let stage = match want {
-        Want::Userinfo => "probe",
-        Want::Base => "base",
-        Want::Login => "login",
+        Want::Userinfo => Stage::Probe,
+        Want::Base => Stage::Base,
+        Want::Login => Stage::Login,
     };
     redirect_to_wechat(app, account, want, stage, return_to).await
 }
@@ -259,7 +271,7 @@ async fn redirect_to_wechat(
     app: &App,
     account: &AccountConfig,
     want: Want,
-    stage: &str,
+    stage: Stage,
     return_to: &str,
 ) -> Result<String, Failure> {
     let now = app.clock.now();
@@ -273,8 +285,8 @@ async fn redirect_to_wechat(
             &id,
             &StateRecord {
                 appid: appid.to_string(),
-                want: want.as_str().to_string(),
-                stage: stage.to_string(),
+                want: want.scope(),
+                stage,
                 return_to: return_to.to_string(),
                 expires_at,
             },
@@ -309,10 +321,12 @@ async fn redirect_to_wechat(
         (AccountKind::Website, _) => QrConnectUrl::new(account.appid.clone(), redirect)
             .state(state)
             .build(hosts),
-        (_, "consent") => AuthorizeUrl::new(account.appid.clone(), redirect, Scope::SnsapiUserinfo)
-            .map_err(|e| internal(e.to_string()))?
-            .state(state)
-            .build(hosts),
+        (_, Stage::Consent) => {
+            AuthorizeUrl::new(account.appid.clone(), redirect, Scope::SnsapiUserinfo)
+                .map_err(|e| internal(e.to_string()))?
+                .state(state)
+                .build(hosts)
+        }
         _ => AuthorizeUrl::new(account.appid.clone(), redirect, Scope::SnsapiBase)
             .map_err(|e| internal(e.to_string()))?
             .state(state)
@@ -412,7 +426,7 @@ pub async fn callback(
                 .await
                 .ok()
                 .flatten()
-                .map(|r| restart_url(app, appid, Want::from_record(&r.want), &r.return_to));
+                .map(|r| restart_url(app, appid, Want::from_scope(r.want), &r.return_to));
             return Err(Failure::new(
                 400,
                 "expired_state",
@@ -508,7 +522,7 @@ async fn finish(
     now: i64,
 ) -> Result<Finished, Failure> {
     let appid = account.appid.as_str();
-    let want = Want::from_record(&record.want);
+    let want = Want::from_scope(record.want);
     let restart = restart_url(app, appid, want, &record.return_to);
     let token = match app
         .wx
@@ -552,8 +566,8 @@ async fn finish(
         profile_fetched_at: None,
     };
     let mut keep = None;
-    let result = match (want, record.stage.as_str()) {
-        (Want::Userinfo, "probe") => {
+    let result = match (want, record.stage) {
+        (Want::Userinfo, Stage::Probe) => {
             // Silent round: is there a userinfo grant on file for this person?
             let existing = app
                 .store
@@ -572,7 +586,7 @@ async fn finish(
                             app,
                             account,
                             want,
-                            "consent",
+                            Stage::Consent,
                             &record.return_to,
                         )
                         .await
@@ -584,9 +598,15 @@ async fn finish(
                 },
                 None => {
                     save_unless_downgrade(app, &grant, now).await;
-                    return redirect_to_wechat(app, account, want, "consent", &record.return_to)
-                        .await
-                        .map(Finished::Redirect);
+                    return redirect_to_wechat(
+                        app,
+                        account,
+                        want,
+                        Stage::Consent,
+                        &record.return_to,
+                    )
+                    .await
+                    .map(Finished::Redirect);
                 }
             }
         }

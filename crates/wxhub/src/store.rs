@@ -16,6 +16,8 @@ mod sqlite;
 pub use redis_store::{COUNTER_TTL, GRANT_GRACE, RedisStore};
 pub use sqlite::SqliteStore;
 
+use wx_api::oauth::Scope;
+
 use crate::credentials::Secret;
 
 /// A credential (access token or ticket) as stored. SQLite keeps the first
@@ -92,14 +94,72 @@ pub const TICKET_GRACE: i64 = 600;
 pub struct StateRecord {
     /// The account.
     pub appid: String,
-    /// What the page asked for: `base`, `userinfo` or `login`.
-    pub want: String,
-    /// `probe` (a silent snsapi_base first) or `consent`.
-    pub stage: String,
+    /// What the page asked for; stored by [`scope_name`].
+    pub want: Scope,
+    /// Which round of the sign-in this state is for; stored by [`Stage::as_str`].
+    pub stage: Stage,
     /// Where the person goes back to.
     pub return_to: String,
     /// When the state stops being accepted.
     pub expires_at: i64,
+}
+
+/// How a state record stores what its page asked for: `base`, `userinfo`
+/// or `login`, the authorize route's own names.
+pub fn scope_name(scope: Scope) -> &'static str {
+    match scope {
+        Scope::SnsapiBase => "base",
+        Scope::SnsapiUserinfo => "userinfo",
+        Scope::SnsapiLogin => "login",
+    }
+}
+
+/// The inverse of [`scope_name`].
+pub fn scope_from_name(name: &str) -> Option<Scope> {
+    [Scope::SnsapiBase, Scope::SnsapiUserinfo, Scope::SnsapiLogin]
+        .into_iter()
+        .find(|s| scope_name(*s) == name)
+}
+
+/// Which round of a sign-in a state is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// A page that wants the profile: the silent `snsapi_base` round first.
+    Probe,
+    /// After a probe found no usable userinfo grant: `snsapi_userinfo`.
+    Consent,
+    /// A page that wants the openid only: `snsapi_base`.
+    Base,
+    /// Website QR login: `snsapi_login`.
+    Login,
+}
+
+impl Stage {
+    const ALL: [Stage; 4] = [Stage::Probe, Stage::Consent, Stage::Base, Stage::Login];
+
+    /// The stored name: `probe`, `consent`, `base` or `login`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Probe => "probe",
+            Stage::Consent => "consent",
+            Stage::Base => "base",
+            Stage::Login => "login",
+        }
+    }
+
+    /// The inverse of [`Stage::as_str`].
+    pub fn parse(name: &str) -> Option<Stage> {
+        Stage::ALL.into_iter().find(|s| s.as_str() == name)
+    }
+
+    /// The scope WeChat is asked for in this round.
+    pub fn scope(self) -> Scope {
+        match self {
+            Stage::Probe | Stage::Base => Scope::SnsapiBase,
+            Stage::Consent => Scope::SnsapiUserinfo,
+            Stage::Login => Scope::SnsapiLogin,
+        }
+    }
 }
 
 /// What consuming a state found.

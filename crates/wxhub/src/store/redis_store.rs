@@ -13,6 +13,7 @@ use redis::Script;
 use redis::aio::ConnectionManager;
 
 use super::{Consumed, FinishedSignIn, Grant, Redeemed, StateRecord, StoreError};
+use super::{Stage, scope_from_name, scope_name};
 use crate::budget::{Budget, Decision, Usage, decide};
 
 /// A connection to the shared Redis.
@@ -242,8 +243,10 @@ fn parse_int(v: &str, what: &str, name: &str) -> Result<i64, StoreError> {
 fn state_record(h: &HashMap<String, String>) -> Result<StateRecord, StoreError> {
     Ok(StateRecord {
         appid: field(h, "state", "appid")?.to_string(),
-        want: field(h, "state", "want")?.to_string(),
-        stage: field(h, "state", "stage")?.to_string(),
+        want: scope_from_name(field(h, "state", "want")?)
+            .ok_or_else(|| StoreError::new("redis: state record has a bad `want`"))?,
+        stage: Stage::parse(field(h, "state", "stage")?)
+            .ok_or_else(|| StoreError::new("redis: state record has a bad `stage`"))?,
         return_to: field(h, "state", "return_to")?.to_string(),
         expires_at: int_field(h, "state", "expires_at")?,
     })
@@ -367,7 +370,7 @@ impl RedisStore {
             .arg(id)
             .arg(&[
                 ("appid", r.appid.as_str()),
-                ("want", r.want.as_str()),
+                ("want", scope_name(r.want)),
                 ("stage", r.stage.as_str()),
                 ("return_to", r.return_to.as_str()),
             ])

@@ -19,6 +19,7 @@ use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, 
 
 use super::{Consumed, FinishedSignIn, Grant, Record, Redeemed, StateRecord, StoreError, Written};
 use super::{STATE_GRACE, TICKET_GRACE};
+use super::{Stage, scope_from_name, scope_name};
 use crate::budget::{Budget, Decision, Usage, decide};
 use crate::credentials::Secret;
 
@@ -223,6 +224,26 @@ const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS credentials (
         value INTEGER NOT NULL,
         PRIMARY KEY (appid, name, day)
     );";
+
+/// A state record from a row's first five columns: appid, want, stage,
+/// return_to, expires_at.
+fn state_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<StateRecord> {
+    let bad = |column: usize, name: &str| {
+        rusqlite::Error::FromSqlConversionFailure(
+            column,
+            rusqlite::types::Type::Text,
+            format!("state record has a bad `{name}`").into(),
+        )
+    };
+    let (want, stage): (String, String) = (r.get(1)?, r.get(2)?);
+    Ok(StateRecord {
+        appid: r.get(0)?,
+        want: scope_from_name(&want).ok_or_else(|| bad(1, "want"))?,
+        stage: Stage::parse(&stage).ok_or_else(|| bad(2, "stage"))?,
+        return_to: r.get(3)?,
+        expires_at: r.get(4)?,
+    })
+}
 
 impl SqliteStore {
     /// Opens (creating if needed) the database file. The file and its
@@ -474,7 +495,7 @@ impl SqliteStore {
                 }
             }
             b.tx.prepare_cached("INSERT INTO oauth_states (id, appid, want, stage, return_to, expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?
-                .execute(params![id, r.appid, r.want, r.stage, r.return_to, r.expires_at])?;
+                .execute(params![id, r.appid, scope_name(r.want), r.stage.as_str(), r.return_to, r.expires_at])?;
             b.states.insert(r.appid.clone(), n + 1);
             Ok(true)
         })
@@ -516,15 +537,7 @@ impl SqliteStore {
             .prepare_cached(
                 "SELECT appid, want, stage, return_to, expires_at FROM oauth_states WHERE id = ?1 AND appid = ?2",
             )?
-            .query_row(params![id, appid], |r| {
-                Ok(StateRecord {
-                    appid: r.get(0)?,
-                    want: r.get(1)?,
-                    stage: r.get(2)?,
-                    return_to: r.get(3)?,
-                    expires_at: r.get(4)?,
-                })
-            })
+            .query_row(params![id, appid], state_record)
             .optional()?)
         })
         .await
@@ -554,13 +567,7 @@ impl SqliteStore {
                 .prepare_cached("SELECT appid, want, stage, return_to, expires_at, used_at, code_hash, result FROM oauth_states WHERE id = ?1 AND appid = ?2")?
                 .query_row(params![id, appid], |r| {
                     Ok((
-                        StateRecord {
-                            appid: r.get(0)?,
-                            want: r.get(1)?,
-                            stage: r.get(2)?,
-                            return_to: r.get(3)?,
-                            expires_at: r.get(4)?,
-                        },
+                        state_record(r)?,
                         r.get::<_, Option<i64>>(5)?,
                         r.get::<_, Option<String>>(6)?,
                         r.get::<_, Option<String>>(7)?,
@@ -939,6 +946,64 @@ mod tests {
         let _ = std::fs::remove_dir_all(dir);
     }
 
+    /// States already on file were written with these names; a name this
+    /// hub does not know is a store error, not a guess.
+    #[tokio::test]
+    async fn states_keep_their_stored_names() {
+        use wx_api::oauth::Scope;
+        let stages: Vec<_> = Stage::ALL.iter().map(|s| s.as_str()).collect();
+        assert_eq!(stages, ["probe", "consent", "base", "login"]);
+        let scopes = [Scope::SnsapiBase, Scope::SnsapiUserinfo, Scope::SnsapiLogin];
+        let names: Vec<_> = scopes.iter().map(|s| scope_name(*s)).collect();
+        assert_eq!(names, ["base", "userinfo", "login"]);
+        for s in Stage::ALL {
+            assert_eq!(Stage::parse(s.as_str()), Some(s));
+        }
+        for s in scopes {
+            assert_eq!(scope_from_name(scope_name(s)), Some(s));
+        }
+        assert_eq!(scope_from_name("snsapi_base"), None);
+
+        let dir = std::env::temp_dir().join(format!("wxhub-store-names-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let path = dir.join("t.db");
+        let s = SqliteStore::open(&path).expect("open");
+        let r = StateRecord {
+            appid: "wx1".into(),
+            want: Scope::SnsapiUserinfo,
+            stage: Stage::Probe,
+            return_to: "https://x/".into(),
+            expires_at: 100,
+        };
+        assert!(s.save_state("s1", &r, 0, 10).await.unwrap());
+        let back = s.peek_state("wx1", "s1").await.unwrap().expect("saved");
+        assert_eq!((back.want, back.stage), (r.want, r.stage));
+        s.close().await;
+        let db = Connection::open(&path).unwrap();
+        let stored: (String, String) = db
+            .query_row(
+                "SELECT want, stage FROM oauth_states WHERE id = 's1'",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!(
+            (stored.0.as_str(), stored.1.as_str()),
+            ("userinfo", "probe")
+        );
+        db.execute(
+            "UPDATE oauth_states SET stage = 'later' WHERE id = 's1'",
+            [],
+        )
+        .unwrap();
+        drop(db);
+        let s = SqliteStore::open(&path).expect("reopen");
+        let e = s.peek_state("wx1", "s1").await.unwrap_err();
+        assert!(e.to_string().contains("`stage`"), "{e}");
+        s.close().await;
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
     #[cfg(unix)]
     #[tokio::test]
     async fn the_file_and_its_companions_are_made_private() {
@@ -978,8 +1043,8 @@ mod tests {
         let s = std::sync::Arc::new(SqliteStore::open(&dir.join("t.db")).expect("open"));
         let state = |appid: &str| StateRecord {
             appid: appid.into(),
-            want: "base".into(),
-            stage: "base".into(),
+            want: wx_api::oauth::Scope::SnsapiBase,
+            stage: Stage::Base,
             return_to: "https://x/".into(),
             expires_at: 100,
         };

@@ -1,6 +1,7 @@
 //! The Redis store's records: states, tickets, grants, counters.
 use redis::AsyncCommands;
 use std::sync::atomic::{AtomicU32, Ordering};
+use wx_api::oauth::Scope;
 use wxhub::store::*;
 
 // A virtual clock far from real time: TTLs must not depend on it.
@@ -66,8 +67,8 @@ async fn key_ttl(s: &RedisStore, key: &str) -> i64 {
 fn state(expires_at: i64) -> StateRecord {
     StateRecord {
         appid: "wx1".into(),
-        want: "userinfo".into(),
-        stage: "probe".into(),
+        want: Scope::SnsapiUserinfo,
+        stage: Stage::Probe,
         return_to: "https://app.example/back?x=1".into(),
         expires_at,
     }
@@ -123,8 +124,19 @@ async fn states_are_used_once() {
 
     let p = s.peek_state("wx1", "s1").await.unwrap().expect("saved");
     assert_eq!(
-        (p.appid.as_str(), p.want.as_str(), p.stage.as_str()),
-        ("wx1", "userinfo", "probe")
+        (p.appid.as_str(), p.want, p.stage),
+        ("wx1", Scope::SnsapiUserinfo, Stage::Probe)
+    );
+    // Stored by the names older hubs wrote and read.
+    let stored: Vec<Option<String>> = redis::cmd("HMGET")
+        .arg(s.app_key("wx1", "state:s1"))
+        .arg(&["want", "stage"])
+        .query_async(&mut s.conn())
+        .await
+        .unwrap();
+    assert_eq!(
+        stored,
+        [Some("userinfo".to_string()), Some("probe".to_string())]
     );
     assert_eq!(
         (p.return_to.as_str(), p.expires_at),

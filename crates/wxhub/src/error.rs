@@ -1,5 +1,12 @@
 //! The one error type of the HTTP API: a status, a stable machine code and a
 //! message, written as `{"error":{"code":"...","message":"..."}}`.
+//!
+//! A failure inside the hub (a store error, data the hub itself wrote that
+//! no longer reads) is answered by [`ApiError::internal`]: the caller gets a
+//! reference and nothing of the cause, which is logged once, with that
+//! reference, where the error is made.
+
+use std::fmt;
 
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
@@ -7,6 +14,9 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use crate::credentials::CredError;
+
+/// What an internal error says, before its reference.
+const INTERNAL: &str = "internal error; reference ";
 
 /// An API error. Messages never contain a secret, a token or a client key.
 #[derive(Debug, Clone)]
@@ -19,16 +29,52 @@ pub struct ApiError {
     pub message: String,
     /// Seconds for `Retry-After`.
     pub retry_after: Option<i64>,
+    /// Where "start again" leads, for an error a person sees as a page (web
+    /// authorization's callback); JSON answers leave it out.
+    pub restart: Option<String>,
 }
 
 impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+    /// An error with any code. The named constructors below are the codes
+    /// the hub answers; this is for codes read back from the store.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
         ApiError {
             status,
             code,
             message: message.into(),
             retry_after: None,
+            restart: None,
         }
+    }
+
+    /// The same error, with a "start again" link for the person's page.
+    #[must_use]
+    pub fn with_restart(self, restart: Option<String>) -> ApiError {
+        ApiError { restart, ..self }
+    }
+
+    /// 500: the hub failed, not the caller nor the platform. The answer
+    /// carries a short random reference and nothing of `cause`; the cause
+    /// is logged here, once, at error level with the reference, so an
+    /// operator can find it from what the caller reports. Causes are store
+    /// errors and the like, which hold no secret; never pass one that does.
+    pub fn internal(cause: impl fmt::Display) -> ApiError {
+        let reference = hex::encode(rand::random::<[u8; 6]>());
+        tracing::error!(error.reference = %reference, error = %cause, "internal error");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("{INTERNAL}{reference}"),
+        )
+    }
+
+    /// The answer an [`ApiError::internal`] gave, given again (a replayed
+    /// sign-in) without logging its cause a second time. `None` when
+    /// `message` is not such an answer.
+    pub fn internal_repeated(message: &str) -> Option<ApiError> {
+        let reference = message.strip_prefix(INTERNAL)?;
+        (reference.len() == 12 && reference.bytes().all(|b| b.is_ascii_hexdigit()))
+            .then(|| Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message))
     }
 
     /// 400.
@@ -99,6 +145,45 @@ impl ApiError {
     pub fn request_timeout(message: impl Into<String>) -> ApiError {
         Self::new(StatusCode::REQUEST_TIMEOUT, "request_timeout", message)
     }
+
+    /// 400: a web authorization callback without a valid state: missing,
+    /// forged, damaged, another account's or unknown.
+    pub fn invalid_state(message: impl Into<String>) -> ApiError {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_state", message)
+    }
+
+    /// 400: a web authorization state past its expiry.
+    pub fn expired_state(message: impl Into<String>) -> ApiError {
+        Self::new(StatusCode::BAD_REQUEST, "expired_state", message)
+    }
+
+    /// 400: the platform says the sign-in code was already used (40163).
+    pub fn code_used(message: impl Into<String>) -> ApiError {
+        Self::new(StatusCode::BAD_REQUEST, "code_used", message)
+    }
+
+    /// 400: the platform refuses the sign-in code as invalid or expired.
+    pub fn code_expired(message: impl Into<String>) -> ApiError {
+        Self::new(StatusCode::BAD_REQUEST, "code_expired", message)
+    }
+
+    /// 503 with `Retry-After: 60`: the account holds
+    /// `oauth.max_pending_states` sign-ins in progress.
+    pub fn too_many_sign_ins(message: impl Into<String>) -> ApiError {
+        ApiError {
+            code: "too_many_sign_ins",
+            ..Self::unavailable(message, 60)
+        }
+    }
+
+    /// 503 with `Retry-After: 1`: a replayed callback whose first request
+    /// has not finished.
+    pub fn in_progress(message: impl Into<String>) -> ApiError {
+        ApiError {
+            code: "in_progress",
+            ..Self::unavailable(message, 1)
+        }
+    }
 }
 
 impl IntoResponse for ApiError {
@@ -167,11 +252,93 @@ mod tests {
                 "unsupported_media_type",
             ),
             (ApiError::request_timeout("x"), 408, "request_timeout"),
+            (ApiError::invalid_state("x"), 400, "invalid_state"),
+            (ApiError::expired_state("x"), 400, "expired_state"),
+            (ApiError::code_used("x"), 400, "code_used"),
+            (ApiError::code_expired("x"), 400, "code_expired"),
+            (ApiError::too_many_sign_ins("x"), 503, "too_many_sign_ins"),
+            (ApiError::in_progress("x"), 503, "in_progress"),
+            (ApiError::internal("x"), 500, "internal"),
         ];
         for (e, status, code) in cases {
             assert_eq!((e.status.as_u16(), e.code), (status, code));
         }
         let resp = ApiError::unavailable("x", 3).into_response();
         assert_eq!(resp.headers().get("retry-after").unwrap(), "3");
+        assert_eq!(ApiError::too_many_sign_ins("x").retry_after, Some(60));
+        assert_eq!(ApiError::in_progress("x").retry_after, Some(1));
+    }
+
+    /// Runs `f` with every log line it writes captured.
+    fn logged<T>(f: impl FnOnce() -> T) -> (T, String) {
+        use std::sync::{Arc, Mutex};
+        #[derive(Clone)]
+        struct Lines(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Lines {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let lines = Lines(Arc::default());
+        let writer = lines.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        let out = tracing::subscriber::with_default(subscriber, f);
+        let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+        (out, text)
+    }
+
+    #[tokio::test]
+    async fn an_internal_error_answers_a_reference_and_logs_its_cause_once() {
+        let cause = "store: disk I/O error";
+        let (e, log) = logged(|| ApiError::internal(cause));
+        let reference = e
+            .message
+            .strip_prefix("internal error; reference ")
+            .expect("a reference")
+            .to_string();
+        assert!(
+            reference.len() == 12 && reference.bytes().all(|b| b.is_ascii_hexdigit()),
+            "{reference}"
+        );
+        let lines: Vec<_> = log.lines().filter(|l| l.contains(&reference)).collect();
+        assert_eq!(lines.len(), 1, "{log}");
+        assert!(
+            lines[0].contains("ERROR") && lines[0].contains(cause),
+            "{log}"
+        );
+        assert_ne!(
+            ApiError::internal("again").message,
+            e.message,
+            "each failure has its own reference"
+        );
+        let resp = e.into_response();
+        assert_eq!(resp.status(), 500);
+        let body = axum::body::to_bytes(resp.into_body(), 4096).await.unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            v,
+            json!({"error": {"code": "internal", "message": format!("internal error; reference {reference}")}})
+        );
+    }
+
+    #[tokio::test]
+    async fn a_restart_link_stays_out_of_the_json_answer() {
+        let e = ApiError::expired_state("x").with_restart(Some("https://hub/again".into()));
+        assert_eq!(e.restart.as_deref(), Some("https://hub/again"));
+        let body = axum::body::to_bytes(e.into_response().into_body(), 4096)
+            .await
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            v,
+            json!({"error": {"code": "expired_state", "message": "x"}})
+        );
     }
 }

@@ -170,13 +170,7 @@ fn json_error(resp: Response) -> Response {
         s if s.is_server_error() => ("internal", "the hub failed to answer this request"),
         _ => ("invalid_request", "the request cannot be served"),
     };
-    let mut out = ApiError {
-        status,
-        code,
-        message: message.to_string(),
-        retry_after: None,
-    }
-    .into_response();
+    let mut out = ApiError::new(status, code, message).into_response();
     out.headers_mut().extend(headers);
     out
 }

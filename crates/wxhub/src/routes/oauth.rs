@@ -27,6 +27,7 @@ fn api_error(f: Failure) -> ApiError {
             code: "internal",
             message: "the hub failed to complete this request".into(),
             retry_after: None,
+            restart: None,
         };
     }
     ApiError {
@@ -38,6 +39,7 @@ fn api_error(f: Failure) -> ApiError {
             _ if status == StatusCode::SERVICE_UNAVAILABLE => Some(1),
             _ => None,
         },
+        restart: None,
     }
 }
 

@@ -18,93 +18,179 @@
 //!   is at most [`MAX_RETURN_TO`] bytes and an account holds at most
 //!   `oauth.max_pending_states` states.
 
+use axum::http::StatusCode;
 use hmac::{Hmac, Mac};
 use rand::RngCore;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
+use wx_api::endpoint::sns::UserToken;
 use wx_api::oauth::{AuthorizeUrl, OAuthState, QrConnectUrl, RedirectUri, Scope};
 use wx_api::secret::{OAuthCode, RefreshToken, UserAccessToken};
 use wx_api::{AppId, ErrCode, OpenId, WxError};
 
 use crate::app::App;
 use crate::config::{AccountConfig, AccountKind, origin_of};
-use crate::store::{Consumed, FinishedSignIn, Grant, Redeemed, Stage, StateRecord};
+use crate::error::ApiError;
+use crate::store::{
+    Consumed, FinishedSignIn, Grant, Redeemed, Stage, StateRecord, scope_from_name, scope_name,
+};
 
-/// What a page asks for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Want {
-    /// The openid only (`snsapi_base`, silent).
-    Base,
-    /// The profile (`snsapi_userinfo`, after a silent probe).
-    Userinfo,
-    /// Website QR login (`snsapi_login`).
-    Login,
+/// Parses `scope=` of the authorize route: `base`, `userinfo` or `login`,
+/// or the platform's own names.
+pub fn parse_scope(s: &str) -> Option<Scope> {
+    scope_from_name(s).or_else(|| s.parse().ok())
 }
 
-impl Want {
-    /// Parses `scope=` of the authorize route.
-    pub fn parse(s: &str) -> Option<Want> {
-        match s {
-            "base" | "snsapi_base" => Some(Want::Base),
-            "userinfo" | "snsapi_userinfo" => Some(Want::Userinfo),
-            "login" | "snsapi_login" => Some(Want::Login),
-            _ => None,
-        }
-    }
-
-    fn as_str(self) -> &'static str {
-        match self {
-            Want::Base => "base",
-            Want::Userinfo => "userinfo",
-            Want::Login => "login",
-        }
-    }
-
-    fn scope(self) -> Scope {
-        match self {
-            Want::Base => Scope::SnsapiBase,
-            Want::Userinfo => Scope::SnsapiUserinfo,
-            Want::Login => Scope::SnsapiLogin,
-        }
-    }
-
-    fn from_scope(s: Scope) -> Want {
-        match s {
-            Scope::SnsapiBase => Want::Base,
-            Scope::SnsapiUserinfo => Want::Userinfo,
-            Scope::SnsapiLogin => Want::Login,
-        }
-    }
+fn sha256_hex(s: &str) -> String {
+    hex::encode(Sha256::digest(s.as_bytes()))
 }
 
-/// Why a request cannot start or finish; the routes turn it into a JSON
-/// error (authorize) or an error page (callback).
-#[derive(Debug)]
-pub struct Failure {
-    /// HTTP status.
-    pub status: u16,
-    /// Stable code.
-    pub code: &'static str,
-    /// What happened and what to do.
-    pub message: String,
-    /// Where "start again" leads, when known.
-    pub restart: Option<String>,
+fn account(app: &App, appid: &str) -> Result<AccountConfig, ApiError> {
+    app.creds
+        .account(appid)
+        .map(|a| a.cfg.clone())
+        .ok_or_else(|| ApiError::not_found(format!("no account {appid} in this hub")))
 }
 
-impl Failure {
-    fn new(status: u16, code: &'static str, message: impl Into<String>) -> Failure {
-        Failure {
-            status,
-            code,
-            message: message.into(),
-            restart: None,
+/// The authorize route's URL for a page, used for "start again" links.
+fn restart_url(app: &App, appid: &str, want: Scope, return_to: &str) -> String {
+    let q = serde_urlencoded::to_string([("scope", scope_name(want)), ("return_to", return_to)])
+        .unwrap_or_default();
+    format!("{}/oauth/{appid}/authorize?{q}", app.public_url)
+}
+
+/// The longest `return_to` accepted: a page URL, not a place to store data.
+pub const MAX_RETURN_TO: usize = 2048;
+
+/// Checks `return_to` against the account's allowed origins: no open redirect.
+fn check_return_to(account: &AccountConfig, return_to: &str) -> Result<url::Url, ApiError> {
+    let bad = |m: &str| ApiError::bad_request(format!("return_to: {m}"));
+    if return_to.len() > MAX_RETURN_TO {
+        return Err(bad(&format!("longer than {MAX_RETURN_TO} bytes")));
+    }
+    let u = url::Url::parse(return_to).map_err(|_| bad("not an absolute URL"))?;
+    if !matches!(u.scheme(), "http" | "https") || !u.username().is_empty() || u.password().is_some()
+    {
+        return Err(bad("must be a plain http or https URL"));
+    }
+    let origin = origin_of(&u).ok_or_else(|| bad("has no host"))?;
+    if !account.oauth_return_origins.contains(&origin) {
+        return Err(bad(&format!(
+            "{origin} is not one of the account's oauth_return_origins"
+        )));
+    }
+    Ok(u)
+}
+
+/// Starts a web authorization: records a state and returns WeChat's URL.
+///
+/// # Errors
+/// [`ApiError`]: unknown account, a scope the account cannot do, a bad
+/// `return_to`, too many sign-ins in progress, a store failure.
+pub async fn start(
+    app: &App,
+    appid: &str,
+    want: Scope,
+    return_to: &str,
+) -> Result<String, ApiError> {
+    let account = &account(app, appid)?;
+    match (account.kind, want) {
+        (AccountKind::Website, Scope::SnsapiLogin)
+        | (AccountKind::Official, Scope::SnsapiBase | Scope::SnsapiUserinfo) => {}
+        (AccountKind::Website, _) => {
+            return Err(ApiError::bad_request(
+                "scope: a website app signs in with scope=login",
+            ));
+        }
+        (AccountKind::Official, Scope::SnsapiLogin) => {
+            return Err(ApiError::bad_request(
+                "scope: login is for website apps; use base or userinfo",
+            ));
         }
     }
+    if account.oauth_return_origins.is_empty() {
+        return Err(ApiError::forbidden(format!(
+            "web authorization is not enabled for {appid}: set accounts.oauth_return_origins"
+        )));
+    }
+    check_return_to(account, return_to)?;
+    let stage = match want {
+        Scope::SnsapiUserinfo => Stage::Probe,
+        Scope::SnsapiBase => Stage::Base,
+        Scope::SnsapiLogin => Stage::Login,
+    };
+    redirect_to_wechat(app, account, want, stage, return_to).await
+}
 
-    fn restart(mut self, url: Option<String>) -> Failure {
-        self.restart = url;
-        self
+/// Records a state for this round of a sign-in and returns WeChat's URL
+/// for it.
+async fn redirect_to_wechat(
+    app: &App,
+    account: &AccountConfig,
+    want: Scope,
+    stage: Stage,
+    return_to: &str,
+) -> Result<String, ApiError> {
+    let now = app.clock.now();
+    let appid = account.appid.as_str();
+    let id = state_id();
+    let expires_at = now + app.config.oauth.state_ttl_secs;
+    let saved = app
+        .store
+        .save_state(
+            &id,
+            &StateRecord {
+                appid: appid.to_string(),
+                want,
+                stage,
+                return_to: return_to.to_string(),
+                expires_at,
+            },
+            now,
+            app.config.oauth.max_pending_states,
+        )
+        .await
+        .map_err(|e| ApiError::internal(format_args!("saving a state: {e}")))?;
+    if !saved {
+        app.metrics
+            .inc("wxhub_oauth_states_refused_total", &[("appid", appid)]);
+        return Err(ApiError::too_many_sign_ins(format!(
+            "{appid} has {} sign-ins in progress (oauth.max_pending_states); try again in a minute",
+            app.config.oauth.max_pending_states
+        )));
+    }
+    // What follows is built from the hub's own configuration and state:
+    // a failure here is a bug or a bad `oauth.public_url`, not the caller's.
+    let state = OAuthState::parse(sign_state(
+        &app.config.oauth.state_secret,
+        appid,
+        &id,
+        expires_at,
+    ))
+    .map_err(|e| ApiError::internal(format_args!("a signed state: {e}")))?;
+    let redirect = RedirectUri::parse(format!("{}/oauth/{appid}/callback", app.public_url))
+        .map_err(|e| ApiError::internal(format_args!("oauth.public_url: {e}")))?;
+    let hosts = app.wx.hosts();
+    Ok(match account.kind {
+        AccountKind::Website => QrConnectUrl::new(account.appid.clone(), redirect)
+            .state(state)
+            .build(hosts),
+        AccountKind::Official => AuthorizeUrl::new(account.appid.clone(), redirect, stage.scope())
+            .map_err(|e| ApiError::internal(format_args!("an authorize URL: {e}")))?
+            .state(state)
+            .build(hosts),
+    })
+}
+
+/// Appends `key=value` to a URL's query.
+fn with_param(url: &str, key: &str, value: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) => {
+            u.query_pairs_mut().append_pair(key, value);
+            u.to_string()
+        }
+        Err(_) => url.to_string(),
     }
 }
 
@@ -184,167 +270,6 @@ fn state_id() -> String {
     format!("{:012x}{}", ms & 0xffff_ffff_ffff, random_hex(10))
 }
 
-fn sha256_hex(s: &str) -> String {
-    hex::encode(Sha256::digest(s.as_bytes()))
-}
-
-fn account(app: &App, appid: &str) -> Result<AccountConfig, Failure> {
-    app.creds
-        .account(appid)
-        .map(|a| a.cfg.clone())
-        .ok_or_else(|| Failure::new(404, "not_found", format!("no account {appid} in this hub")))
-}
-
-/// The authorize route's URL for a page, used for "start again" links.
-fn restart_url(app: &App, appid: &str, want: Want, return_to: &str) -> String {
-    let q = serde_urlencoded::to_string([("scope", want.as_str()), ("return_to", return_to)])
-        .unwrap_or_default();
-    format!("{}/oauth/{appid}/authorize?{q}", app.public_url)
-}
-
-/// The longest `return_to` accepted: a page URL, not a place to store data.
-pub const MAX_RETURN_TO: usize = 2048;
-
-/// Checks `return_to` against the account's allowed origins: no open redirect.
-fn check_return_to(account: &AccountConfig, return_to: &str) -> Result<url::Url, Failure> {
-    let bad = |m: &str| Failure::new(400, "invalid_request", format!("return_to: {m}"));
-    if return_to.len() > MAX_RETURN_TO {
-        return Err(bad(&format!("longer than {MAX_RETURN_TO} bytes")));
-    }
-    let u = url::Url::parse(return_to).map_err(|_| bad("not an absolute URL"))?;
-    if !matches!(u.scheme(), "http" | "https") || !u.username().is_empty() || u.password().is_some()
-    {
-        return Err(bad("must be a plain http or https URL"));
-    }
-    let origin = origin_of(&u).ok_or_else(|| bad("has no host"))?;
-    if !account.oauth_return_origins.contains(&origin) {
-        return Err(bad(&format!(
-            "{origin} is not one of the account's oauth_return_origins"
-        )));
-    }
-    Ok(u)
-}
-
-/// Starts a web authorization: records a state and returns WeChat's URL.
-///
-/// # Errors
-/// [`Failure`]: unknown account, a scope the account cannot do, a bad `return_to`.
-pub async fn start(app: &App, appid: &str, want: Want, return_to: &str) -> Result<String, Failure> {
-    let account = &account(app, appid)?;
-    match (account.kind, want) {
-        (AccountKind::Website, Want::Login)
-        | (AccountKind::Official, Want::Base | Want::Userinfo) => {}
-        (AccountKind::Website, _) => {
-            return Err(Failure::new(
-                400,
-                "invalid_request",
-                "scope: a website app signs in with scope=login",
-            ));
-        }
-        (AccountKind::Official, Want::Login) => {
-            return Err(Failure::new(
-                400,
-                "invalid_request",
-                "scope: login is for website apps; use base or userinfo",
-            ));
-        }
-    }
-    if account.oauth_return_origins.is_empty() {
-        return Err(Failure::new(
-            403,
-            "forbidden",
-            format!(
-                "web authorization is not enabled for {appid}: set accounts.oauth_return_origins"
-            ),
-        ));
-    }
-    check_return_to(account, return_to)?;
-    let stage = match want {
-        Want::Userinfo => Stage::Probe,
-        Want::Base => Stage::Base,
-        Want::Login => Stage::Login,
-    };
-    redirect_to_wechat(app, account, want, stage, return_to).await
-}
-
-async fn redirect_to_wechat(
-    app: &App,
-    account: &AccountConfig,
-    want: Want,
-    stage: Stage,
-    return_to: &str,
-) -> Result<String, Failure> {
-    let now = app.clock.now();
-    let appid = account.appid.as_str();
-    let id = state_id();
-    let expires_at = now + app.config.oauth.state_ttl_secs;
-    let internal = |e: String| Failure::new(500, "internal", e);
-    let saved = app
-        .store
-        .save_state(
-            &id,
-            &StateRecord {
-                appid: appid.to_string(),
-                want: want.scope(),
-                stage,
-                return_to: return_to.to_string(),
-                expires_at,
-            },
-            now,
-            app.config.oauth.max_pending_states,
-        )
-        .await
-        .map_err(|e| internal(e.to_string()))?;
-    if !saved {
-        app.metrics
-            .inc("wxhub_oauth_states_refused_total", &[("appid", appid)]);
-        return Err(Failure::new(
-            503,
-            "too_many_sign_ins",
-            format!(
-                "{appid} has {} sign-ins in progress (oauth.max_pending_states); try again in a minute",
-                app.config.oauth.max_pending_states
-            ),
-        ));
-    }
-    let state = OAuthState::parse(sign_state(
-        &app.config.oauth.state_secret,
-        appid,
-        &id,
-        expires_at,
-    ))
-    .map_err(|e| internal(e.to_string()))?;
-    let redirect = RedirectUri::parse(format!("{}/oauth/{appid}/callback", app.public_url))
-        .map_err(|e| internal(format!("oauth.public_url: {e}")))?;
-    let hosts = app.wx.hosts();
-    Ok(match (account.kind, stage) {
-        (AccountKind::Website, _) => QrConnectUrl::new(account.appid.clone(), redirect)
-            .state(state)
-            .build(hosts),
-        (_, Stage::Consent) => {
-            AuthorizeUrl::new(account.appid.clone(), redirect, Scope::SnsapiUserinfo)
-                .map_err(|e| internal(e.to_string()))?
-                .state(state)
-                .build(hosts)
-        }
-        _ => AuthorizeUrl::new(account.appid.clone(), redirect, Scope::SnsapiBase)
-            .map_err(|e| internal(e.to_string()))?
-            .state(state)
-            .build(hosts),
-    })
-}
-
-/// Appends `key=value` to a URL's query.
-fn with_param(url: &str, key: &str, value: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut u) => {
-            u.query_pairs_mut().append_pair(key, value);
-            u.to_string()
-        }
-        Err(_) => url.to_string(),
-    }
-}
-
 /// The hand-over ticket of one callback: derived from the state and the
 /// code it came with, so a replayed callback names the same ticket instead
 /// of minting another one.
@@ -359,200 +284,40 @@ fn derive_ticket(key: &[u8], appid: &str, id: &str, code_hash: &str) -> String {
     format!("wxt{}", hex::encode(&m.finalize().into_bytes()[..24]))
 }
 
-/// What a finished callback left on its state, for replays of it.
-#[derive(Debug, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-enum Outcome {
-    /// A ticket was handed over; a replay names the same one.
-    Ticket,
-    /// The person was sent on to WeChat again (consent after a silent probe).
-    Redirect(String),
-    /// It failed, for this reason.
-    Failed {
-        status: u16,
-        code: String,
-        message: String,
-        restart: Option<String>,
-    },
-}
-
-/// What a code exchange led to.
-enum Finished {
-    /// A result to hand over, and a base-scope grant to keep with it.
-    Result(Value, Option<Box<Grant>>),
-    /// Sent on to WeChat for consent.
-    Redirect(String),
-}
-
-async fn remember(app: &App, appid: &str, id: &str, outcome: &Outcome) {
-    let text = serde_json::to_string(outcome).unwrap_or_default();
-    if let Err(e) = app.store.set_state_result(appid, id, &text).await {
-        tracing::warn!(account.appid = %appid, error = %e, "cannot remember a sign-in's outcome; a replayed callback will be told it was already used");
-    }
-}
-
-/// The return URL telling the page that this sign-in was already used.
-fn already_used(return_to: &str) -> String {
-    with_param(return_to, "wxhub_error", "already_used")
-}
-
-/// Handles WeChat's redirect back: consent, refusal, replays, escalation.
-/// Returns where to send the person.
+/// Redeems a hand-over ticket for a client allowed to use its account.
 ///
 /// # Errors
-/// [`Failure`], shown as an error page; nothing is exchanged for a bad state.
-pub async fn callback(
+/// [`ApiError`]: 404 unknown, used or expired; 403 another account's; 500
+/// when the store fails or holds a result that does not read.
+pub async fn redeem(
     app: &App,
-    appid: &str,
-    code: Option<&str>,
-    state: Option<&str>,
-) -> Result<String, Failure> {
-    let account = account(app, appid)?;
+    allowed: impl Fn(&str) -> bool + Send + 'static,
+    ticket: &str,
+) -> Result<Value, ApiError> {
     let now = app.clock.now();
-    let key = &app.config.oauth.state_secret;
-    let state = state.filter(|s| !s.is_empty()).ok_or_else(|| {
-        Failure::new(
-            400,
-            "invalid_state",
-            "this page was opened without a login state: start from the page you came from",
-        )
-    })?;
-    let id = match verify_state(key, appid, state, now) {
-        Ok(id) => id,
-        Err(BadState::Expired(id)) => {
-            let restart = app
-                .store
-                .peek_state(appid, &id)
-                .await
-                .ok()
-                .flatten()
-                .map(|r| restart_url(app, appid, Want::from_scope(r.want), &r.return_to));
-            return Err(Failure::new(
-                400,
-                "expired_state",
-                "this login took too long and has expired; nothing was done",
-            )
-            .restart(restart));
-        }
-        Err(_) => {
-            return Err(Failure::new(
-                400,
-                "invalid_state",
-                "this login link is not valid (forged or damaged); nothing was done",
-            ));
-        }
-    };
-    let code = code.filter(|c| !c.is_empty());
-    let code_hash = code.map(sha256_hex);
-    let record = match app
+    let hash = sha256_hex(ticket);
+    let redeemed = app
         .store
-        .consume_state(appid, &id, code_hash.as_deref(), now)
+        .redeem_ticket_for(&hash, now, allowed)
         .await
-        .map_err(|e| Failure::new(500, "internal", e.to_string()))?
-    {
-        Consumed::Fresh(r) => r,
-        Consumed::Again { record, result, .. } => {
-            let code_hash = code_hash.unwrap_or_default();
-            return replay(app, appid, &id, &code_hash, record, result).await;
-        }
-        // Another code, or a refusal replayed: the page learns that this
-        // sign-in is over; nothing is exchanged.
-        Consumed::Used(record) => return Ok(already_used(&record.return_to)),
-        Consumed::Missing => {
-            return Err(Failure::new(
-                400,
-                "invalid_state",
-                "this login link is unknown to this hub; nothing was done",
-            ));
-        }
-    };
-    let (Some(code), Some(code_hash)) = (code, code_hash) else {
-        // Refusal: WeChat comes back with state and no code.
-        return Ok(with_param(
-            &record.return_to,
-            "wxhub_error",
-            "access_denied",
-        ));
-    };
-    match finish(app, &account, &record, code, now).await {
-        Ok(Finished::Result(result, grant)) => {
-            let ticket = derive_ticket(key, appid, &id, &code_hash);
-            let now = app.clock.now();
-            let payload = result.to_string();
-            let outcome = serde_json::to_string(&Outcome::Ticket).unwrap_or_default();
-            app.store
-                .finish_sign_in(&FinishedSignIn {
-                    appid,
-                    state_id: &id,
-                    ticket_hash: &sha256_hex(&ticket),
-                    payload: &payload,
-                    ticket_expires_at: now + app.config.oauth.ticket_ttl_secs,
-                    outcome: &outcome,
-                    base_grant: grant.as_deref(),
-                    now,
-                })
-                .await
-                .map_err(|e| Failure::new(500, "internal", e.to_string()))?;
-            Ok(with_param(&record.return_to, "wxhub_ticket", &ticket))
-        }
-        Ok(Finished::Redirect(url)) => {
-            remember(app, appid, &id, &Outcome::Redirect(url.clone())).await;
-            Ok(url)
-        }
-        Err(f) => {
-            let failed = Outcome::Failed {
-                status: f.status,
-                code: f.code.to_string(),
-                message: f.message.clone(),
-                restart: f.restart.clone(),
-            };
-            remember(app, appid, &id, &failed).await;
-            Err(f)
-        }
+        .map_err(|e| ApiError::internal(format_args!("redeeming a ticket: {e}")))?;
+    match redeemed {
+        // The hub wrote this payload itself: one that does not parse is ours.
+        Redeemed::Done(_, payload) => serde_json::from_str(&payload)
+            .map_err(|e| ApiError::internal(format_args!("a stored sign-in result: {e}"))),
+        Redeemed::Forbidden(appid) => Err(ApiError::forbidden(format!(
+            "this client may not use account {appid}"
+        ))),
+        Redeemed::Missing => Err(ApiError::not_found("unknown, used or expired ticket")),
     }
 }
 
-/// Exchanges the code and does what the page asked for: a result to hand
-/// over, or a redirect to WeChat for consent.
-async fn finish(
-    app: &App,
-    account: &AccountConfig,
-    record: &StateRecord,
-    code: &str,
-    now: i64,
-) -> Result<Finished, Failure> {
-    let appid = account.appid.as_str();
-    let want = Want::from_scope(record.want);
-    let restart = restart_url(app, appid, want, &record.return_to);
-    let token = match app
-        .wx
-        .exchange_code(&account.appid, &account.secret, &OAuthCode::new(code))
-        .await
-    {
-        Ok(t) => t,
-        Err(e) => {
-            let (status, code, msg) = match e.errcode() {
-                Some(ErrCode::CodeBeenUsed) => (
-                    400,
-                    "code_used",
-                    "this sign-in code was already used; start again",
-                ),
-                Some(ErrCode::InvalidCode | ErrCode::CodeExpired) => (
-                    400,
-                    "code_expired",
-                    "this sign-in took too long; start again",
-                ),
-                _ => (
-                    502,
-                    "upstream_error",
-                    "the WeChat platform did not complete the sign-in; start again",
-                ),
-            };
-            tracing::warn!(account.appid = %appid, error = %e, "code exchange failed");
-            return Err(Failure::new(status, code, msg).restart(Some(restart)));
-        }
-    };
-    let grant = Grant {
+/// How long a refresh_token lives (§5.3): the grant's lifetime.
+const REFRESH_TOKEN_LIFE: i64 = 30 * 86400;
+
+/// The grant a code exchange returned, as stored.
+fn new_grant(appid: &str, token: &UserToken, now: i64) -> Grant {
+    Grant {
         appid: appid.to_string(),
         openid: token.openid.as_str().to_string(),
         unionid: token.unionid.as_ref().map(|u| u.as_str().to_string()),
@@ -564,139 +329,11 @@ async fn finish(
         refresh_expires_at: now + REFRESH_TOKEN_LIFE,
         profile: None,
         profile_fetched_at: None,
-    };
-    let mut keep = None;
-    let result = match (want, record.stage) {
-        (Want::Userinfo, Stage::Probe) => {
-            // Silent round: is there a userinfo grant on file for this person?
-            let existing = app
-                .store
-                .load_grant(appid, &grant.openid)
-                .await
-                .ok()
-                .flatten();
-            let usable =
-                existing.filter(|g| g.scope != "snsapi_base" && g.refresh_expires_at > now);
-            match usable {
-                Some(g) => match profile_via_grant(app, account, g).await {
-                    Ok(g) => payload(&g, None),
-                    // 48001 or a dead grant: ask for consent, not an error.
-                    Err(ProfileError::Unauthorized | ProfileError::Expired) => {
-                        return redirect_to_wechat(
-                            app,
-                            account,
-                            want,
-                            Stage::Consent,
-                            &record.return_to,
-                        )
-                        .await
-                        .map(Finished::Redirect);
-                    }
-                    Err(ProfileError::Upstream(m)) => {
-                        return Err(Failure::new(502, "upstream_error", m).restart(Some(restart)));
-                    }
-                },
-                None => {
-                    save_unless_downgrade(app, &grant, now).await;
-                    return redirect_to_wechat(
-                        app,
-                        account,
-                        want,
-                        Stage::Consent,
-                        &record.return_to,
-                    )
-                    .await
-                    .map(Finished::Redirect);
-                }
-            }
-        }
-        (Want::Userinfo | Want::Login, _) => {
-            save_grant(app, &grant).await;
-            match profile_via_grant(app, account, grant.clone()).await {
-                Ok(g) => payload(&g, None),
-                // Consent was given and still 48001 (a snapshot user): hand
-                // over the openid without a profile rather than loop.
-                Err(ProfileError::Unauthorized) => payload(&grant, Some("api_unauthorized")),
-                Err(ProfileError::Expired) => payload(&grant, Some("grant_expired")),
-                Err(ProfileError::Upstream(m)) => {
-                    return Err(Failure::new(502, "upstream_error", m).restart(Some(restart)));
-                }
-            }
-        }
-        (Want::Base, _) => {
-            let p = payload(&grant, None);
-            keep = Some(Box::new(grant));
-            p
-        }
-    };
-    Ok(Finished::Result(result, keep))
-}
-
-/// A callback with a state and code seen before (WeChat's double redirect,
-/// browser history, a shared link): what the first one led to. The same
-/// ticket while it is unredeemed and alive, then "already used"; a failure
-/// again, at once, with its reason. Nothing is exchanged or minted twice.
-async fn replay(
-    app: &App,
-    appid: &str,
-    id: &str,
-    code_hash: &str,
-    record: StateRecord,
-    mut result: Option<String>,
-) -> Result<String, Failure> {
-    // The first callback may still be exchanging the code: wait for it,
-    // briefly, rather than exchange the code a second time.
-    for _ in 0..50 {
-        if result.is_some() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        result = app.store.state_result(appid, id).await.ok().flatten();
-    }
-    let Some(result) = result else {
-        return Err(Failure::new(
-            503,
-            "in_progress",
-            "this sign-in is still being completed; try again in a few seconds",
-        ));
-    };
-    match serde_json::from_str::<Outcome>(&result) {
-        Ok(Outcome::Ticket) => {
-            let ticket = derive_ticket(&app.config.oauth.state_secret, appid, id, code_hash);
-            let live = app
-                .store
-                .ticket_live(&sha256_hex(&ticket), app.clock.now())
-                .await
-                .map_err(|e| Failure::new(500, "internal", e.to_string()))?;
-            Ok(if live {
-                with_param(&record.return_to, "wxhub_ticket", &ticket)
-            } else {
-                already_used(&record.return_to)
-            })
-        }
-        Ok(Outcome::Redirect(url)) => Ok(url),
-        Ok(Outcome::Failed {
-            status,
-            code,
-            message,
-            restart,
-        }) => {
-            let code = match code.as_str() {
-                "code_used" => "code_used",
-                "code_expired" => "code_expired",
-                "upstream_error" => "upstream_error",
-                _ => "sign_in_failed",
-            };
-            Err(Failure::new(status, code, message).restart(restart))
-        }
-        // Written by an older version: nothing to repeat safely.
-        Err(_) => Ok(already_used(&record.return_to)),
     }
 }
 
-/// How long a refresh_token lives (§5.3): the grant's lifetime.
-const REFRESH_TOKEN_LIFE: i64 = 30 * 86400;
-
+// A grant that cannot be stored costs the person a consent page next
+// time, not this sign-in: logged, not answered.
 async fn save_grant(app: &App, g: &Grant) {
     if let Err(e) = app.store.save_grant(g).await {
         tracing::error!(account.appid = %g.appid, error = %e, "cannot store a grant");
@@ -710,6 +347,7 @@ async fn save_unless_downgrade(app: &App, g: &Grant, now: i64) {
     }
 }
 
+/// What a sign-in hands over: the identity, and the profile when there is one.
 fn payload(g: &Grant, profile_error: Option<&str>) -> Value {
     let mut v = json!({
         "appid": g.appid,
@@ -742,8 +380,8 @@ pub enum ProfileError {
     Unauthorized,
     /// The grant is gone (30 days, 40030, 42002); it was deleted.
     Expired,
-    /// The platform failed.
-    Upstream(String),
+    /// The platform failed (`upstream_error`), or the hub did (`internal`).
+    Failed(ApiError),
 }
 
 /// Reads (or refreshes) the profile through a grant, refreshing the user
@@ -761,8 +399,13 @@ pub async fn profile_via_grant(
         let _ = app.store.delete_grant(&g.appid, &g.openid).await;
         return Err(ProfileError::Expired);
     }
-    let openid =
-        OpenId::parse(g.openid.clone()).map_err(|e| ProfileError::Upstream(e.to_string()))?;
+    // The openid came from the platform and was checked then: one that no
+    // longer parses was damaged on our side.
+    let openid = OpenId::parse(g.openid.clone()).map_err(|e| {
+        ProfileError::Failed(ApiError::internal(format_args!(
+            "a stored grant's openid: {e}"
+        )))
+    })?;
     let mut refreshed = false;
     loop {
         if g.access_expires_at <= now + 60 {
@@ -796,9 +439,9 @@ pub async fn profile_via_grant(
                 continue;
             }
             Err(e) => {
-                return Err(ProfileError::Upstream(format!(
+                return Err(ProfileError::Failed(ApiError::upstream(format!(
                     "reading the profile failed: {e}"
-                )));
+                ))));
             }
         }
     }
@@ -824,9 +467,9 @@ async fn refresh_grant(app: &App, appid: &AppId, g: &mut Grant) -> Result<(), Pr
             let _ = app.store.delete_grant(&g.appid, &g.openid).await;
             Err(ProfileError::Expired)
         }
-        Err(e) => Err(ProfileError::Upstream(format!(
+        Err(e) => Err(ProfileError::Failed(ApiError::upstream(format!(
             "refreshing the grant failed: {e}"
-        ))),
+        )))),
     }
 }
 
@@ -845,8 +488,9 @@ fn gone(e: &WxError) -> bool {
 /// through the grant when older than `profile_max_age_secs`.
 ///
 /// # Errors
-/// [`Failure`] (404 with the reason when there is no usable grant).
-pub async fn user(app: &App, appid: &str, openid: &str) -> Result<Value, Failure> {
+/// [`ApiError`]: 404 with the reason when there is no usable grant, 502
+/// when the platform fails, 500 when the store does.
+pub async fn user(app: &App, appid: &str, openid: &str) -> Result<Value, ApiError> {
     let account = account(app, appid)?;
     let now = app.clock.now();
     let reauth =
@@ -855,22 +499,12 @@ pub async fn user(app: &App, appid: &str, openid: &str) -> Result<Value, Failure
         .store
         .load_grant(appid, openid)
         .await
-        .map_err(|e| Failure::new(500, "internal", e.to_string()))?
-        .ok_or_else(|| {
-            Failure::new(
-                404,
-                "not_found",
-                format!("no grant from this person: {reauth}"),
-            )
-        })?;
+        .map_err(|e| ApiError::internal(format_args!("loading a grant: {e}")))?
+        .ok_or_else(|| ApiError::not_found(format!("no grant from this person: {reauth}")))?;
     if g.scope == "snsapi_base" {
-        return Err(Failure::new(
-            404,
-            "not_found",
-            format!(
-                "this person granted snsapi_base only; the profile needs snsapi_userinfo: {reauth}"
-            ),
-        ));
+        return Err(ApiError::not_found(format!(
+            "this person granted snsapi_base only; the profile needs snsapi_userinfo: {reauth}"
+        )));
     }
     let fresh = g
         .profile_fetched_at
@@ -882,20 +516,16 @@ pub async fn user(app: &App, appid: &str, openid: &str) -> Result<Value, Failure
         match profile_via_grant(app, &account, g).await {
             Ok(g) => g,
             Err(ProfileError::Expired) => {
-                return Err(Failure::new(
-                    404,
-                    "not_found",
-                    format!("the grant has expired (30 days, or revoked): {reauth}"),
-                ));
+                return Err(ApiError::not_found(format!(
+                    "the grant has expired (30 days, or revoked): {reauth}"
+                )));
             }
             Err(ProfileError::Unauthorized) => {
-                return Err(Failure::new(
-                    404,
-                    "not_found",
-                    format!("the platform refuses the profile (48001): {reauth}"),
-                ));
+                return Err(ApiError::not_found(format!(
+                    "the platform refuses the profile (48001): {reauth}"
+                )));
             }
-            Err(ProfileError::Upstream(m)) => return Err(Failure::new(502, "upstream_error", m)),
+            Err(ProfileError::Failed(e)) => return Err(e),
         }
     };
     let mut v = payload(&g, None);
@@ -903,36 +533,372 @@ pub async fn user(app: &App, appid: &str, openid: &str) -> Result<Value, Failure
     Ok(v)
 }
 
-/// Redeems a hand-over ticket for a client allowed to use its account.
+/// What a finished callback left on its state, for replays of it. Stored as
+/// JSON; the format is read back by hubs of other versions.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Outcome {
+    /// A ticket was handed over; a replay names the same one.
+    Ticket,
+    /// The person was sent on to WeChat again (consent after a silent probe).
+    Redirect(String),
+    /// It failed, for this reason.
+    Failed {
+        #[serde(with = "status_number")]
+        status: StatusCode,
+        code: String,
+        message: String,
+        restart: Option<String>,
+    },
+}
+
+impl Outcome {
+    fn failed(e: &ApiError) -> Outcome {
+        Outcome::Failed {
+            status: e.status,
+            code: e.code.to_string(),
+            message: e.message.clone(),
+            restart: e.restart.clone(),
+        }
+    }
+}
+
+/// A status as the number it has always been stored as.
+mod status_number {
+    use axum::http::StatusCode;
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+
+    pub(super) fn serialize<S: Serializer>(s: &StatusCode, ser: S) -> Result<S::Ok, S::Error> {
+        ser.serialize_u16(s.as_u16())
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(de: D) -> Result<StatusCode, D::Error> {
+        StatusCode::from_u16(u16::deserialize(de)?).map_err(D::Error::custom)
+    }
+}
+
+/// What a code exchange led to.
+enum Finished {
+    /// A result to hand over, and a base-scope grant to keep with it.
+    Result(Value, Option<Box<Grant>>),
+    /// Sent on to WeChat for consent.
+    Redirect(String),
+}
+
+async fn remember(app: &App, appid: &str, id: &str, outcome: &Outcome) {
+    let text = serde_json::to_string(outcome).unwrap_or_default();
+    if let Err(e) = app.store.set_state_result(appid, id, &text).await {
+        tracing::warn!(account.appid = %appid, error = %e, "cannot remember a sign-in's outcome; a replayed callback will be told it was already used");
+    }
+}
+
+/// The return URL telling the page that this sign-in was already used.
+fn already_used(return_to: &str) -> String {
+    with_param(return_to, "wxhub_error", "already_used")
+}
+
+/// Handles WeChat's redirect back: consent, refusal, replays, escalation.
+/// Returns where to send the person.
 ///
 /// # Errors
-/// [`Failure`]: 404 unknown, used or expired; 403 another account's.
-pub async fn redeem(
+/// [`ApiError`], shown as an error page; nothing is exchanged for a bad state.
+pub async fn callback(
     app: &App,
-    allowed: impl Fn(&str) -> bool + Send + 'static,
-    ticket: &str,
-) -> Result<Value, Failure> {
+    appid: &str,
+    code: Option<&str>,
+    state: Option<&str>,
+) -> Result<String, ApiError> {
+    let account = account(app, appid)?;
     let now = app.clock.now();
-    let hash = sha256_hex(ticket);
-    let redeemed = app
+    let id = check_state(app, appid, state, now).await?;
+    let code = code.filter(|c| !c.is_empty());
+    let code_hash = code.map(sha256_hex);
+    let record = match app
         .store
-        .redeem_ticket_for(&hash, now, allowed)
+        .consume_state(appid, &id, code_hash.as_deref(), now)
         .await
-        .map_err(|e| Failure::new(500, "internal", e.to_string()))?;
-    match redeemed {
-        Redeemed::Done(_, payload) => {
-            serde_json::from_str(&payload).map_err(|e| Failure::new(500, "internal", e.to_string()))
+        .map_err(|e| ApiError::internal(format_args!("consuming a state: {e}")))?
+    {
+        Consumed::Fresh(r) => r,
+        Consumed::Again { record, result, .. } => {
+            let code_hash = code_hash.unwrap_or_default();
+            return replay(app, appid, &id, &code_hash, record, result).await;
         }
-        Redeemed::Forbidden(appid) => Err(Failure::new(
-            403,
-            "forbidden",
-            format!("this client may not use account {appid}"),
+        // Another code, or a refusal replayed: the page learns that this
+        // sign-in is over; nothing is exchanged.
+        Consumed::Used(record) => return Ok(already_used(&record.return_to)),
+        Consumed::Missing => {
+            return Err(ApiError::invalid_state(
+                "this login link is unknown to this hub; nothing was done",
+            ));
+        }
+    };
+    let (Some(code), Some(code_hash)) = (code, code_hash) else {
+        // Refusal: WeChat comes back with state and no code.
+        return Ok(with_param(
+            &record.return_to,
+            "wxhub_error",
+            "access_denied",
+        ));
+    };
+    let finished = finish(app, &account, &record, code, now).await;
+    conclude(app, appid, &id, &code_hash, &record, finished).await
+}
+
+/// The id of the record a callback's state points at, if it verifies.
+async fn check_state(
+    app: &App,
+    appid: &str,
+    state: Option<&str>,
+    now: i64,
+) -> Result<String, ApiError> {
+    let state = state.filter(|s| !s.is_empty()).ok_or_else(|| {
+        ApiError::invalid_state(
+            "this page was opened without a login state: start from the page you came from",
+        )
+    })?;
+    match verify_state(&app.config.oauth.state_secret, appid, state, now) {
+        Ok(id) => Ok(id),
+        Err(BadState::Expired(id)) => {
+            let restart = app
+                .store
+                .peek_state(appid, &id)
+                .await
+                .ok()
+                .flatten()
+                .map(|r| restart_url(app, appid, r.want, &r.return_to));
+            Err(ApiError::expired_state(
+                "this login took too long and has expired; nothing was done",
+            )
+            .with_restart(restart))
+        }
+        Err(BadState::Malformed | BadState::Forged) => Err(ApiError::invalid_state(
+            "this login link is not valid (forged or damaged); nothing was done",
         )),
-        Redeemed::Missing => Err(Failure::new(
-            404,
-            "not_found",
-            "unknown, used or expired ticket",
-        )),
+    }
+}
+
+/// Keeps what a code exchange led to on its state, for replays, and says
+/// where the person goes: back with a ticket, or on to WeChat.
+async fn conclude(
+    app: &App,
+    appid: &str,
+    id: &str,
+    code_hash: &str,
+    record: &StateRecord,
+    finished: Result<Finished, ApiError>,
+) -> Result<String, ApiError> {
+    match finished {
+        Ok(Finished::Result(result, grant)) => {
+            let ticket = derive_ticket(&app.config.oauth.state_secret, appid, id, code_hash);
+            let now = app.clock.now();
+            let payload = result.to_string();
+            let outcome = serde_json::to_string(&Outcome::Ticket).unwrap_or_default();
+            app.store
+                .finish_sign_in(&FinishedSignIn {
+                    appid,
+                    state_id: id,
+                    ticket_hash: &sha256_hex(&ticket),
+                    payload: &payload,
+                    ticket_expires_at: now + app.config.oauth.ticket_ttl_secs,
+                    outcome: &outcome,
+                    base_grant: grant.as_deref(),
+                    now,
+                })
+                .await
+                .map_err(|e| ApiError::internal(format_args!("storing a sign-in: {e}")))?;
+            Ok(with_param(&record.return_to, "wxhub_ticket", &ticket))
+        }
+        Ok(Finished::Redirect(url)) => {
+            remember(app, appid, id, &Outcome::Redirect(url.clone())).await;
+            Ok(url)
+        }
+        Err(e) => {
+            remember(app, appid, id, &Outcome::failed(&e)).await;
+            Err(e)
+        }
+    }
+}
+
+/// Exchanges the code and does what the page asked for: a result to hand
+/// over, or a redirect to WeChat for consent.
+async fn finish(
+    app: &App,
+    account: &AccountConfig,
+    record: &StateRecord,
+    code: &str,
+    now: i64,
+) -> Result<Finished, ApiError> {
+    let appid = account.appid.as_str();
+    let restart = restart_url(app, appid, record.want, &record.return_to);
+    let token = match app
+        .wx
+        .exchange_code(&account.appid, &account.secret, &OAuthCode::new(code))
+        .await
+    {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::warn!(account.appid = %appid, error = %e, "code exchange failed");
+            return Err(exchange_failed(&e).with_restart(Some(restart)));
+        }
+    };
+    let grant = new_grant(appid, &token, now);
+    match (record.want, record.stage) {
+        (Scope::SnsapiUserinfo, Stage::Probe) => {
+            probe(app, account, record, grant, now, restart).await
+        }
+        (Scope::SnsapiUserinfo | Scope::SnsapiLogin, _) => {
+            with_profile(app, account, grant, restart).await
+        }
+        (Scope::SnsapiBase, _) => {
+            let p = payload(&grant, None);
+            Ok(Finished::Result(p, Some(Box::new(grant))))
+        }
+    }
+}
+
+fn exchange_failed(e: &WxError) -> ApiError {
+    match e.errcode() {
+        Some(ErrCode::CodeBeenUsed) => {
+            ApiError::code_used("this sign-in code was already used; start again")
+        }
+        Some(ErrCode::InvalidCode | ErrCode::CodeExpired) => {
+            ApiError::code_expired("this sign-in took too long; start again")
+        }
+        _ => ApiError::upstream("the WeChat platform did not complete the sign-in; start again"),
+    }
+}
+
+/// The silent round of a page that wants the profile: a userinfo grant on
+/// file for this person answers it; without one, on to consent.
+async fn probe(
+    app: &App,
+    account: &AccountConfig,
+    record: &StateRecord,
+    grant: Grant,
+    now: i64,
+    restart: String,
+) -> Result<Finished, ApiError> {
+    let existing = app
+        .store
+        .load_grant(account.appid.as_str(), &grant.openid)
+        .await
+        .ok()
+        .flatten();
+    let usable = existing.filter(|g| g.scope != "snsapi_base" && g.refresh_expires_at > now);
+    let Some(usable) = usable else {
+        save_unless_downgrade(app, &grant, now).await;
+        return consent(app, account, record).await;
+    };
+    match profile_via_grant(app, account, usable).await {
+        Ok(g) => Ok(Finished::Result(payload(&g, None), None)),
+        // 48001 or a dead grant: ask for consent, not an error.
+        Err(ProfileError::Unauthorized | ProfileError::Expired) => {
+            consent(app, account, record).await
+        }
+        Err(ProfileError::Failed(e)) => Err(e.with_restart(Some(restart))),
+    }
+}
+
+async fn consent(
+    app: &App,
+    account: &AccountConfig,
+    record: &StateRecord,
+) -> Result<Finished, ApiError> {
+    redirect_to_wechat(app, account, record.want, Stage::Consent, &record.return_to)
+        .await
+        .map(Finished::Redirect)
+}
+
+/// Consent given (or a website login): the profile through the new grant.
+async fn with_profile(
+    app: &App,
+    account: &AccountConfig,
+    grant: Grant,
+    restart: String,
+) -> Result<Finished, ApiError> {
+    save_grant(app, &grant).await;
+    let result = match profile_via_grant(app, account, grant.clone()).await {
+        Ok(g) => payload(&g, None),
+        // Consent was given and still 48001 (a snapshot user): hand
+        // over the openid without a profile rather than loop.
+        Err(ProfileError::Unauthorized) => payload(&grant, Some("api_unauthorized")),
+        Err(ProfileError::Expired) => payload(&grant, Some("grant_expired")),
+        Err(ProfileError::Failed(e)) => return Err(e.with_restart(Some(restart))),
+    };
+    Ok(Finished::Result(result, None))
+}
+
+/// A callback with a state and code seen before (WeChat's double redirect,
+/// browser history, a shared link): what the first one led to. The same
+/// ticket while it is unredeemed and alive, then "already used"; a failure
+/// again, at once, with its reason. Nothing is exchanged or minted twice.
+async fn replay(
+    app: &App,
+    appid: &str,
+    id: &str,
+    code_hash: &str,
+    record: StateRecord,
+    mut result: Option<String>,
+) -> Result<String, ApiError> {
+    // The first callback may still be exchanging the code: wait for it,
+    // briefly, rather than exchange the code a second time.
+    for _ in 0..50 {
+        if result.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        result = app.store.state_result(appid, id).await.ok().flatten();
+    }
+    let Some(result) = result else {
+        return Err(ApiError::in_progress(
+            "this sign-in is still being completed; try again in a few seconds",
+        ));
+    };
+    match serde_json::from_str::<Outcome>(&result) {
+        Ok(Outcome::Ticket) => {
+            let ticket = derive_ticket(&app.config.oauth.state_secret, appid, id, code_hash);
+            let live = app
+                .store
+                .ticket_live(&sha256_hex(&ticket), app.clock.now())
+                .await
+                .map_err(|e| ApiError::internal(format_args!("looking a ticket up: {e}")))?;
+            Ok(if live {
+                with_param(&record.return_to, "wxhub_ticket", &ticket)
+            } else {
+                already_used(&record.return_to)
+            })
+        }
+        Ok(Outcome::Redirect(url)) => Ok(url),
+        Ok(Outcome::Failed {
+            status,
+            code,
+            message,
+            restart,
+        }) => Err(remembered(status, &code, message).with_restart(restart)),
+        // Written by an older version: nothing to repeat safely.
+        Err(_) => Ok(already_used(&record.return_to)),
+    }
+}
+
+/// A failure read back from a state, with the code it was first answered
+/// with.
+fn remembered(status: StatusCode, code: &str, message: String) -> ApiError {
+    match code {
+        "code_used" => ApiError::code_used(message),
+        "code_expired" => ApiError::code_expired(message),
+        "upstream_error" => ApiError::upstream(message),
+        "too_many_sign_ins" => ApiError::too_many_sign_ins(message),
+        // Its cause was logged, once, under the reference in the message.
+        // Hubs before references stored the cause itself: not for the person.
+        "internal" => ApiError::internal_repeated(&message).unwrap_or_else(|| {
+            ApiError::new(
+                status,
+                "sign_in_failed",
+                "the hub could not complete this sign-in; start again",
+            )
+        }),
+        _ => ApiError::new(status, "sign_in_failed", message),
     }
 }
 
@@ -967,5 +933,62 @@ mod tests {
             "expiry is signed"
         );
         assert_eq!(verify_state(key, "wx1", "abc", 0), Err(BadState::Malformed));
+    }
+
+    /// Hubs of other versions read what this one stores, and the reverse.
+    #[test]
+    fn a_failed_outcome_keeps_its_stored_form() {
+        let e = ApiError::code_expired("too long").with_restart(Some("https://hub/a".into()));
+        let text = serde_json::to_string(&Outcome::failed(&e)).unwrap();
+        assert_eq!(
+            text,
+            r#"{"failed":{"status":400,"code":"code_expired","message":"too long","restart":"https://hub/a"}}"#
+        );
+        let Outcome::Failed {
+            status,
+            code,
+            message,
+            restart,
+        } = serde_json::from_str(&text).unwrap()
+        else {
+            panic!("{text}")
+        };
+        let again = remembered(status, &code, message).with_restart(restart);
+        assert_eq!(
+            (again.status, again.code, again.message.as_str()),
+            (e.status, e.code, "too long")
+        );
+        assert_eq!(again.restart, e.restart);
+        assert_eq!(
+            serde_json::to_string(&Outcome::Ticket).unwrap(),
+            r#""ticket""#
+        );
+    }
+
+    #[test]
+    fn a_remembered_failure_keeps_its_code() {
+        for e in [
+            ApiError::code_used("x"),
+            ApiError::code_expired("x"),
+            ApiError::upstream("x"),
+            ApiError::too_many_sign_ins("x"),
+            ApiError::internal("cause"),
+        ] {
+            let again = remembered(e.status, e.code, e.message.clone());
+            assert_eq!(
+                (again.status, again.code, &again.message),
+                (e.status, e.code, &e.message)
+            );
+        }
+        // An older hub kept the internal cause itself: it stays hidden.
+        let old = remembered(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "store: disk I/O error".into(),
+        );
+        assert_eq!((old.status.as_u16(), old.code), (500, "sign_in_failed"));
+        assert!(!old.message.contains("disk"), "{}", old.message);
+        let other = remembered(StatusCode::BAD_GATEWAY, "from_the_future", "m".into());
+        assert_eq!((other.status.as_u16(), other.code), (502, "sign_in_failed"));
     }
 }

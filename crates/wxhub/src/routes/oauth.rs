@@ -15,33 +15,8 @@ use crate::app::App;
 use crate::auth::AuthedClient;
 use crate::error::ApiError;
 use crate::extract::{AppPath, AppQuery, JsonBody};
-use crate::oauth::{self, Failure, Want};
+use crate::oauth;
 use crate::routes::tokens::authorize;
-
-fn api_error(f: Failure) -> ApiError {
-    let status = StatusCode::from_u16(f.status).unwrap_or(StatusCode::BAD_GATEWAY);
-    if status == StatusCode::INTERNAL_SERVER_ERROR {
-        tracing::error!(error = %f.message, "web authorization failed inside the hub");
-        return ApiError {
-            status,
-            code: "internal",
-            message: "the hub failed to complete this request".into(),
-            retry_after: None,
-            restart: None,
-        };
-    }
-    ApiError {
-        status,
-        code: f.code,
-        message: f.message,
-        retry_after: match f.code {
-            "too_many_sign_ins" => Some(60),
-            _ if status == StatusCode::SERVICE_UNAVAILABLE => Some(1),
-            _ => None,
-        },
-        restart: None,
-    }
-}
 
 fn esc(s: &str) -> String {
     s.replace('&', "&amp;")
@@ -51,17 +26,8 @@ fn esc(s: &str) -> String {
 }
 
 /// A page for the person: WeChat's webview shows it; no JSON here.
-fn error_page(f: Failure) -> Response {
-    let f = if f.status == 500 {
-        tracing::error!(error = %f.message, "a sign-in failed inside the hub");
-        Failure {
-            message: "the hub could not complete this sign-in; start again".into(),
-            ..f
-        }
-    } else {
-        f
-    };
-    let restart = f
+fn error_page(e: ApiError) -> Response {
+    let restart = e
         .restart
         .as_deref()
         .map(|u| {
@@ -71,16 +37,15 @@ fn error_page(f: Failure) -> Response {
             )
         })
         .unwrap_or_default();
-    let status = StatusCode::from_u16(f.status).unwrap_or(StatusCode::BAD_REQUEST);
     (
-        status,
+        e.status,
         axum::Extension(crate::router::Passthrough),
         Html(format!(
             "<!doctype html><html><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width\"><title>Sign-in failed</title></head>\
 <body style=\"font-family:sans-serif;margin:32px\"><h2>Sign-in did not complete / 登录未完成</h2>\
 <p id=\"error\" data-code=\"{}\">{}</p>{restart}</body></html>",
-            f.code,
-            esc(&f.message)
+            e.code,
+            esc(&e.message)
         )),
     )
         .into_response()
@@ -107,7 +72,7 @@ pub async fn authorize_route(
     let want = q
         .scope
         .as_deref()
-        .and_then(Want::parse)
+        .and_then(oauth::parse_scope)
         .ok_or_else(|| ApiError::bad_request("scope: one of base, userinfo, login"))?;
     let return_to = q
         .return_to
@@ -116,7 +81,6 @@ pub async fn authorize_route(
     oauth::start(&app, &appid, want, &return_to)
         .await
         .map(found)
-        .map_err(api_error)
 }
 
 /// `GET /oauth/{appid}/callback?code=..&state=..`: WeChat's redirect back.
@@ -134,7 +98,7 @@ pub async fn callback_route(
     .await
     {
         Ok(url) => found(url),
-        Err(f) => error_page(f),
+        Err(e) => error_page(e),
     }
 }
 
@@ -157,7 +121,6 @@ pub async fn redeem_route(
     oauth::redeem(&app, move |appid| client.check(appid).is_ok(), &body.ticket)
         .await
         .map(Json)
-        .map_err(api_error)
 }
 
 /// `GET /v1/apps/{appid}/users/{openid}`: the stored profile.
@@ -167,8 +130,5 @@ pub async fn user_route(
     AppPath((appid, openid)): AppPath<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     authorize(&app, &client, &appid)?;
-    oauth::user(&app, &appid, &openid)
-        .await
-        .map(Json)
-        .map_err(api_error)
+    oauth::user(&app, &appid, &openid).await.map(Json)
 }

@@ -270,6 +270,18 @@ apps = ["{APPID}"]
         self.boot().await;
     }
 
+    /// Stops the hub, lets `f` change its SQLite file (a fault to inject),
+    /// and starts a new one on it.
+    pub async fn restart_with(&mut self, f: impl FnOnce(&rusqlite::Connection)) {
+        if let Some(h) = self.hub.take() {
+            h.shutdown().await;
+        }
+        let db = rusqlite::Connection::open(&self.store).expect("the hub's store");
+        f(&db);
+        drop(db);
+        self.boot().await;
+    }
+
     pub fn hub(&self) -> &wxhub::RunningHub {
         self.hub.as_ref().expect("hub running")
     }

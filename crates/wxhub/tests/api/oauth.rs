@@ -512,3 +512,130 @@ async fn website_qr_login_goes_through_the_same_flow() {
     let (s, _) = hub.get(&format!("/v1/apps/{WEB_APPID}/access_token")).await;
     assert_eq!(s, 404);
 }
+
+#[tokio::test]
+async fn a_replayed_failure_keeps_its_code() {
+    // Room for one sign-in: bob has no grant, so the silent round's callback
+    // needs a second state, for consent, and gets none.
+    let hub = TestHub::with(Options {
+        oauth: "max_pending_states = 1".into(),
+        ..Options::default()
+    })
+    .await;
+    let steps = walk(
+        &hub,
+        &authorize_url(&hub, APPID, "userinfo"),
+        "bob",
+        "allow",
+    )
+    .await;
+    let last = steps.last().unwrap();
+    assert_eq!(last.status, 503, "{steps:#?}");
+    assert!(
+        last.body.contains("data-code=\"too_many_sign_ins\""),
+        "{}",
+        last.body
+    );
+    let callback = steps
+        .iter()
+        .find(|s| s.url.contains("/callback?"))
+        .unwrap()
+        .url
+        .clone();
+    // The same callback again (WeChat's double redirect): the same answer,
+    // with its own code; it used to come back as `sign_in_failed`.
+    let r = hub.http.get(&callback).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    let body = r.text().await.unwrap();
+    assert!(body.contains("data-code=\"too_many_sign_ins\""), "{body}");
+    assert_eq!(
+        hub.calls("/sns/oauth2/access_token"),
+        1,
+        "the code was exchanged once"
+    );
+}
+
+/// The log lines that name `reference`.
+fn logged_with(reference: &str) -> Vec<String> {
+    let logs = logs().lock().unwrap();
+    String::from_utf8_lossy(&logs)
+        .lines()
+        .filter(|l| l.contains(reference))
+        .map(str::to_string)
+        .collect()
+}
+
+/// The reference of an internal error's message, checked for its form.
+fn reference_in(message: &str) -> String {
+    let reference = message
+        .strip_prefix("internal error; reference ")
+        .unwrap_or_else(|| panic!("no reference in {message:?}"));
+    assert!(
+        reference.len() == 12 && reference.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{message}"
+    );
+    reference.to_string()
+}
+
+/// Stops `hub` and starts it again on a store that refuses `op` (INSERT,
+/// UPDATE) on states, with `cause`.
+async fn refuse_states(hub: &mut TestHub, op: &str, cause: &str) {
+    hub.restart_with(|db| {
+        db.execute_batch(&format!(
+            "CREATE TRIGGER refuse_{op} BEFORE {op} ON oauth_states BEGIN SELECT RAISE(ABORT, '{cause}'); END;"
+        ))
+        .unwrap();
+    })
+    .await;
+}
+
+/// An internal error's reference, checked: the cause is logged once, at
+/// error level, with it.
+fn check_logged(message: &str, cause: &str) {
+    let reference = reference_in(message);
+    let lines = logged_with(&reference);
+    assert_eq!(lines.len(), 1, "logged once: {lines:#?}");
+    assert!(
+        lines[0].contains("ERROR") && lines[0].contains(cause),
+        "{lines:#?}"
+    );
+}
+
+#[tokio::test]
+async fn a_store_failure_answers_a_reference_and_logs_its_cause_once() {
+    const CAUSE: &str = "injected store failure 7d41";
+    let mut hub = TestHub::start().await;
+
+    // The person's page: a state that cannot be used.
+    refuse_states(&mut hub, "UPDATE", CAUSE).await;
+    let steps = walk(&hub, &authorize_url(&hub, APPID, "base"), "bob", "allow").await;
+    let last = steps.last().unwrap();
+    assert_eq!(last.status, 500, "{steps:#?}");
+    assert!(!last.body.contains("injected"), "{}", last.body);
+    let message = last
+        .body
+        .split("data-code=\"internal\">")
+        .nth(1)
+        .and_then(|rest| rest.split('<').next())
+        .unwrap_or_else(|| panic!("{}", last.body));
+    check_logged(message, CAUSE);
+    assert_eq!(
+        hub.calls("/sns/oauth2/access_token"),
+        0,
+        "nothing was exchanged"
+    );
+
+    // A JSON route: a state that cannot be recorded.
+    refuse_states(&mut hub, "INSERT", CAUSE).await;
+    let r = hub
+        .http
+        .get(authorize_url(&hub, APPID, "base"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 500);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "internal", "{v}");
+    assert!(!v.to_string().contains("injected"), "{v}");
+    check_logged(v["error"]["message"].as_str().unwrap(), CAUSE);
+}

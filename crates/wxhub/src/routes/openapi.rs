@@ -16,6 +16,13 @@ fn error_retry(description: &str) -> Value {
     e
 }
 
+/// A failure inside the hub: the body names a reference, not the cause.
+fn internal() -> Value {
+    error(
+        "internal: the hub failed (its store, say); the message is only a reference to the hub's log",
+    )
+}
+
 /// The errors every client route may answer.
 fn client_errors() -> serde_json::Map<String, Value> {
     let mut m = serde_json::Map::new();
@@ -174,8 +181,9 @@ fn oauth_paths(paths: &mut serde_json::Map<String, Value>) {
     );
     authorize.insert(
         "503".into(),
-        error_retry("Too many sign-ins in progress for this account"),
+        error_retry("too_many_sign_ins: too many sign-ins in progress for this account"),
     );
+    authorize.insert("500".into(), internal());
     paths.insert("/oauth/{appid}/authorize".into(), json!({"get": {
         "summary": "Start web authorization for a page: silent snsapi_base first, snsapi_userinfo only when a profile is needed and no grant is on file; back to return_to with wxhub_ticket or wxhub_error",
         "parameters": [
@@ -193,17 +201,20 @@ fn oauth_paths(paths: &mut serde_json::Map<String, Value>) {
     for (status, d) in [
         (
             "400",
-            "A page for the person: the state is missing, forged, expired or unknown, or the code could not be used",
+            "A page for the person, its code in data-code: invalid_state (missing, forged or unknown), expired_state, code_used, code_expired",
         ),
-        ("404", "A page for the person: no such account"),
-        ("500", "A page for the person: the hub failed"),
+        ("404", "A page for the person: not_found, no such account"),
+        (
+            "500",
+            "A page for the person: internal, the hub failed; the message is a reference to its log",
+        ),
         (
             "502",
-            "A page for the person: the platform did not complete the sign-in",
+            "A page for the person: upstream_error, the platform did not complete the sign-in",
         ),
         (
             "503",
-            "A page for the person: the sign-in is still being completed",
+            "A page for the person: in_progress (the sign-in is still being completed) or too_many_sign_ins",
         ),
     ] {
         callback.insert(status.into(), html(d));
@@ -238,6 +249,7 @@ fn oauth_paths(paths: &mut serde_json::Map<String, Value>) {
         ),
     );
     redeem.insert("404".into(), error("Unknown, used or expired ticket"));
+    redeem.insert("500".into(), internal());
     paths.insert("/v1/oauth/tickets/redeem".into(), json!({"post": {
         "summary": "Redeem a hand-over ticket, once",
         "security": [{"client": []}],
@@ -257,6 +269,7 @@ fn oauth_paths(paths: &mut serde_json::Map<String, Value>) {
         error("No such account, or no usable grant from this person (the message says how to get one)"),
     );
     user.insert("502".into(), error("The platform did not answer"));
+    user.insert("500".into(), internal());
     paths.insert(
         "/v1/apps/{appid}/users/{openid}".into(),
         json!({"get": {

@@ -269,7 +269,7 @@ pub enum ConfigPart {
 
 macro_rules! errcodes {
     ($( $variant:ident = $code:literal, $msg:literal, $zh:literal, $en:literal; )*) => {
-        /// A platform errcode (spec §4), with `Other` for codes this crate does not name.
+        /// A platform errcode (`docs/platform.md` §4), with `Other` for codes this crate does not name.
         ///
         /// Build one with [`ErrCode::from_i64`] so that a known code never lands in `Other`.
         #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -1,4 +1,4 @@
-//! The parsers against the JSON and XML examples of the platform spec (§2, §4-§8), stored as
+//! The parsers against the JSON and XML examples of the platform (`docs/platform.md` §2, §4-§8), stored as
 //! files under `tests/fixtures/`, through the public API only.
 
 use std::path::PathBuf;

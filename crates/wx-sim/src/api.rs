@@ -1,4 +1,6 @@
 //! The server APIs of `api.weixin.qq.com`: thin handlers over [`SimState`].
+//!
+//! § numbers refer to `docs/platform.md`.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

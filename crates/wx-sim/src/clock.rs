@@ -1,5 +1,7 @@
 //! The virtual clock. Every expiry, quota day and code lifetime reads it, so
 //! tests jump hours or days in one call instead of sleeping.
+//!
+//! § numbers refer to `docs/platform.md`.
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Instant;

@@ -1,5 +1,7 @@
 //! The control API under `/_sim/`: clock, stats, faults, accounts, people's
 //! actions, push log and reset. Errors are `{"error":{"code","message"}}`.
+//!
+//! § numbers refer to `docs/platform.md`.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;

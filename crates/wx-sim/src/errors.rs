@@ -1,4 +1,6 @@
 //! The platform's error bodies: HTTP 200, `{"errcode":N,"errmsg":"... rid: ..."}`.
+//!
+//! § numbers refer to `docs/platform.md`.
 
 use std::borrow::Cow;
 

@@ -1,4 +1,6 @@
 //! Identifiers that look like the platform's: tokens, codes, openids, rids.
+//!
+//! § numbers refer to `docs/platform.md`.
 
 use base64::Engine;
 use rand::Rng;

@@ -1,10 +1,11 @@
 //! A stateful simulator of the WeChat Official Account platform.
 //!
-//! It reproduces the rules that break real integrations (wechat-platform.md
+//! It reproduces the rules that break real integrations (`docs/platform.md`
 //! §9): a new classic token kills the previous one after a grace, stable
 //! tokens rotate only in their last 300 s, daily and per-minute quotas, the
 //! IP whitelist, single-use OAuth codes, the 48001 scope rule and its quirk,
-//! the consent page, and push delivery with retries. Time is virtual.
+//! the consent page, and push delivery with retries. Time is virtual. Every
+//! § number in this crate refers to `docs/platform.md`.
 //!
 //! # Layout
 //! - [`world`]: the TOML world file (accounts, people, settings, quirks).
@@ -16,8 +17,10 @@
 //! - [`faults`]: fault injection.
 //! - `control`: the `/_sim/*` control API.
 //!
-//! This crate shares no wire types with `wx-api`: each side is checked
-//! against the golden fixtures in `shared/spec/`.
+//! This crate shares no wire types with `wx-api`, so one side's mistake
+//! cannot hide the other's: wx-api's tests run its client against this
+//! simulator, and both crates check their crypto against the published
+//! vectors (`docs/platform.md` §8.4).
 //!
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {

@@ -1,5 +1,5 @@
 //! The user-facing pages of `open.weixin.qq.com`: authorize, qrconnect and
-//! the consent page (§5.1, §5.6).
+//! the consent page (`docs/platform.md` §5.1, §5.6).
 //!
 //! The simulated person is chosen by the `wxsim_person` query parameter or
 //! cookie; their scripted decision (allow, deny, ask) comes from the world.

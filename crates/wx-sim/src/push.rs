@@ -1,4 +1,4 @@
-//! Push delivery to the account's server (§8): signatures, safe-mode
+//! Push delivery to the account's server (`docs/platform.md` §8): signatures, safe-mode
 //! encryption, the 5-second wait and the retries, with every attempt recorded.
 //!
 //! The crypto here is the simulator's own; it shares nothing with wx-api, so a

@@ -4,6 +4,8 @@
 //! here awaits, every critical section is a few map look-ups, and a single
 //! lock keeps cross-cutting rules (a token fetch that kills the previous
 //! token, a quota shared by endpoints) trivially consistent.
+//!
+//! § numbers refer to `docs/platform.md`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;

@@ -1,5 +1,5 @@
 //! The world file: accounts, people, the clock and the settings that decide
-//! the platform's uncertain behaviours (wechat-platform.md §12).
+//! the platform's uncertain behaviours (`docs/platform.md` §12).
 
 use std::collections::{BTreeMap, HashSet};
 

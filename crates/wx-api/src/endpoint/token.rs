@@ -2,7 +2,7 @@
 //!
 //! Every classic fetch issues a new token and gives the previous one 300 s more; stable
 //! tokens are shared and come back unchanged while more than 300 s remain. Which one to use
-//! and when to refresh is the central server's business (see the token-lifecycle notes);
+//! and when to refresh is the central server's business (see `docs/lifecycle.md`);
 //! this module only speaks the protocol.
 
 use std::time::Duration;

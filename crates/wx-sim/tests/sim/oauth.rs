@@ -52,7 +52,7 @@ async fn authorize_validates_like_the_platform() {
             ),
             "10003",
         ),
-        // A subdomain is not covered (§5.1).
+        // A subdomain is not covered (docs/platform.md §5.1).
         (
             format!(
                 "appid={APPID}&redirect_uri={}&response_type=code&scope=snsapi_base",

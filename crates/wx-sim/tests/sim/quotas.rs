@@ -66,7 +66,7 @@ async fn clear_quota_resets_the_day_within_a_monthly_budget() {
         .await;
     assert_eq!((errcode(&v), v["errmsg"].as_str()), (0, Some("ok")));
     let t = sim.token().await;
-    // /v2 with the secret, both in the query and in the body (§2.4).
+    // /v2 with the secret, both in the query and in the body (docs/platform.md §2.4).
     for i in 0..9 {
         let v = if i % 2 == 0 {
             sim.post(

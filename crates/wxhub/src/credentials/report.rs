@@ -110,7 +110,7 @@ impl Credentials {
     /// confirm window. A token is checked with `openapi/quota/get`, which
     /// takes the global token, costs no business API's quota and tells the
     /// token endpoint's remaining fetches. A ticket needs no call: the
-    /// platform hands out the same ticket until it expires (§7.1, §12), so
+    /// platform hands out the same ticket until it expires (`docs/platform.md` §7.1, §12), so
     /// before its expiry a fetch could only return it again.
     async fn confirm(&self, account: &Account, slot: &Slot, failed: &Secret) -> Verdict {
         if let CredKind::Ticket(_) = slot.kind {

@@ -391,7 +391,7 @@ apps = ["{APPID}"]
                 .await;
             assert!(v["access_token"].is_string(), "{v}");
             // As if it happened a while ago: a force within 30 s of it
-            // would get the same token back (§2.2).
+            // would get the same token back (docs/platform.md §2.2).
             self.advance(31);
         } else {
             let v = self

@@ -61,10 +61,12 @@ pub struct RefreshSettings {
     /// Stable mode refreshes when this much is left; must be under 300, where
     /// the platform rotates.
     pub stable_refresh_before_secs: i64,
-    /// Tickets are refetched this long after they expire at the latest, and
-    /// refreshes get up to this much random spread.
+    /// Scheduled refreshes get up to this much random spread, capped at half
+    /// the classic margin, at what is left of the stable rotation window, and
+    /// at 5 s after a ticket's expiry.
     pub jitter_secs: i64,
-    /// Safety subtracted from the `expires_at` told to clients.
+    /// Safety subtracted from the `expires_at` told to clients in classic
+    /// mode, where a token dies 300 s after the next fetch.
     pub client_safety_secs: i64,
     /// The refresher never sleeps longer than this (`tick_ms`), so a jump
     /// of a virtual clock is noticed.

@@ -285,10 +285,10 @@ pub struct Failed {
     pub news: bool,
 }
 
-/// Schedules the next attempt after a failure: exponential backoff with
-/// jitter for transient faults (never past `backoff_max_secs`), the end of
-/// the window for quotas, a slow retry for configuration errors. Never a hot
-/// loop.
+/// Schedules the next attempt after a failure: exponential backoff for
+/// transient faults (the delay capped at `backoff_max_secs`, then spread by
+/// ±20 %, so at most 1.2 times the cap), the end of the window for quotas, a
+/// slow retry for configuration errors. Never a hot loop.
 pub fn failed(
     s: &RefreshSettings,
     st: &SlotState,

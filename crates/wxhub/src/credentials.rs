@@ -5,7 +5,7 @@
 //! | Module | Job |
 //! |---|---|
 //! | `model` | the types: accounts, slots, values, errors |
-//! | [`policy`] | every lifecycle decision, as pure functions with tables of tests |
+//! | `policy` | every lifecycle decision, as pure functions with tables of tests |
 //! | `refresh` | the single-flight refresh that applies the policy's decisions |
 //! | `report` | callers' reports: confirmed with the platform, under the caller budget |
 //! | `scheduler` | the deadline queue and the refresher that sleeps on it |

@@ -191,7 +191,7 @@ fn flow(
     if state.len() > 128 || !state.bytes().all(|b| b.is_ascii_alphanumeric()) {
         return error_page(
             "10013",
-            "state 参数错误：最多 128 字节，只能是 a-zA-Z0-9 (wxsim, wechat-platform.md §5.1)",
+            "state 参数错误：最多 128 字节，只能是 a-zA-Z0-9 (wxsim, docs/platform.md §5.1)",
         );
     }
     let from_query = q.get("wxsim_person").cloned();

@@ -303,7 +303,7 @@ async fn check(path: PathBuf, online: bool) -> anyhow::Result<()> {
         }
         // A non-forced stable_token call checks the AppID, the secret and
         // the IP whitelist without touching classic tokens (the two are
-        // isolated on the platform, wechat-platform.md §2): a classic
+        // isolated on the platform, docs/platform.md §2.2): a classic
         // /cgi-bin/token call here would kill the token a running hub serves.
         match client
             .fetch_stable_access_token(&a.appid, &a.secret, false)

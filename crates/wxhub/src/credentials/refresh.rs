@@ -38,10 +38,14 @@ impl Credentials {
                     })
             }
             Ok(Ok(Err(e))) => Err(e),
-            Ok(Err(join)) => Err(CredError::Unavailable {
-                reason: format!("refresh task failed: {join}"),
-                retry_after: 1,
-            }),
+            Ok(Err(join)) => {
+                // A panic's text is ours, not the caller's business.
+                tracing::error!(account.appid = %account.appid(), kind = kind.label(), error = %join, "refresh task failed");
+                Err(CredError::Unavailable {
+                    reason: format!("the {} could not be refreshed; try again", kind.label()),
+                    retry_after: 1,
+                })
+            }
             Err(_) => Err(CredError::Unavailable {
                 reason: format!(
                     "no valid {} yet: a fetch from the WeChat platform is in flight",

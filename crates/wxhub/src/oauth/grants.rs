@@ -12,7 +12,7 @@ use crate::config::AccountConfig;
 use crate::error::ApiError;
 use crate::store::Grant;
 
-/// How long a refresh_token lives (§5.3): the grant's lifetime.
+/// How long a refresh_token lives (docs/platform.md §5.3): the grant's lifetime.
 const REFRESH_TOKEN_LIFE: i64 = 30 * 86400;
 
 /// The grant a code exchange returned, as stored.
@@ -157,8 +157,9 @@ async fn refresh_grant(app: &App, appid: &AppId, g: &mut Grant) -> Result<(), Pr
         Ok(t) => {
             g.access_token = t.access_token.expose_secret().to_string();
             g.access_expires_at = now + t.expires_in as i64;
-            // The platform returns the same refresh_token and does not extend
-            // its 30 days (§12); store whatever comes back.
+            // Whether the refresh_token rotates or is extended is undocumented
+            // (docs/platform.md §5.3; the simulator keeps it, §12): store
+            // whatever comes back; the grant still ends 30 days after consent.
             g.refresh_token = t.refresh_token.expose_secret().to_string();
             save_grant(app, g).await;
             Ok(())

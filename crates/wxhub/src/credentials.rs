@@ -7,6 +7,7 @@
 //! | `model` | the types: accounts, slots, values, errors |
 //! | `policy` | every lifecycle decision, as pure functions with tables of tests |
 //! | `refresh` | the single-flight refresh that applies the policy's decisions |
+//! | `fetch` | the upstream calls: the token, and tickets with a valid token |
 //! | `report` | callers' reports: confirmed with the platform, under the caller budget |
 //! | `scheduler` | the deadline queue and the refresher that sleeps on it |
 //! | `cluster` | shared mode: leases, takeover, balancing |
@@ -20,6 +21,7 @@
 //! instead of fetching again (the re-check WxJava #1293 was missing).
 
 mod cluster;
+mod fetch;
 mod follow;
 mod model;
 pub(crate) mod policy;

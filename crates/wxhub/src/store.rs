@@ -10,10 +10,13 @@
 //! SQLite, whose one process is always the writer.
 
 mod redis_creds;
+mod redis_oauth;
 mod redis_store;
 mod sqlite;
+mod sqlite_oauth;
 
-pub use redis_store::{COUNTER_TTL, GRANT_GRACE, RedisStore};
+pub use redis_oauth::GRANT_GRACE;
+pub use redis_store::{COUNTER_TTL, RedisStore};
 pub use sqlite::SqliteStore;
 
 use wx_api::oauth::Scope;

@@ -115,6 +115,47 @@ fn errors_name_the_key() {
             "refresh.stable_refresh_before_secs",
         ),
         (
+            BASE.to_string(),
+            vec![("WXHUB__ACCOUNTS__3__SECRET", "x")],
+            "WXHUB__ACCOUNTS__3__SECRET",
+        ),
+        (format!("colour = 1\n{BASE}"), vec![], "colour"),
+        (
+            BASE.replace(
+                "secret_env = \"SECRET_A\"",
+                "secret_env = \"SECRET_A\"\nsecret = \"x\"",
+            ),
+            vec![],
+            "accounts[0].secret_env",
+        ),
+        (
+            BASE.replace(
+                "secret_env = \"SECRET_A\"",
+                "secret_file = \"/nonexistent/secret\"",
+            ),
+            vec![],
+            "accounts[0].secret_file",
+        ),
+        (
+            BASE.replace("token_mode", "x")
+                .replace("secret_env", "token_mode = \"fast\"\nsecret_env"),
+            vec![],
+            "accounts[0].token_mode",
+        ),
+        (
+            format!("[oauth]\nstate_secret_env = \"SECRET_A\"\n{BASE}"),
+            vec![],
+            "oauth.state_secret",
+        ),
+    ];
+    assert_errors_name(cases);
+}
+
+#[test]
+fn store_errors_name_the_key() {
+    type Case<'a> = (String, Vec<(&'a str, &'a str)>, &'a str);
+    let cases: Vec<Case> = vec![
+        (
             format!("[store]\nkind = \"mongo\"\n{BASE}"),
             vec![],
             "store.kind",
@@ -159,44 +200,15 @@ fn errors_name_the_key() {
             "store.tls_ca_file",
         ),
         (
-            BASE.to_string(),
-            vec![("WXHUB__ACCOUNTS__3__SECRET", "x")],
-            "WXHUB__ACCOUNTS__3__SECRET",
-        ),
-        (format!("colour = 1\n{BASE}"), vec![], "colour"),
-        (
             format!("[store]\nurl = \"redis://h\"\n{BASE}"),
             vec![],
             "store.url",
         ),
-        (
-            BASE.replace(
-                "secret_env = \"SECRET_A\"",
-                "secret_env = \"SECRET_A\"\nsecret = \"x\"",
-            ),
-            vec![],
-            "accounts[0].secret_env",
-        ),
-        (
-            BASE.replace(
-                "secret_env = \"SECRET_A\"",
-                "secret_file = \"/nonexistent/secret\"",
-            ),
-            vec![],
-            "accounts[0].secret_file",
-        ),
-        (
-            BASE.replace("token_mode", "x")
-                .replace("secret_env", "token_mode = \"fast\"\nsecret_env"),
-            vec![],
-            "accounts[0].token_mode",
-        ),
-        (
-            format!("[oauth]\nstate_secret_env = \"SECRET_A\"\n{BASE}"),
-            vec![],
-            "oauth.state_secret",
-        ),
     ];
+    assert_errors_name(cases);
+}
+
+fn assert_errors_name(cases: Vec<(String, Vec<(&str, &str)>, &str)>) {
     for (text, env, key) in cases {
         let err = load(&text, &env).expect_err(key).to_string();
         assert!(err.contains(key), "{err} should name {key}");

@@ -160,7 +160,13 @@ fn proxy_path() -> Value {
 }
 
 fn oauth_paths(paths: &mut serde_json::Map<String, Value>) {
-    let html = |d: &str| json!({"description": d, "content": {"text/html": {"schema": {"type": "string"}}}});
+    authorize_path(paths);
+    callback_path(paths);
+    redeem_path(paths);
+    user_path(paths);
+}
+
+fn authorize_path(paths: &mut serde_json::Map<String, Value>) {
     let mut authorize = serde_json::Map::new();
     authorize.insert(
         "302".into(),
@@ -193,6 +199,10 @@ fn oauth_paths(paths: &mut serde_json::Map<String, Value>) {
         ],
         "responses": authorize
     }}));
+}
+
+fn callback_path(paths: &mut serde_json::Map<String, Value>) {
+    let html = |d: &str| json!({"description": d, "content": {"text/html": {"schema": {"type": "string"}}}});
     let mut callback = serde_json::Map::new();
     callback.insert(
         "302".into(),
@@ -235,6 +245,9 @@ fn oauth_paths(paths: &mut serde_json::Map<String, Value>) {
             "responses": callback
         }}),
     );
+}
+
+fn redeem_path(paths: &mut serde_json::Map<String, Value>) {
     let mut redeem = client_errors();
     body_errors(&mut redeem);
     redeem.insert(
@@ -256,6 +269,9 @@ fn oauth_paths(paths: &mut serde_json::Map<String, Value>) {
         "requestBody": json_body(&["ticket"], json!({"ticket": {"type": "string", "minLength": 1}})),
         "responses": redeem
     }}));
+}
+
+fn user_path(paths: &mut serde_json::Map<String, Value>) {
     let mut user = client_errors();
     user.insert(
         "200".into(),

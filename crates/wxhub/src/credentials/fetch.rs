@@ -1,0 +1,111 @@
+//! The upstream calls themselves: the access token (classic or stable),
+//! and tickets, which need a valid token and replace a rejected one first.
+
+use std::time::Instant;
+
+use wx_api::WxError;
+
+use super::Credentials;
+use super::model::{Account, CredKind, Secret, Served, Trigger};
+use crate::config::{TicketKind, TokenMode};
+
+impl Credentials {
+    /// The upstream call, timed.
+    pub(crate) async fn fetch(
+        &self,
+        account: &Account,
+        kind: CredKind,
+        force: bool,
+    ) -> Result<(String, i64), WxError> {
+        let started = Instant::now();
+        let result = match kind {
+            CredKind::AccessToken => self.fetch_token(account, force).await,
+            CredKind::Ticket(t) => self.fetch_ticket(account, t).await,
+        };
+        let endpoint = match kind {
+            CredKind::AccessToken if account.cfg.token_mode == TokenMode::Classic => {
+                "/cgi-bin/token"
+            }
+            CredKind::AccessToken => "/cgi-bin/stable_token",
+            CredKind::Ticket(_) => "/cgi-bin/ticket/getticket",
+        };
+        self.metrics.observe(
+            "wxhub_upstream_duration_seconds",
+            &[("endpoint", endpoint)],
+            started.elapsed().as_secs_f64(),
+        );
+        result
+    }
+
+    async fn fetch_token(&self, account: &Account, force: bool) -> Result<(String, i64), WxError> {
+        let cfg = &account.cfg;
+        let resp = match cfg.token_mode {
+            TokenMode::Classic => self.wx.fetch_access_token(&cfg.appid, &cfg.secret).await?,
+            TokenMode::Stable => {
+                self.wx
+                    .fetch_stable_access_token(&cfg.appid, &cfg.secret, force)
+                    .await?
+            }
+        };
+        Ok((resp.access_token.into_secret(), resp.expires_in as i64))
+    }
+
+    /// Fetches a ticket with the current token; a token error there is a
+    /// token problem: the platform rejected the token, which is replaced
+    /// (within the caller budget), and the fetch retried once.
+    async fn fetch_ticket(
+        &self,
+        account: &Account,
+        kind: TicketKind,
+    ) -> Result<(String, i64), WxError> {
+        let mut retried = false;
+        loop {
+            let token = self.token_for_ticket(account).await?;
+            let token = wx_api::AccessToken::new(token.value.expose_secret());
+            let result = match kind {
+                TicketKind::Jsapi => self
+                    .wx
+                    .jsapi_ticket(&token)
+                    .await
+                    .map(|r| (r.ticket.into_secret(), r.expires_in as i64)),
+                TicketKind::WxCard => self
+                    .wx
+                    .card_ticket(&token)
+                    .await
+                    .map(|r| (r.ticket.into_secret(), r.expires_in as i64)),
+            };
+            match result {
+                Err(e) if e.is_token_invalid() && !retried => {
+                    retried = true;
+                    tracing::info!(account.appid = %account.appid(), "ticket fetch hit a token error; refreshing the token once");
+                    let _ = Box::pin(self.refresh(
+                        account,
+                        CredKind::AccessToken,
+                        Trigger::Reported {
+                            failed: Secret::new(token.expose_secret()),
+                            rejected: true,
+                        },
+                    ))
+                    .await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn token_for_ticket(&self, account: &Account) -> Result<Served, WxError> {
+        if let Some(s) = self.served(account, &account.token) {
+            return Ok(s);
+        }
+        match Box::pin(self.refresh(account, CredKind::AccessToken, Trigger::Missing)).await {
+            Ok(()) => self
+                .served(account, &account.token)
+                .ok_or_else(|| WxError::InvalidInput {
+                    reason: "no valid access token".into(),
+                }),
+            Err(e) => Err(WxError::InvalidInput {
+                reason: format!("no valid access token: {e}").into(),
+            }),
+        }
+    }
+}

@@ -124,24 +124,23 @@ impl Credentials {
         let now = self.clock.now();
         for slot in account.slots() {
             slot.lock().next_refresh_at = now;
-            match self
-                .store
-                .load_credential(account.appid(), &account.store_key(slot.kind))
-                .await
-            {
-                Ok(Some(rec)) => {
-                    self.adopt(account, slot, rec);
-                }
-                Ok(None) => {}
-                Err(e) => {
-                    tracing::warn!(account.appid = %account.appid(), error = %e, "cannot read stored credential; will fetch");
-                }
+            if let Err(e) = self.reload(account, slot).await {
+                tracing::warn!(account.appid = %account.appid(), error = %e, "cannot read stored credential; will fetch");
             }
             let next = slot.lock().next_refresh_at;
             if account.managed() {
                 self.reschedule(account.appid(), slot.kind, next);
             }
         }
+    }
+
+    /// Adopts what the store holds for a slot, if it is newer.
+    async fn reload(&self, account: &Account, slot: &Slot) -> Result<(), crate::store::StoreError> {
+        let key = account.store_key(slot.kind);
+        if let Some(rec) = self.store.load_credential(account.appid(), &key).await? {
+            self.adopt(account, slot, rec);
+        }
+        Ok(())
     }
 
     fn read_accounts(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Arc<Account>>> {

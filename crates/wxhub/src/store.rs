@@ -265,12 +265,20 @@ pub enum Store {
     Redis(RedisStore),
 }
 
-macro_rules! dispatch {
-    ($self:ident . $method:ident ( $($arg:expr),* )) => {
-        match $self {
-            Store::Sqlite(s) => s.$method($($arg),*).await,
-            Store::Redis(r) => r.$method($($arg),*).await,
-        }
+/// The `Store` methods that only pass the call on to the backend, from
+/// their signatures: `fn name(args) -> T;` becomes `pub async fn name(&self,
+/// args) -> Result<T, StoreError>` calling the backend's method of that name.
+macro_rules! delegate {
+    ($($(#[$meta:meta])* fn $name:ident($($arg:ident: $ty:ty),*) -> $ret:ty;)*) => {
+        $(
+            $(#[$meta])*
+            pub async fn $name(&self, $($arg: $ty),*) -> Result<$ret, StoreError> {
+                match self {
+                    Store::Sqlite(s) => s.$name($($arg),*).await,
+                    Store::Redis(r) => r.$name($($arg),*).await,
+                }
+            }
+        )*
     };
 }
 
@@ -283,137 +291,6 @@ impl Store {
         }
     }
 
-    /// The stored credential `key` (`access_token:stable`, `ticket:jsapi`,
-    /// …) of `appid`.
-    ///
-    /// # Errors
-    /// On a storage failure or a damaged record.
-    pub async fn load_credential(
-        &self,
-        appid: &str,
-        key: &str,
-    ) -> Result<Option<Record>, StoreError> {
-        dispatch!(self.load_credential(appid, key))
-    }
-
-    /// Writes a fetched credential. On Redis the write is fenced: it lands
-    /// only while `holder` (`instance:fence`) holds the account's lease and
-    /// no write under a higher fencing number is stored, and every instance
-    /// is told; on SQLite it is a plain upsert.
-    ///
-    /// # Errors
-    /// On a storage failure.
-    pub async fn write_credential(
-        &self,
-        appid: &str,
-        key: &str,
-        record: &Record,
-        holder: &str,
-    ) -> Result<Written, StoreError> {
-        dispatch!(self.write_credential(appid, key, record, holder))
-    }
-
-    /// Shared mode: marks an upstream fetch of `key` as started, checking in
-    /// Redis that `holder` still holds the lease. `Ok(false)`: it does not;
-    /// do not fetch. Always `Ok(true)` on SQLite.
-    ///
-    /// # Errors
-    /// On a storage failure: do not fetch either.
-    pub async fn begin_fetch(
-        &self,
-        appid: &str,
-        key: &str,
-        holder: &str,
-        now: i64,
-    ) -> Result<bool, StoreError> {
-        match self {
-            Store::Sqlite(_) => Ok(true),
-            Store::Redis(r) => r.begin_fetch(appid, key, holder, now).await,
-        }
-    }
-
-    /// Shared mode: clears the mark of the fetch begun at `started` after
-    /// the platform answered it with an error (nothing was minted).
-    ///
-    /// # Errors
-    /// On a storage failure.
-    pub async fn end_fetch(
-        &self,
-        appid: &str,
-        key: &str,
-        holder: &str,
-        started: i64,
-    ) -> Result<(), StoreError> {
-        match self {
-            Store::Sqlite(_) => Ok(()),
-            Store::Redis(r) => r.end_fetch(appid, key, holder, started).await,
-        }
-    }
-
-    /// Shared mode: marks the stored value as doomed by a fetch begun at
-    /// `started` whose token was thrown away (its write was refused).
-    ///
-    /// # Errors
-    /// On a storage failure.
-    pub async fn mark_minted(
-        &self,
-        appid: &str,
-        key: &str,
-        started: i64,
-    ) -> Result<(), StoreError> {
-        match self {
-            Store::Sqlite(_) => Ok(()),
-            Store::Redis(r) => r.mark_minted(appid, key, started).await,
-        }
-    }
-
-    /// Adds one to a per-day counter and returns the new value.
-    ///
-    /// # Errors
-    /// On a storage failure.
-    pub async fn bump(&self, appid: &str, name: &str, day: i64) -> Result<i64, StoreError> {
-        dispatch!(self.bump(appid, name, day))
-    }
-
-    /// Whether a caller-triggered refresh fits the budget of (`appid`,
-    /// `scope`); with `take`, records it when it does. See [`crate::budget`].
-    ///
-    /// # Errors
-    /// On a storage failure.
-    pub async fn budget(
-        &self,
-        appid: &str,
-        scope: &str,
-        budget: crate::budget::Budget,
-        now: i64,
-        take: bool,
-    ) -> Result<crate::budget::Decision, StoreError> {
-        dispatch!(self.budget(appid, scope, budget, now, take))
-    }
-
-    /// A per-day counter.
-    ///
-    /// # Errors
-    /// On a storage failure.
-    pub async fn counter(&self, appid: &str, name: &str, day: i64) -> Result<i64, StoreError> {
-        dispatch!(self.counter(appid, name, day))
-    }
-
-    /// Records a new pending authorization, unless the account already has
-    /// `max_pending` on file: `Ok(false)` then.
-    ///
-    /// # Errors
-    /// On a storage failure.
-    pub async fn save_state(
-        &self,
-        id: &str,
-        r: &StateRecord,
-        now: i64,
-        max_pending: u32,
-    ) -> Result<bool, StoreError> {
-        dispatch!(self.save_state(id, r, now, max_pending))
-    }
-
     /// Finishes with the store: SQLite runs what is queued and closes the
     /// file (another hub may then open it at once); Redis needs nothing.
     pub async fn close(&self) {
@@ -422,163 +299,165 @@ impl Store {
         }
     }
 
-    /// Stores a base-scope grant unless a userinfo grant that still works
-    /// (its refresh token alive at `now`) is on file: a silent base round
-    /// must not downgrade what a person consented to.
-    ///
-    /// # Errors
-    /// On a storage failure.
-    pub async fn save_base_grant(&self, g: &Grant, now: i64) -> Result<(), StoreError> {
-        dispatch!(self.save_base_grant(g, now))
-    }
+    delegate! {
+        /// Shared mode: marks an upstream fetch of `key` as started, checking in
+        /// Redis that `holder` still holds the lease. `Ok(false)`: it does not;
+        /// do not fetch. Always `Ok(true)` on SQLite.
+        ///
+        /// # Errors
+        /// On a storage failure: do not fetch either.
+        fn begin_fetch(appid: &str, key: &str, holder: &str, now: i64) -> bool;
 
-    /// Stores a finished sign-in in one write: its hand-over ticket (by
-    /// hash), on its state the outcome a replayed callback repeats, and a
-    /// base-scope grant to keep (as [`Store::save_base_grant`]).
-    ///
-    /// # Errors
-    /// On a storage failure.
-    pub async fn finish_sign_in(&self, f: &FinishedSignIn<'_>) -> Result<(), StoreError> {
-        dispatch!(self.finish_sign_in(f))
-    }
+        /// Shared mode: clears the mark of the fetch begun at `started` after
+        /// the platform answered it with an error (nothing was minted).
+        ///
+        /// # Errors
+        /// On a storage failure.
+        fn end_fetch(appid: &str, key: &str, holder: &str, started: i64) -> ();
 
-    /// Redeems a hand-over ticket once, if `allowed` says its account may be
-    /// used by the caller; see [`Redeemed`].
-    ///
-    /// # Errors
-    /// On a storage failure.
-    pub async fn redeem_ticket_for(
-        &self,
-        hash: &str,
-        now: i64,
-        allowed: impl Fn(&str) -> bool + Send + 'static,
-    ) -> Result<Redeemed, StoreError> {
-        dispatch!(self.redeem_ticket_for(hash, now, allowed))
-    }
+        /// Shared mode: marks the stored value as doomed by a fetch begun at
+        /// `started` whose token was thrown away (its write was refused).
+        ///
+        /// # Errors
+        /// On a storage failure.
+        fn mark_minted(appid: &str, key: &str, started: i64) -> ();
 
-    /// Forgets expired states and tickets (Redis expires its own).
-    ///
-    /// # Errors
-    /// On a storage failure.
-    pub async fn sweep(&self, now: i64) -> Result<(usize, usize), StoreError> {
-        match self {
-            Store::Sqlite(s) => s.sweep(now).await,
-            Store::Redis(_) => Ok((0, 0)),
-        }
-    }
+        /// Forgets expired states and tickets (Redis expires its own).
+        ///
+        /// # Errors
+        /// On a storage failure.
+        fn sweep(now: i64) -> (usize, usize);
 
-    /// Looks a state up without using it.
-    ///
-    /// # Errors
-    /// On a storage failure.
-    pub async fn peek_state(
-        &self,
-        appid: &str,
-        id: &str,
-    ) -> Result<Option<StateRecord>, StoreError> {
-        dispatch!(self.peek_state(appid, id))
-    }
+        /// The stored credential `key` (`access_token:stable`, `ticket:jsapi`,
+        /// …) of `appid`.
+        ///
+        /// # Errors
+        /// On a storage failure or a damaged record.
+        fn load_credential(appid: &str, key: &str) -> Option<Record>;
 
-    /// Uses a state, once; see [`Consumed`].
-    ///
-    /// # Errors
-    /// On a storage failure.
-    pub async fn consume_state(
-        &self,
-        appid: &str,
-        id: &str,
-        code_hash: Option<&str>,
-        now: i64,
-    ) -> Result<Consumed, StoreError> {
-        dispatch!(self.consume_state(appid, id, code_hash, now))
-    }
+        /// Writes a fetched credential. On Redis the write is fenced: it lands
+        /// only while `holder` (`instance:fence`) holds the account's lease and
+        /// no write under a higher fencing number is stored, and every instance
+        /// is told; on SQLite it is a plain upsert.
+        ///
+        /// # Errors
+        /// On a storage failure.
+        fn write_credential(appid: &str, key: &str, record: &Record, holder: &str) -> Written;
 
-    /// Stores the outcome of a finished authorization on its state.
-    ///
-    /// # Errors
-    /// On a storage failure.
-    pub async fn set_state_result(
-        &self,
-        appid: &str,
-        id: &str,
-        result: &str,
-    ) -> Result<(), StoreError> {
-        dispatch!(self.set_state_result(appid, id, result))
-    }
+        /// Adds one to a per-day counter and returns the new value.
+        ///
+        /// # Errors
+        /// On a storage failure.
+        fn bump(appid: &str, name: &str, day: i64) -> i64;
 
-    /// The stored outcome of a used state.
-    ///
-    /// # Errors
-    /// On a storage failure.
-    pub async fn state_result(&self, appid: &str, id: &str) -> Result<Option<String>, StoreError> {
-        dispatch!(self.state_result(appid, id))
-    }
+        /// Whether a caller-triggered refresh fits the budget of (`appid`,
+        /// `scope`); with `take`, records it when it does. See [`crate::budget`].
+        ///
+        /// # Errors
+        /// On a storage failure.
+        fn budget(appid: &str, scope: &str, budget: crate::budget::Budget, now: i64, take: bool) -> crate::budget::Decision;
 
-    /// Whether a hand-over ticket exists, is unused and has not expired.
-    ///
-    /// # Errors
-    /// On a storage failure.
-    pub async fn ticket_live(&self, hash: &str, now: i64) -> Result<bool, StoreError> {
-        dispatch!(self.ticket_live(hash, now))
-    }
+        /// A per-day counter.
+        ///
+        /// # Errors
+        /// On a storage failure.
+        fn counter(appid: &str, name: &str, day: i64) -> i64;
 
-    /// The account of an unused, unexpired hand-over ticket.
-    ///
-    /// # Errors
-    /// On a storage failure.
-    pub async fn ticket_appid(&self, hash: &str) -> Result<Option<String>, StoreError> {
-        dispatch!(self.ticket_appid(hash))
-    }
+        /// Records a new pending authorization, unless the account already has
+        /// `max_pending` on file: `Ok(false)` then.
+        ///
+        /// # Errors
+        /// On a storage failure.
+        fn save_state(id: &str, r: &StateRecord, now: i64, max_pending: u32) -> bool;
 
-    /// Stores a hand-over ticket by its hash.
-    ///
-    /// # Errors
-    /// On a storage failure.
-    pub async fn save_ticket(
-        &self,
-        hash: &str,
-        appid: &str,
-        payload: &str,
-        expires_at: i64,
-        now: i64,
-    ) -> Result<(), StoreError> {
-        dispatch!(self.save_ticket(hash, appid, payload, expires_at, now))
-    }
+        /// Stores a base-scope grant unless a userinfo grant that still works
+        /// (its refresh token alive at `now`) is on file: a silent base round
+        /// must not downgrade what a person consented to.
+        ///
+        /// # Errors
+        /// On a storage failure.
+        fn save_base_grant(g: &Grant, now: i64) -> ();
 
-    /// Redeems a ticket once: (appid, payload) if it exists, is unused and unexpired.
-    ///
-    /// # Errors
-    /// On a storage failure.
-    pub async fn redeem_ticket(
-        &self,
-        hash: &str,
-        now: i64,
-    ) -> Result<Option<(String, String)>, StoreError> {
-        dispatch!(self.redeem_ticket(hash, now))
-    }
+        /// Stores a finished sign-in in one write: its hand-over ticket (by
+        /// hash), on its state the outcome a replayed callback repeats, and a
+        /// base-scope grant to keep (as [`Store::save_base_grant`]).
+        ///
+        /// # Errors
+        /// On a storage failure.
+        fn finish_sign_in(f: &FinishedSignIn<'_>) -> ();
 
-    /// Stores (replaces) a grant.
-    ///
-    /// # Errors
-    /// On a storage failure.
-    pub async fn save_grant(&self, g: &Grant) -> Result<(), StoreError> {
-        dispatch!(self.save_grant(g))
-    }
+        /// Redeems a hand-over ticket once, if `allowed` says its account may be
+        /// used by the caller; see [`Redeemed`].
+        ///
+        /// # Errors
+        /// On a storage failure.
+        fn redeem_ticket_for(hash: &str, now: i64, allowed: impl Fn(&str) -> bool + Send + 'static) -> Redeemed;
 
-    /// A person's grant to an account.
-    ///
-    /// # Errors
-    /// On a storage failure.
-    pub async fn load_grant(&self, appid: &str, openid: &str) -> Result<Option<Grant>, StoreError> {
-        dispatch!(self.load_grant(appid, openid))
-    }
+        /// Looks a state up without using it.
+        ///
+        /// # Errors
+        /// On a storage failure.
+        fn peek_state(appid: &str, id: &str) -> Option<StateRecord>;
 
-    /// Forgets a grant (expired or revoked).
-    ///
-    /// # Errors
-    /// On a storage failure.
-    pub async fn delete_grant(&self, appid: &str, openid: &str) -> Result<(), StoreError> {
-        dispatch!(self.delete_grant(appid, openid))
+        /// Uses a state, once; see [`Consumed`].
+        ///
+        /// # Errors
+        /// On a storage failure.
+        fn consume_state(appid: &str, id: &str, code_hash: Option<&str>, now: i64) -> Consumed;
+
+        /// Stores the outcome of a finished authorization on its state.
+        ///
+        /// # Errors
+        /// On a storage failure.
+        fn set_state_result(appid: &str, id: &str, result: &str) -> ();
+
+        /// The stored outcome of a used state.
+        ///
+        /// # Errors
+        /// On a storage failure.
+        fn state_result(appid: &str, id: &str) -> Option<String>;
+
+        /// Whether a hand-over ticket exists, is unused and has not expired.
+        ///
+        /// # Errors
+        /// On a storage failure.
+        fn ticket_live(hash: &str, now: i64) -> bool;
+
+        /// The account of an unused, unexpired hand-over ticket.
+        ///
+        /// # Errors
+        /// On a storage failure.
+        fn ticket_appid(hash: &str) -> Option<String>;
+
+        /// Stores a hand-over ticket by its hash.
+        ///
+        /// # Errors
+        /// On a storage failure.
+        fn save_ticket(hash: &str, appid: &str, payload: &str, expires_at: i64, now: i64) -> ();
+
+        /// Redeems a ticket once: (appid, payload) if it exists, is unused and unexpired.
+        ///
+        /// # Errors
+        /// On a storage failure.
+        fn redeem_ticket(hash: &str, now: i64) -> Option<(String, String)>;
+
+        /// Stores (replaces) a grant.
+        ///
+        /// # Errors
+        /// On a storage failure.
+        fn save_grant(g: &Grant) -> ();
+
+        /// A person's grant to an account.
+        ///
+        /// # Errors
+        /// On a storage failure.
+        fn load_grant(appid: &str, openid: &str) -> Option<Grant>;
+
+        /// Forgets a grant (expired or revoked).
+        ///
+        /// # Errors
+        /// On a storage failure.
+        fn delete_grant(appid: &str, openid: &str) -> ();
     }
 }
 

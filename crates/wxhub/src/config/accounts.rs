@@ -9,7 +9,7 @@ use serde::Deserialize;
 use wx_api::{AppId, AppSecret};
 
 use super::limits::{ClientLimits, Limits, RawClientLimits};
-use super::secret::{Given, Named, SecretSource};
+use super::secret::{self, Given};
 use super::{ConfigError, parse_origin, parse_sha256};
 
 /// Which endpoint fetches an account's access token.
@@ -120,23 +120,13 @@ impl RawAccount {
         let at = format!("accounts[{i}]");
         let appid = AppId::parse(self.appid.clone())
             .map_err(|e| ConfigError::new(format!("{at}.appid"), e.to_string()))?;
-        let named = Named {
-            at: &at,
-            name: "secret",
-        };
-        let given = Given {
-            value: self.secret,
-            env: self.secret_env,
-            file: self.secret_file,
-        };
-        let secret = SecretSource::pick(named, given)?
-            .ok_or_else(|| {
-                ConfigError::new(
-                    named.key("_env"),
-                    "give one of secret_env, secret_file or secret",
-                )
-            })?
-            .resolve(named, lookup)?;
+        let given = Given::new(self.secret, self.secret_env, self.secret_file);
+        let secret = secret::read(&at, "secret", given, lookup)?.ok_or_else(|| {
+            ConfigError::new(
+                format!("{at}.secret_env"),
+                "give one of secret_env, secret_file or secret",
+            )
+        })?;
         for (j, d) in self.jssdk_domains.iter().enumerate() {
             if d.contains('/') || d.is_empty() {
                 return Err(ConfigError::new(

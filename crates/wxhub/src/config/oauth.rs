@@ -6,7 +6,7 @@ use serde::Deserialize;
 
 use super::ConfigError;
 use super::accounts::AccountConfig;
-use super::secret::{Given, Named, SecretSource};
+use super::secret::{self, Given};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -94,18 +94,13 @@ impl RawOAuth {
         accounts: &[AccountConfig],
         lookup: &dyn Fn(&str) -> Option<String>,
     ) -> Result<OAuthSettings, ConfigError> {
-        let named = Named {
-            at: "oauth",
-            name: "state_secret",
-        };
-        let given = Given {
-            value: self.state_secret,
-            env: self.state_secret_env,
-            file: self.state_secret_file,
-        };
-        let state_secret = match SecretSource::pick(named, given)? {
-            Some(source) => {
-                let v = source.resolve(named, lookup)?;
+        let given = Given::new(
+            self.state_secret,
+            self.state_secret_env,
+            self.state_secret_file,
+        );
+        let state_secret = match secret::read("oauth", "state_secret", given, lookup)? {
+            Some(v) => {
                 if v.len() < 32 {
                     return Err(ConfigError::new(
                         "oauth.state_secret",

@@ -45,6 +45,29 @@ pub(crate) struct Named<'a> {
     pub name: &'a str,
 }
 
+impl Given {
+    /// The three keys, in the order `<name>`, `<name>_env`, `<name>_file`.
+    pub fn new(value: Option<String>, env: Option<String>, file: Option<PathBuf>) -> Given {
+        Given { value, env, file }
+    }
+}
+
+/// The secret `name` of section `at`, if one of its three keys is given.
+///
+/// # Errors
+/// As [`SecretSource::pick`] and [`SecretSource::resolve`].
+pub(crate) fn read(
+    at: &str,
+    name: &str,
+    given: Given,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<Option<String>, ConfigError> {
+    let named = Named { at, name };
+    SecretSource::pick(named, given)?
+        .map(|s| s.resolve(named, lookup))
+        .transpose()
+}
+
 impl Named<'_> {
     /// The dotted key of one of its three forms: `""`, `"_env"`, `"_file"`.
     pub fn key(&self, form: &str) -> String {

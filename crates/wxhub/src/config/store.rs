@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::ConfigError;
-use super::secret::{Given, Named, SecretSource};
+use super::secret::{self, Given};
 
 /// Which store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -118,23 +118,13 @@ impl RawStore {
     fn redis(self, lookup: &dyn Fn(&str) -> Option<String>) -> Result<StoreConfig, ConfigError> {
         // `path` is not refused here: images set a default one
         // (WXHUB__STORE__PATH) that a Redis configuration never unsets.
-        let named = Named {
-            at: "store",
-            name: "url",
-        };
-        let given = Given {
-            value: self.url,
-            env: self.url_env,
-            file: self.url_file,
-        };
-        let url = SecretSource::pick(named, given)?
-            .ok_or_else(|| {
-                ConfigError::new(
-                    "store.url",
-                    "a redis store needs one of url, url_env or url_file",
-                )
-            })?
-            .resolve(named, lookup)?;
+        let given = Given::new(self.url, self.url_env, self.url_file);
+        let url = secret::read("store", "url", given, lookup)?.ok_or_else(|| {
+            ConfigError::new(
+                "store.url",
+                "a redis store needs one of url, url_env or url_file",
+            )
+        })?;
         if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
             return Err(ConfigError::new(
                 "store.url",

@@ -79,9 +79,11 @@ fn environment_overrides_reach_nested_keys_and_arrays() {
     assert_eq!(c.listen.port(), 1);
 }
 
+/// A configuration, `WXHUB__*` overrides, and the key its error must name.
+type Case<'a> = (String, Vec<(&'a str, &'a str)>, &'a str);
+
 #[test]
 fn errors_name_the_key() {
-    type Case<'a> = (String, Vec<(&'a str, &'a str)>, &'a str);
     let cases: Vec<Case> = vec![
         (
             BASE.replace("SECRET_A", "NOPE"),
@@ -153,7 +155,6 @@ fn errors_name_the_key() {
 
 #[test]
 fn store_errors_name_the_key() {
-    type Case<'a> = (String, Vec<(&'a str, &'a str)>, &'a str);
     let cases: Vec<Case> = vec![
         (
             format!("[store]\nkind = \"mongo\"\n{BASE}"),
@@ -208,7 +209,7 @@ fn store_errors_name_the_key() {
     assert_errors_name(cases);
 }
 
-fn assert_errors_name(cases: Vec<(String, Vec<(&str, &str)>, &str)>) {
+fn assert_errors_name(cases: Vec<Case>) {
     for (text, env, key) in cases {
         let err = load(&text, &env).expect_err(key).to_string();
         assert!(err.contains(key), "{err} should name {key}");

@@ -139,22 +139,14 @@ impl Credentials {
                 now >= st.next_refresh_at || st.valid(now).is_none()
             };
             if due {
-                self.reload(account, slot).await;
+                self.reload_or_note(account, slot).await;
             }
         }
     }
 
-    async fn reload(&self, account: &Account, slot: &Slot) {
-        match self
-            .store
-            .load_credential(account.appid(), &account.store_key(slot.kind))
-            .await
-        {
-            Ok(Some(rec)) => {
-                self.adopt(account, slot, rec);
-            }
-            Ok(None) => {}
-            Err(e) => self.redis_failed(&e),
+    async fn reload_or_note(&self, account: &Account, slot: &Slot) {
+        if let Err(e) = self.reload(account, slot).await {
+            self.redis_failed(&e);
         }
     }
 
@@ -189,7 +181,7 @@ impl Credentials {
         self.redis_ok();
         for account in self.managed() {
             for slot in account.slots() {
-                self.reload(&account, slot).await;
+                self.reload_or_note(&account, slot).await;
             }
         }
         let mut messages = pubsub.on_message();
@@ -252,7 +244,7 @@ impl Credentials {
                 let this = self.clone();
                 tokio::spawn(async move {
                     if let Some(slot) = account.slot_by_key(&kind) {
-                        this.reload(&account, slot).await;
+                        this.reload_or_note(&account, slot).await;
                     }
                 });
             }

@@ -188,14 +188,8 @@ impl RedisStore {
         holder: &str,
         now: i64,
     ) -> Result<bool, StoreError> {
-        let ok: i64 = BEGIN_FETCH
-            .key(self.app_key(appid, "lease"))
-            .key(self.cred_key(appid, key))
-            .arg(holder)
-            .arg(now)
-            .arg(self.key("changes"))
-            .arg(Self::changed_note(appid, key))
-            .invoke_async(&mut self.conn())
+        let ok = self
+            .fetch_mark(&BEGIN_FETCH, appid, key, holder, now)
             .await?;
         Ok(ok == 1)
     }
@@ -211,14 +205,7 @@ impl RedisStore {
         holder: &str,
         started: i64,
     ) -> Result<(), StoreError> {
-        let _: i64 = END_FETCH
-            .key(self.app_key(appid, "lease"))
-            .key(self.cred_key(appid, key))
-            .arg(holder)
-            .arg(started)
-            .arg(self.key("changes"))
-            .arg(Self::changed_note(appid, key))
-            .invoke_async(&mut self.conn())
+        self.fetch_mark(&END_FETCH, appid, key, holder, started)
             .await?;
         Ok(())
     }
@@ -241,5 +228,26 @@ impl RedisStore {
             .invoke_async(&mut self.conn())
             .await?;
         Ok(())
+    }
+
+    /// Runs a fetch-mark script (begin or end) for `holder`'s fetch at `at`,
+    /// checked against the account's lease.
+    async fn fetch_mark(
+        &self,
+        script: &Script,
+        appid: &str,
+        key: &str,
+        holder: &str,
+        at: i64,
+    ) -> Result<i64, StoreError> {
+        Ok(script
+            .key(self.app_key(appid, "lease"))
+            .key(self.cred_key(appid, key))
+            .arg(holder)
+            .arg(at)
+            .arg(self.key("changes"))
+            .arg(Self::changed_note(appid, key))
+            .invoke_async(&mut self.conn())
+            .await?)
     }
 }

@@ -162,6 +162,11 @@ impl RedisStore {
         self.app_key(appid, &format!("count:{name}:{day}"))
     }
 
+    /// Redis expires states and tickets itself: nothing to sweep.
+    pub async fn sweep(&self, _now: i64) -> Result<(usize, usize), StoreError> {
+        Ok((0, 0))
+    }
+
     /// Decides whether a caller-triggered refresh fits the budget of
     /// (`appid`, `scope`), and with `take` records it when it does, atomically
     /// across instances (compare-and-set, retried on a race).

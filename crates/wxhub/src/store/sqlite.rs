@@ -267,6 +267,39 @@ impl SqliteStore {
         }
     }
 
+    /// Shared mode's fetch marks mean nothing with one instance: always
+    /// go ahead.
+    pub async fn begin_fetch(
+        &self,
+        _appid: &str,
+        _key: &str,
+        _holder: &str,
+        _now: i64,
+    ) -> Result<bool, StoreError> {
+        Ok(true)
+    }
+
+    /// See [`SqliteStore::begin_fetch`].
+    pub async fn end_fetch(
+        &self,
+        _appid: &str,
+        _key: &str,
+        _holder: &str,
+        _started: i64,
+    ) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// See [`SqliteStore::begin_fetch`].
+    pub async fn mark_minted(
+        &self,
+        _appid: &str,
+        _key: &str,
+        _started: i64,
+    ) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     /// Runs `f` on the store's thread, in the next batch, and answers once
     /// that batch is committed.
     pub(super) async fn run<T: Send + 'static>(

@@ -72,16 +72,18 @@ fn stored(w: Written) -> u64 {
 
 const K: &str = "access_token:classic";
 
+/// The fencing number of a lease just taken (not renewed).
+fn taken(outcome: Result<LeaseOutcome, wxhub::store::StoreError>, what: &str) -> u64 {
+    match outcome {
+        Ok(LeaseOutcome::Held { fence, new: true }) => fence,
+        other => panic!("{what}: {other:?}"),
+    }
+}
+
 #[tokio::test]
 async fn a_lapsed_holder_can_neither_fetch_nor_write() {
     let p = pair(300).await;
-    let Ok(LeaseOutcome::Held {
-        fence: f1,
-        new: true,
-    }) = p.a.acquire("wx1").await
-    else {
-        panic!("a takes the free lease");
-    };
+    let f1 = taken(p.a.acquire("wx1").await, "a takes the free lease");
     assert_eq!(
         p.a.acquire("wx1").await.unwrap(),
         LeaseOutcome::Held {
@@ -104,13 +106,7 @@ async fn a_lapsed_holder_can_neither_fetch_nor_write() {
     // a pauses past its lease; b takes over with a higher fence.
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert_eq!(p.a.holding("wx1"), None, "a no longer trusts its lease");
-    let Ok(LeaseOutcome::Held {
-        fence: f2,
-        new: true,
-    }) = p.b.acquire("wx1").await
-    else {
-        panic!("b takes the lapsed lease");
-    };
+    let f2 = taken(p.b.acquire("wx1").await, "b takes the lapsed lease");
     assert!(f2 > f1);
     assert!(
         p.store_b
@@ -152,9 +148,7 @@ async fn a_lapsed_holder_can_neither_fetch_nor_write() {
 #[tokio::test]
 async fn the_earliest_fetch_mark_stays_until_its_own_fetch_clears_it() {
     let p = pair(5_000).await;
-    let Ok(LeaseOutcome::Held { fence, .. }) = p.a.acquire("wx1").await else {
-        panic!("lease");
-    };
+    let fence = taken(p.a.acquire("wx1").await, "lease");
     let (s, h) = (&p.store_a, p.a.holder(fence));
     stored(
         s.write_credential("wx1", K, &record("T1", fence), &h)
@@ -184,9 +178,7 @@ async fn the_earliest_fetch_mark_stays_until_its_own_fetch_clears_it() {
 async fn sequence_numbers_grow_across_an_emptied_redis() {
     let p = pair(5_000).await;
     let k = "ticket:jsapi";
-    let Ok(LeaseOutcome::Held { fence, .. }) = p.a.acquire("wx1").await else {
-        panic!("lease");
-    };
+    let fence = taken(p.a.acquire("wx1").await, "lease");
     let mut last = 0;
     for _ in 0..20 {
         let h = p.a.holder(fence);
@@ -202,13 +194,7 @@ async fn sequence_numbers_grow_across_an_emptied_redis() {
     // Redis restarted empty: the fence counter starts over, the sequence
     // does not go back.
     p.cleanup().await;
-    let Ok(LeaseOutcome::Held {
-        fence: f,
-        new: true,
-    }) = p.a.acquire("wx1").await
-    else {
-        panic!("lease again");
-    };
+    let f = taken(p.a.acquire("wx1").await, "lease again");
     assert_eq!(f, 1);
     let h = p.a.holder(f);
     let s = stored(

@@ -1,5 +1,6 @@
 //! The `wxhub` command line.
 
+#[cfg(feature = "dev")]
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -7,7 +8,7 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 
-use crate::clock::SystemClock;
+use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 
 /// wxhub: one service that holds WeChat tokens, runs web authorization and
@@ -41,10 +42,12 @@ pub enum Command {
         /// Follow the virtual clock of a simulator (its `/_sim/clock` URL)
         /// instead of the system clock: for tests and offline development
         /// against `wxhub sim`, never for production.
+        #[cfg(feature = "dev")]
         #[arg(long, value_name = "URL")]
         sim_clock: Option<String>,
     },
     /// Run the simulator and the hub together on loopback with a demo account.
+    #[cfg(feature = "dev")]
     Dev {
         /// Hub address.
         #[arg(long, default_value = "127.0.0.1:8780")]
@@ -57,6 +60,7 @@ pub enum Command {
         demo_listen: SocketAddr,
     },
     /// Run the WeChat platform simulator.
+    #[cfg(feature = "dev")]
     Sim(SimArgs),
     /// Ask a running hub for an account's access token.
     Token {
@@ -91,6 +95,7 @@ pub enum Command {
 }
 
 /// `wxhub sim`.
+#[cfg(feature = "dev")]
 #[derive(Debug, clap::Args)]
 pub struct SimArgs {
     /// World file (TOML). Without it a demo world is generated and printed.
@@ -107,12 +112,27 @@ pub struct SimArgs {
 /// Any failure, with the flag or key it is about.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Serve { config, sim_clock } => serve(config, sim_clock).await,
+        Command::Serve {
+            config,
+            #[cfg(feature = "dev")]
+            sim_clock,
+        } => {
+            #[cfg(feature = "dev")]
+            let clock: Arc<dyn Clock> = match sim_clock {
+                Some(url) => crate::clock::RemoteSimClock::follow(&url).await?,
+                None => Arc::new(SystemClock),
+            };
+            #[cfg(not(feature = "dev"))]
+            let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+            serve(config, clock).await
+        }
+        #[cfg(feature = "dev")]
         Command::Dev {
             listen,
             sim_listen,
             demo_listen,
         } => crate::dev::run(listen, sim_listen, demo_listen).await,
+        #[cfg(feature = "dev")]
         Command::Sim(args) => sim(args).await,
         Command::Token { app, hub, key_env } => token(&app, &hub, &key_env).await,
         Command::Explain { code } => {
@@ -135,12 +155,8 @@ fn load(path: &std::path::Path) -> anyhow::Result<Config> {
     Config::load(path).map_err(|e| anyhow::anyhow!("--config {}: {e}", path.display()))
 }
 
-async fn serve(path: PathBuf, sim_clock: Option<String>) -> anyhow::Result<()> {
+async fn serve(path: PathBuf, clock: Arc<dyn Clock>) -> anyhow::Result<()> {
     let config = load(&path)?;
-    let clock: Arc<dyn crate::clock::Clock> = match sim_clock {
-        Some(url) => crate::clock::RemoteSimClock::follow(&url).await?,
-        None => Arc::new(SystemClock),
-    };
     let accounts = config.accounts.len();
     let store = match &config.store {
         crate::config::StoreConfig::Sqlite { .. } => "sqlite",
@@ -173,6 +189,7 @@ pub(crate) async fn shutdown_signal() {
     tokio::select! { _ = ctrl_c => {}, _ = term => {} }
 }
 
+#[cfg(feature = "dev")]
 async fn sim(args: SimArgs) -> anyhow::Result<()> {
     let world = match &args.world {
         Some(path) => {

@@ -1,6 +1,7 @@
 //! Time, injected: every refresh decision reads a [`Clock`], so tests share
 //! the simulator's virtual clock and jump hours in one call.
 
+#[cfg(feature = "dev")]
 use std::sync::Arc;
 
 /// Unix seconds.
@@ -23,9 +24,11 @@ impl Clock for SystemClock {
 }
 
 /// The virtual clock of an in-process simulator (`wxhub dev`, tests).
+#[cfg(feature = "dev")]
 #[derive(Debug, Clone)]
 pub struct SimClock(pub Arc<wx_sim::Sim>);
 
+#[cfg(feature = "dev")]
 impl Clock for SimClock {
     fn now(&self) -> i64 {
         self.0.clock.now()
@@ -35,11 +38,15 @@ impl Clock for SimClock {
 /// The virtual clock of a simulator in another process, followed over HTTP
 /// (`wxhub serve --sim-clock URL`): several hub processes and one simulator
 /// then share one virtual time, as the shared-mode tests need.
+// Needs no simulator to compile, but a hub that can be told to follow
+// another clock has no place in production.
+#[cfg(feature = "dev")]
 #[derive(Debug)]
 pub struct RemoteSimClock {
     now: std::sync::atomic::AtomicI64,
 }
 
+#[cfg(feature = "dev")]
 impl RemoteSimClock {
     /// Reads `url` (the simulator's `/_sim/clock`) once, then every 10 ms in
     /// the background for as long as the clock is in use.
@@ -78,6 +85,7 @@ impl RemoteSimClock {
     }
 }
 
+#[cfg(feature = "dev")]
 impl Clock for RemoteSimClock {
     fn now(&self) -> i64 {
         self.now.load(std::sync::atomic::Ordering::Relaxed)

@@ -4,7 +4,8 @@
 //!
 //! # Layout
 //! - [`config`]: the TOML configuration with `WXHUB__*` overrides.
-//! - [`clock`]: injected time (the system's, or the simulator's virtual clock).
+//! - [`clock`]: injected time (the system's; with `dev`, the simulator's
+//!   virtual clock).
 //! - [`store`]: where state outlives a process: the embedded SQLite file or Redis.
 //! - [`shared`]: several instances on one Redis, one refresher per account.
 //! - [`credentials`]: tokens and tickets: refresh ahead of expiry,
@@ -17,8 +18,14 @@
 //!   the API's error type; [`metrics`] the Prometheus registry.
 //! - [`oauth`]: web authorization: signed states, grants, scope escalation,
 //!   hand-over tickets.
-//! - [`cli`] and [`dev`]: the `wxhub` command line.
+//! - [`cli`]: the `wxhub` command line.
 //! - [`telemetry`]: logging set-up.
+//!
+//! With the `dev` feature (on by default; production builds use
+//! `--no-default-features` and carry no simulator):
+//! - `dev`: `wxhub dev`, the simulator and the hub together on loopback
+//!   with a demo account.
+//! - `demo`: the demo business page `wxhub dev` serves.
 
 pub mod app;
 pub mod auth;
@@ -27,7 +34,9 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod credentials;
+#[cfg(feature = "dev")]
 pub mod demo;
+#[cfg(feature = "dev")]
 pub mod dev;
 pub mod error;
 pub mod extract;

@@ -137,6 +137,17 @@ impl Default for Options {
     }
 }
 
+/// The in-process simulator's virtual clock. The library's own one comes
+/// with the `dev` feature; this one lets these tests run without it.
+#[derive(Debug)]
+struct SimClock(Arc<wx_sim::Sim>);
+
+impl wxhub::clock::Clock for SimClock {
+    fn now(&self) -> i64 {
+        self.0.clock.now()
+    }
+}
+
 pub struct TestHub {
     pub sim: wx_sim::RunningSim,
     pub hub: Option<wxhub::RunningHub>,
@@ -255,7 +266,7 @@ apps = ["{APPID}"]
     }
 
     async fn boot(&mut self) {
-        let clock = Arc::new(wxhub::clock::SimClock(self.sim.sim().clone()));
+        let clock = Arc::new(SimClock(self.sim.sim().clone()));
         let app = wxhub::Application::build(self.config(), clock)
             .await
             .expect("hub builds");

@@ -345,6 +345,29 @@ async fn check(path: PathBuf, online: bool) -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
+    /// Production builds (`--no-default-features`) must not even offer the
+    /// simulator: no subcommand, no flag, no word of it in the help.
+    #[test]
+    fn the_simulator_is_offered_only_with_the_dev_feature() {
+        use clap::CommandFactory;
+        let mut cli = super::Cli::command();
+        let dev = cfg!(feature = "dev");
+        assert_eq!(cli.find_subcommand("dev").is_some(), dev);
+        assert_eq!(cli.find_subcommand("sim").is_some(), dev);
+        let serve = cli.find_subcommand_mut("serve").expect("serve");
+        assert_eq!(
+            serve
+                .get_arguments()
+                .any(|a| a.get_long() == Some("sim-clock")),
+            dev
+        );
+        let serve_help = serve.render_long_help().to_string();
+        let help = cli.render_long_help().to_string();
+        for text in [help, serve_help] {
+            assert_eq!(text.to_lowercase().contains("sim"), dev, "{text}");
+        }
+    }
+
     #[test]
     fn explain_gives_both_languages_and_the_action() {
         let text = super::explain(40164);

@@ -7,19 +7,28 @@
 //! - [`clock`]: injected time (the system's; with `dev`, the simulator's
 //!   virtual clock).
 //! - [`store`]: where state outlives a process: the embedded SQLite file or Redis.
-//! - [`shared`]: several instances on one Redis, one refresher per account.
+//! - [`shared`]: several instances on one Redis, one refresher per account;
+//!   `shared::note` is the pub/sub note format.
 //! - [`credentials`]: tokens and tickets: refresh ahead of expiry,
 //!   single-flight fetches, compare-and-refresh, backoff; reports confirmed
 //!   with the platform before anything is refreshed.
 //! - [`budget`]: what callers' reports may make the hub fetch.
 //! - [`limits`]: rate limits per client key and per client IP.
-//! - [`app`]: building and running the server; [`router`] assembles routes;
-//!   `routes/*` are the handlers; [`auth`] checks client keys; [`error`] is
-//!   the API's error type; [`metrics`] the Prometheus registry.
+//! - [`app`]: building and running the server; [`supervise`] watches its
+//!   background tasks; [`server`] is the HTTP accept loop (connection
+//!   limits and timeouts); [`router`] assembles routes and the edge
+//!   middleware; `routes/*` are the handlers; [`extract`] parses requests
+//!   into clear 4xx errors; [`auth`] checks client keys; [`error`] is the
+//!   API's error type; [`metrics`] the Prometheus registry.
+//! - [`upstream`]: the pooled HTTP client to the platform, shared by the
+//!   proxy and wx-api's calls.
 //! - [`oauth`]: web authorization: signed states, grants, scope escalation,
 //!   hand-over tickets.
 //! - [`cli`]: the `wxhub` command line.
-//! - [`telemetry`]: logging set-up.
+//! - [`telemetry`]: logging set-up (text or JSON).
+//!
+//! The design is in docs/ARCHITECTURE.md, the credential lifecycle in
+//! docs/lifecycle.md, the platform's behaviour in docs/platform.md.
 //!
 //! With the `dev` feature (on by default; production builds use
 //! `--no-default-features` and carry no simulator):

@@ -12,28 +12,12 @@ async fn secrets_tokens_and_keys_never_reach_logs_errors_or_metrics() {
     let ticket = ticket["jsapi_ticket"].as_str().unwrap().to_string();
     let mut bodies = Vec::new();
     // Failures of every kind.
-    hub.sim_post(
-        "/_sim/faults",
-        json!({"endpoint": "/cgi-bin/user/get", "count": 2, "errcode": 40001}),
-    )
-    .await;
-    bodies.push(
-        hub.get(&format!("/v1/apps/{APPID}/proxy/cgi-bin/user/get"))
-            .await
-            .1
-            .to_string(),
-    );
-    hub.sim_post(
-        "/_sim/faults",
-        json!({"endpoint": "/cgi-bin/user/get", "count": 1, "drop": true}),
-    )
-    .await;
-    bodies.push(
-        hub.get(&format!("/v1/apps/{APPID}/proxy/cgi-bin/user/get"))
-            .await
-            .1
-            .to_string(),
-    );
+    hub.fault(json!({"endpoint": "/cgi-bin/user/get", "count": 2, "errcode": 40001}))
+        .await;
+    bodies.push(hub.proxy("cgi-bin/user/get").await.1.to_string());
+    hub.fault(json!({"endpoint": "/cgi-bin/user/get", "count": 1, "drop": true}))
+        .await;
+    bodies.push(hub.proxy("cgi-bin/user/get").await.1.to_string());
     // A report of a token the platform rejects: the answer carries a new one.
     hub.kill_token_elsewhere("stable").await;
     let (_, v) = hub.invalidate(&token).await;
@@ -64,11 +48,8 @@ async fn secrets_tokens_and_keys_never_reach_logs_errors_or_metrics() {
     // The current token rejected after the secret changed: the refresh
     // fails with 40125.
     let current = hub.token().await;
-    hub.sim_post(
-        "/_sim/faults",
-        json!({"endpoint": "/cgi-bin/openapi/quota/get", "count": 1, "errcode": 40001}),
-    )
-    .await;
+    hub.fault(json!({"endpoint": "/cgi-bin/openapi/quota/get", "count": 1, "errcode": 40001}))
+        .await;
     hub.advance(61);
     let (_, v) = hub.invalidate(&current).await;
     bodies.push(v.to_string());

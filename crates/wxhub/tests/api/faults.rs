@@ -12,11 +12,8 @@ async fn upstream_errors_are_retried_with_backoff_while_the_valid_token_is_serve
     let t1 = hub.token().await;
     // Go to the refresh point (stable: inside the last 300 s).
     hub.advance(7200 - 300);
-    hub.sim_post(
-        "/_sim/faults",
-        json!({"endpoint": "/cgi-bin/stable_token", "count": 5, "errcode": -1}),
-    )
-    .await;
+    hub.fault(json!({"endpoint": "/cgi-bin/stable_token", "count": 5, "errcode": -1}))
+        .await;
     let mut attempts_at = Vec::new();
     let mut last_calls = hub.calls("/cgi-bin/stable_token");
     for _ in 0..300 {
@@ -57,11 +54,8 @@ async fn a_hanging_upstream_times_out_and_is_retried() {
     .await;
     let t1 = hub.token().await;
     hub.advance(7200 - 300);
-    hub.sim_post(
-        "/_sim/faults",
-        json!({"endpoint": "/cgi-bin/stable_token", "count": 2, "delay_ms": 2000}),
-    )
-    .await;
+    hub.fault(json!({"endpoint": "/cgi-bin/stable_token", "count": 2, "delay_ms": 2000}))
+        .await;
     for _ in 0..100 {
         hub.run_due().await;
         if hub.issued("stable") == 2 {
@@ -82,18 +76,11 @@ async fn with_no_token_and_a_failing_upstream_clients_get_503_with_retry_after()
         ..Options::default()
     })
     .await;
-    hub.sim_post(
-        "/_sim/faults",
-        json!({"endpoint": "/cgi-bin/stable_token", "count": 1, "http_status": 502}),
-    )
-    .await;
+    hub.fault(json!({"endpoint": "/cgi-bin/stable_token", "count": 1, "http_status": 502}))
+        .await;
     let r = hub
-        .http
-        .get(hub.url(&format!("/v1/apps/{APPID}/access_token")))
-        .bearer_auth(&hub.key)
-        .send()
-        .await
-        .unwrap();
+        .get_as(&format!("/v1/apps/{APPID}/access_token"), &hub.key)
+        .await;
     assert_eq!(r.status(), 503);
     let r_retry_after: i64 = r
         .headers()
@@ -189,11 +176,8 @@ async fn a_used_up_daily_quota_pauses_fetching_until_the_next_beijing_day() {
     let hub = TestHub::with(o).await;
     let t1 = hub.token().await;
     // The platform rejects t1: the report needs a fetch, which hits 45009.
-    hub.sim_post(
-        "/_sim/faults",
-        json!({"endpoint": "/cgi-bin/openapi/quota/get", "count": 1, "errcode": 40001}),
-    )
-    .await;
+    hub.fault(json!({"endpoint": "/cgi-bin/openapi/quota/get", "count": 1, "errcode": 40001}))
+        .await;
     let (_, v) = hub.invalidate(&t1).await;
     assert!(
         v["error"]["message"].as_str().unwrap().contains("45009"),

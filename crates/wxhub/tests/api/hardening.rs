@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::helpers::*;
-use crate::oauth::{authorize_url, enc, landed, param, redeem, walk};
+use crate::oauth::{authorize_url, callback_url, enc, landed, param, redeem, walk};
 
 fn no_problems(apps: &Value) -> bool {
     apps["apps"]
@@ -24,9 +24,7 @@ async fn the_proxy_refuses_person_token_calls_and_refreshes_nothing_for_them() {
     let hub = TestHub::start().await;
     let t1 = hub.token().await;
     for _ in 0..22 {
-        let (s, v) = hub
-            .get(&format!("/v1/apps/{APPID}/proxy/sns/userinfo?openid=x"))
-            .await;
+        let (s, v) = hub.proxy("sns/userinfo?openid=x").await;
         assert_eq!(s, 400, "{v}");
         assert_eq!(v["error"]["code"], "invalid_request");
         assert!(
@@ -51,17 +49,18 @@ async fn the_proxy_refuses_person_token_calls_and_refreshes_nothing_for_them() {
         ("connect/oauth2/authorize", 404),
         ("cgi-bin/user/info%253Fx", 400),
     ] {
-        let (s, v) = hub.get(&format!("/v1/apps/{APPID}/proxy/{path}")).await;
+        let (s, v) = hub.proxy(path).await;
         assert_eq!(s, status, "{path}: {v}");
         assert!(v["error"]["code"].is_string(), "{path}: {v}");
     }
     let r = hub
-        .http
-        .delete(hub.url(&format!("/v1/apps/{APPID}/proxy/cgi-bin/user/info")))
-        .bearer_auth(&hub.key)
-        .send()
-        .await
-        .unwrap();
+        .send_as(
+            reqwest::Method::DELETE,
+            &format!("/v1/apps/{APPID}/proxy/cgi-bin/user/info"),
+            &hub.key,
+            None,
+        )
+        .await;
     assert_eq!(r.status(), 405);
     assert_eq!(hub.issued("stable"), 1);
 }
@@ -77,14 +76,11 @@ async fn a_media_file_that_looks_like_a_token_error_passes_through_untouched() {
     )
     .await;
     let r = hub
-        .http
-        .get(hub.url(&format!(
-            "/v1/apps/{APPID}/proxy/cgi-bin/media/get?media_id=m1"
-        )))
-        .bearer_auth(&hub.key)
-        .send()
-        .await
-        .unwrap();
+        .get_as(
+            &format!("/v1/apps/{APPID}/proxy/cgi-bin/media/get?media_id=m1"),
+            &hub.key,
+        )
+        .await;
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["content-type"], "image/jpeg");
     assert!(
@@ -239,12 +235,7 @@ async fn pending_sign_ins_are_capped_per_account_and_expire() {
 async fn a_callback_url_is_not_a_reusable_login() {
     let hub = TestHub::start().await;
     let steps = walk(&hub, &authorize_url(&hub, APPID, "base"), "bob", "allow").await;
-    let callback = steps
-        .iter()
-        .find(|s| s.url.contains("/callback?"))
-        .unwrap()
-        .url
-        .clone();
+    let callback = callback_url(&steps);
     let ticket = param(&landed(&steps), "wxhub_ticket").unwrap();
     // The ticket expires unredeemed; the URL then yields nothing more.
     hub.advance(61);
@@ -261,11 +252,8 @@ async fn a_callback_url_is_not_a_reusable_login() {
     assert_eq!(hub.calls("/sns/oauth2/access_token"), 1);
 
     // A failed code exchange is remembered: replays get its reason at once.
-    hub.sim_post(
-        "/_sim/faults",
-        json!({"endpoint": "/sns/oauth2/access_token", "count": 1, "errcode": 40029}),
-    )
-    .await;
+    hub.fault(json!({"endpoint": "/sns/oauth2/access_token", "count": 1, "errcode": 40029}))
+        .await;
     let steps = walk(&hub, &authorize_url(&hub, APPID, "base"), "bob", "allow").await;
     let last = steps.last().unwrap();
     assert_eq!(last.status, 400);
@@ -274,12 +262,7 @@ async fn a_callback_url_is_not_a_reusable_login() {
         "{}",
         last.body
     );
-    let callback = steps
-        .iter()
-        .find(|s| s.url.contains("/callback?"))
-        .unwrap()
-        .url
-        .clone();
+    let callback = callback_url(&steps);
     let exchanges = hub.calls("/sns/oauth2/access_token");
     let started = Instant::now();
     let r = hub.http.get(&callback).send().await.unwrap();
@@ -312,13 +295,13 @@ anonymous = { per_minute = 60, burst = 4 }
         assert_eq!(hub.invalidate(&token).await.0, 200);
     }
     let r = hub
-        .http
-        .post(hub.url(&format!("/v1/apps/{APPID}/access_token/invalidate")))
-        .bearer_auth(&hub.key)
-        .json(&json!({"access_token": token}))
-        .send()
-        .await
-        .unwrap();
+        .send_as(
+            reqwest::Method::POST,
+            &format!("/v1/apps/{APPID}/access_token/invalidate"),
+            &hub.key,
+            Some(&json!({"access_token": token})),
+        )
+        .await;
     assert_eq!(r.status(), 429);
     let wait: i64 = r.headers()["retry-after"]
         .to_str()
@@ -330,22 +313,18 @@ anonymous = { per_minute = 60, burst = 4 }
     assert_eq!(v["error"]["code"], "rate_limited");
     // Another client has a bucket of its own.
     let r = hub
-        .http
-        .post(hub.url(&format!("/v1/apps/{APPID}/access_token/invalidate")))
-        .bearer_auth(&hub.good_key)
-        .json(&json!({"access_token": token}))
-        .send()
-        .await
-        .unwrap();
+        .send_as(
+            reqwest::Method::POST,
+            &format!("/v1/apps/{APPID}/access_token/invalidate"),
+            &hub.good_key,
+            Some(&json!({"access_token": token})),
+        )
+        .await;
     assert_eq!(r.status(), 200);
     // The proxy.
     let mut codes = Vec::new();
     for _ in 0..7 {
-        codes.push(
-            hub.get(&format!("/v1/apps/{APPID}/proxy/cgi-bin/user/get"))
-                .await
-                .0,
-        );
+        codes.push(hub.proxy("cgi-bin/user/get").await.0);
     }
     assert_eq!(codes, [200, 200, 200, 200, 200, 429, 429]);
     assert_eq!(
@@ -605,20 +584,10 @@ async fn soak(mode: &'static str) -> (u64, u64) {
         ..Options::default()
     })
     .await;
-    let openid = hub
-        .sim_get(&format!("/_sim/openid?appid={APPID}&person=alice"))
-        .await["openid"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let openid = hub.openid("alice").await;
     // One real sign-in whose callback URL a bad client keeps replaying.
     let steps = walk(&hub, &authorize_url(&hub, APPID, "base"), "bob", "allow").await;
-    let replayed = steps
-        .iter()
-        .find(|s| s.url.contains("/callback?"))
-        .unwrap()
-        .url
-        .clone();
+    let replayed = callback_url(&steps);
     let long = hub.url(&format!(
         "/oauth/{APPID}/authorize?scope=base&return_to={}",
         enc(&format!("http://127.0.0.1:9/{}", "a".repeat(60 * 1024)))
@@ -644,17 +613,12 @@ async fn soak(mode: &'static str) -> (u64, u64) {
             .await;
         }
         // 3. The proxy on a person-token call.
-        hub.get(&format!("/v1/apps/{APPID}/proxy/sns/userinfo?openid=x"))
-            .await;
+        hub.proxy("sns/userinfo?openid=x").await;
         // 4. Hourly, the proxy on a call the platform answers 40001 once.
         if step.is_multiple_of(60) {
-            hub.sim_post(
-                "/_sim/faults",
-                json!({"endpoint": "/cgi-bin/user/get", "count": 1, "errcode": 40001}),
-            )
-            .await;
-            hub.get(&format!("/v1/apps/{APPID}/proxy/cgi-bin/user/get"))
+            hub.fault(json!({"endpoint": "/cgi-bin/user/get", "count": 1, "errcode": 40001}))
                 .await;
+            hub.proxy("cgi-bin/user/get").await;
         }
         // 5. An oversized authorize request, and one that fills states.
         let _ = hub.http.get(&long).send().await;
@@ -672,14 +636,11 @@ async fn soak(mode: &'static str) -> (u64, u64) {
         }
         // The client that behaves: one API call through the proxy.
         let r = hub
-            .http
-            .get(hub.url(&format!(
-                "/v1/apps/{APPID}/proxy/cgi-bin/user/info?openid={openid}"
-            )))
-            .bearer_auth(&hub.good_key)
-            .send()
-            .await
-            .unwrap();
+            .get_as(
+                &format!("/v1/apps/{APPID}/proxy/cgi-bin/user/info?openid={openid}"),
+                &hub.good_key,
+            )
+            .await;
         let ok = r.status() == 200 && r.json::<Value>().await.unwrap().get("errcode").is_none();
         if !ok {
             good_errors += 1;

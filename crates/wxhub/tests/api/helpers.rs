@@ -301,6 +301,32 @@ apps = ["{APPID}"]
         format!("{}{}", self.hub().base_url(), path)
     }
 
+    /// A request to the hub as the client holding `key`, answered raw.
+    pub async fn send_as(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        key: &str,
+        body: Option<&Value>,
+    ) -> reqwest::Response {
+        let req = self.http.request(method, self.url(path)).bearer_auth(key);
+        let req = match body {
+            Some(b) => req.json(b),
+            None => req,
+        };
+        req.send().await.unwrap()
+    }
+
+    /// `GET path` as the client holding `key`, answered raw.
+    pub async fn get_as(&self, path: &str, key: &str) -> reqwest::Response {
+        self.send_as(reqwest::Method::GET, path, key, None).await
+    }
+
+    /// `GET path` with no credentials (a browser, WeChat), answered raw.
+    pub async fn get_raw(&self, path: &str) -> reqwest::Response {
+        self.http.get(self.url(path)).send().await.unwrap()
+    }
+
     pub async fn get(&self, path: &str) -> (u16, Value) {
         let r = self
             .http
@@ -366,26 +392,31 @@ apps = ["{APPID}"]
     }
 
     pub async fn sim_post(&self, path: &str, body: Value) -> Value {
-        self.http
-            .post(format!("{}{}", self.sim.base_url(), path))
-            .json(&body)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
+        let r = self.http.post(format!("{}{}", self.sim.base_url(), path));
+        r.json(&body).send().await.unwrap().json().await.unwrap()
+    }
+
+    /// Arms a fault in the simulator (`/_sim/faults`).
+    pub async fn fault(&self, fault: Value) -> Value {
+        self.sim_post("/_sim/faults", fault).await
+    }
+
+    /// A proxied call to `path` on the platform, as the test's client.
+    pub async fn proxy(&self, path: &str) -> (u16, Value) {
+        self.get(&format!("/v1/apps/{APPID}/proxy/{path}")).await
     }
 
     pub async fn sim_get(&self, path: &str) -> Value {
-        self.http
-            .get(format!("{}{}", self.sim.base_url(), path))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
+        let r = self.http.get(format!("{}{}", self.sim.base_url(), path));
+        r.send().await.unwrap().json().await.unwrap()
+    }
+
+    /// A person's openid under the test account.
+    pub async fn openid(&self, person: &str) -> String {
+        let v = self
+            .sim_get(&format!("/_sim/openid?appid={APPID}&person={person}"))
+            .await;
+        v["openid"].as_str().unwrap().to_string()
     }
 
     /// Another system kills the hub's current token, as a second fetcher

@@ -6,12 +6,7 @@ use crate::helpers::*;
 /// a caching client (wxhub-client) calls the platform directly with the
 /// token it got from the hub.
 async fn two_days(hub: &TestHub) -> (u64, u64) {
-    let openid = hub
-        .sim_get(&format!("/_sim/openid?appid={APPID}&person=alice"))
-        .await["openid"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let openid = hub.openid("alice").await;
     let sim = hub.sim.sim().clone();
     let caching = wxhub_client::HubClient::new(&hub.hub().base_url(), hub.key.clone(), APPID)
         .unwrap()
@@ -159,11 +154,8 @@ async fn a_foreign_fetch_is_detected_counted_and_repaired() {
 /// The platform rejects the current token once, as it would after another
 /// system forced a refresh: the next confirmation says 40001.
 async fn reject_next_confirmation(hub: &TestHub) {
-    hub.sim_post(
-        "/_sim/faults",
-        json!({"endpoint": "/cgi-bin/openapi/quota/get", "count": 1, "errcode": 40001}),
-    )
-    .await;
+    hub.fault(json!({"endpoint": "/cgi-bin/openapi/quota/get", "count": 1, "errcode": 40001}))
+        .await;
 }
 
 async fn forced_today(hub: &TestHub) -> i64 {

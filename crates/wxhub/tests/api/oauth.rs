@@ -97,6 +97,16 @@ pub(crate) fn authorize_url(hub: &TestHub, appid: &str, scope: &str) -> String {
     ))
 }
 
+/// The hub callback URL WeChat redirected to in a walk.
+pub(crate) fn callback_url(steps: &[Step]) -> String {
+    steps
+        .iter()
+        .find(|s| s.url.contains("/callback?"))
+        .expect("a callback in the walk")
+        .url
+        .clone()
+}
+
 pub(crate) fn landed(steps: &[Step]) -> String {
     steps.last().map(|s| s.location.clone()).unwrap_or_default()
 }
@@ -238,12 +248,7 @@ async fn a_person_who_refuses_comes_back_with_access_denied() {
 async fn wechats_double_redirect_gets_the_same_result_not_a_40163() {
     let hub = TestHub::start().await;
     let steps = walk(&hub, &authorize_url(&hub, APPID, "base"), "bob", "allow").await;
-    let callback = steps
-        .iter()
-        .find(|s| s.url.contains("/callback?"))
-        .unwrap()
-        .url
-        .clone();
+    let callback = callback_url(&steps);
     let first = param(&landed(&steps), "wxhub_ticket").unwrap();
     // The same callback again, before the page redeemed its ticket: the same
     // ticket, not a second one.
@@ -282,12 +287,7 @@ async fn replayed_forged_and_expired_states_exchange_nothing() {
         used.push(format!("code={c}&state={used_state}"));
     }
     for q in &used {
-        let r = hub
-            .http
-            .get(hub.url(&format!("/oauth/{APPID}/callback?{q}")))
-            .send()
-            .await
-            .unwrap();
+        let r = hub.get_raw(&format!("/oauth/{APPID}/callback?{q}")).await;
         assert_eq!(r.status(), 302, "{q}");
         assert_eq!(
             r.headers()["location"],
@@ -308,12 +308,7 @@ async fn replayed_forged_and_expired_states_exchange_nothing() {
         ("code=x".to_string(), "invalid_state"),
     ];
     for (q, code) in &cases {
-        let r = hub
-            .http
-            .get(hub.url(&format!("/oauth/{APPID}/callback?{q}")))
-            .send()
-            .await
-            .unwrap();
+        let r = hub.get_raw(&format!("/oauth/{APPID}/callback?{q}")).await;
         assert_eq!(r.status(), 400, "{q}");
         let body = r.text().await.unwrap();
         assert!(
@@ -323,13 +318,10 @@ async fn replayed_forged_and_expired_states_exchange_nothing() {
     }
     // A state for another account does not verify either.
     let r = hub
-        .http
-        .get(hub.url(&format!(
+        .get_raw(&format!(
             "/oauth/{WEB_APPID}/callback?code=x&state={used_state}"
-        )))
-        .send()
-        .await
-        .unwrap();
+        ))
+        .await;
     assert_eq!(r.status(), 400);
     assert_eq!(
         hub.calls("/sns/oauth2/access_token"),
@@ -376,14 +368,11 @@ async fn return_to_must_be_an_allowed_origin() {
     ];
     for rt in cases {
         let r = hub
-            .http
-            .get(hub.url(&format!(
+            .get_raw(&format!(
                 "/oauth/{APPID}/authorize?scope=base&return_to={}",
                 enc(rt)
-            )))
-            .send()
-            .await
-            .unwrap();
+            ))
+            .await;
         assert_eq!(r.status(), 400, "{rt}");
         let v: Value = r.json().await.unwrap();
         assert!(
@@ -395,14 +384,11 @@ async fn return_to_must_be_an_allowed_origin() {
         );
     }
     let r = hub
-        .http
-        .get(hub.url(&format!(
+        .get_raw(&format!(
             "/oauth/{APPID}/authorize?scope=everything&return_to={}",
             enc(RETURN)
-        )))
-        .send()
-        .await
-        .unwrap();
+        ))
+        .await;
     assert_eq!(r.status(), 400);
 }
 
@@ -439,11 +425,8 @@ async fn a_48001_leads_to_snsapi_userinfo_not_to_an_error() {
     let hub = TestHub::start().await;
     login(&hub, "userinfo", "bob").await;
     // The grant on file no longer reads the profile.
-    hub.sim_post(
-        "/_sim/faults",
-        json!({"endpoint": "/sns/userinfo", "count": 1, "errcode": 48001}),
-    )
-    .await;
+    hub.fault(json!({"endpoint": "/sns/userinfo", "count": 1, "errcode": 48001}))
+        .await;
     let (steps, v) = login(&hub, "userinfo", "bob").await;
     assert!(
         steps
@@ -499,14 +482,11 @@ async fn website_qr_login_goes_through_the_same_flow() {
     assert_eq!(v["profile"]["nickname"], "Bob");
     assert_eq!(v["unionid"], "oUNION_bob_0000000000000000");
     let r = hub
-        .http
-        .get(hub.url(&format!(
+        .get_raw(&format!(
             "/oauth/{WEB_APPID}/authorize?scope=userinfo&return_to={}",
             enc(RETURN)
-        )))
-        .send()
-        .await
-        .unwrap();
+        ))
+        .await;
     assert_eq!(r.status(), 400);
     // A website app has no global token.
     let (s, _) = hub.get(&format!("/v1/apps/{WEB_APPID}/access_token")).await;
@@ -536,12 +516,7 @@ async fn a_replayed_failure_keeps_its_code() {
         "{}",
         last.body
     );
-    let callback = steps
-        .iter()
-        .find(|s| s.url.contains("/callback?"))
-        .unwrap()
-        .url
-        .clone();
+    let callback = callback_url(&steps);
     // The same callback again (WeChat's double redirect): the same answer,
     // with its own code; it used to come back as `sign_in_failed`.
     let r = hub.http.get(&callback).send().await.unwrap();

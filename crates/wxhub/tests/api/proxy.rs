@@ -5,12 +5,7 @@ use crate::helpers::*;
 #[tokio::test]
 async fn the_proxy_injects_the_token_and_passes_the_answer_through() {
     let hub = TestHub::start().await;
-    let openid = hub
-        .sim_get(&format!("/_sim/openid?appid={APPID}&person=alice"))
-        .await["openid"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let openid = hub.openid("alice").await;
     let (s, v) = hub
         .get(&format!(
             "/v1/apps/{APPID}/proxy/cgi-bin/user/info?openid={openid}&lang=zh_CN"
@@ -41,11 +36,9 @@ async fn the_proxy_injects_the_token_and_passes_the_answer_through() {
         ))
         .await;
     assert_eq!((s, v["errcode"].as_i64()), (200, Some(40003)));
-    let (s, _) = hub
-        .get(&format!("/v1/apps/{APPID}/proxy/../_sim/stats"))
-        .await;
+    let (s, _) = hub.proxy("../_sim/stats").await;
     assert!(s == 400 || s == 404, "{s}");
-    let (s, _) = hub.get(&format!("/v1/apps/{APPID}/proxy/_sim/stats")).await;
+    let (s, _) = hub.proxy("_sim/stats").await;
     assert_eq!(s, 404, "only the platform's API paths are forwarded");
 }
 
@@ -61,14 +54,9 @@ async fn on_a_token_error_the_proxy_confirms_before_refreshing_and_retries_once(
         })
         .await;
         let t1 = hub.token().await;
-        hub.sim_post(
-            "/_sim/faults",
-            json!({"endpoint": "/cgi-bin/user/get", "count": 1, "errcode": code}),
-        )
-        .await;
-        let (s, v) = hub
-            .get(&format!("/v1/apps/{APPID}/proxy/cgi-bin/user/get"))
+        hub.fault(json!({"endpoint": "/cgi-bin/user/get", "count": 1, "errcode": code}))
             .await;
+        let (s, v) = hub.proxy("cgi-bin/user/get").await;
         assert_eq!(s, 200);
         assert!(
             v.get("errcode").is_none(),
@@ -99,9 +87,7 @@ async fn on_a_token_error_the_proxy_confirms_before_refreshing_and_retries_once(
         .await;
         let t1 = hub.token().await;
         hub.kill_token_elsewhere(mode).await;
-        let (s, v) = hub
-            .get(&format!("/v1/apps/{APPID}/proxy/cgi-bin/user/get"))
-            .await;
+        let (s, v) = hub.proxy("cgi-bin/user/get").await;
         assert_eq!(s, 200, "{mode}");
         assert!(v.get("errcode").is_none(), "{mode}: {v}");
         assert_eq!(hub.calls("/cgi-bin/user/get"), 2, "{mode}");
@@ -116,14 +102,9 @@ async fn on_a_token_error_the_proxy_confirms_before_refreshing_and_retries_once(
     })
     .await;
     hub.token().await;
-    hub.sim_post(
-        "/_sim/faults",
-        json!({"endpoint": "/cgi-bin/user/get", "count": 2, "errcode": 40001}),
-    )
-    .await;
-    let (_, v): (u16, Value) = hub
-        .get(&format!("/v1/apps/{APPID}/proxy/cgi-bin/user/get"))
+    hub.fault(json!({"endpoint": "/cgi-bin/user/get", "count": 2, "errcode": 40001}))
         .await;
+    let (_, v): (u16, Value) = hub.proxy("cgi-bin/user/get").await;
     assert_eq!(v["errcode"], 40001);
     assert_eq!(hub.calls("/cgi-bin/user/get"), 2);
 }
@@ -136,14 +117,9 @@ async fn an_unreachable_platform_is_a_502() {
     })
     .await;
     hub.token().await;
-    hub.sim_post(
-        "/_sim/faults",
-        json!({"endpoint": "/cgi-bin/user/get", "count": 1, "drop": true}),
-    )
-    .await;
-    let (s, v) = hub
-        .get(&format!("/v1/apps/{APPID}/proxy/cgi-bin/user/get"))
+    hub.fault(json!({"endpoint": "/cgi-bin/user/get", "count": 1, "drop": true}))
         .await;
+    let (s, v) = hub.proxy("cgi-bin/user/get").await;
     assert_eq!(s, 502, "{v}");
     assert_eq!(v["error"]["code"], "upstream_error");
     assert!(

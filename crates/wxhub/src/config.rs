@@ -10,11 +10,13 @@
 //! | `oauth` | `[oauth]` |
 //! | `http` | `[http]` |
 //! | `limits` | `[limits]`, `clients[].limits` |
+//! | `metrics` | `[metrics]` |
 //! | `secret` | the three ways any secret is given |
 
 mod accounts;
 mod http;
 mod limits;
+mod metrics;
 mod oauth;
 mod refresh;
 mod secret;
@@ -28,6 +30,7 @@ use serde::Deserialize;
 pub use accounts::{AccountConfig, AccountKind, ClientConfig, TicketKind, TokenMode};
 pub use http::HttpSettings;
 pub use limits::{ClientLimits, Limits};
+pub use metrics::MetricsSettings;
 pub use oauth::OAuthSettings;
 pub use refresh::{RefreshSettings, Upstream};
 pub use secret::SecretSource;
@@ -71,6 +74,8 @@ struct RawConfig {
     #[serde(default)]
     limits: limits::RawLimits,
     #[serde(default)]
+    metrics: MetricsSettings,
+    #[serde(default)]
     accounts: Vec<accounts::RawAccount>,
     #[serde(default)]
     clients: Vec<accounts::RawClient>,
@@ -99,6 +104,8 @@ pub struct Config {
     pub http: HttpSettings,
     /// Default rate limits.
     pub limits: Limits,
+    /// What `/metrics` says per account.
+    pub metrics: MetricsSettings,
     /// Accounts.
     pub accounts: Vec<AccountConfig>,
     /// Clients.
@@ -184,6 +191,7 @@ impl RawConfig {
             oauth,
             http,
             limits,
+            metrics: self.metrics,
             accounts,
             clients,
         })

@@ -60,6 +60,7 @@ pub struct Credentials {
     metrics: Arc<Metrics>,
     settings: RefreshSettings,
     concurrency: Arc<Semaphore>,
+    pace: fetch::Pace,
     schedule: scheduler::Queue,
     // Shared mode: consecutive lease rounds this instance held more than
     // its share of the accounts.
@@ -100,6 +101,7 @@ impl Credentials {
                     .collect(),
             ),
             concurrency: Arc::new(Semaphore::new(settings.max_concurrent)),
+            pace: fetch::Pace::new(settings.max_fetches_per_second),
             store,
             shared,
             clock,

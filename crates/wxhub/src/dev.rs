@@ -118,6 +118,7 @@ pub async fn start(
         },
         http: Default::default(),
         limits: Default::default(),
+        metrics: Default::default(),
         accounts: vec![AccountConfig {
             appid: AppId::parse(demo.appid.clone()).context("demo appid")?,
             secret: AppSecret::new(demo.secret.clone()),

@@ -3,10 +3,17 @@
 //! Labels are appids, kinds, results, routes and client *names*: never a
 //! key, token or secret. A small hand-rolled registry keeps the dependency
 //! count down; the hot path is one mutex-protected map update.
+//!
+//! Series must not grow with the number of accounts: above
+//! `metrics.per_account_limit` accounts the registry drops the `appid`
+//! label from everything it counts, so counters become aggregates, and the
+//! per-account gauges (written at scrape time by `Credentials`) cover only
+//! the accounts that need attention.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 type Labels = Vec<(&'static str, String)>;
 
@@ -28,12 +35,25 @@ struct Histogram {
     count: u64,
 }
 
+/// The most labels a series has.
+const MAX_LABELS: usize = 4;
+
 const BUCKETS: [f64; 10] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
 
 /// The registry.
-#[derive(Default)]
 pub struct Metrics {
     inner: Mutex<Inner>,
+    // Whether counters and gauges keep their `appid` label.
+    per_account: AtomicBool,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            inner: Mutex::default(),
+            per_account: AtomicBool::new(true),
+        }
+    }
 }
 
 impl std::fmt::Debug for Metrics {
@@ -43,11 +63,6 @@ impl std::fmt::Debug for Metrics {
 }
 
 const HELP: &[(&str, &str, &str)] = &[
-    (
-        "wxhub_token_seconds_remaining",
-        "gauge",
-        "Seconds until the current credential expires.",
-    ),
     (
         "wxhub_refresh_total",
         "counter",
@@ -99,19 +114,9 @@ const HELP: &[(&str, &str, &str)] = &[
         "Proxied calls retried once after a token error.",
     ),
     (
-        "wxhub_account_healthy",
-        "gauge",
-        "1 when the account can get credentials, 0 when it needs attention.",
-    ),
-    (
         "wxhub_redis_up",
         "gauge",
         "Shared mode: 1 while Redis answers, 0 while it does not.",
-    ),
-    (
-        "wxhub_lease_held",
-        "gauge",
-        "Shared mode: 1 when this instance owns the account's refresh.",
     ),
     (
         "wxhub_lease_acquired_total",
@@ -140,8 +145,32 @@ impl Metrics {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Keeps the `appid` label (`true`) or drops it from everything
+    /// recorded from now on, forgetting the series that carry it.
+    pub fn set_per_account(&self, on: bool) {
+        if self.per_account.swap(on, Ordering::Relaxed) == on || on {
+            return;
+        }
+        let has_appid = |l: &Labels| l.iter().any(|(k, _)| *k == "appid");
+        let mut inner = self.lock();
+        for bucket in inner.counters.values_mut() {
+            bucket.retain(|(_, l, _)| !has_appid(l));
+        }
+        inner.gauges.retain(|(_, l), _| !has_appid(l));
+        for bucket in inner.histograms.values_mut() {
+            bucket.retain(|(_, l, _)| !has_appid(l));
+        }
+    }
+
+    /// Whether per-account series are kept.
+    pub fn per_account(&self) -> bool {
+        self.per_account.load(Ordering::Relaxed)
+    }
+
     /// Adds one to a counter.
     pub fn inc(&self, name: &'static str, labels: &[(&'static str, &str)]) {
+        let mut buf = [("", ""); MAX_LABELS];
+        let labels = self.labels(labels, &mut buf);
         let h = key_hash(name, labels);
         let mut inner = self.lock();
         let bucket = inner.counters.entry(h).or_default();
@@ -156,11 +185,37 @@ impl Metrics {
 
     /// Sets a gauge.
     pub fn set(&self, name: &'static str, labels: &[(&'static str, &str)], value: f64) {
+        let mut buf = [("", ""); MAX_LABELS];
+        let labels = self.labels(labels, &mut buf);
         self.lock().gauges.insert((name, own(labels)), value);
+    }
+
+    /// The labels as recorded: without `appid` when per-account series are
+    /// off. Copied into `buf`, so recording still allocates nothing.
+    fn labels<'a>(
+        &self,
+        labels: &'a [(&'static str, &'a str)],
+        buf: &'a mut [(&'static str, &'a str); MAX_LABELS],
+    ) -> &'a [(&'static str, &'a str)] {
+        if self.per_account() || labels.iter().all(|(k, _)| *k != "appid") {
+            return labels;
+        }
+        let mut n = 0;
+        for l in labels
+            .iter()
+            .filter(|(k, _)| *k != "appid")
+            .take(MAX_LABELS)
+        {
+            buf[n] = *l;
+            n += 1;
+        }
+        &buf[..n]
     }
 
     /// Records one observation in seconds.
     pub fn observe(&self, name: &'static str, labels: &[(&'static str, &str)], seconds: f64) {
+        let mut buf = [("", ""); MAX_LABELS];
+        let labels = self.labels(labels, &mut buf);
         let key = key_hash(name, labels);
         let mut inner = self.lock();
         let bucket = inner.histograms.entry(key).or_default();
@@ -186,6 +241,8 @@ impl Metrics {
 
     /// A counter's value (for tests and the status page).
     pub fn counter(&self, name: &'static str, labels: &[(&'static str, &str)]) -> u64 {
+        let mut buf = [("", ""); MAX_LABELS];
+        let labels = self.labels(labels, &mut buf);
         self.lock()
             .counters
             .get(&key_hash(name, labels))
@@ -272,6 +329,17 @@ fn own(labels: &[(&'static str, &str)]) -> Labels {
     labels.iter().map(|(k, v)| (*k, v.to_string())).collect()
 }
 
+/// Writes a metric family's `# HELP` and `# TYPE` lines, for series
+/// written at scrape time outside the registry.
+pub fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+/// Writes one sample, for series written at scrape time.
+pub fn sample(out: &mut String, name: &str, labels: &[(&'static str, &str)], value: f64) {
+    let _ = writeln!(out, "{name}{} {value}", fmt_labels(&own(labels), None));
+}
+
 fn fmt_labels(labels: &Labels, le: Option<&str>) -> String {
     let mut parts: Vec<String> = labels
         .iter()
@@ -303,11 +371,7 @@ mod tests {
         let m = Metrics::default();
         m.inc("wxhub_refresh_total", &[("appid", "wx1"), ("result", "ok")]);
         m.inc("wxhub_refresh_total", &[("appid", "wx1"), ("result", "ok")]);
-        m.set(
-            "wxhub_token_seconds_remaining",
-            &[("appid", "wx1"), ("kind", "access_token")],
-            42.0,
-        );
+        m.set("wxhub_redis_up", &[], 1.0);
         m.observe(
             "wxhub_upstream_duration_seconds",
             &[("endpoint", "/cgi-bin/token")],
@@ -318,9 +382,7 @@ mod tests {
             text.contains("wxhub_refresh_total{appid=\"wx1\",result=\"ok\"} 2"),
             "{text}"
         );
-        assert!(
-            text.contains("wxhub_token_seconds_remaining{appid=\"wx1\",kind=\"access_token\"} 42")
-        );
+        assert!(text.contains("wxhub_redis_up 1"), "{text}");
         assert!(text.contains(
             "wxhub_upstream_duration_seconds_bucket{endpoint=\"/cgi-bin/token\",le=\"0.025\"} 1"
         ));
@@ -331,5 +393,23 @@ mod tests {
             m.counter("wxhub_refresh_total", &[("appid", "wx1"), ("result", "ok")]),
             2
         );
+    }
+
+    #[test]
+    fn above_the_limit_counters_lose_their_appid_and_old_series_go() {
+        let m = Metrics::default();
+        m.inc("wxhub_refresh_total", &[("appid", "wx1"), ("result", "ok")]);
+        m.set_per_account(false);
+        m.inc("wxhub_refresh_total", &[("appid", "wx1"), ("result", "ok")]);
+        m.inc("wxhub_refresh_total", &[("appid", "wx2"), ("result", "ok")]);
+        let text = m.render();
+        assert!(!text.contains("wx1") && !text.contains("wx2"), "{text}");
+        assert!(
+            text.contains("wxhub_refresh_total{result=\"ok\"} 2"),
+            "{text}"
+        );
+        m.set_per_account(true);
+        m.inc("wxhub_refresh_total", &[("appid", "wx1"), ("result", "ok")]);
+        assert!(m.render().contains("appid=\"wx1\""));
     }
 }

@@ -84,6 +84,11 @@ pub struct RefreshSettings {
     pub config_error_retry_secs: i64,
     /// Refreshes running at once across accounts.
     pub max_concurrent: usize,
+    /// Upstream fetches started per second at most, across accounts (per
+    /// instance). With N accounts due together the last is fetched N / this
+    /// seconds late; the refresh margin (240 s) must cover that, so the
+    /// default, 500, serves up to 120,000 accounts (docs/operations.md).
+    pub max_fetches_per_second: u32,
     /// Run the background refresher. Off only where something else drives
     /// refreshes (tests on a virtual clock call `Credentials::run_due`).
     pub background: bool,
@@ -117,7 +122,8 @@ impl Default for RefreshSettings {
             backoff_initial_secs: 2,
             backoff_max_secs: 300,
             config_error_retry_secs: 300,
-            max_concurrent: 16,
+            max_concurrent: 64,
+            max_fetches_per_second: 500,
             background: true,
             confirm_window_secs: 30,
             caller_min_interval_secs: 60,
@@ -174,6 +180,10 @@ impl RefreshSettings {
             ("refresh.tick_ms", self.tick.is_zero()),
             ("refresh.wait_for_token_ms", self.wait_for_token.is_zero()),
             ("refresh.max_concurrent", self.max_concurrent == 0),
+            (
+                "refresh.max_fetches_per_second",
+                self.max_fetches_per_second == 0,
+            ),
         ] {
             if zero {
                 return Err(ConfigError::new(key, "must be positive"));

@@ -103,8 +103,6 @@ impl Credentials {
             self.lease_lost(appid);
             tracing::warn!(account.appid = %appid, "another instance took over the account's refresh");
         }
-        self.metrics
-            .set("wxhub_lease_held", &[("appid", appid)], 0.0);
         self.follow(account).await;
     }
 
@@ -153,8 +151,6 @@ impl Credentials {
             }
             drop(guards);
             self.metrics
-                .set("wxhub_lease_held", &[("appid", appid)], 0.0);
-            self.metrics
                 .inc("wxhub_lease_handed_over_total", &[("appid", appid)]);
             tracing::info!(account.appid = %appid, held, share, "handing the account's refresh over to balance the instances");
             surplus -= 1;
@@ -166,8 +162,6 @@ impl Credentials {
     /// until that succeeds); a settled one writes back what Redis missed.
     pub(crate) async fn acquired(&self, account: &Account, fence: u64, new: bool) {
         let appid = account.appid();
-        self.metrics
-            .set("wxhub_lease_held", &[("appid", appid)], 1.0);
         if new {
             account.settled.store(false, Ordering::Relaxed);
             self.metrics
@@ -260,8 +254,6 @@ impl Credentials {
         if let Some(sh) = &self.shared {
             sh.forget(appid);
         }
-        self.metrics
-            .set("wxhub_lease_held", &[("appid", appid)], 0.0);
         self.metrics
             .inc("wxhub_lease_lost_total", &[("appid", appid)]);
     }

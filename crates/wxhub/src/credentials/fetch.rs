@@ -1,13 +1,43 @@
 //! The upstream calls themselves: the access token (classic or stable),
 //! and tickets, which need a valid token and replace a rejected one first.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use wx_api::WxError;
 
 use super::Credentials;
 use super::model::{Account, CredKind, Secret, Served, Trigger};
 use crate::config::{TicketKind, TokenMode};
+
+/// Spaces upstream fetches at most `per_second` apart, whatever triggers
+/// them: a hub that starts with 100,000 accounts and nothing stored, or
+/// finds them all due in one minute, walks through them at a pace the
+/// platform takes, in deadline order (docs/operations.md, "Sizing").
+#[derive(Debug)]
+pub(crate) struct Pace {
+    gap: Duration,
+    next: std::sync::Mutex<tokio::time::Instant>,
+}
+
+impl Pace {
+    pub(crate) fn new(per_second: u32) -> Pace {
+        Pace {
+            gap: Duration::from_secs(1) / per_second.max(1),
+            next: std::sync::Mutex::new(tokio::time::Instant::now()),
+        }
+    }
+
+    /// Waits for this fetch's turn.
+    pub(crate) async fn turn(&self) {
+        let at = {
+            let mut next = self.next.lock().unwrap_or_else(|e| e.into_inner());
+            let at = (*next).max(tokio::time::Instant::now());
+            *next = at + self.gap;
+            at
+        };
+        tokio::time::sleep_until(at).await;
+    }
+}
 
 impl Credentials {
     /// The upstream call, timed.

@@ -112,6 +112,7 @@ impl Credentials {
             Admission::Fetch => {}
         }
         self.gate(account, slot, &trigger, now).await?;
+        self.pace.turn().await;
         let fence = self.claim(account, slot, now).await?;
         let force = matches!(trigger, Trigger::Reported { .. });
         match self.fetch(account, kind, force).await {
@@ -304,8 +305,6 @@ impl Credentials {
             "wxhub_refresh_total",
             &[("appid", appid), ("kind", kind.label()), ("result", "ok")],
         );
-        self.metrics
-            .set("wxhub_account_healthy", &[("appid", appid)], 1.0);
     }
 
     /// The platform (or the way to it) failed.
@@ -487,10 +486,6 @@ impl Credentials {
             st.problem = Some(f.problem.clone());
             f
         };
-        if f.problem.severity == Severity::Unhealthy {
-            self.metrics
-                .set("wxhub_account_healthy", &[("appid", appid)], 0.0);
-        }
         if f.news {
             tracing::warn!(account.appid = %appid, kind = slot.kind.label(), retry_in_secs = f.retry_after, "{}", f.problem.reason);
         }

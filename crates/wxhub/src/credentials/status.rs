@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use super::Credentials;
 use super::model::{Account, Problem, Severity, Slot};
 use crate::clock::beijing_day;
+use crate::metrics;
 
 /// A snapshot of one credential.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -100,27 +101,239 @@ impl Credentials {
             .collect()
     }
 
-    /// Updates the remaining-seconds gauges (at scrape time).
-    pub fn update_gauges(&self) {
+    /// Writes the series that describe every account's state, computed now:
+    /// aggregates that do not grow with the accounts (accounts by health,
+    /// credentials by state, a histogram of time left), and per-account
+    /// gauges for every account while there are at most `limit`, else only
+    /// for those that need attention. Switches the registry's per-account
+    /// counters the same way.
+    pub fn render_metrics(&self, out: &mut String, limit: usize) {
         let now = self.clock.now();
-        for account in self.accounts() {
-            for slot in account.slots() {
-                self.gauge(&account, slot, now);
+        let accounts = self.managed();
+        let per_account = accounts.len() <= limit;
+        self.metrics.set_per_account(per_account);
+        let mut tally = Tally::default();
+        let mut detail = String::new();
+        for account in &accounts {
+            let health = tally.add(account, now);
+            if per_account || health != Health::Ok {
+                self.account_series(&mut detail, account, health, now);
             }
         }
+        tally.write(out);
+        metrics::family(
+            out,
+            "wxhub_account_healthy",
+            "gauge",
+            "1 when the account can get credentials, 0 when it needs attention (every account up to metrics.per_account_limit, then only those not ok).",
+        );
+        metrics::family(
+            out,
+            "wxhub_token_seconds_remaining",
+            "gauge",
+            "Seconds until the current credential expires (per account, as wxhub_account_healthy).",
+        );
+        if self.shared.is_some() {
+            metrics::family(
+                out,
+                "wxhub_lease_held",
+                "gauge",
+                "Shared mode: 1 when this instance owns the account's refresh (per account, as wxhub_account_healthy).",
+            );
+        }
+        out.push_str(&detail);
     }
 
-    fn gauge(&self, account: &Account, slot: &Slot, now: i64) {
-        let remaining = slot
-            .lock()
-            .current
-            .as_ref()
-            .map_or(0, |c| (c.expires_at - now).max(0));
-        self.metrics.set(
-            "wxhub_token_seconds_remaining",
-            &[("appid", account.appid()), ("kind", slot.kind.label())],
-            remaining as f64,
+    fn account_series(&self, out: &mut String, account: &Account, health: Health, now: i64) {
+        let appid = account.appid();
+        let healthy = if health == Health::Unhealthy {
+            0.0
+        } else {
+            1.0
+        };
+        metrics::sample(out, "wxhub_account_healthy", &[("appid", appid)], healthy);
+        for slot in account.slots() {
+            let remaining = slot
+                .lock()
+                .current
+                .as_ref()
+                .map_or(0, |c| (c.expires_at - now).max(0));
+            metrics::sample(
+                out,
+                "wxhub_token_seconds_remaining",
+                &[("appid", appid), ("kind", slot.kind.label())],
+                remaining as f64,
+            );
+        }
+        if let Some(sh) = &self.shared {
+            let held = if sh.holding(appid).is_some() {
+                1.0
+            } else {
+                0.0
+            };
+            metrics::sample(out, "wxhub_lease_held", &[("appid", appid)], held);
+        }
+    }
+}
+
+/// An account's health as the metrics count it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Health {
+    Ok,
+    Degraded,
+    Unhealthy,
+}
+
+impl Health {
+    fn label(self) -> &'static str {
+        match self {
+            Health::Ok => "ok",
+            Health::Degraded => "degraded",
+            Health::Unhealthy => "unhealthy",
+        }
+    }
+}
+
+/// Less time left than this is a late refresh (the alert on
+/// `wxhub_token_seconds_remaining` fires below 120 s).
+const NEARLY_EXPIRED: i64 = 180;
+
+/// Upper bounds of the time-left histogram, seconds.
+const LEFT: [i64; 6] = [60, 300, 900, 1800, 3600, 7200];
+
+/// Per kind: valid, expired, missing, and the time left of the valid ones.
+#[derive(Debug, Default)]
+struct KindTally {
+    valid: u64,
+    expired: u64,
+    missing: u64,
+    left: [u64; LEFT.len()],
+    left_sum: i64,
+}
+
+#[derive(Debug, Default)]
+struct Tally {
+    health: [u64; 3],
+    kinds: BTreeMap<&'static str, KindTally>,
+}
+
+impl Tally {
+    /// Counts an account's slots and returns its health: unhealthy when a
+    /// slot has no valid value or an unhealthy problem, degraded when one
+    /// has any other problem.
+    fn add(&mut self, account: &Account, now: i64) -> Health {
+        let mut health = Health::Ok;
+        for slot in account.slots() {
+            let st = slot.lock();
+            let k = self.kinds.entry(slot.kind.label()).or_default();
+            match (&st.current, st.valid(now)) {
+                (_, Some(c)) => {
+                    let left = c.expires_at - now;
+                    k.valid += 1;
+                    k.left_sum += left;
+                    for (i, b) in LEFT.iter().enumerate() {
+                        if left <= *b {
+                            k.left[i] += 1;
+                        }
+                    }
+                }
+                (Some(_), None) => k.expired += 1,
+                (None, None) => k.missing += 1,
+            }
+            let slot_health = match (&st.problem, st.valid(now)) {
+                (_, None) => Health::Unhealthy,
+                (Some(p), _) if p.severity == Severity::Unhealthy => Health::Unhealthy,
+                (Some(_), _) => Health::Degraded,
+                // Nearly expired and not yet replaced: a refresh is late,
+                // worth a per-account series whatever the limit.
+                (None, Some(c)) if c.expires_at - now < NEARLY_EXPIRED => Health::Degraded,
+                (None, Some(_)) => Health::Ok,
+            };
+            health = health.max_by(slot_health);
+        }
+        self.health[health as usize] += 1;
+        health
+    }
+
+    fn write(&self, out: &mut String) {
+        metrics::family(
+            out,
+            "wxhub_accounts",
+            "gauge",
+            "Accounts by health: ok, degraded (refreshing fails, a valid credential is still served), unhealthy (cannot serve, or needs a person).",
         );
+        for h in [Health::Ok, Health::Degraded, Health::Unhealthy] {
+            let n = self.health[h as usize] as f64;
+            metrics::sample(out, "wxhub_accounts", &[("state", h.label())], n);
+        }
+        metrics::family(
+            out,
+            "wxhub_credentials",
+            "gauge",
+            "Credentials by kind and state: valid, expired, missing (never fetched).",
+        );
+        for (kind, k) in &self.kinds {
+            for (state, n) in [
+                ("valid", k.valid),
+                ("expired", k.expired),
+                ("missing", k.missing),
+            ] {
+                metrics::sample(
+                    out,
+                    "wxhub_credentials",
+                    &[("kind", kind), ("state", state)],
+                    n as f64,
+                );
+            }
+        }
+        metrics::family(
+            out,
+            "wxhub_credential_seconds_left",
+            "histogram",
+            "Time left of the valid credentials, by kind, as of the scrape (a snapshot, not a history).",
+        );
+        for (kind, k) in &self.kinds {
+            for (i, b) in LEFT.iter().enumerate() {
+                let le = b.to_string();
+                let labels = [("kind", *kind), ("le", le.as_str())];
+                metrics::sample(
+                    out,
+                    "wxhub_credential_seconds_left_bucket",
+                    &labels,
+                    k.left[i] as f64,
+                );
+            }
+            let labels = [("kind", *kind), ("le", "+Inf")];
+            metrics::sample(
+                out,
+                "wxhub_credential_seconds_left_bucket",
+                &labels,
+                k.valid as f64,
+            );
+            let kind = [("kind", *kind)];
+            metrics::sample(
+                out,
+                "wxhub_credential_seconds_left_sum",
+                &kind,
+                k.left_sum as f64,
+            );
+            metrics::sample(
+                out,
+                "wxhub_credential_seconds_left_count",
+                &kind,
+                k.valid as f64,
+            );
+        }
+    }
+}
+
+impl Health {
+    fn max_by(self, other: Health) -> Health {
+        if (other as u8) > (self as u8) {
+            other
+        } else {
+            self
+        }
     }
 }
 

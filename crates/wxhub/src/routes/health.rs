@@ -67,10 +67,8 @@ pub async fn readyz(State(app): State<Arc<App>>) -> Response {
 
 /// `GET /metrics`.
 pub async fn metrics(State(app): State<Arc<App>>) -> Response {
-    app.creds.update_gauges();
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        app.metrics.render(),
-    )
-        .into_response()
+    let mut text = app.metrics.render();
+    app.creds
+        .render_metrics(&mut text, app.config.metrics.per_account_limit);
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }

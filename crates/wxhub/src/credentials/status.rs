@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use super::Credentials;
-use super::model::{Account, Problem, Severity, Slot};
+use super::model::{Account, CredKind, Problem, Severity, Slot};
 use crate::clock::beijing_day;
 use crate::metrics;
 
@@ -244,9 +244,15 @@ impl Tally {
                 (_, None) => Health::Unhealthy,
                 (Some(p), _) if p.severity == Severity::Unhealthy => Health::Unhealthy,
                 (Some(_), _) => Health::Degraded,
-                // Nearly expired and not yet replaced: a refresh is late,
-                // worth a per-account series whatever the limit.
-                (None, Some(c)) if c.expires_at - now < NEARLY_EXPIRED => Health::Degraded,
+                // A token nearly expired and not yet replaced: its refresh
+                // is late, worth a per-account series whatever the limit.
+                // (Tickets are replaced only once expired: not late.)
+                (None, Some(c))
+                    if slot.kind == CredKind::AccessToken
+                        && c.expires_at - now < NEARLY_EXPIRED =>
+                {
+                    Health::Degraded
+                }
                 (None, Some(_)) => Health::Ok,
             };
             health = health.max_by(slot_health);

@@ -41,7 +41,7 @@ pub use model::{
     Account, Cred, CredError, CredKind, Problem, ReportOutcome, Reported, Secret, Served, Severity,
     Slot,
 };
-pub use status::{AccountStatus, SlotStatus};
+pub use status::{AccountStatus, ListQuery, MAX_PAGE, Readiness, SlotStatus, StateFilter};
 
 use self::policy::{Adoption, Jitter, Schedule};
 use crate::clock::Clock;

@@ -2,6 +2,7 @@
 //! account: read from memory, with today's counts from the store when asked.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use super::Credentials;
 use super::model::{Account, CredKind, Problem, Severity, Slot};
@@ -54,9 +55,24 @@ pub struct AccountStatus {
 impl Credentials {
     /// Every account's state, with today's fetch counts from the store.
     pub async fn status(&self) -> Vec<AccountStatus> {
-        let day = beijing_day(self.clock.now());
+        self.list(&ListQuery::default()).await.1
+    }
+
+    /// A page of accounts in AppID order, those matching `q`: the total
+    /// that match, and the page, with today's fetch counts from the store
+    /// (read for the page only).
+    pub async fn list(&self, q: &ListQuery) -> (usize, Vec<AccountStatus>) {
+        let now = self.clock.now();
+        let matching: Vec<Arc<Account>> = self
+            .accounts()
+            .into_iter()
+            .filter(|a| q.matches(a, now))
+            .collect();
+        let total = matching.len();
+        let page: Vec<Arc<Account>> = matching.into_iter().skip(q.offset).take(q.limit).collect();
+        let day = beijing_day(now);
         let mut counts = BTreeMap::new();
-        for account in self.accounts() {
+        for account in &page {
             let appid = account.appid();
             let fetches = self
                 .store
@@ -66,37 +82,53 @@ impl Credentials {
             let forced = self.store.counter(appid, "forced", day).await.unwrap_or(0);
             counts.insert(appid.to_string(), (fetches, forced));
         }
-        self.status_with(&counts)
+        (total, self.status_with(&page, &counts))
     }
 
-    /// Every account's state, from memory only: `/readyz` must answer at
-    /// once, even while the store does not.
-    pub fn status_now(&self) -> Vec<AccountStatus> {
-        self.status_with(&BTreeMap::new())
-    }
-
-    fn status_with(&self, counts: &BTreeMap<String, (i64, i64)>) -> Vec<AccountStatus> {
+    /// Whether this instance can serve, from memory only (`/readyz` must
+    /// answer at once, even while the store does not): the accounts that
+    /// keep credentials, how many are unhealthy, how many this instance
+    /// owns, and the first `max_listed` problems, the unhealthy first.
+    pub fn readiness(&self, max_listed: usize) -> Readiness {
         let now = self.clock.now();
-        self.accounts()
+        let mut r = Readiness::default();
+        let mut problems = Vec::new();
+        for account in self.managed() {
+            r.accounts += 1;
+            if self
+                .shared
+                .as_ref()
+                .is_some_and(|sh| sh.holding(account.appid()).is_some())
+            {
+                r.owned += 1;
+            }
+            let status = account_status(&account, now, &BTreeMap::new(), None);
+            if let Some(p) = status.problem {
+                if p.severity == Severity::Unhealthy {
+                    r.unhealthy += 1;
+                }
+                problems.push((status.appid, p));
+            }
+        }
+        problems.sort_by_key(|(_, p)| p.severity != Severity::Unhealthy);
+        r.listed = problems.into_iter().take(max_listed).collect();
+        r
+    }
+
+    fn status_with(
+        &self,
+        accounts: &[Arc<Account>],
+        counts: &BTreeMap<String, (i64, i64)>,
+    ) -> Vec<AccountStatus> {
+        let now = self.clock.now();
+        accounts
             .iter()
             .map(|a| {
-                let appid = a.appid();
-                let slots: Vec<SlotStatus> = a.slots().map(|s| slot_status(s, now)).collect();
-                let problem = slots
-                    .iter()
-                    .filter_map(|s| s.problem.clone())
-                    .max_by_key(|p| p.severity == Severity::Unhealthy);
-                let (fetches_today, forced_today) = counts.get(appid).copied().unwrap_or((0, 0));
-                AccountStatus {
-                    appid: appid.to_string(),
-                    name: a.cfg.name.clone(),
-                    token_mode: a.cfg.token_mode.as_str(),
-                    fetches_today,
-                    forced_today,
-                    refresh_owner: self.shared.as_ref().map(|sh| sh.holding(appid).is_some()),
-                    slots,
-                    problem,
-                }
+                let owner = self
+                    .shared
+                    .as_ref()
+                    .map(|sh| sh.holding(a.appid()).is_some());
+                account_status(a, now, counts, owner)
             })
             .collect()
     }
@@ -341,6 +373,108 @@ impl Health {
             self
         }
     }
+}
+
+/// One account's snapshot.
+fn account_status(
+    a: &Account,
+    now: i64,
+    counts: &BTreeMap<String, (i64, i64)>,
+    refresh_owner: Option<bool>,
+) -> AccountStatus {
+    let appid = a.appid();
+    let slots: Vec<SlotStatus> = a.slots().map(|s| slot_status(s, now)).collect();
+    let problem = slots
+        .iter()
+        .filter_map(|s| s.problem.clone())
+        .max_by_key(|p| p.severity == Severity::Unhealthy);
+    let (fetches_today, forced_today) = counts.get(appid).copied().unwrap_or((0, 0));
+    AccountStatus {
+        appid: appid.to_string(),
+        name: a.cfg.name.clone(),
+        token_mode: a.cfg.token_mode.as_str(),
+        fetches_today,
+        forced_today,
+        refresh_owner,
+        slots,
+        problem,
+    }
+}
+
+/// Which accounts a listing shows.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    /// Skip this many matches.
+    #[serde(default)]
+    pub offset: usize,
+    /// Show at most this many (at most 1000).
+    #[serde(default = "default_limit")]
+    pub limit: usize,
+    /// Only accounts whose AppID or name contains this (any case).
+    #[serde(default)]
+    pub q: Option<String>,
+    /// Only accounts that need attention (`problem`), or healthy ones (`ok`).
+    #[serde(default)]
+    pub state: Option<StateFilter>,
+}
+
+fn default_limit() -> usize {
+    MAX_PAGE
+}
+
+/// The largest page a listing returns.
+pub const MAX_PAGE: usize = 1000;
+
+impl Default for ListQuery {
+    fn default() -> Self {
+        ListQuery {
+            offset: 0,
+            limit: usize::MAX,
+            q: None,
+            state: None,
+        }
+    }
+}
+
+/// A listing's health filter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StateFilter {
+    /// No problem.
+    Ok,
+    /// Degraded or unhealthy.
+    Problem,
+}
+
+impl ListQuery {
+    fn matches(&self, a: &Account, now: i64) -> bool {
+        let text = self.q.as_deref().is_none_or(|q| {
+            let q = q.to_lowercase();
+            a.appid().to_lowercase().contains(&q) || a.cfg.name.to_lowercase().contains(&q)
+        });
+        let state = self.state.is_none_or(|want| {
+            let troubled = a.slots().any(|s| {
+                let st = s.lock();
+                st.problem.is_some() || st.valid(now).is_none()
+            }) && a.managed();
+            (want == StateFilter::Problem) == troubled
+        });
+        text && state
+    }
+}
+
+/// What `/readyz` reports; see [`Credentials::readiness`].
+#[derive(Debug, Default)]
+pub struct Readiness {
+    /// Accounts that keep credentials.
+    pub accounts: usize,
+    /// Of those, how many cannot serve.
+    pub unhealthy: usize,
+    /// Shared mode: how many this instance refreshes.
+    pub owned: usize,
+    /// The first problems, unhealthy first: (AppID, problem).
+    pub listed: Vec<(String, Problem)>,
 }
 
 fn slot_status(slot: &Slot, now: i64) -> SlotStatus {

@@ -10,10 +10,33 @@ use serde_json::{Value, json};
 
 use crate::app::App;
 use crate::auth::Admin;
+use crate::credentials::{ListQuery, MAX_PAGE, StateFilter};
+use crate::error::ApiError;
+use crate::extract::AppQuery;
 
-/// `GET /v1/apps`: every account's state.
-pub async fn list_apps(State(app): State<Arc<App>>, _: Admin) -> Json<Value> {
-    Json(json!({"now": app.clock.now(), "apps": app.creds.status().await}))
+/// `GET /v1/apps?offset=&limit=&q=&state=`: a page of accounts (at most
+/// 1000), searched by AppID or name, optionally only those that need
+/// attention.
+pub async fn list_apps(
+    State(app): State<Arc<App>>,
+    _: Admin,
+    AppQuery(mut q): AppQuery<ListQuery>,
+) -> Result<Json<Value>, ApiError> {
+    if q.limit == 0 || q.limit > MAX_PAGE {
+        return Err(ApiError::bad_request(format!(
+            "limit: between 1 and {MAX_PAGE}"
+        )));
+    }
+    q.limit = q.limit.min(MAX_PAGE);
+    let (total, apps) = app.creds.list(&q).await;
+    let next = (q.offset + apps.len() < total).then_some(q.offset + apps.len());
+    Ok(Json(json!({
+        "now": app.clock.now(),
+        "total": total,
+        "offset": q.offset,
+        "next_offset": next,
+        "apps": apps,
+    })))
 }
 
 fn esc(s: &str) -> String {
@@ -37,7 +60,20 @@ fn dur(secs: i64) -> String {
 pub async fn status_page(State(app): State<Arc<App>>, _: Admin) -> Html<String> {
     let now = app.clock.now();
     let mut rows = String::new();
-    for a in app.creds.status().await {
+    // The accounts that need attention first, then the rest, a page of each.
+    let problems = ListQuery {
+        state: Some(StateFilter::Problem),
+        limit: MAX_PAGE,
+        ..ListQuery::default()
+    };
+    let rest = ListQuery {
+        state: Some(StateFilter::Ok),
+        limit: MAX_PAGE,
+        ..ListQuery::default()
+    };
+    let mut shown = app.creds.list(&problems).await.1;
+    shown.extend(app.creds.list(&rest).await.1);
+    for a in shown {
         for s in &a.slots {
             let _ = write!(
                 rows,

@@ -9,37 +9,40 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use crate::app::App;
-use crate::credentials::Severity;
+
+/// Problems listed by `/readyz` at most; the rest are counted, and listed
+/// by `GET /v1/apps?state=problem`.
+const MAX_PROBLEMS_LISTED: usize = 100;
 
 /// `GET /healthz`: the process is up.
 pub async fn healthz() -> &'static str {
     "ok"
 }
 
-/// `GET /readyz`: 200 when every account can serve, 503 naming each account
-/// that needs attention and why (a wrong secret, the IP to whitelist, a
-/// quota). Degraded accounts are listed but do not make the hub unready.
+/// `GET /readyz`: 200 while the instance can serve, 503 when none of its
+/// accounts can (or, in shared mode, Redis is away). One misconfigured
+/// account among many must not take the whole hub out of the load
+/// balancer: it is listed (with what to do: a wrong secret, the IP to
+/// whitelist, a quota) but does not make the instance unready; with a
+/// single account, its problem does.
 pub async fn readyz(State(app): State<Arc<App>>) -> Response {
-    let status = app.creds.status_now();
-    let problems: Vec<_> = status
+    let r = app.creds.readiness(MAX_PROBLEMS_LISTED);
+    let problems: Vec<_> = r
+        .listed
         .iter()
-        .filter_map(|a| {
-            a.problem.as_ref().map(|p| {
-                json!({"appid": a.appid, "severity": p.severity, "reason": p.reason, "since": p.since})
-            })
+        .map(|(appid, p)| {
+            json!({"appid": appid, "severity": p.severity, "reason": p.reason, "since": p.since})
         })
         .collect();
-    let mut ready = status.iter().all(|a| {
-        a.problem
-            .as_ref()
-            .is_none_or(|p| p.severity != Severity::Unhealthy)
+    let mut ready = r.accounts == 0 || r.unhealthy < r.accounts;
+    let mut body = json!({
+        "ready": ready,
+        "accounts": r.accounts,
+        "unhealthy": r.unhealthy,
+        "problems": problems,
     });
-    let mut body = json!({"ready": ready, "accounts": status.len(), "problems": problems});
     if let Some(sh) = app.creds.shared() {
-        let owned = status
-            .iter()
-            .filter(|a| a.refresh_owner == Some(true))
-            .count();
+        let owned = r.owned;
         let redis = match sh.health() {
             Ok(()) => json!({"up": true}),
             Err((since, reason)) => {

@@ -346,10 +346,21 @@ pub fn document() -> Value {
     );
     paths.insert("/v1/apps/{appid}/proxy/{path}".into(), proxy_path());
     oauth_paths(&mut paths);
-    paths.insert("/v1/apps".into(), json!({"get": {"summary": "Every account's state", "security": [{"admin": []}], "responses": {
-        "200": ok("Accounts", json!({"type": "object", "required": ["now", "apps"]})),
-        "401": error("Admin key required")
-    }}}));
+    paths.insert("/v1/apps".into(), json!({"get": {
+        "summary": "A page of accounts' state (AppID order), searched by AppID or name",
+        "security": [{"admin": []}],
+        "parameters": [
+            {"name": "offset", "in": "query", "required": false, "schema": {"type": "integer", "minimum": 0}},
+            {"name": "limit", "in": "query", "required": false, "schema": {"type": "integer", "minimum": 1, "maximum": 1000}},
+            {"name": "q", "in": "query", "required": false, "schema": {"type": "string"}},
+            {"name": "state", "in": "query", "required": false, "schema": {"type": "string", "enum": ["ok", "problem"]}}
+        ],
+        "responses": {
+            "200": ok("Accounts", json!({"type": "object", "required": ["now", "total", "offset", "apps"]})),
+            "400": error("A bad offset, limit or state"),
+            "401": error("Admin key required")
+        }
+    }}));
     paths.insert("/".into(), json!({"get": {"summary": "Status page for people", "security": [{"admin": []}], "responses": {
         "200": {"description": "HTML", "content": {"text/html": {"schema": {"type": "string"}}}},
         "401": error("Admin key required")
@@ -358,7 +369,8 @@ pub fn document() -> Value {
         "/healthz".into(),
         json!({"get": {"summary": "Liveness", "responses": {"200": {"description": "ok", "content": {"text/plain": {"schema": {"type": "string"}}}}}}}),
     );
-    let readiness = json!({"type": "object", "required": ["ready", "accounts", "problems"]});
+    let readiness =
+        json!({"type": "object", "required": ["ready", "accounts", "unhealthy", "problems"]});
     paths.insert("/readyz".into(), json!({"get": {"summary": "Readiness: 503 names each account that needs attention", "responses": {
         "200": ok("Ready", readiness.clone()),
         "503": ok("Not ready, with reasons", readiness)

@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use bytes::Bytes;
 use clap::{Parser, Subcommand};
+
+mod scale;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
@@ -47,6 +49,17 @@ enum Bench {
     Hub,
     /// Completed base-scope web logins through the hub vs the simulator alone.
     Oauth,
+    /// Many accounts on one `wxhub serve` process: time until every token
+    /// is held, memory, `/metrics`, token rate, lateness when all are due.
+    Scale {
+        /// Account counts, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "1000,10000,100000")]
+        accounts: Vec<usize>,
+        /// The `wxhub` binary (default: beside this one; build it with
+        /// `cargo build --release -p wxhub`).
+        #[arg(long)]
+        hub_bin: Option<PathBuf>,
+    },
     /// A fixed number of requests to one contender, one at a time, for
     /// `valgrind --tool=callgrind`: instruction counts, unlike timings,
     /// repeat exactly on a shared machine. Run it for two counts and divide
@@ -986,6 +999,13 @@ async fn main() -> anyhow::Result<()> {
         Bench::Sim => ("sim", bench_sim(&cli).await?),
         Bench::Hub => ("hub", bench_hub(&cli).await?),
         Bench::Oauth => ("oauth", bench_oauth(&cli).await?),
+        Bench::Scale {
+            ref accounts,
+            ref hub_bin,
+        } => (
+            "scale",
+            scale::bench_scale(&cli, accounts, hub_bin.clone()).await?,
+        ),
         Bench::Count {
             contender,
             requests,

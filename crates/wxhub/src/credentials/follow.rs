@@ -4,8 +4,11 @@
 //! channel). Every (re)connection of the subscriber starts with a full
 //! re-read, so notes missed while away cost nothing.
 
+use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use tokio::sync::futures::Notified;
 
 use super::model::{Account, CredError, CredKind, Refusal, Secret, Served, Slot, Trigger};
 use super::{Credentials, sha256_hex};
@@ -28,9 +31,10 @@ impl Credentials {
         let slot = account.slot(kind).expect("find checked the slot");
         let appid = account.appid();
         let key = account.store_key(kind);
-        // Subscribed before anything is read, so no change is missed.
-        let version = slot.version.subscribe();
-        let refusals = slot.refused.subscribe();
+        // Armed before anything is read, so no change is missed.
+        let news = slot.news.notified();
+        tokio::pin!(news);
+        news.as_mut().enable();
         let usable = |this: &Self| {
             this.served(&account, slot)
                 .filter(|s| !failed.as_ref().is_some_and(|f| s.value.ct_eq(f)))
@@ -63,22 +67,21 @@ impl Credentials {
                 Some(failed) => Trigger::Reported { failed, rejected },
                 None => Trigger::Missing,
             };
-            return self.refresh_and_wait(account, kind, trigger).await;
+            return self.refresh_and_wait(account.clone(), kind, trigger).await;
         }
-        self.ask_owner(&account, slot, failed.as_ref(), rejected, version, refusals)
+        self.ask_owner(&account, slot, failed.as_ref(), rejected, news)
             .await
     }
 
     /// Asks the owner to replace (or fetch) the slot's value, and waits for
     /// its write, or for its refusal of the reported value.
-    async fn ask_owner(
+    async fn ask_owner<'s>(
         &self,
         account: &Account,
-        slot: &Slot,
+        slot: &'s Slot,
         failed: Option<&Secret>,
         rejected: bool,
-        mut version: tokio::sync::watch::Receiver<u64>,
-        mut refusals: tokio::sync::watch::Receiver<Option<Refusal>>,
+        mut news: Pin<&mut Notified<'s>>,
     ) -> Result<Served, CredError> {
         let sh = self.shared.as_ref().expect("shared mode");
         let (appid, kind) = (account.appid(), slot.kind);
@@ -89,31 +92,26 @@ impl Credentials {
             RequestKind::Plain
         };
         let key = account.store_key(kind);
+        let asked = Instant::now();
         if let Err(e) = sh.request(appid, &key, failed_hash.as_deref(), why).await {
             self.redis_failed(&e);
             return Err(self.redis_unavailable(kind));
         }
         let deadline = tokio::time::Instant::now() + self.settings.wait_for_token;
-        loop {
-            let woke = tokio::time::timeout_at(deadline, async {
-                tokio::select! {
-                    r = version.changed() => r.is_ok(),
-                    r = refusals.changed() => r.is_ok(),
-                }
-            })
-            .await;
-            if !matches!(woke, Ok(true)) {
-                break;
-            }
+        while tokio::time::timeout_at(deadline, news.as_mut()).await.is_ok() {
+            // Re-armed before the state is read, so the next change wakes us.
+            news.set(slot.news.notified());
+            news.as_mut().enable();
             if let Some(s) = self
                 .served(account, slot)
                 .filter(|s| !failed.is_some_and(|f| s.value.ct_eq(f)))
             {
                 return Ok(s);
             }
-            let refusal = refusals.borrow_and_update().clone();
+            let refusal = slot.lock().shared.refusal.clone();
             if let (Some(r), Some(h)) = (refusal, &failed_hash)
                 && r.failed_sha256 == *h
+                && r.heard >= asked
             {
                 return Err(CredError::OverBudget {
                     reason: r.reason,
@@ -230,11 +228,13 @@ impl Credentials {
                 if let Some(account) = self.account(&appid)
                     && let Some(slot) = account.slot_by_key(&kind)
                 {
-                    slot.refused.send_replace(Some(Refusal {
+                    slot.lock().shared.refusal = Some(Refusal {
                         failed_sha256,
                         reason,
                         retry_after,
-                    }));
+                        heard: Instant::now(),
+                    });
+                    slot.changed();
                 }
             }
             Note::Changed { appid, kind } => {

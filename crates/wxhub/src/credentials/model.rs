@@ -214,12 +214,13 @@ pub(crate) struct Confirmation {
 }
 
 /// An owner's "not replacing this one": the SHA-256 of the reported value,
-/// why, and when a report could refresh again.
+/// why, when a report could refresh again, and when it was heard.
 #[derive(Debug, Clone)]
 pub(crate) struct Refusal {
     pub failed_sha256: String,
     pub reason: String,
     pub retry_after: i64,
+    pub heard: Instant,
 }
 
 /// Shared mode's view of a slot's value in Redis.
@@ -237,6 +238,8 @@ pub(crate) struct SharedMarks {
     /// Redis failed right before a fetch; refreshes of this slot wait until
     /// then (real time: the virtual clock may stand still).
     pub redis_retry_at: Option<Instant>,
+    /// The owner's last refusal to replace a reported value.
+    pub refusal: Option<Refusal>,
 }
 
 /// Everything a slot knows, behind its `std::sync::Mutex`.
@@ -283,11 +286,10 @@ pub struct Slot {
     pub(crate) fetch: tokio::sync::Mutex<()>,
     /// Reports arriving together share one confirmation.
     pub(crate) confirm: tokio::sync::Mutex<()>,
-    /// Bumped whenever the value changes, for callers waiting on the owner.
-    pub(crate) version: tokio::sync::watch::Sender<u64>,
-    /// Shared mode: the owner's last refusal to replace a reported value,
-    /// for callers waiting on the owner.
-    pub(crate) refused: tokio::sync::watch::Sender<Option<Refusal>>,
+    /// Woken whenever the value changes or the owner refuses to replace
+    /// it, for callers waiting on the owner. A `Notify` rather than a
+    /// channel: it allocates nothing, and a hub holds 100,000 of them.
+    pub(crate) news: tokio::sync::Notify,
 }
 
 impl Slot {
@@ -297,8 +299,7 @@ impl Slot {
             state: Mutex::new(SlotState::default()),
             fetch: tokio::sync::Mutex::new(()),
             confirm: tokio::sync::Mutex::new(()),
-            version: tokio::sync::watch::Sender::new(0),
-            refused: tokio::sync::watch::Sender::new(None),
+            news: tokio::sync::Notify::new(),
         }
     }
 
@@ -309,7 +310,7 @@ impl Slot {
 
     /// Wakes whoever waits for this slot's value to change.
     pub(crate) fn changed(&self) {
-        self.version.send_modify(|v| *v = v.wrapping_add(1));
+        self.news.notify_waiters();
     }
 }
 

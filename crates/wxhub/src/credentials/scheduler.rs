@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::Credentials;
-use super::model::{CredKind, Trigger};
+use super::model::{Account, CredKind, Trigger};
 
 /// A slot in the queue: its account and kind.
 pub(crate) type Key = (Arc<str>, CredKind);
@@ -52,19 +52,15 @@ impl Queue {
         }
     }
 
-    /// Takes every slot due at `now` out of the queue.
-    pub(crate) fn take_due(&self, now: i64) -> Vec<Key> {
+    /// Takes the earliest slot due at `now` out of the queue.
+    pub(crate) fn pop_due(&self, now: i64) -> Option<Key> {
         let mut q = self.lock();
-        let mut due = Vec::new();
-        while let Some((at, _)) = q.order.first() {
-            if *at > now {
-                break;
-            }
-            let (_, key) = q.order.pop_first().expect("looked at it");
-            q.due_at.remove(&key);
-            due.push(key);
+        if q.order.first().is_none_or(|(at, _)| *at > now) {
+            return None;
         }
-        due
+        let (_, key) = q.order.pop_first()?;
+        q.due_at.remove(&key);
+        Some(key)
     }
 
     /// The earliest deadline.
@@ -79,50 +75,29 @@ impl Credentials {
         self.schedule.set((Arc::from(appid), kind), at);
     }
 
-    /// Starts a refresh for every due slot, at most `max_concurrent` at
-    /// once, and returns the tasks. The refresher lets them run; tests await
-    /// them.
+    /// Starts refreshes for the due slots, earliest first, as long as fewer
+    /// than `max_concurrent` run; the rest stay queued (a task per due
+    /// slot, with 100,000 due at once, would hold 100 MB of waiting tasks).
+    /// Returns the tasks started. The refresher lets them run and is woken
+    /// when one ends; tests await them.
     pub fn start_due(self: &Arc<Self>) -> tokio::task::JoinSet<()> {
         let now = self.clock.now();
         let mut set = tokio::task::JoinSet::new();
-        for key in self.schedule.take_due(now) {
-            let Some(account) = self.account(&key.0).filter(|a| a.managed()) else {
+        // Slots to look at again later: put back once the loop is done, so
+        // one that is due again at once is not popped again in this pass.
+        let mut later = Vec::new();
+        loop {
+            let Ok(permit) = self.concurrency.clone().try_acquire_owned() else {
+                break;
+            };
+            let Some(key) = self.schedule.pop_due(now) else {
+                break;
+            };
+            let Some((account, kind)) = self.ready_to_refresh(&key, now, &mut later) else {
                 continue;
             };
-            let Some(slot) = account.slot(key.1) else {
-                continue;
-            };
-            // Shared mode: only the lease holder refreshes; a lease taken
-            // later puts the account's slots back.
-            if let Some(sh) = &self.shared
-                && sh.holding(account.appid()).is_none()
-            {
-                continue;
-            }
-            {
-                let mut st = slot.lock();
-                if st.in_flight {
-                    // The running refresh puts it back when it ends.
-                    continue;
-                }
-                // A refresh a caller triggered moved the deadline since.
-                if st.current.is_some() && now < st.next_refresh_at {
-                    let at = st.next_refresh_at;
-                    drop(st);
-                    self.schedule.set(key, at);
-                    continue;
-                }
-                if st.shared.redis_retry_at.is_some_and(|t| Instant::now() < t) {
-                    drop(st);
-                    self.schedule.set(key, now);
-                    continue;
-                }
-                st.in_flight = true;
-            }
             let this = self.clone();
-            let kind = key.1;
             set.spawn(async move {
-                let _permit = this.concurrency.clone().acquire_owned().await;
                 let _ = this.refresh(&account, kind, Trigger::Scheduled).await;
                 let slot = account.slot(kind).expect("slot exists");
                 let next = {
@@ -131,14 +106,61 @@ impl Credentials {
                     st.next_refresh_at
                 };
                 this.reschedule(account.appid(), kind, next);
+                drop(permit);
+                // A permit is free: whatever waits in the queue may start.
+                this.schedule.wake.notify_one();
             });
+        }
+        for (key, at) in later {
+            self.schedule.set(key, at);
         }
         set
     }
 
+    /// The account and kind of a due slot, marked in flight, unless it
+    /// must not be refreshed now: not ours (shared mode: a lease taken
+    /// later puts the account's slots back), already in flight (that
+    /// refresh puts it back), its deadline moved since, or Redis just
+    /// failed.
+    fn ready_to_refresh(
+        &self,
+        key: &Key,
+        now: i64,
+        later: &mut Vec<(Key, i64)>,
+    ) -> Option<(Arc<Account>, CredKind)> {
+        let account = self.account(&key.0).filter(|a| a.managed())?;
+        let slot = account.slot(key.1)?;
+        if let Some(sh) = &self.shared
+            && sh.holding(account.appid()).is_none()
+        {
+            return None;
+        }
+        let mut st = slot.lock();
+        if st.in_flight {
+            return None;
+        }
+        if st.current.is_some() && now < st.next_refresh_at {
+            later.push((key.clone(), st.next_refresh_at));
+            return None;
+        }
+        if st.shared.redis_retry_at.is_some_and(|t| Instant::now() < t) {
+            later.push((key.clone(), now));
+            return None;
+        }
+        st.in_flight = true;
+        drop(st);
+        Some((account.clone(), key.1))
+    }
+
     /// Runs every due refresh and waits for all of them.
     pub async fn run_due(self: &Arc<Self>) {
-        self.start_due().join_all().await;
+        loop {
+            let started = self.start_due();
+            if started.is_empty() {
+                return;
+            }
+            started.join_all().await;
+        }
     }
 
     /// The refresher: starts what is due, then sleeps until the next
@@ -148,8 +170,15 @@ impl Credentials {
         loop {
             self.start_due().detach_all();
             let now = self.clock.now();
+            // Something due that could not start (every permit taken, or
+            // put back for later) waits for a finished refresh's wake-up,
+            // not in a spin.
             let wait = self.schedule.next().map_or(nap, |at| {
-                Duration::from_secs(at.saturating_sub(now).max(0) as u64).min(nap)
+                if at <= now {
+                    nap
+                } else {
+                    Duration::from_secs((at - now) as u64).min(nap)
+                }
             });
             tokio::select! {
                 () = tokio::time::sleep(wait.max(Duration::from_millis(1))) => {}
@@ -176,9 +205,11 @@ mod tests {
         q.set(key("c"), 30);
         q.set(key("c"), 5);
         assert_eq!(q.next(), Some(5));
-        assert_eq!(q.take_due(9), vec![key("c")]);
-        assert_eq!(q.take_due(20), vec![key("a"), key("b")]);
-        assert_eq!(q.take_due(1000), Vec::<Key>::new());
+        assert_eq!(q.pop_due(9), Some(key("c")));
+        assert_eq!(q.pop_due(9), None);
+        assert_eq!(q.pop_due(20), Some(key("a")));
+        assert_eq!(q.pop_due(20), Some(key("b")));
+        assert_eq!(q.pop_due(1000), None);
         assert_eq!(q.next(), None);
     }
 }

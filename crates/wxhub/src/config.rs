@@ -10,12 +10,14 @@
 //! | `oauth` | `[oauth]` |
 //! | `http` | `[http]` |
 //! | `limits` | `[limits]`, `clients[].limits` |
+//! | `push` | `accounts[].push` (message URL, subscribers), `[push]` |
 //! | `secret` | the three ways any secret is given |
 
 mod accounts;
 mod http;
 mod limits;
 mod oauth;
+mod push;
 mod refresh;
 mod secret;
 mod store;
@@ -29,6 +31,7 @@ pub use accounts::{AccountConfig, AccountKind, ClientConfig, TicketKind, TokenMo
 pub use http::HttpSettings;
 pub use limits::{ClientLimits, Limits};
 pub use oauth::OAuthSettings;
+pub use push::{PushConfig, PushMode, PushSettings, Subscriber, SubscriberSecret};
 pub use refresh::{RefreshSettings, Upstream};
 pub use secret::SecretSource;
 pub use store::{Pem, RedisUrl, StoreConfig, StoreKind};
@@ -71,6 +74,8 @@ struct RawConfig {
     #[serde(default)]
     limits: limits::RawLimits,
     #[serde(default)]
+    push: PushSettings,
+    #[serde(default)]
     accounts: Vec<accounts::RawAccount>,
     #[serde(default)]
     clients: Vec<accounts::RawClient>,
@@ -99,6 +104,8 @@ pub struct Config {
     pub http: HttpSettings,
     /// Default rate limits.
     pub limits: Limits,
+    /// The push delivery workers.
+    pub push: PushSettings,
     /// Accounts.
     pub accounts: Vec<AccountConfig>,
     /// Clients.
@@ -160,6 +167,7 @@ impl RawConfig {
         let store = self.store.validate(lookup)?;
         self.upstream.validate()?;
         self.refresh.validate()?;
+        self.push.validate()?;
         let accounts = accounts::validate_accounts(self.accounts, lookup)?;
         let limits = self.limits.validate()?;
         let clients = self
@@ -184,6 +192,7 @@ impl RawConfig {
             oauth,
             http,
             limits,
+            push: self.push,
             accounts,
             clients,
         })

@@ -118,6 +118,7 @@ pub async fn start(
         },
         http: Default::default(),
         limits: Default::default(),
+        push: Default::default(),
         accounts: vec![AccountConfig {
             appid: AppId::parse(demo.appid.clone()).context("demo appid")?,
             secret: AppSecret::new(demo.secret.clone()),
@@ -127,6 +128,7 @@ pub async fn start(
             jssdk_domains: vec!["127.0.0.1".into(), "localhost".into()],
             kind: crate::config::AccountKind::Official,
             oauth_return_origins: vec![demo_url.clone()],
+            push: None,
         }],
         clients: vec![ClientConfig {
             name: "dev".into(),

@@ -246,6 +246,7 @@ impl SqliteStore {
             make_private(Path::new(&companion), false)?;
         }
         conn.execute_batch(SCHEMA)?;
+        conn.execute_batch(super::push_sqlite::PUSH_SCHEMA)?;
         let (jobs, queue) = std::sync::mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("wxhub-sqlite".into())

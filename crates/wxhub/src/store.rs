@@ -475,7 +475,7 @@ impl Store {
         ///
         /// # Errors
         /// On a storage failure.
-        fn push_set_reply(appid: &str, dedup_key: &str, reply: &str) -> ();
+        fn push_set_reply(appid: &str, dedup_key: &str, message_id: &str, reply: &str) -> ();
 
         /// New queue entries of a subscriber for this instance to deliver.
         ///

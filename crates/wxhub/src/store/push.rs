@@ -98,6 +98,8 @@ pub struct StoredMessage {
     pub raw_xml: String,
     /// When the hub received it.
     pub received_at: i64,
+    /// Set once the replier answered: `0` for no reply, `1` and the XML.
+    pub reply: Option<String>,
 }
 
 /// A delivery that failed for its whole retry window.

@@ -218,11 +218,13 @@ impl RedisStore {
         &self,
         appid: &str,
         dedup_key: &str,
+        message_id: &str,
         reply: &str,
     ) -> Result<(), StoreError> {
-        let _: () = self
-            .conn()
+        let _: () = redis::pipe()
             .hset(self.push_key(appid, &format!("d:{dedup_key}")), "r", reply)
+            .hset(self.push_key(appid, &format!("m:{message_id}")), "r", reply)
+            .query_async(&mut self.conn())
             .await?;
         Ok(())
     }
@@ -372,6 +374,7 @@ impl RedisStore {
                 .get("received_at")
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(0),
+            reply: h.get("r").cloned(),
         }))
     }
 
@@ -449,7 +452,7 @@ impl RedisStore {
     }
 
     /// Parked deliveries of an account's subscribers, oldest first per
-    /// subscriber, at most `limit`. Their ids are `subscriber/stream-id`.
+    /// subscriber, at most `limit`. Their ids are `subscriber:stream-id`.
     ///
     /// # Errors
     /// On a Redis failure.
@@ -475,7 +478,7 @@ impl RedisStore {
                 .await?;
             for e in r.ids {
                 out.push(Parked {
-                    id: format!("{sub}/{}", e.id),
+                    id: format!("{sub}:{}", e.id),
                     subscriber: sub.clone(),
                     message_id: text(&e.map, "message_id"),
                     openid: text(&e.map, "openid"),
@@ -499,7 +502,7 @@ impl RedisStore {
         now: i64,
         keep_secs: i64,
     ) -> Result<bool, StoreError> {
-        let Some((sub, entry)) = id.split_once('/') else {
+        let Some((sub, entry)) = id.rsplit_once(':') else {
             return Ok(false);
         };
         if parse_order(entry).is_err() {

@@ -150,6 +150,7 @@ impl SqliteStore {
         &self,
         appid: &str,
         dedup_key: &str,
+        _message_id: &str,
         reply: &str,
     ) -> Result<(), StoreError> {
         let (appid, id, reply) = (appid.to_string(), dedup_key.to_string(), reply.to_string());
@@ -219,13 +220,14 @@ impl SqliteStore {
         let (appid, id) = (appid.to_string(), message_id.to_string());
         self.run(move |b| {
             Ok(b.tx
-                .prepare_cached("SELECT message_id, openid, raw_xml, received_at FROM push_messages WHERE appid = ?1 AND message_id = ?2")?
+                .prepare_cached("SELECT message_id, openid, raw_xml, received_at, reply FROM push_messages WHERE appid = ?1 AND message_id = ?2")?
                 .query_row(params![appid, id], |r| {
                     Ok(StoredMessage {
                         message_id: r.get(0)?,
                         openid: r.get(1)?,
                         raw_xml: r.get(2)?,
                         received_at: r.get(3)?,
+                        reply: r.get(4)?,
                     })
                 })
                 .optional()?)

@@ -28,6 +28,9 @@ use crate::credentials::Credentials;
 use crate::metrics::Metrics;
 use crate::store::Store;
 
+/// Replier calls in flight: each one's answer, once known.
+type Asking = HashMap<String, tokio::sync::watch::Receiver<Option<Option<String>>>>;
+
 /// One account's push set-up.
 #[derive(Debug)]
 pub struct PushAccount {
@@ -95,6 +98,9 @@ pub struct Gateway {
     wake: tokio::sync::Notify,
     // Profile fetches per account in the current minute.
     profile_budget: Mutex<HashMap<String, (i64, u32)>>,
+    // Pushes whose replier is being asked, by account and duplicate key: a
+    // platform retry arriving meanwhile waits for the same answer.
+    asking: Mutex<Asking>,
 }
 
 impl Gateway {
@@ -141,6 +147,7 @@ impl Gateway {
             http,
             wake: tokio::sync::Notify::new(),
             profile_budget: Mutex::new(HashMap::new()),
+            asking: Mutex::new(HashMap::new()),
         })
     }
 

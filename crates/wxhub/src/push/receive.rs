@@ -65,6 +65,25 @@ fn refusal(e: &PushError) -> (ApiError, &'static str) {
 }
 
 impl Gateway {
+    fn lock_asking(&self) -> std::sync::MutexGuard<'_, super::Asking> {
+        self.asking.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A platform retry of a push whose replier is still being asked in
+    /// this process: the first one's answer, once it has it (at most
+    /// `left`). Across instances a retry gets `success` instead.
+    async fn same_answer(&self, appid: &str, dedup_key: &str, left: Duration) -> Option<String> {
+        let rx = self
+            .lock_asking()
+            .get(&format!("{appid}:{dedup_key}"))
+            .cloned();
+        let mut rx = rx?;
+        match tokio::time::timeout(left, rx.wait_for(Option::is_some)).await {
+            Ok(Ok(v)) => v.clone().flatten(),
+            _ => None,
+        }
+    }
+
     fn account_or_404(&self, appid: &str) -> Result<&std::sync::Arc<PushAccount>, ApiError> {
         self.account(appid).ok_or_else(|| {
             ApiError::not_found(format!(
@@ -106,7 +125,7 @@ impl Gateway {
     /// 404, 401, 400 or 413 for what the platform did not send; 503 when
     /// the store cannot take the write (the platform sends it again).
     pub async fn receive(
-        &self,
+        self: &std::sync::Arc<Self>,
         appid: &str,
         query: &str,
         body: &[u8],
@@ -173,7 +192,16 @@ impl Gateway {
                     "wxhub_push_received_total",
                     &[("appid", appid), ("result", "duplicate")],
                 );
-                reply.and_then(|r| r.strip_prefix('1').map(str::to_owned))
+                match reply {
+                    Some(r) => r.strip_prefix('1').map(str::to_owned),
+                    None => {
+                        let left = account
+                            .config
+                            .reply_deadline
+                            .saturating_sub(started.elapsed());
+                        self.same_answer(appid, &dedup_key, left).await
+                    }
+                }
             }
             Accepted::New { dropped } => {
                 self.metrics.inc(
@@ -198,24 +226,9 @@ impl Gateway {
                             .config
                             .reply_deadline
                             .saturating_sub(started.elapsed());
-                        match self.ask_replier(account, r, &msg, &new, deadline).await {
-                            // Answered: recorded, so duplicates get the same
-                            // answer and the replier's queue entry is done.
-                            Some(reply) => {
-                                let marker = reply
-                                    .as_ref()
-                                    .map_or(NO_REPLY.to_string(), |x| format!("1{x}"));
-                                if let Err(e) = self
-                                    .store
-                                    .push_set_reply(appid, &dedup_key, &message_id, &marker)
-                                    .await
-                                {
-                                    tracing::warn!(account.appid = %appid, error = %e, "cannot record the passive reply");
-                                }
-                                reply
-                            }
-                            None => None,
-                        }
+                        self.clone()
+                            .reply_for(account.clone(), r.clone(), msg.clone(), new, deadline)
+                            .await
                     }
                     None => None,
                 }
@@ -259,6 +272,43 @@ impl Gateway {
             (None, None) => text(StatusCode::OK, wx_api::push::SUCCESS.to_string()),
             (None, Some(_)) => text(StatusCode::OK, String::new()),
         }
+    }
+
+    /// Asks the replier in a task of its own, so that the platform dropping
+    /// its connection (it sends again after 5 s) does not cancel the call;
+    /// a retry meanwhile waits for the same answer. An answer is recorded
+    /// for later duplicates, and marks the replier's queue entry done.
+    async fn reply_for(
+        self: std::sync::Arc<Self>,
+        account: std::sync::Arc<PushAccount>,
+        r: Subscriber,
+        msg: PushMessage,
+        new: NewPush,
+        deadline: Duration,
+    ) -> Option<String> {
+        let (tx, rx) = tokio::sync::watch::channel(None);
+        let key = format!("{}:{}", new.appid, new.dedup_key);
+        self.lock_asking().insert(key.clone(), rx);
+        let task = tokio::spawn(async move {
+            let answered = self.ask_replier(&account, &r, &msg, &new, deadline).await;
+            if let Some(reply) = &answered {
+                let marker = reply
+                    .as_ref()
+                    .map_or(NO_REPLY.to_string(), |x| format!("1{x}"));
+                let stored = self
+                    .store
+                    .push_set_reply(&new.appid, &new.dedup_key, &new.message_id, &marker)
+                    .await;
+                if let Err(e) = stored {
+                    tracing::warn!(account.appid = %new.appid, error = %e, "cannot record the passive reply");
+                }
+            }
+            let reply = answered.flatten();
+            let _ = tx.send(Some(reply.clone()));
+            self.lock_asking().remove(&key);
+            reply
+        });
+        task.await.ok().flatten()
     }
 
     /// Calls the replier synchronously, at most `deadline`. Its answer: the

@@ -11,4 +11,6 @@ mod hardening;
 mod lifecycle;
 mod oauth;
 mod proxy;
+mod push;
+mod push_support;
 mod tokens;

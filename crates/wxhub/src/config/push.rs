@@ -424,3 +424,121 @@ impl PushSettings {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{Config, ConfigError};
+
+    const KEY: &str = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG";
+
+    fn load(push: &str) -> Result<Config, ConfigError> {
+        let text = format!("[[accounts]]\nappid = \"wx1111111111111111\"\nsecret = \"s\"\n{push}");
+        let lookup = |k: &str| (k == "PUSH_TOKEN").then(|| "tok-from-env".to_string());
+        Config::from_toml_with_env(&text, &[], &lookup)
+    }
+
+    #[test]
+    fn a_push_section_loads_with_its_defaults() {
+        let c = load(&format!(
+            "[accounts.push]\ntoken_env = \"PUSH_TOKEN\"\nmode = \"safe\"\nencoding_aes_key = \"{KEY}\"\n\
+             [[accounts.push.subscribers]]\nname = \"crm\"\nurl = \"http://127.0.0.1:9/h\"\nsecret = \"sub-secret\"\nevents = [\"subscribe\"]\n"
+        ))
+        .unwrap();
+        let p = c.accounts[0].push.as_ref().unwrap();
+        assert_eq!(p.token.expose_secret(), "tok-from-env");
+        assert_eq!(p.retry_window_secs, 86_400);
+        assert_eq!(p.reply_deadline.as_millis(), 4000);
+        let s = &p.subscribers[0];
+        assert!(s.wants("event", Some("SUBSCRIBE")));
+        assert!(!s.wants("text", None));
+        assert!(!s.wants("event", Some("CLICK")));
+        // Secrets are redacted in Debug.
+        let debug = format!("{p:?}");
+        assert!(
+            !debug.contains("tok-from-env")
+                && !debug.contains(KEY)
+                && !debug.contains("sub-secret"),
+            "{debug}"
+        );
+        assert_eq!(c.push.max_in_flight, 32);
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let sub = "[[accounts.push.subscribers]]\nname = \"crm\"\nurl = \"http://127.0.0.1:9/h\"\nsecret = \"x\"\n";
+        let cases = [
+            (
+                "[accounts.push]\nmode = \"plain\"\n".to_string(),
+                "accounts[0].push.token_env",
+            ),
+            (
+                "[accounts.push]\ntoken = \"t\"\nmode = \"safe\"\n".to_string(),
+                "accounts[0].push.encoding_aes_key_env",
+            ),
+            (
+                "[accounts.push]\ntoken = \"t\"\nmode = \"safe\"\nencoding_aes_key = \"short\"\n"
+                    .to_string(),
+                "accounts[0].push.encoding_aes_key",
+            ),
+            (
+                format!(
+                    "[accounts.push]\ntoken = \"t\"\nmode = \"safe\"\nencoding_aes_key = \"{KEY}\"\nprevious_encoding_aes_key = \"{KEY}\"\n"
+                ),
+                "accounts[0].push.previous_key_until",
+            ),
+            (
+                "[accounts.push]\ntoken = \"t\"\nmode = \"plain\"\nreply_deadline_ms = 5000\n"
+                    .to_string(),
+                "accounts[0].push.reply_deadline_ms",
+            ),
+            (
+                "[accounts.push]\ntoken = \"t\"\nmode = \"plain\"\nmax_backlog = 0\n".to_string(),
+                "accounts[0].push.max_backlog",
+            ),
+            (
+                format!("[accounts.push]\ntoken = \"t\"\nmode = \"plain\"\n{sub}{sub}"),
+                "accounts[0].push.subscribers[1].name",
+            ),
+            (
+                format!(
+                    "[accounts.push]\ntoken = \"t\"\nmode = \"plain\"\n{}",
+                    sub.replace("http://127.0.0.1:9/h", "ftp://x/")
+                ),
+                "accounts[0].push.subscribers[0].url",
+            ),
+            (
+                format!(
+                    "[accounts.push]\ntoken = \"t\"\nmode = \"plain\"\n{}",
+                    sub.replace("crm", "c r m")
+                ),
+                "accounts[0].push.subscribers[0].name",
+            ),
+            (
+                format!(
+                    "[accounts.push]\ntoken = \"t\"\nmode = \"plain\"\n{}",
+                    sub.replace("secret = \"x\"\n", "")
+                ),
+                "accounts[0].push.subscribers[0].secret_env",
+            ),
+            (
+                format!(
+                    "[accounts.push]\ntoken = \"t\"\nmode = \"plain\"\n{}replier = true\n{}replier = true\n",
+                    sub,
+                    sub.replace("crm", "bot")
+                ),
+                "accounts[0].push.subscribers",
+            ),
+            (
+                "[accounts.push]\ntoken = \"t\"\nmode = \"loud\"\n".to_string(),
+                "accounts[0].push.mode",
+            ),
+        ];
+        for (text, key) in cases {
+            let e = load(&text).expect_err(&text);
+            assert_eq!(e.key, key, "{text}: {e}");
+            assert!(!e.to_string().contains(KEY), "no key in the message: {e}");
+        }
+        let e = Config::from_toml_with_env("[push]\nkeep_secs = 5\n", &[], &|_| None).unwrap_err();
+        assert_eq!(e.key, "push.keep_secs");
+    }
+}

@@ -12,5 +12,6 @@ mod lifecycle;
 mod oauth;
 mod proxy;
 mod push;
+mod push_ops;
 mod push_support;
 mod tokens;

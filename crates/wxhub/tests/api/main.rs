@@ -14,4 +14,5 @@ mod proxy;
 mod push;
 mod push_ops;
 mod push_support;
+mod push_wechatpy;
 mod tokens;

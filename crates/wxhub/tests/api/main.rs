@@ -15,4 +15,5 @@ mod push;
 mod push_ops;
 mod push_support;
 mod push_wechatpy;
+mod subscriber;
 mod tokens;

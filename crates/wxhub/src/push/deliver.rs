@@ -10,7 +10,7 @@
 //! over, then parked. The lane lives in memory, the entries in the store: a
 //! restarted hub (or, in shared mode, the next lease holder) takes them over.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use rand::Rng;
@@ -27,13 +27,55 @@ use crate::store::push::Queued;
 /// Entries read from the store per lane and round.
 const FETCH: usize = 500;
 
-/// One subscriber's queue as this instance sees it.
+/// Entries a lane holds in memory; the rest wait in the store and are read
+/// as these go.
+const LANE_CAP: usize = 5_000;
+
+/// One subscriber's queue as this instance sees it: each person's entries
+/// in order, so a round looks at one head per person, not every entry.
 #[derive(Debug, Default)]
 struct Lane {
-    entries: BTreeMap<(u64, u64), Queued>,
+    people: HashMap<String, VecDeque<Queued>>,
+    len: usize,
     // People with an attempt in flight: their next entry waits.
     busy: HashSet<String>,
+    // The last entry read, so the next read continues after it.
+    last: Option<(u64, u64)>,
     taken_over: bool,
+}
+
+impl Lane {
+    fn add(&mut self, q: Queued) {
+        if self.last.is_some_and(|l| q.order <= l) {
+            return;
+        }
+        self.last = Some(q.order);
+        self.len += 1;
+        self.people
+            .entry(q.openid.clone())
+            .or_default()
+            .push_back(q);
+    }
+
+    /// Replaces (or, with `None`, removes) the head of `openid` if it is
+    /// the entry `order`.
+    fn settle_head(&mut self, openid: &str, order: (u64, u64), with: Option<Queued>) {
+        let Some(list) = self.people.get_mut(openid) else {
+            return;
+        };
+        if list.front().is_some_and(|h| h.order == order) {
+            match with {
+                Some(q) => list[0] = q,
+                None => {
+                    list.pop_front();
+                    self.len -= 1;
+                }
+            }
+        }
+        if list.is_empty() {
+            self.people.remove(openid);
+        }
+    }
 }
 
 /// What an attempt came to.
@@ -91,14 +133,15 @@ impl Gateway {
                     tracing::warn!(account.appid = %appid, subscriber = %sub.name, error = %e, "cannot read the delivery queue");
                     continue;
                 }
-                let mut seen = HashSet::new();
                 let mut start = Vec::new();
-                for q in lane.entries.values() {
-                    if !seen.insert(q.openid.clone()) || lane.busy.contains(&q.openid) {
+                for (openid, list) in &lane.people {
+                    if lane.busy.contains(openid) {
                         continue;
                     }
-                    if q.next_at <= now && running.len() + start.len() < self.settings.max_in_flight
-                    {
+                    if running.len() + start.len() >= self.settings.max_in_flight {
+                        break;
+                    }
+                    if let Some(q) = list.front().filter(|q| q.next_at <= now) {
                         start.push(q.clone());
                     }
                 }
@@ -124,12 +167,18 @@ impl Gateway {
         sub: &str,
         lane: &mut Lane,
     ) -> Result<(), crate::store::StoreError> {
+        let room = LANE_CAP.saturating_sub(lane.len);
+        if room == 0 {
+            return Ok(());
+        }
         let fresh = if lane.taken_over {
-            let after = lane.entries.keys().next_back().copied();
             self.store
-                .push_fetch(appid, sub, after, &self.instance, FETCH)
+                .push_fetch(appid, sub, lane.last, &self.instance, room.min(FETCH))
                 .await?
         } else {
+            // Everything, past the cap: in shared mode what is not claimed
+            // now would stay with the instance that died. The store's
+            // max_backlog bounds it.
             let all = self
                 .store
                 .push_take_over(appid, sub, &self.instance, usize::MAX)
@@ -138,7 +187,7 @@ impl Gateway {
             all
         };
         for q in fresh {
-            lane.entries.entry(q.order).or_insert(q);
+            lane.add(q);
         }
         Ok(())
     }
@@ -360,12 +409,8 @@ fn settle(
     };
     lane.busy.remove(openid);
     match outcome {
-        Outcome::Delivered | Outcome::Parked => {
-            lane.entries.remove(&order);
-        }
-        Outcome::Retry(q) => {
-            lane.entries.insert(order, q);
-        }
+        Outcome::Delivered | Outcome::Parked => lane.settle_head(openid, order, None),
+        Outcome::Retry(q) => lane.settle_head(openid, order, Some(q)),
         Outcome::Unchanged => {}
     }
 }

@@ -152,11 +152,9 @@ impl Gateway {
             return Err(self.reject(appid, e, "stale"));
         }
         let msg = opened.message;
-        let raw_xml = match opened.key {
-            // Decrypted: the plaintext document, kept as the platform wrote it.
-            Some(_) => raw_of(account, &q, body, now)?,
-            None => String::from_utf8_lossy(body).into_owned(),
-        };
+        // Kept as the platform wrote it (decrypted in safe mode).
+        let raw_xml = String::from_utf8(opened.plaintext)
+            .map_err(|_| ApiError::bad_request("push body is not UTF-8"))?;
         let (msg_type, event) = payload::kind_of(&msg);
         let replier = account
             .config
@@ -396,23 +394,6 @@ fn parse_reply(msg: &PushMessage, body: &[u8], now: i64) -> Result<Option<String
         return Ok(None);
     }
     Err("reply is neither XML, JSON, success nor empty".into())
-}
-
-/// The plaintext document of an encrypted push, decrypted again to keep it
-/// as the platform wrote it (the parsed message has no serializer).
-fn raw_of(account: &PushAccount, q: &PushQuery, body: &[u8], now: i64) -> Result<String, ApiError> {
-    let env = wx_api::push::EncryptedEnvelope::parse(body)
-        .map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let (plain, _) = account
-        .crypto(now)
-        .decrypt(
-            q.msg_signature.as_deref().unwrap_or_default(),
-            q.timestamp.as_deref().unwrap_or_default(),
-            q.nonce.as_deref().unwrap_or_default(),
-            &env.encrypt,
-        )
-        .map_err(|e| ApiError::bad_request(e.to_string()))?;
-    String::from_utf8(plain).map_err(|_| ApiError::bad_request("push body is not UTF-8"))
 }
 
 /// Reads at most `limit` bytes of a response.

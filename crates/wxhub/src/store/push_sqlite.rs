@@ -62,6 +62,24 @@ fn count(b: &Batch<'_>, table: &str, appid: &str, sub: &str) -> Result<u64, Stor
         .query_row(params![appid, sub], |r| r.get::<_, i64>(0))? as u64)
 }
 
+/// Queue entries of a subscriber: counted once, then kept in step with
+/// every insert and delete (the writer thread is the file's only writer).
+fn queued_count(b: &mut Batch<'_>, appid: &str, sub: &str) -> Result<u64, StoreError> {
+    let key = format!("{appid}\0{sub}");
+    if let Some(n) = b.queued.get(&key) {
+        return Ok(*n);
+    }
+    let n = count(b, "push_queue", appid, sub)?;
+    b.queued.insert(key, n);
+    Ok(n)
+}
+
+fn queued_add(b: &mut Batch<'_>, appid: &str, sub: &str, delta: i64) {
+    if let Some(n) = b.queued.get_mut(&format!("{appid}\0{sub}")) {
+        *n = n.saturating_add_signed(delta);
+    }
+}
+
 fn load_follower(b: &Batch<'_>, appid: &str, openid: &str) -> Result<Option<Follower>, StoreError> {
     let text: Option<String> =
         b.tx.prepare_cached("SELECT record FROM push_followers WHERE appid = ?1 AND openid = ?2")?
@@ -120,7 +138,7 @@ impl SqliteStore {
             .execute(params![p.appid, p.dedup_key, p.message_id, p.openid, p.raw_xml, p.received_at, p.keep_until])?;
             let mut dropped = Vec::new();
             for sub in &p.subscribers {
-                if count(b, "push_queue", &p.appid, sub)? >= u64::from(p.max_backlog) {
+                if queued_count(b, &p.appid, sub)? >= u64::from(p.max_backlog) {
                     dropped.push(sub.clone());
                     continue;
                 }
@@ -129,6 +147,7 @@ impl SqliteStore {
                      VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
                 )?
                 .execute(params![p.appid, sub, p.message_id, p.openid, p.received_at])?;
+                queued_add(b, &p.appid, sub, 1);
             }
             if let Some(change) = p.follow {
                 let f = load_follower(b, &p.appid, &p.openid)?
@@ -239,11 +258,13 @@ impl SqliteStore {
     ///
     /// # Errors
     /// On a database failure.
-    pub async fn push_done(&self, _appid: &str, _sub: &str, q: &Queued) -> Result<(), StoreError> {
-        let id = q.order.0 as i64;
+    pub async fn push_done(&self, appid: &str, sub: &str, q: &Queued) -> Result<(), StoreError> {
+        let (appid, sub, id) = (appid.to_string(), sub.to_string(), q.order.0 as i64);
         self.run(move |b| {
-            b.tx.prepare_cached("DELETE FROM push_queue WHERE id = ?1")?
-                .execute(params![id])?;
+            let gone =
+                b.tx.prepare_cached("DELETE FROM push_queue WHERE id = ?1")?
+                    .execute(params![id])?;
+            queued_add(b, &appid, &sub, -(gone as i64));
             Ok(())
         })
         .await
@@ -285,8 +306,11 @@ impl SqliteStore {
     ) -> Result<u64, StoreError> {
         let (appid, sub, q) = (appid.to_string(), sub.to_string(), q.clone());
         self.run(move |b| {
-            b.tx.prepare_cached("DELETE FROM push_queue WHERE id = ?1")?
+            let gone = b
+                .tx
+                .prepare_cached("DELETE FROM push_queue WHERE id = ?1")?
                 .execute(params![q.order.0 as i64])?;
+            queued_add(b, &appid, &sub, -(gone as i64));
             b.tx.prepare_cached(
                 "INSERT INTO push_parked (appid, subscriber, message_id, openid, attempts, parked_at, error)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -369,6 +393,7 @@ impl SqliteStore {
                  VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
             )?
             .execute(params![appid, sub, message_id, openid, now])?;
+            queued_add(b, &appid, &sub, 1);
             Ok(true)
         })
         .await

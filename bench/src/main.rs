@@ -5,7 +5,11 @@
 //!
 //! `cargo run --release -p wxhub-bench -- sim` measures token-checked API
 //! calls served by the simulator against a trivial axum handler and writes
-//! its section of `docs/BENCHMARKS.md`.
+//! its section of `docs/BENCHMARKS.md`; `hub`, `oauth` and `push` do the
+//! same for the hub's token route and proxy, web authorization and the
+//! push gateway.
+
+mod push;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -60,6 +64,9 @@ enum Bench {
         #[arg(long)]
         hub_bin: Option<PathBuf>,
     },
+    /// Pushes acknowledged by the hub's /push/{appid} (durable write
+    /// included) vs a handler that answers `success`.
+    Push,
     /// A fixed number of requests to one contender, one at a time, for
     /// `valgrind --tool=callgrind`: instruction counts, unlike timings,
     /// repeat exactly on a shared machine. Run it for two counts and divide
@@ -1006,6 +1013,7 @@ async fn main() -> anyhow::Result<()> {
             "scale",
             scale::bench_scale(&cli, accounts, hub_bin.clone()).await?,
         ),
+        Bench::Push => ("push", push::bench_push(&cli).await?),
         Bench::Count {
             contender,
             requests,

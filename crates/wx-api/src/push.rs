@@ -162,6 +162,9 @@ pub struct OpenedPush {
     pub message: PushMessage,
     /// The key that decrypted it, or `None` for a plaintext push.
     pub key: Option<KeyUsed>,
+    /// The plaintext document as the platform wrote it (decrypted in safe
+    /// mode), for a receiver that keeps or forwards it.
+    pub plaintext: Vec<u8>,
 }
 
 /// One account's push configuration: token, AppID, current and optional previous
@@ -281,6 +284,7 @@ impl PushCrypto {
             return Ok(OpenedPush {
                 message: PushMessage::parse(body)?,
                 key: None,
+                plaintext: body.to_vec(),
             });
         }
         let msg_sig = required(&query.msg_signature, "msg_signature")?;
@@ -289,6 +293,7 @@ impl PushCrypto {
         Ok(OpenedPush {
             message: PushMessage::parse(&plain)?,
             key: Some(key),
+            plaintext: plain,
         })
     }
 

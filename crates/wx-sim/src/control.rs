@@ -15,6 +15,8 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+mod actions;
+
 use crate::Sim;
 use crate::faults::FaultSpec;
 use crate::push;
@@ -80,6 +82,10 @@ pub(crate) fn routes() -> Router<Arc<Sim>> {
         .route("/_sim/people/{id}/follow", post(person_follow))
         .route("/_sim/people/{id}/unfollow", post(person_unfollow))
         .route("/_sim/people/{id}/text", post(person_text))
+        .route("/_sim/people/{id}/click", post(actions::click))
+        .route("/_sim/people/{id}/scan", post(actions::scan))
+        .route("/_sim/people/{id}/message", post(actions::message))
+        .route("/_sim/people/{id}/event", post(actions::any_event))
         .route("/_sim/push/verify", post(push_verify))
         .route("/_sim/push/log", get(push_log))
         .route("/_sim/push/deliveries/{id}", get(push_delivery))

@@ -364,7 +364,10 @@ impl SimState {
         self.tokens
             .retain(|_, t| t.dead_at.unwrap_or(t.expires_at).min(t.expires_at) > horizon);
         self.sns_tokens.retain(|_, g| g.expires_at > horizon);
-        self.refresh_tokens.retain(|_, g| g.expires_at > horizon);
+        // An expired refresh_token answers 42002 for as long as the
+        // platform would remember it, not 40030 because it was forgotten.
+        let memory = now - self.world.settings.refresh_token_memory;
+        self.refresh_tokens.retain(|_, g| g.expires_at > memory);
         self.codes.retain(|_, c| c.created > horizon);
     }
 

@@ -76,6 +76,9 @@ pub struct Settings {
     pub sns_token_ttl: i64,
     /// Lifetime of a refresh_token (§5.3).
     pub refresh_token_ttl: i64,
+    /// How long the platform remembers a refresh_token after it expired:
+    /// until then it answers 42002 (expired), after that 40030 (unknown).
+    pub refresh_token_memory: i64,
     /// What a refusal does (§12).
     pub deny_mode: DenyMode,
     /// Resets allowed per account per month through clear_quota (§2.4).
@@ -102,6 +105,7 @@ impl Default for Settings {
             expired_code_errcode: 40029,
             sns_token_ttl: 7200,
             refresh_token_ttl: 30 * 86400,
+            refresh_token_memory: 365 * 86400,
             deny_mode: DenyMode::StateOnly,
             clear_quota_monthly_limit: 10,
             user_get_page_size: 10000,
@@ -379,6 +383,12 @@ impl World {
             if v <= 0 {
                 return Err(invalid(format!("settings.{name}"), "must be positive"));
             }
+        }
+        if s.refresh_token_memory < 0 {
+            return Err(invalid(
+                "settings.refresh_token_memory".into(),
+                "must not be negative",
+            ));
         }
         if s.user_get_page_size == 0 {
             return Err(invalid(

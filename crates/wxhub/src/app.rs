@@ -43,6 +43,8 @@ pub struct App {
     pub store: Arc<Store>,
     /// Rate limits per client and per client IP.
     pub limiter: Limiter,
+    /// The push gateway (`/push/{appid}`) and its delivery worker.
+    pub push: Arc<crate::push::Gateway>,
 }
 
 impl App {
@@ -148,6 +150,18 @@ impl Application {
         )
         .await;
         let limiter = Limiter::new(store.redis().cloned());
+        let push = Arc::new(
+            crate::push::Gateway::new(
+                &config.accounts,
+                &config.push,
+                store.clone(),
+                clock.clone(),
+                metrics.clone(),
+                creds.clone(),
+                wx.clone(),
+            )
+            .context("accounts[].push")?,
+        );
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("listen: cannot bind {}", config.listen))?;
@@ -169,6 +183,7 @@ impl Application {
                 wx,
                 store,
                 limiter,
+                push,
             }),
         })
     }
@@ -204,6 +219,12 @@ impl Application {
         if creds.shared().is_some() {
             tasks.spawn("lease loop", creds.clone().run_leases(rx.clone()));
             tasks.spawn("subscriber", creds.clone().run_subscriber(rx.clone()));
+        }
+        if !self.app.push.is_empty() {
+            tasks.spawn(
+                "push deliverer",
+                self.app.push.clone().run_worker(rx.clone()),
+            );
         }
         tasks.spawn("sweeper", sweep_expired(self.app.clone(), rx));
         let router = crate::router::router(self.app.clone());
@@ -263,6 +284,14 @@ async fn sweep_expired(app: Arc<App>, mut shutdown: tokio::sync::watch::Receiver
                 tracing::debug!(states, tickets, "swept expired sign-in states and tickets");
             }
             Err(e) => tracing::warn!(error = %e, "cannot sweep expired sign-in states"),
+        }
+        match app.store.push_sweep(app.clock.now()).await {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(
+                messages = n,
+                "forgot delivered push messages past push.keep_secs"
+            ),
+            Err(e) => tracing::warn!(error = %e, "cannot sweep push messages"),
         }
     }
 }

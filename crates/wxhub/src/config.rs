@@ -11,6 +11,7 @@
 //! | `http` | `[http]` |
 //! | `limits` | `[limits]`, `clients[].limits` |
 //! | `metrics` | `[metrics]` |
+//! | `push` | `accounts[].push` (message URL, subscribers), `[push]` |
 //! | `secret` | the three ways any secret is given |
 
 mod accounts;
@@ -18,6 +19,7 @@ mod http;
 mod limits;
 mod metrics;
 mod oauth;
+mod push;
 mod refresh;
 mod secret;
 mod store;
@@ -32,6 +34,7 @@ pub use http::HttpSettings;
 pub use limits::{ClientLimits, Limits};
 pub use metrics::MetricsSettings;
 pub use oauth::OAuthSettings;
+pub use push::{PushConfig, PushMode, PushSettings, Subscriber, SubscriberSecret};
 pub use refresh::{RefreshSettings, Upstream};
 pub use secret::SecretSource;
 pub use store::{Pem, RedisUrl, StoreConfig, StoreKind};
@@ -75,6 +78,7 @@ struct RawConfig {
     limits: limits::RawLimits,
     #[serde(default)]
     metrics: MetricsSettings,
+    push: PushSettings,
     #[serde(default)]
     accounts: Vec<accounts::RawAccount>,
     #[serde(default)]
@@ -106,6 +110,8 @@ pub struct Config {
     pub limits: Limits,
     /// What `/metrics` says per account.
     pub metrics: MetricsSettings,
+    /// The push delivery workers.
+    pub push: PushSettings,
     /// Accounts.
     pub accounts: Vec<AccountConfig>,
     /// Clients.
@@ -167,6 +173,7 @@ impl RawConfig {
         let store = self.store.validate(lookup)?;
         self.upstream.validate()?;
         self.refresh.validate()?;
+        self.push.validate()?;
         let accounts = accounts::validate_accounts(self.accounts, lookup)?;
         let limits = self.limits.validate()?;
         let clients = self
@@ -192,6 +199,7 @@ impl RawConfig {
             http,
             limits,
             metrics: self.metrics,
+            push: self.push,
             accounts,
             clients,
         })

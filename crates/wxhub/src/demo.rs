@@ -16,6 +16,12 @@ struct Demo {
     appid: String,
     key: String,
     own: String,
+    // The simulator, for the follow button of the messages page.
+    sim: String,
+    // Signs the hub's deliveries to /push.
+    push_secret: String,
+    // The latest deliveries, newest last; a bounded list.
+    pushes: std::sync::Mutex<std::collections::VecDeque<serde_json::Value>>,
     http: reqwest::Client,
     // Tickets already redeemed, with their result, as a real business
     // server keeps a session: a reload or Back shows the same page instead
@@ -53,7 +59,8 @@ async fn index(State(d): State<Arc<Demo>>) -> Html<String> {
     page(&format!(
         "<p>This page stands for your business server. It signs people in through wxhub and never sees a code or a secret.</p>\
 <a class=\"btn\" id=\"login-base\" href=\"{}\">Sign in (openid only, silent)</a>\
-<a class=\"btn\" id=\"login-profile\" href=\"{}\">Sign in with my WeChat profile</a>",
+<a class=\"btn\" id=\"login-profile\" href=\"{}\">Sign in with my WeChat profile</a>\
+<p><a id=\"messages\" href=\"/messages\">Messages from followers</a> (the hub's push gateway delivers them here)</p>",
         esc(&link("base")),
         esc(&link("userinfo"))
     ))
@@ -126,12 +133,118 @@ fn signed_in(v: &serde_json::Value) -> Html<String> {
     ))
 }
 
+/// Deliveries the messages page keeps.
+const PUSHES_KEPT: usize = 50;
+
+/// `POST /push`: the hub delivers a message, as it would to a business
+/// server: checked by its HMAC, kept for the messages page.
+async fn push_hook(
+    State(d): State<Arc<Demo>>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> axum::http::StatusCode {
+    use hmac::Mac;
+    let h = |n: &str| {
+        headers
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+    };
+    let Ok(mut mac) = hmac::Hmac::<sha2::Sha256>::new_from_slice(d.push_secret.as_bytes()) else {
+        return axum::http::StatusCode::INTERNAL_SERVER_ERROR;
+    };
+    mac.update(h("x-wxhub-timestamp").as_bytes());
+    mac.update(b".");
+    mac.update(&body);
+    let want = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+    if !bool::from(subtle::ConstantTimeEq::ct_eq(
+        want.as_bytes(),
+        h("x-wxhub-signature").as_bytes(),
+    )) {
+        return axum::http::StatusCode::UNAUTHORIZED;
+    }
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(&body) else {
+        return axum::http::StatusCode::BAD_REQUEST;
+    };
+    let mut list = d.pushes.lock().unwrap_or_else(|e| e.into_inner());
+    // The delivery id makes a retried delivery harmless.
+    if !list.iter().any(|x| x["delivery_id"] == v["delivery_id"]) {
+        if list.len() >= PUSHES_KEPT {
+            list.pop_front();
+        }
+        list.push_back(v);
+    }
+    axum::http::StatusCode::OK
+}
+
+/// `GET /messages`: what followers did, newest first.
+async fn messages(State(d): State<Arc<Demo>>) -> Html<String> {
+    let list: Vec<serde_json::Value> = d
+        .pushes
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .rev()
+        .cloned()
+        .collect();
+    let mut rows = String::new();
+    for v in &list {
+        let what = match v["event"].as_str() {
+            Some(e) => format!("event {e}"),
+            None => v["msg_type"].as_str().unwrap_or_default().to_string(),
+        };
+        let profile = &v["follower"]["profile"];
+        let detail = if profile.is_object() {
+            format!(
+                "follows since {} via {}",
+                profile["subscribe_time"],
+                profile["subscribe_scene"].as_str().unwrap_or("?")
+            )
+        } else {
+            v["fields"].to_string()
+        };
+        rows.push_str(&format!(
+            "<li class=\"push\" data-event=\"{}\"><b>{}</b> from <code>{}</code>: {}</li>",
+            esc(v["event"].as_str().unwrap_or_default()),
+            esc(&what),
+            esc(v["from_user_name"].as_str().unwrap_or_default()),
+            esc(&detail)
+        ));
+    }
+    page(&format!(
+        "<p>Messages and events the hub delivered to this page (its push subscriber). Follow the account as a simulated person and watch it arrive:</p>\
+<form method=\"post\" action=\"/messages/follow\"><button id=\"follow\" type=\"submit\">Bob follows the account</button></form>\
+<ul id=\"pushes\">{rows}</ul><p><a href=\"/messages\">Refresh</a> · <a href=\"/\">Back</a></p>"
+    ))
+}
+
+/// `POST /messages/follow`: asks the simulator to make Bob follow (or, if
+/// he does, unfollow and follow again), then shows the messages page.
+async fn follow(State(d): State<Arc<Demo>>) -> axum::response::Redirect {
+    let act = |what: &'static str| {
+        d.http
+            .post(format!("{}/_sim/people/bob/{what}", d.sim))
+            .json(&serde_json::json!({"appid": d.appid, "wait": true}))
+            .send()
+    };
+    if let Ok(r) = act("follow").await
+        && let Ok(v) = r.json::<serde_json::Value>().await
+        && v["changed"] == false
+    {
+        let _ = act("unfollow").await;
+        let _ = act("follow").await;
+    }
+    axum::response::Redirect::to("/messages")
+}
+
 /// Serves the demo page on a bound listener until the returned task is aborted.
 pub fn serve(
     listener: tokio::net::TcpListener,
     hub: String,
+    sim: String,
     appid: String,
     key: String,
+    push_secret: String,
 ) -> tokio::task::JoinHandle<()> {
     let own = listener
         .local_addr()
@@ -142,12 +255,18 @@ pub fn serve(
         appid,
         key,
         own,
+        sim,
+        push_secret,
+        pushes: std::sync::Mutex::new(std::collections::VecDeque::new()),
         http: reqwest::Client::new(),
         redeemed: std::sync::Mutex::new(HashMap::new()),
     });
     let app = Router::new()
         .route("/", get(index))
         .route("/welcome", get(welcome))
+        .route("/push", axum::routing::post(push_hook))
+        .route("/messages", get(messages))
+        .route("/messages/follow", axum::routing::post(follow))
         .with_state(demo);
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;

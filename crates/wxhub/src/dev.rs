@@ -10,8 +10,8 @@ use wx_api::{AppId, AppSecret};
 use crate::auth::{hash_key, new_key};
 use crate::clock::SimClock;
 use crate::config::{
-    AccountConfig, ClientConfig, Config, RefreshSettings, StoreConfig, TicketKind, TokenMode,
-    Upstream,
+    AccountConfig, ClientConfig, Config, PushConfig, PushMode, RefreshSettings, StoreConfig,
+    Subscriber, SubscriberSecret, TicketKind, TokenMode, Upstream,
 };
 
 /// A running dev environment.
@@ -95,6 +95,8 @@ pub async fn start(
     let demo_url = format!("http://{}", demo_listener.local_addr()?);
     let client_key = new_key();
     let admin_key = new_key();
+    let push_secret = new_key();
+    let push = demo_push(&demo, &demo_url, &push_secret)?;
     // A fresh store each time: the demo world (and so every token) is new.
     let store_dir = TempDir::new()?;
     let store = store_dir.0.join("wxhub.db");
@@ -119,6 +121,7 @@ pub async fn start(
         http: Default::default(),
         limits: Default::default(),
         metrics: Default::default(),
+        push: Default::default(),
         accounts: vec![AccountConfig {
             appid: AppId::parse(demo.appid.clone()).context("demo appid")?,
             secret: AppSecret::new(demo.secret.clone()),
@@ -128,6 +131,7 @@ pub async fn start(
             jssdk_domains: vec!["127.0.0.1".into(), "localhost".into()],
             kind: crate::config::AccountKind::Official,
             oauth_return_origins: vec![demo_url.clone()],
+            push: Some(push),
         }],
         clients: vec![ClientConfig {
             name: "dev".into(),
@@ -138,11 +142,21 @@ pub async fn start(
     };
     let clock = Arc::new(SimClock(sim.sim().clone()));
     let hub = crate::Application::build(config, clock).await?.spawn();
+    // The simulated platform pushes this account's messages to the hub.
+    reqwest::Client::new()
+        .post(format!("{}/_sim/accounts/{}", sim.base_url(), demo.appid))
+        .json(&serde_json::json!({"push_url": format!("{}/push/{}", hub.base_url(), demo.appid)}))
+        .send()
+        .await
+        .and_then(reqwest::Response::error_for_status)
+        .context("pointing the simulator's push URL at the hub")?;
     let demo_task = crate::demo::serve(
         demo_listener,
         hub.base_url(),
+        sim.base_url(),
         demo.appid.clone(),
         client_key.clone(),
+        push_secret,
     );
     Ok(DevEnv {
         sim,
@@ -153,6 +167,45 @@ pub async fn start(
         demo_url,
         _demo: AbortOnDrop(demo_task),
         _store: store_dir,
+    })
+}
+
+/// The demo account's push gateway: the simulator's token and key (safe
+/// mode), and the demo page as the one subscriber, so a follow shows there.
+fn demo_push(
+    demo: &wx_sim::world::Account,
+    demo_url: &str,
+    secret: &str,
+) -> anyhow::Result<PushConfig> {
+    let token = demo
+        .push_token
+        .clone()
+        .context("demo account has a push token")?;
+    let key = demo
+        .encoding_aes_key
+        .clone()
+        .context("demo account has an EncodingAESKey")?;
+    Ok(PushConfig {
+        token: wx_api::PushToken::new(token),
+        mode: PushMode::Safe,
+        encoding_aes_key: Some(wx_api::EncodingAesKey::new(key)),
+        previous_encoding_aes_key: None,
+        previous_key_until: 0,
+        retry_window_secs: 86_400,
+        max_backlog: 10_000,
+        profile_cache_secs: 3_600,
+        profile_fetches_per_minute: 60,
+        reply_deadline: std::time::Duration::from_millis(4_000),
+        max_clock_skew_secs: 600,
+        subscribers: vec![Subscriber {
+            name: "demo".into(),
+            url: url::Url::parse(&format!("{demo_url}/push")).context("demo push URL")?,
+            secret: SubscriberSecret::new(secret),
+            message_types: Vec::new(),
+            events: Vec::new(),
+            timeout: std::time::Duration::from_secs(5),
+            replier: false,
+        }],
     })
 }
 
@@ -193,6 +246,10 @@ pub async fn run(
         ),
         format!(
             "  curl -s -X POST {sim}/_sim/clock/advance -H 'content-type: application/json' -d '{{\"seconds\":7000}}'"
+        ),
+        format!(
+            "  curl -s -X POST {sim}/_sim/people/bob/follow -H 'content-type: application/json' -d '{{\"appid\":\"{appid}\"}}'   (then open {}/messages)",
+            env.demo_url
         ),
         String::new(),
         format!("listening on {hub}"),

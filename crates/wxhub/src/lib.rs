@@ -24,6 +24,8 @@
 //!   proxy and wx-api's calls.
 //! - [`oauth`]: web authorization: signed states, grants, scope escalation,
 //!   hand-over tickets.
+//! - [`push`]: the push gateway: the account's message URL, verified,
+//!   deduplicated, written before it is answered, fanned out to subscribers.
 //! - [`cli`]: the `wxhub` command line.
 //! - [`telemetry`]: logging set-up (text or JSON).
 //!
@@ -52,6 +54,7 @@ pub mod extract;
 pub mod limits;
 pub mod metrics;
 pub mod oauth;
+pub mod push;
 pub mod router;
 pub mod routes;
 pub mod server;

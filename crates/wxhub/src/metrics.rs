@@ -138,6 +138,41 @@ const HELP: &[(&str, &str, &str)] = &[
         "counter",
         "Shared mode: fetched values Redis refused because a newer lease holder exists.",
     ),
+    (
+        "wxhub_push_received_total",
+        "counter",
+        "Pushes accepted at /push/{appid}, by result: new or duplicate.",
+    ),
+    (
+        "wxhub_push_rejected_total",
+        "counter",
+        "Pushes refused at /push/{appid}, by reason (signature, appid, xml, stale, ...).",
+    ),
+    (
+        "wxhub_push_ack_seconds",
+        "histogram",
+        "Time from a push's arrival to the answer to the platform, durable write included.",
+    ),
+    (
+        "wxhub_push_replies_total",
+        "counter",
+        "Passive replies, by result: replied, none, late, failed.",
+    ),
+    (
+        "wxhub_push_deliveries_total",
+        "counter",
+        "Delivery attempts to subscribers, by result: delivered, failed, parked, dropped (queue full).",
+    ),
+    (
+        "wxhub_push_backlog",
+        "gauge",
+        "Entries waiting per subscriber, by state: queued or parked.",
+    ),
+    (
+        "wxhub_push_profile_fetches_total",
+        "counter",
+        "Follower profiles read from /cgi-bin/user/info for subscribe events, by result.",
+    ),
 ];
 
 impl Metrics {

@@ -73,6 +73,25 @@ pub fn router(app: Arc<App>) -> Router {
             "/v1/oauth/tickets/redeem",
             post(routes::oauth::redeem_route),
         )
+        // The platform's: anonymous, but nothing is stored before the
+        // signature is checked, and the body is capped.
+        .route(
+            "/push/{appid}",
+            get(routes::push::verify)
+                .post(routes::push::receive)
+                .layer(DefaultBodyLimit::max(routes::push::MAX_BODY)),
+        )
+        .route("/v1/apps/{appid}/followers", get(routes::push::followers))
+        .route(
+            "/v1/apps/{appid}/followers/{openid}",
+            get(routes::push::follower),
+        )
+        .route("/v1/push", get(routes::push::backlog))
+        .route("/v1/push/{appid}/parked", get(routes::push::parked))
+        .route(
+            "/v1/push/{appid}/parked/{id}/replay",
+            post(routes::push::replay),
+        )
         .merge(anonymous(app.clone()))
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)

@@ -5,6 +5,7 @@ pub mod health;
 pub mod oauth;
 pub mod openapi;
 pub mod proxy;
+pub mod push;
 pub mod tokens;
 
 use crate::error::ApiError;

@@ -9,6 +9,9 @@
 //! instances (fenced writes, the mark of a fetch in flight) are no-ops on
 //! SQLite, whose one process is always the writer.
 
+pub mod push;
+mod push_redis;
+mod push_sqlite;
 mod redis_creds;
 mod redis_oauth;
 mod redis_store;
@@ -458,6 +461,102 @@ impl Store {
         /// # Errors
         /// On a storage failure.
         fn delete_grant(appid: &str, openid: &str) -> ();
+
+        /// Writes a verified push before the platform is answered: the
+        /// message unless its duplicate key is on file, a queue entry per
+        /// subscriber with room, the follower change; atomically.
+        ///
+        /// # Errors
+        /// On a storage failure.
+        fn push_accept(p: &push::NewPush) -> push::Accepted;
+
+        /// Records the passive reply a message was answered with, so that
+        /// its duplicates are answered the same.
+        ///
+        /// # Errors
+        /// On a storage failure.
+        fn push_set_reply(appid: &str, dedup_key: &str, message_id: &str, reply: &str) -> ();
+
+        /// New queue entries of a subscriber for this instance to deliver.
+        ///
+        /// # Errors
+        /// On a storage failure.
+        fn push_fetch(appid: &str, sub: &str, after: Option<(u64, u64)>, instance: &str, limit: usize) -> Vec<push::Queued>;
+
+        /// Every queue entry of a subscriber, taken over by this instance
+        /// (shared mode: from a deliverer that died).
+        ///
+        /// # Errors
+        /// On a storage failure.
+        fn push_take_over(appid: &str, sub: &str, instance: &str, limit: usize) -> Vec<push::Queued>;
+
+        /// A stored message.
+        ///
+        /// # Errors
+        /// On a storage failure.
+        fn push_message(appid: &str, message_id: &str) -> Option<push::StoredMessage>;
+
+        /// A delivered entry leaves the queue.
+        ///
+        /// # Errors
+        /// On a storage failure.
+        fn push_done(appid: &str, sub: &str, q: &push::Queued) -> ();
+
+        /// Records a failed attempt and the next one's time.
+        ///
+        /// # Errors
+        /// On a storage failure.
+        fn push_retry(appid: &str, sub: &str, q: &push::Queued) -> ();
+
+        /// Parks an entry whose retry window is over; returns how many old
+        /// parked entries the cap `max` forgot.
+        ///
+        /// # Errors
+        /// On a storage failure.
+        fn push_park(appid: &str, sub: &str, q: &push::Queued, now: i64, max: u32) -> u64;
+
+        /// Parked deliveries, oldest first.
+        ///
+        /// # Errors
+        /// On a storage failure.
+        fn push_parked(appid: &str, subs: &[String], limit: usize) -> Vec<push::Parked>;
+
+        /// Puts a parked delivery back in its queue with a new retry window.
+        ///
+        /// # Errors
+        /// On a storage failure.
+        fn push_replay(appid: &str, id: &str, now: i64, keep_secs: i64) -> bool;
+
+        /// Queued and parked entries of one subscriber.
+        ///
+        /// # Errors
+        /// On a storage failure.
+        fn push_backlog(appid: &str, sub: &str) -> push::Backlog;
+
+        /// Forgets delivered messages kept past their time (Redis expires
+        /// its own).
+        ///
+        /// # Errors
+        /// On a storage failure.
+        fn push_sweep(now: i64) -> usize;
+
+        /// A follower record.
+        ///
+        /// # Errors
+        /// On a storage failure.
+        fn follower(appid: &str, openid: &str) -> Option<push::Follower>;
+
+        /// Follower records by openid after `after`.
+        ///
+        /// # Errors
+        /// On a storage failure.
+        fn followers(appid: &str, after: &str, limit: usize) -> Vec<push::Follower>;
+
+        /// Stores a fetched profile on the follower record.
+        ///
+        /// # Errors
+        /// On a storage failure.
+        fn follower_profile(appid: &str, openid: &str, profile: &serde_json::Value, now: i64) -> ();
     }
 }
 

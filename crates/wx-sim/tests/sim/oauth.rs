@@ -537,6 +537,15 @@ async fn refresh_tokens_live_30_days_and_do_not_rotate() {
     assert_eq!(errcode(&sim.get(&path).await), 0);
     sim.advance(1).await;
     assert_eq!(errcode(&sim.get(&path).await), 42002);
+    // Long past the day the simulator used to keep it: still 42002 (the
+    // platform remembers the token), not 40030 (an unknown one). Another
+    // call first, so the hourly pruning has run in between.
+    sim.advance(10 * 86400).await;
+    assert_eq!(
+        errcode(&sim.get(&path.replace(&refresh, "nope")).await),
+        40030
+    );
+    assert_eq!(errcode(&sim.get(&path).await), 42002);
 }
 
 #[tokio::test]

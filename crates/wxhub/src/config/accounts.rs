@@ -9,6 +9,7 @@ use serde::Deserialize;
 use wx_api::{AppId, AppSecret};
 
 use super::limits::{ClientLimits, Limits, RawClientLimits};
+use super::push::{PushConfig, RawPush};
 use super::secret::{self, Given};
 use super::{ConfigError, parse_origin, parse_sha256};
 
@@ -83,6 +84,7 @@ pub(crate) struct RawAccount {
     kind: AccountKind,
     #[serde(default)]
     oauth_return_origins: Vec<String>,
+    push: Option<RawPush>,
 }
 
 fn default_tickets() -> Vec<TicketKind> {
@@ -108,6 +110,8 @@ pub struct AccountConfig {
     pub kind: AccountKind,
     /// Origins (`scheme://host[:port]`) that web authorization may return to.
     pub oauth_return_origins: Vec<String>,
+    /// The account's message URL (`/push/{appid}`) and its subscribers.
+    pub push: Option<PushConfig>,
 }
 
 impl RawAccount {
@@ -144,6 +148,13 @@ impl RawAccount {
                     .map_err(|m| ConfigError::new(format!("{at}.oauth_return_origins[{j}]"), m))
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let push = self.push.map(|p| p.validate(&at, lookup)).transpose()?;
+        if push.is_some() && self.kind == AccountKind::Website {
+            return Err(ConfigError::new(
+                format!("{at}.push"),
+                "website apps get no message pushes",
+            ));
+        }
         Ok(AccountConfig {
             name: if self.name.is_empty() {
                 self.appid
@@ -157,6 +168,7 @@ impl RawAccount {
             jssdk_domains: self.jssdk_domains,
             kind: self.kind,
             oauth_return_origins,
+            push,
         })
     }
 }

@@ -98,7 +98,10 @@ impl Credentials {
             return Err(self.redis_unavailable(kind));
         }
         let deadline = tokio::time::Instant::now() + self.settings.wait_for_token;
-        while tokio::time::timeout_at(deadline, news.as_mut()).await.is_ok() {
+        while tokio::time::timeout_at(deadline, news.as_mut())
+            .await
+            .is_ok()
+        {
             // Re-armed before the state is read, so the next change wakes us.
             news.set(slot.news.notified());
             news.as_mut().enable();

@@ -123,12 +123,50 @@ pub async fn status_page(State(app): State<Arc<App>>, _: Admin) -> Html<String> 
             ),
         },
     };
+    let push = push_rows(&app).await;
     Html(format!(
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>wxhub</title><style>\
 body{{font-family:sans-serif;margin:24px}}table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}}\
 tr.bad td,p.bad{{background:#fdd}}tr.warn td{{background:#ffd}}</style></head><body><h1>wxhub</h1>\
 <p>{} accounts. <a href=\"/readyz\">/readyz</a> · <a href=\"/metrics\">/metrics</a> · <a href=\"/openapi.json\">/openapi.json</a></p>{shared}\
-<table><tr><th>account</th><th>mode</th><th>credential</th><th>age</th><th>time left</th><th>last refresh</th><th>last error</th><th>fetches today</th></tr>{rows}</table></body></html>",
+<table><tr><th>account</th><th>mode</th><th>credential</th><th>age</th><th>time left</th><th>last refresh</th><th>last error</th><th>fetches today</th></tr>{rows}</table>{push}</body></html>",
         app.creds.account_count()
     ))
+}
+
+/// The push gateway's subscribers: what is queued and parked for each. A
+/// parked delivery failed for its whole retry window; replay it through
+/// `POST /v1/push/{appid}/parked/{id}/replay` (list: `GET /v1/push/{appid}/parked`).
+async fn push_rows(app: &App) -> String {
+    if app.push.is_empty() {
+        return String::new();
+    }
+    let mut rows = String::new();
+    for s in app.push.backlog().await {
+        let n = |k: &str| {
+            s[k].as_u64()
+                .map_or_else(|| "?".to_string(), |v| v.to_string())
+        };
+        let class = if s["parked"].as_u64().unwrap_or(0) > 0 {
+            "bad"
+        } else {
+            "ok"
+        };
+        let _ = write!(
+            rows,
+            "<tr class=\"{class}\"><td>{}</td><td>{}{}</td><td>{}</td><td>{}</td></tr>",
+            esc(s["appid"].as_str().unwrap_or_default()),
+            esc(s["subscriber"].as_str().unwrap_or_default()),
+            if s["replier"] == true {
+                " (replier)"
+            } else {
+                ""
+            },
+            n("queued"),
+            n("parked"),
+        );
+    }
+    format!(
+        "<h2>Push subscribers</h2><table><tr><th>account</th><th>subscriber</th><th>queued</th><th>parked</th></tr>{rows}</table>"
+    )
 }

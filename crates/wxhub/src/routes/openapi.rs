@@ -300,6 +300,117 @@ fn user_path(paths: &mut serde_json::Map<String, Value>) {
     );
 }
 
+/// The push gateway: the platform's URL, followers, the admin view.
+fn push_paths(paths: &mut serde_json::Map<String, Value>) {
+    let q = |name: &str, required: bool| json!({"name": name, "in": "query", "required": required, "schema": {"type": "string"}});
+    let text = |d: &str| json!({"description": d, "content": {"text/plain": {"schema": {"type": "string"}}}});
+    let refused = |m: &mut serde_json::Map<String, Value>| {
+        m.insert("400".into(), error("Malformed XML, a wrong appid inside the ciphertext, undecryptable, or plaintext to a safe-mode account"));
+        m.insert("401".into(), error("Bad signature or msg_signature, missing signature parameters, or a timestamp too far from now"));
+        m.insert("404".into(), error("The account takes no pushes here"));
+    };
+    let mut get = serde_json::Map::new();
+    get.insert("200".into(), text("The echostr, verbatim"));
+    refused(&mut get);
+    let mut post = serde_json::Map::new();
+    post.insert(
+        "200".into(),
+        json!({"description": "success, an empty body (encrypted push), or the passive reply XML (encrypted with the key the push came with)",
+            "content": {"text/plain": {"schema": {"type": "string"}}, "application/xml": {"schema": {"type": "string"}}}}),
+    );
+    refused(&mut post);
+    post.insert("413".into(), error("The body is larger than 64 KiB"));
+    post.insert(
+        "503".into(),
+        error_retry("The push could not be stored; the platform sends it again"),
+    );
+    let params = json!([
+        {"$ref": "#/components/parameters/appid"},
+        q("signature", false), q("timestamp", false), q("nonce", false), q("openid", false),
+        q("encrypt_type", false), q("msg_signature", false)
+    ]);
+    let mut get_params = params.clone();
+    get_params
+        .as_array_mut()
+        .map(|a| a.push(q("echostr", false)));
+    paths.insert("/push/{appid}".into(), json!({
+        "get": {"summary": "The platform checks the URL (服务器配置): the echostr comes back if the signature is right", "parameters": get_params, "responses": get},
+        "post": {"summary": "A message or event from the platform: verified, written, answered within the platform's 5 s, delivered to the account's subscribers",
+            "parameters": params,
+            "requestBody": {"required": true, "content": {"text/xml": {"schema": {"type": "string"}}, "application/xml": {"schema": {"type": "string"}}}},
+            "responses": post}
+    }));
+    let follower = json!({"type": "object", "required": ["openid", "subscribed"], "properties": {
+        "openid": {"type": "string"}, "subscribed": {"type": "boolean"},
+        "subscribed_at": {"type": "integer", "nullable": true}, "unsubscribed_at": {"type": "integer", "nullable": true},
+        "profile": {"type": "object", "nullable": true}, "profile_fetched_at": {"type": "integer", "nullable": true}
+    }});
+    let mut list = client_errors();
+    list.remove("503");
+    list.insert(
+        "404".into(),
+        error("No such account, or it takes no pushes here"),
+    );
+    let mut one = list.clone();
+    one.insert(
+        "404".into(),
+        error("No such account, no push here, or no follow of this openid seen"),
+    );
+    list.insert("400".into(), error("limit is not between 1 and 1000"));
+    list.insert("200".into(), ok("Follower records by openid", json!({"type": "object", "required": ["followers", "next"], "properties": {
+        "followers": {"type": "array", "items": follower}, "next": {"type": "string", "nullable": true, "description": "Pass as after= for the next page"}}})));
+    one.insert("200".into(), ok("The follower record", follower));
+    let limit = json!({"name": "limit", "in": "query", "required": false, "schema": {"type": "integer", "minimum": 1, "maximum": 1000}});
+    paths.insert("/v1/apps/{appid}/followers".into(), json!({"get": {
+        "summary": "Follow and unfollow records from push events, with profiles", "security": [{"client": []}],
+        "parameters": [{"$ref": "#/components/parameters/appid"}, q("after", false), limit], "responses": list}}));
+    paths.insert("/v1/apps/{appid}/followers/{openid}".into(), json!({"get": {
+        "summary": "One follower record", "security": [{"client": []}],
+        "parameters": [{"$ref": "#/components/parameters/appid"}, {"name": "openid", "in": "path", "required": true, "schema": {"type": "string"}}],
+        "responses": one}}));
+    let admin = |m: &mut serde_json::Map<String, Value>| {
+        m.insert("401".into(), error("Admin key required"));
+        m.insert("500".into(), internal());
+    };
+    let mut backlog = serde_json::Map::new();
+    backlog.insert(
+        "200".into(),
+        ok(
+            "Queued and parked per subscriber",
+            json!({"type": "object", "required": ["subscribers"]}),
+        ),
+    );
+    admin(&mut backlog);
+    let mut parked = serde_json::Map::new();
+    parked.insert(
+        "200".into(),
+        ok(
+            "Parked deliveries, oldest first",
+            json!({"type": "object", "required": ["parked"]}),
+        ),
+    );
+    parked.insert("404".into(), error("The account takes no pushes here"));
+    admin(&mut parked);
+    let mut replay = parked.clone();
+    replay.insert(
+        "200".into(),
+        ok(
+            "Back in its subscriber's queue",
+            json!({"type": "object", "required": ["replayed"]}),
+        ),
+    );
+    replay.insert(
+        "404".into(),
+        error("No such account with push, or no such parked delivery"),
+    );
+    paths.insert("/v1/push".into(), json!({"get": {"summary": "Every subscriber's backlog", "security": [{"admin": []}], "responses": backlog}}));
+    paths.insert("/v1/push/{appid}/parked".into(), json!({"get": {"summary": "Deliveries that failed for their whole retry window",
+        "security": [{"admin": []}], "parameters": [{"$ref": "#/components/parameters/appid"}], "responses": parked}}));
+    paths.insert("/v1/push/{appid}/parked/{id}/replay".into(), json!({"post": {"summary": "Replay a parked delivery with a new retry window",
+        "security": [{"admin": []}], "parameters": [{"$ref": "#/components/parameters/appid"},
+            {"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}], "responses": replay}}));
+}
+
 /// The OpenAPI 3.0 document.
 pub fn document() -> Value {
     let mut paths = serde_json::Map::new();
@@ -346,6 +457,7 @@ pub fn document() -> Value {
     );
     paths.insert("/v1/apps/{appid}/proxy/{path}".into(), proxy_path());
     oauth_paths(&mut paths);
+    push_paths(&mut paths);
     paths.insert("/v1/apps".into(), json!({"get": {
         "summary": "A page of accounts' state (AppID order), searched by AppID or name",
         "security": [{"admin": []}],

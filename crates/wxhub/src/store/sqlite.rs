@@ -29,6 +29,9 @@ pub(super) struct Batch<'a> {
     // in step with inserts (the writer is the file's only writer); forgotten
     // at every sweep and after a failed commit.
     pub(super) states: &'a mut HashMap<String, u32>,
+    // Push queue entries per `appid\0subscriber`, kept like `states`: a
+    // push checks its subscribers' bound without counting rows.
+    pub(super) queued: &'a mut HashMap<String, u64>,
 }
 
 /// Delivers a write's result once its batch's commit is known.
@@ -105,6 +108,7 @@ fn connect(path: &Path) -> Result<Connection, StoreError> {
 /// behind it, runs them in one transaction and answers them all.
 fn write_loop(mut conn: Connection, jobs: std::sync::mpsc::Receiver<Option<Job>>) {
     let mut states = HashMap::new();
+    let mut queued = HashMap::new();
     while let Ok(Some(first)) = jobs.recv() {
         let mut batch = vec![first];
         let mut closing = false;
@@ -133,6 +137,7 @@ fn write_loop(mut conn: Connection, jobs: std::sync::mpsc::Receiver<Option<Job>>
             let mut ctx = Batch {
                 tx: &tx,
                 states: &mut states,
+                queued: &mut queued,
             };
             for job in batch {
                 let _ = ctx.tx.execute_batch("SAVEPOINT job");
@@ -148,6 +153,7 @@ fn write_loop(mut conn: Connection, jobs: std::sync::mpsc::Receiver<Option<Job>>
         let committed = tx.commit().map_err(StoreError::from);
         if committed.is_err() {
             states.clear();
+            queued.clear();
         }
         for finish in finishers {
             finish(committed.clone());
@@ -246,6 +252,7 @@ impl SqliteStore {
             make_private(Path::new(&companion), false)?;
         }
         conn.execute_batch(SCHEMA)?;
+        conn.execute_batch(super::push_sqlite::PUSH_SCHEMA)?;
         let (jobs, queue) = std::sync::mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("wxhub-sqlite".into())

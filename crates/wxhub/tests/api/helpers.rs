@@ -113,6 +113,8 @@ pub struct Options {
     pub limits: String,
     /// More lines of `[oauth]`.
     pub oauth: String,
+    /// Sections after the first account (`[accounts.push]`, subscribers).
+    pub push: String,
 }
 
 /// Limits no test reaches unless it means to.
@@ -133,6 +135,7 @@ impl Default for Options {
             extra: String::new(),
             limits: UNLIMITED.to_string(),
             oauth: String::new(),
+            push: String::new(),
         }
     }
 }
@@ -213,6 +216,7 @@ token_mode = "{mode}"
 tickets = {tickets}
 jssdk_domains = ["app.example.com"]
 oauth_return_origins = ["http://127.0.0.1:9"]
+{push}
 
 [[accounts]]
 appid = "{WEB_APPID}"
@@ -240,6 +244,7 @@ apps = ["{APPID}"]
             extra = o.extra,
             limits = o.limits,
             oauth = o.oauth,
+            push = o.push,
             mode = o.mode,
             tickets = o.tickets,
         );

@@ -22,3 +22,4 @@ mod support;
 mod driver;
 
 mod demo_login;
+mod demo_push;

@@ -45,6 +45,12 @@ pub struct Setup {
     pub redis_tls_ca: Option<PathBuf>,
     /// The `[limits]` section; far out of reach unless a test sets it.
     pub limits: &'static str,
+    /// Lines after the first account (`[accounts.push]`, then `[push]`).
+    pub push: String,
+    /// More keys of the simulator's first account (its push settings).
+    pub sim_account: String,
+    /// One SQLite file instead of Redis (for single-instance tests).
+    pub sqlite: bool,
 }
 
 /// Limits these tests never reach unless they mean to.
@@ -67,6 +73,9 @@ impl Default for Setup {
             extra_accounts: 0,
             redis_tls_ca: None,
             limits: UNLIMITED,
+            push: String::new(),
+            sim_account: String::new(),
+            sqlite: false,
         }
     }
 }
@@ -95,7 +104,7 @@ pub fn extra_appid(n: usize) -> String {
     format!("wx2{n:015}")
 }
 
-fn world(extra: usize) -> String {
+fn world(extra: usize, account: &str) -> String {
     let mut more = String::new();
     for n in 0..extra {
         more.push_str(&format!(
@@ -114,6 +123,7 @@ secret = "{SECRET}"
 name = "Shared"
 oauth_domains = ["127.0.0.1"]
 daily_limits = {{ "/cgi-bin/user/info" = 100000000 }}
+{account}
 
 [[people]]
 id = "alice"
@@ -141,7 +151,8 @@ fn extra_config(extra: usize) -> String {
 
 impl Cluster {
     pub async fn start(s: Setup) -> Cluster {
-        let world = wx_sim::World::from_toml_str(&world(s.extra_accounts)).expect("world");
+        let world =
+            wx_sim::World::from_toml_str(&world(s.extra_accounts, &s.sim_account)).expect("world");
         let sim = wx_sim::Simulator::spawn(world).await.expect("sim");
         let key = wxhub::auth::new_key();
         let admin = wxhub::auth::new_key();
@@ -153,12 +164,7 @@ impl Cluster {
             r#"
 listen = "127.0.0.1:0"
 admin_key_sha256 = "{admin_hash}"
-[store]
-kind = "redis"
-url = "{redis}"
-prefix = "{prefix}"
-lease_ms = {lease_ms}
-{tls_ca}
+{store}
 [upstream]
 api_base = "{base}"
 open_base = "{base}"
@@ -180,6 +186,7 @@ secret = "{SECRET}"
 token_mode = "{mode}"
 tickets = {tickets}
 oauth_return_origins = ["http://127.0.0.1:9"]
+{push}
 
 {extra}
 [[clients]]
@@ -189,19 +196,26 @@ apps = ["*"]
 "#,
             admin_hash = hex::encode(wxhub::auth::hash_key(&admin)),
             key_hash = hex::encode(wxhub::auth::hash_key(&key)),
-            redis = s.redis,
-            lease_ms = s.lease_ms,
+            store = if s.sqlite {
+                format!("[store]\npath = \"{}\"", dir.join("wxhub.db").display())
+            } else {
+                format!(
+                    "[store]\nkind = \"redis\"\nurl = \"{}\"\nprefix = \"{prefix}\"\nlease_ms = {}\n{}",
+                    s.redis,
+                    s.lease_ms,
+                    s.redis_tls_ca
+                        .as_ref()
+                        .map(|p| format!("tls_ca_file = \"{}\"", p.display()))
+                        .unwrap_or_default()
+                )
+            },
+            push = s.push,
             base = sim.base_url(),
             timeout = s.upstream_timeout_ms,
             mode = s.mode,
             tickets = s.tickets,
             extra = extra_config(s.extra_accounts),
             limits = s.limits,
-            tls_ca = s
-                .redis_tls_ca
-                .as_ref()
-                .map(|p| format!("tls_ca_file = \"{}\"", p.display()))
-                .unwrap_or_default(),
         );
         std::fs::write(&config, text).unwrap();
         let http = reqwest::Client::builder()

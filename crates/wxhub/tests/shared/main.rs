@@ -4,4 +4,11 @@ mod basics;
 mod cluster;
 mod killed;
 mod paused;
+mod push;
 mod redis_restart;
+
+/// The push tests' subscriber, shared with the API tests (which use the
+/// rest of it).
+#[path = "../api/subscriber.rs"]
+#[allow(dead_code)]
+mod subscriber;

@@ -1,0 +1,238 @@
+//! The push gateway: the account's one message URL (`/push/{appid}`),
+//! verified, deduplicated, written before it is answered, and fanned out to
+//! the account's subscribers (docs/platform.md §8).
+//!
+//! | Module | Job |
+//! |---|---|
+//! | `receive` | The platform's side: the echostr handshake; a push checked (signature, AES, appid, timestamp), written, answered (the replier's passive reply, encrypted with the key the push came with) |
+//! | `deliver` | The subscribers' side: the worker that delivers each queue entry, in order per person, with backoff, and parks what fails for the whole window; follower profiles |
+//! | `payload` | The JSON a subscriber receives and its HMAC signature |
+//!
+//! Nothing is stored before the signature (and, in safe mode, the
+//! decryption and the appid inside) has been checked: the route is
+//! anonymous.
+
+mod deliver;
+pub mod payload;
+mod receive;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use wx_api::AppId;
+use wx_api::push::PushCrypto;
+
+use crate::clock::Clock;
+use crate::config::{AccountConfig, PushConfig, PushMode, PushSettings};
+use crate::credentials::Credentials;
+use crate::metrics::Metrics;
+use crate::store::Store;
+
+/// Replier calls in flight: each one's answer, once known.
+type Asking = HashMap<String, tokio::sync::watch::Receiver<Option<Option<String>>>>;
+
+/// One account's push set-up.
+#[derive(Debug)]
+pub struct PushAccount {
+    /// The account.
+    pub appid: AppId,
+    /// Its settings.
+    pub config: PushConfig,
+    // Two openers: the previous key is tried only until its deadline.
+    current_only: PushCrypto,
+    with_previous: Option<PushCrypto>,
+}
+
+impl PushAccount {
+    fn new(a: &AccountConfig, p: &PushConfig) -> anyhow::Result<PushAccount> {
+        let token = p.token.clone();
+        let appid = a.appid.clone();
+        let bad = |_| anyhow::anyhow!("accounts: the EncodingAESKey of {appid} does not decode");
+        let current_only = match (p.mode, &p.encoding_aes_key) {
+            (PushMode::Plain, _) | (_, None) => PushCrypto::plaintext(token, a.appid.clone()),
+            (PushMode::Compat, Some(k)) => {
+                PushCrypto::compat(token, a.appid.clone(), k).map_err(bad)?
+            }
+            (PushMode::Safe, Some(k)) => PushCrypto::new(token, a.appid.clone(), k).map_err(bad)?,
+        };
+        let with_previous = match &p.previous_encoding_aes_key {
+            Some(prev) if p.mode != PushMode::Plain => {
+                Some(current_only.clone().with_previous_key(prev).map_err(bad)?)
+            }
+            _ => None,
+        };
+        Ok(PushAccount {
+            appid: a.appid.clone(),
+            config: p.clone(),
+            current_only,
+            with_previous,
+        })
+    }
+
+    /// The opener for a push arriving at `now`: with the previous key while
+    /// the rotation window lasts.
+    pub fn crypto(&self, now: i64) -> &PushCrypto {
+        match &self.with_previous {
+            Some(c) if now < self.config.previous_key_until => c,
+            _ => &self.current_only,
+        }
+    }
+}
+
+/// Every account's push gateway and its delivery worker.
+#[derive(Debug)]
+pub struct Gateway {
+    accounts: HashMap<String, Arc<PushAccount>>,
+    store: Arc<Store>,
+    clock: Arc<dyn Clock>,
+    metrics: Arc<Metrics>,
+    creds: Arc<Credentials>,
+    wx: wx_api::Client,
+    settings: PushSettings,
+    // Shared mode: this instance's consumer name in the queues' group.
+    instance: String,
+    // Deliveries and replier calls. Never follows redirects: a subscriber
+    // URL is the operator's, and a redirect could point anywhere.
+    http: reqwest::Client,
+    // Woken when a push is written, so delivery starts at once.
+    wake: tokio::sync::Notify,
+    // Profile fetches per account in the current minute.
+    profile_budget: Mutex<HashMap<String, (i64, u32)>>,
+    // Pushes whose replier is being asked, by account and duplicate key: a
+    // platform retry arriving meanwhile waits for the same answer.
+    asking: Mutex<Asking>,
+}
+
+impl Gateway {
+    /// Builds the gateway for every account with a `push` section.
+    ///
+    /// # Errors
+    /// If an account's key does not decode (validated at load already) or
+    /// the HTTP client cannot be built.
+    pub fn new(
+        accounts: &[AccountConfig],
+        settings: &PushSettings,
+        store: Arc<Store>,
+        clock: Arc<dyn Clock>,
+        metrics: Arc<Metrics>,
+        creds: Arc<Credentials>,
+        wx: wx_api::Client,
+    ) -> anyhow::Result<Gateway> {
+        let mut map = HashMap::new();
+        for a in accounts {
+            if let Some(p) = &a.push {
+                map.insert(
+                    a.appid.as_str().to_string(),
+                    Arc::new(PushAccount::new(a, p)?),
+                );
+            }
+        }
+        let instance = creds
+            .shared()
+            .map_or_else(|| "local".to_string(), |s| s.instance().to_string());
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(std::time::Duration::from_secs(5))
+            .pool_max_idle_per_host(settings.max_in_flight)
+            .build()?;
+        Ok(Gateway {
+            accounts: map,
+            store,
+            clock,
+            metrics,
+            creds,
+            wx,
+            settings: settings.clone(),
+            instance,
+            http,
+            wake: tokio::sync::Notify::new(),
+            profile_budget: Mutex::new(HashMap::new()),
+            asking: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The account's push set-up, if it has one.
+    pub fn account(&self, appid: &str) -> Option<&Arc<PushAccount>> {
+        self.accounts.get(appid)
+    }
+
+    /// Every account with a push set-up.
+    pub fn accounts(&self) -> impl Iterator<Item = &Arc<PushAccount>> {
+        self.accounts.values()
+    }
+
+    /// Starts a delivery round now (a push was written or replayed).
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Whether any account takes pushes (the worker runs only then).
+    pub fn is_empty(&self) -> bool {
+        self.accounts.is_empty()
+    }
+
+    /// Whether this instance delivers for `appid` now: always with SQLite;
+    /// in shared mode only while it holds the account's lease, so each
+    /// queue has one deliverer at a time.
+    fn delivers(&self, appid: &str) -> bool {
+        self.creds
+            .shared()
+            .is_none_or(|s| s.holding(appid).is_some())
+    }
+
+    /// Takes one profile fetch from the account's per-minute allowance.
+    fn take_profile_fetch(&self, appid: &str, per_minute: u32, now: i64) -> bool {
+        let mut b = self
+            .profile_budget
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let minute = now.div_euclid(60);
+        let e = b.entry(appid.to_string()).or_insert((minute, 0));
+        if e.0 != minute {
+            *e = (minute, 0);
+        }
+        if e.1 >= per_minute {
+            return false;
+        }
+        e.1 += 1;
+        true
+    }
+
+    /// Current backlog gauges for every subscriber (the status page and
+    /// `/metrics`).
+    pub async fn backlog(&self) -> Vec<serde_json::Value> {
+        let mut out = Vec::new();
+        let mut accounts: Vec<_> = self.accounts.values().collect();
+        accounts.sort_by(|a, b| a.appid.as_str().cmp(b.appid.as_str()));
+        for a in accounts {
+            for s in &a.config.subscribers {
+                let b = self
+                    .store
+                    .push_backlog(a.appid.as_str(), &s.name)
+                    .await
+                    .ok();
+                if let Some(b) = &b {
+                    for (state, v) in [("queued", b.queued), ("parked", b.parked)] {
+                        self.metrics.set(
+                            "wxhub_push_backlog",
+                            &[
+                                ("appid", a.appid.as_str()),
+                                ("subscriber", &s.name),
+                                ("state", state),
+                            ],
+                            v as f64,
+                        );
+                    }
+                }
+                out.push(serde_json::json!({
+                    "appid": a.appid.as_str(),
+                    "subscriber": s.name,
+                    "replier": s.replier,
+                    "queued": b.map(|b| b.queued),
+                    "parked": b.map(|b| b.parked),
+                }));
+            }
+        }
+        out
+    }
+}

@@ -45,12 +45,14 @@ pub struct App {
     pub limiter: Limiter,
     /// The push gateway (`/push/{appid}`) and its delivery worker.
     pub push: Arc<crate::push::Gateway>,
+    /// Accounts and clients changed at run time.
+    pub directory: Arc<crate::directory::Directory>,
 }
 
 impl App {
-    /// The configured clients.
-    pub fn clients(&self) -> &[ClientConfig] {
-        &self.config.clients
+    /// The clients in force: the file's, as changed at run time.
+    pub fn clients(&self) -> Arc<[ClientConfig]> {
+        self.directory.clients()
     }
 
     /// Charges one request to a client's bucket: 429 with `Retry-After`
@@ -171,21 +173,29 @@ impl Application {
             .public_url
             .clone()
             .unwrap_or_else(|| format!("http://{bound}"));
-        Ok(Application {
-            listener,
-            app: Arc::new(App {
-                config,
-                creds,
-                metrics,
-                clock,
-                upstream,
-                public_url,
-                wx,
-                store,
-                limiter,
-                push,
-            }),
-        })
+        let directory = Arc::new(crate::directory::Directory::new(
+            &config.accounts,
+            &config.clients,
+        ));
+        let app = Arc::new(App {
+            config,
+            creds,
+            metrics,
+            clock,
+            upstream,
+            public_url,
+            wx,
+            store,
+            limiter,
+            push,
+            directory,
+        });
+        // What the admin API changed since the file was written.
+        app.directory
+            .load(&app)
+            .await
+            .context("reading the accounts and clients changed at run time")?;
+        Ok(Application { listener, app })
     }
 
     /// The bound address.
@@ -219,13 +229,19 @@ impl Application {
         if creds.shared().is_some() {
             tasks.spawn("lease loop", creds.clone().run_leases(rx.clone()));
             tasks.spawn("subscriber", creds.clone().run_subscriber(rx.clone()));
-        }
-        if !self.app.push.is_empty() {
             tasks.spawn(
-                "push deliverer",
-                self.app.push.clone().run_worker(rx.clone()),
+                "directory watcher",
+                self.app
+                    .directory
+                    .clone()
+                    .run_watcher(self.app.clone(), rx.clone()),
             );
         }
+        // Always: an account given push settings at run time needs it.
+        tasks.spawn(
+            "push deliverer",
+            self.app.push.clone().run_worker(rx.clone()),
+        );
         tasks.spawn("sweeper", sweep_expired(self.app.clone(), rx));
         let router = crate::router::router(self.app.clone());
         let config = self.app.config.http.clone();

@@ -12,9 +12,11 @@
 //! | `limits` | `[limits]`, `clients[].limits` |
 //! | `metrics` | `[metrics]` |
 //! | `push` | `accounts[].push` (message URL, subscribers), `[push]` |
+//! | `definition` | accounts and clients given as JSON through the admin API |
 //! | `secret` | the three ways any secret is given |
 
 mod accounts;
+pub mod definition;
 mod http;
 mod limits;
 mod metrics;
@@ -78,6 +80,7 @@ struct RawConfig {
     limits: limits::RawLimits,
     #[serde(default)]
     metrics: MetricsSettings,
+    #[serde(default)]
     push: PushSettings,
     #[serde(default)]
     accounts: Vec<accounts::RawAccount>,

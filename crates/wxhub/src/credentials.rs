@@ -12,6 +12,7 @@
 //! | `scheduler` | the deadline queue and the refresher that sleeps on it |
 //! | `cluster` | shared mode: leases, takeover, balancing |
 //! | `follow` | shared mode: reading the owner's writes, asking it to refresh |
+//! | `change` | accounts added, changed and removed at run time |
 //! | `status` | what the status page, `/v1/apps` and `/readyz` show |
 //!
 //! Each credential lives in a [`Slot`]: its state behind a `std::sync::Mutex`
@@ -20,6 +21,7 @@
 //! the state first, so callers that queued behind a fetch return its result
 //! instead of fetching again (the re-check WxJava #1293 was missing).
 
+mod change;
 mod cluster;
 mod fetch;
 mod follow;

@@ -113,6 +113,8 @@ pub async fn start(
         oauth: crate::config::OAuthSettings {
             public_url: None,
             state_secret: new_key().into_bytes(),
+            // One process: an account added at run time may sign people in.
+            state_secret_given: true,
             state_ttl_secs: 600,
             ticket_ttl_secs: 60,
             profile_max_age_secs: 86400,

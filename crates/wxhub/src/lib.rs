@@ -12,6 +12,8 @@
 //! - [`credentials`]: tokens and tickets: refresh ahead of expiry,
 //!   single-flight fetches, compare-and-refresh, backoff; reports confirmed
 //!   with the platform before anything is refreshed.
+//! - [`directory`]: accounts and clients added, changed and removed at run
+//!   time through the admin API, audited, and applied on every instance.
 //! - [`budget`]: what callers' reports may make the hub fetch.
 //! - [`limits`]: rate limits per client key and per client IP.
 //! - [`app`]: building and running the server; [`supervise`] watches its
@@ -49,6 +51,7 @@ pub mod credentials;
 pub mod demo;
 #[cfg(feature = "dev")]
 pub mod dev;
+pub mod directory;
 pub mod error;
 pub mod extract;
 pub mod limits;

@@ -34,6 +34,16 @@ impl Rate {
         }
     }
 
+    /// Requests a minute on average.
+    pub fn per_minute_avg(&self) -> u64 {
+        (60_000_000_000 / self.interval.as_nanos().max(1)) as u64
+    }
+
+    /// Requests that may pass at once.
+    pub fn burst(&self) -> u32 {
+        self.burst
+    }
+
     /// How far ahead of now the next allowed arrival may run: `burst - 1`
     /// intervals (so `burst` requests pass at once).
     fn tolerance(&self) -> Duration {

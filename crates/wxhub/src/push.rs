@@ -82,7 +82,8 @@ impl PushAccount {
 /// Every account's push gateway and its delivery worker.
 #[derive(Debug)]
 pub struct Gateway {
-    accounts: HashMap<String, Arc<PushAccount>>,
+    // Changed at run time by the admin API.
+    accounts: std::sync::RwLock<HashMap<String, Arc<PushAccount>>>,
     store: Arc<Store>,
     clock: Arc<dyn Clock>,
     metrics: Arc<Metrics>,
@@ -136,7 +137,7 @@ impl Gateway {
             .pool_max_idle_per_host(settings.max_in_flight)
             .build()?;
         Ok(Gateway {
-            accounts: map,
+            accounts: std::sync::RwLock::new(map),
             store,
             clock,
             metrics,
@@ -151,14 +152,43 @@ impl Gateway {
         })
     }
 
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Arc<PushAccount>>> {
+        self.accounts.read().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// The account's push set-up, if it has one.
-    pub fn account(&self, appid: &str) -> Option<&Arc<PushAccount>> {
-        self.accounts.get(appid)
+    pub fn account(&self, appid: &str) -> Option<Arc<PushAccount>> {
+        self.read().get(appid).cloned()
     }
 
     /// Every account with a push set-up.
-    pub fn accounts(&self) -> impl Iterator<Item = &Arc<PushAccount>> {
-        self.accounts.values()
+    pub fn accounts(&self) -> Vec<Arc<PushAccount>> {
+        self.read().values().cloned().collect()
+    }
+
+    /// Applies an account's push settings changed at run time: `None` (or
+    /// no `push` section) stops taking its pushes. What is queued for its
+    /// subscribers stays and is delivered to those still configured.
+    ///
+    /// # Errors
+    /// If its EncodingAESKey does not decode (validated already).
+    pub fn set_account(&self, appid: &str, cfg: Option<&AccountConfig>) -> anyhow::Result<()> {
+        let entry = match cfg.and_then(|a| a.push.as_ref().map(|p| (a, p))) {
+            Some((a, p)) => Some(Arc::new(PushAccount::new(a, p)?)),
+            None => None,
+        };
+        let mut map = self.accounts.write().unwrap_or_else(|e| e.into_inner());
+        match entry {
+            Some(e) => {
+                map.insert(appid.to_string(), e);
+            }
+            None => {
+                map.remove(appid);
+            }
+        }
+        drop(map);
+        self.wake();
+        Ok(())
     }
 
     /// Starts a delivery round now (a push was written or replayed).
@@ -168,7 +198,7 @@ impl Gateway {
 
     /// Whether any account takes pushes (the worker runs only then).
     pub fn is_empty(&self) -> bool {
-        self.accounts.is_empty()
+        self.read().is_empty()
     }
 
     /// Whether this instance delivers for `appid` now: always with SQLite;
@@ -202,7 +232,7 @@ impl Gateway {
     /// `/metrics`).
     pub async fn backlog(&self) -> Vec<serde_json::Value> {
         let mut out = Vec::new();
-        let mut accounts: Vec<_> = self.accounts.values().collect();
+        let mut accounts = self.accounts();
         accounts.sort_by(|a, b| a.appid.as_str().cmp(b.appid.as_str()));
         for a in accounts {
             for s in &a.config.subscribers {

@@ -92,6 +92,22 @@ pub fn router(app: Arc<App>) -> Router {
             "/v1/push/{appid}/parked/{id}/replay",
             post(routes::push::replay),
         )
+        .route(
+            "/v1/admin/accounts/{appid}",
+            get(routes::directory::get_account)
+                .put(routes::directory::put_account)
+                .patch(routes::directory::patch_account)
+                .delete(routes::directory::delete_account),
+        )
+        .route(
+            "/v1/admin/clients",
+            get(routes::directory::list_clients).post(routes::directory::create_client),
+        )
+        .route(
+            "/v1/admin/clients/{name}",
+            axum::routing::delete(routes::directory::revoke_client),
+        )
+        .route("/v1/admin/audit", get(routes::directory::audit))
         .merge(anonymous(app.clone()))
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
@@ -205,7 +221,7 @@ async fn edge(State(app): State<Arc<App>>, mut req: Request, next: Next) -> Resp
         req.headers()
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok()),
-        app.clients(),
+        &app.clients(),
         app.config.admin_key_sha256.as_ref(),
     );
     // MatchedPath is an Arc inside: cloning it copies no string.

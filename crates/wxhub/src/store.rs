@@ -9,6 +9,7 @@
 //! instances (fenced writes, the mark of a fetch in flight) are no-ops on
 //! SQLite, whose one process is always the writer.
 
+pub mod directory;
 pub mod push;
 mod push_redis;
 mod push_sqlite;
@@ -461,6 +462,50 @@ impl Store {
         /// # Errors
         /// On a storage failure.
         fn delete_grant(appid: &str, openid: &str) -> ();
+
+        /// Every stored directory entry (accounts and clients changed at
+        /// run time) and the change log's position.
+        ///
+        /// # Errors
+        /// On a storage failure.
+        fn dir_all() -> directory::Snapshot;
+
+        /// One directory entry's stored body.
+        ///
+        /// # Errors
+        /// On a storage failure.
+        fn dir_get(section: directory::Section, name: &str) -> Option<String>;
+
+        /// Stores (`Some`) or deletes (`None`) a directory entry; in shared
+        /// mode logs the change for the other instances.
+        ///
+        /// # Errors
+        /// On a storage failure.
+        fn dir_set(section: directory::Section, name: &str, body: Option<&str>) -> ();
+
+        /// Directory changes logged after `since` (shared mode).
+        ///
+        /// # Errors
+        /// On a storage failure.
+        fn dir_changes(since: &str) -> directory::Changes;
+
+        /// Forgets a removed account's stored credentials.
+        ///
+        /// # Errors
+        /// On a storage failure.
+        fn forget_credentials(appid: &str, keys: Vec<String>) -> ();
+
+        /// Appends to the audit log.
+        ///
+        /// # Errors
+        /// On a storage failure.
+        fn audit_append(e: &directory::AuditEntry) -> ();
+
+        /// The newest audit entries.
+        ///
+        /// # Errors
+        /// On a storage failure.
+        fn audit_list(limit: usize, before: Option<u64>) -> Vec<directory::AuditEntry>;
 
         /// Writes a verified push before the platform is answered: the
         /// message unless its duplicate key is on file, a queue entry per

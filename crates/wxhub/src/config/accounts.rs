@@ -121,40 +121,28 @@ impl RawAccount {
         i: usize,
         lookup: &dyn Fn(&str) -> Option<String>,
     ) -> Result<AccountConfig, ConfigError> {
-        let at = format!("accounts[{i}]");
+        self.validate_at(&format!("accounts[{i}]"), lookup)
+    }
+
+    /// Validates the account at key `at`, resolving its secret.
+    pub(crate) fn validate_at(
+        self,
+        at: &str,
+        lookup: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<AccountConfig, ConfigError> {
         let appid = AppId::parse(self.appid.clone())
             .map_err(|e| ConfigError::new(format!("{at}.appid"), e.to_string()))?;
         let given = Given::new(self.secret, self.secret_env, self.secret_file);
-        let secret = secret::read(&at, "secret", given, lookup)?.ok_or_else(|| {
+        let secret = secret::read(at, "secret", given, lookup)?.ok_or_else(|| {
             ConfigError::new(
                 format!("{at}.secret_env"),
                 "give one of secret_env, secret_file or secret",
             )
         })?;
-        for (j, d) in self.jssdk_domains.iter().enumerate() {
-            if d.contains('/') || d.is_empty() {
-                return Err(ConfigError::new(
-                    format!("{at}.jssdk_domains[{j}]"),
-                    "a host name (optionally host:port), not a URL",
-                ));
-            }
-        }
-        let oauth_return_origins = self
-            .oauth_return_origins
-            .iter()
-            .enumerate()
-            .map(|(j, o)| {
-                parse_origin(o)
-                    .map_err(|m| ConfigError::new(format!("{at}.oauth_return_origins[{j}]"), m))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let push = self.push.map(|p| p.validate(&at, lookup)).transpose()?;
-        if push.is_some() && self.kind == AccountKind::Website {
-            return Err(ConfigError::new(
-                format!("{at}.push"),
-                "website apps get no message pushes",
-            ));
-        }
+        check_domains(at, &self.jssdk_domains)?;
+        let oauth_return_origins = check_origins(at, &self.oauth_return_origins)?;
+        let push = self.push.map(|p| p.validate(at, lookup)).transpose()?;
+        check_push_kind(at, self.kind, push.is_some())?;
         Ok(AccountConfig {
             name: if self.name.is_empty() {
                 self.appid
@@ -171,6 +159,46 @@ impl RawAccount {
             push,
         })
     }
+}
+
+/// JS-SDK domains are host names, not URLs.
+pub(crate) fn check_domains(at: &str, domains: &[String]) -> Result<(), ConfigError> {
+    for (j, d) in domains.iter().enumerate() {
+        if d.contains('/') || d.is_empty() {
+            return Err(ConfigError::new(
+                format!("{at}.jssdk_domains[{j}]"),
+                "a host name (optionally host:port), not a URL",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Return origins in their normal form.
+pub(crate) fn check_origins(at: &str, origins: &[String]) -> Result<Vec<String>, ConfigError> {
+    origins
+        .iter()
+        .enumerate()
+        .map(|(j, o)| {
+            parse_origin(o)
+                .map_err(|m| ConfigError::new(format!("{at}.oauth_return_origins[{j}]"), m))
+        })
+        .collect()
+}
+
+/// Website apps get no pushes.
+pub(crate) fn check_push_kind(
+    at: &str,
+    kind: AccountKind,
+    has_push: bool,
+) -> Result<(), ConfigError> {
+    if has_push && kind == AccountKind::Website {
+        return Err(ConfigError::new(
+            format!("{at}.push"),
+            "website apps get no message pushes",
+        ));
+    }
+    Ok(())
 }
 
 /// Validates every account; AppIDs must be unique.
@@ -233,13 +261,24 @@ impl RawClient {
         accounts: &[AccountConfig],
         defaults: &Limits,
     ) -> Result<ClientConfig, ConfigError> {
-        let at = format!("clients[{i}]");
+        let exists = |app: &str| accounts.iter().any(|a| a.appid.as_str() == app);
+        self.validate_at(&format!("clients[{i}]"), &exists, defaults)
+    }
+
+    /// Validates the client at key `at`; `exists` says whether an AppID is
+    /// an account.
+    pub(crate) fn validate_at(
+        self,
+        at: &str,
+        exists: &dyn Fn(&str) -> bool,
+        defaults: &Limits,
+    ) -> Result<ClientConfig, ConfigError> {
         let key_sha256 = parse_sha256(&format!("{at}.key_sha256"), &self.key_sha256)?;
         if self.name.is_empty() {
             return Err(ConfigError::new(format!("{at}.name"), "must not be empty"));
         }
         for (j, app) in self.apps.iter().enumerate() {
-            if app != "*" && !accounts.iter().any(|a| a.appid.as_str() == app) {
+            if app != "*" && !exists(app) {
                 return Err(ConfigError::new(
                     format!("{at}.apps[{j}]"),
                     format!("{app} is not a configured account"),

@@ -54,6 +54,9 @@ pub struct OAuthSettings {
     /// Sign-ins in progress per account (states not yet swept): beyond
     /// this, new ones are refused with 503.
     pub max_pending_states: u32,
+    /// Whether the state secret was given (else it is random per process,
+    /// and an account added at run time may not use web authorization).
+    pub state_secret_given: bool,
 }
 
 impl Default for OAuthSettings {
@@ -71,6 +74,7 @@ impl Default for OAuthSettings {
             // that, and bounds what anonymous visitors can make the hub
             // store per account.
             max_pending_states: 20_000,
+            state_secret_given: false,
         }
     }
 }
@@ -99,7 +103,9 @@ impl RawOAuth {
             self.state_secret_env,
             self.state_secret_file,
         );
-        let state_secret = match secret::read("oauth", "state_secret", given, lookup)? {
+        let read = secret::read("oauth", "state_secret", given, lookup)?;
+        let state_secret_given = read.is_some();
+        let state_secret = match read {
             Some(v) => {
                 if v.len() < 32 {
                     return Err(ConfigError::new(
@@ -148,6 +154,7 @@ impl RawOAuth {
             ticket_ttl_secs: self.ticket_ttl_secs,
             profile_max_age_secs: self.profile_max_age_secs,
             max_pending_states: self.max_pending_states,
+            state_secret_given,
         })
     }
 }

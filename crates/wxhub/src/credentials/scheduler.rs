@@ -52,6 +52,14 @@ impl Queue {
         }
     }
 
+    /// Forgets a slot (its account was removed).
+    pub(crate) fn remove(&self, key: &Key) {
+        let mut q = self.lock();
+        if let Some(at) = q.due_at.remove(key) {
+            q.order.remove(&(at, key.clone()));
+        }
+    }
+
     /// Takes the earliest slot due at `now` out of the queue.
     pub(crate) fn pop_due(&self, now: i64) -> Option<Key> {
         let mut q = self.lock();

@@ -87,11 +87,15 @@ enum Outcome {
     Unchanged,
 }
 
+/// A finished delivery attempt: its lane (account, subscriber), its place
+/// in the queue, the person, and what happened.
+type Attempt = ((String, String), (u64, u64), String, Outcome);
+
 impl Gateway {
     /// Runs the delivery worker until `shutdown`.
     pub async fn run_worker(self: Arc<Self>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
         let mut lanes: HashMap<(String, String), Lane> = HashMap::new();
-        let mut running: JoinSet<((String, String), (u64, u64), String, Outcome)> = JoinSet::new();
+        let mut running: JoinSet<Attempt> = JoinSet::new();
         loop {
             tokio::select! {
                 () = tokio::time::sleep(self.settings.tick) => {}
@@ -114,10 +118,10 @@ impl Gateway {
     async fn round(
         self: &Arc<Self>,
         lanes: &mut HashMap<(String, String), Lane>,
-        running: &mut JoinSet<((String, String), (u64, u64), String, Outcome)>,
+        running: &mut JoinSet<Attempt>,
     ) {
         let now = self.clock.now();
-        let accounts: Vec<Arc<PushAccount>> = self.accounts.values().cloned().collect();
+        let accounts: Vec<Arc<PushAccount>> = self.accounts();
         for account in accounts {
             let appid = account.appid.as_str().to_string();
             if !self.delivers(&appid) {

@@ -84,7 +84,7 @@ impl Gateway {
         }
     }
 
-    fn account_or_404(&self, appid: &str) -> Result<&std::sync::Arc<PushAccount>, ApiError> {
+    fn account_or_404(&self, appid: &str) -> Result<std::sync::Arc<PushAccount>, ApiError> {
         self.account(appid).ok_or_else(|| {
             ApiError::not_found(format!(
                 "{appid} takes no pushes here (accounts[].push is not configured)"
@@ -232,7 +232,7 @@ impl Gateway {
                 }
             }
         };
-        let resp = self.answer(account, &q, opened.key, reply, now);
+        let resp = self.answer(&account, &q, opened.key, reply, now);
         self.metrics.observe(
             "wxhub_push_ack_seconds",
             &[("appid", appid)],

@@ -301,6 +301,62 @@ fn user_path(paths: &mut serde_json::Map<String, Value>) {
 }
 
 /// The push gateway: the platform's URL, followers, the admin view.
+fn directory_paths(paths: &mut serde_json::Map<String, Value>) {
+    let account = json!({"type": "object", "required": ["appid", "name", "source", "kind", "token_mode", "tickets"], "properties": {
+        "appid": {"type": "string"}, "name": {"type": "string"},
+        "source": {"type": "string", "enum": ["file", "api", "file+api"]},
+        "kind": {"type": "string", "enum": ["official", "website"]},
+        "token_mode": {"type": "string", "enum": ["stable", "classic"]},
+        "tickets": {"type": "array", "items": {"type": "string"}},
+        "jssdk_domains": {"type": "array", "items": {"type": "string"}},
+        "oauth_return_origins": {"type": "array", "items": {"type": "string"}},
+        "push": {"type": ["object", "null"]}
+    }});
+    let definition = json!({"required": true, "content": {"application/json": {"schema": {"type": "object",
+        "description": "The fields of an [[accounts]] entry; secrets inline (secret, push.token, ...), never *_env or *_file"}}}});
+    let appid = json!([{"$ref": "#/components/parameters/appid"}]);
+    paths.insert("/v1/admin/accounts/{appid}".into(), json!({
+        "get": {"summary": "An account's configuration, without its secrets", "security": [{"admin": []}], "parameters": appid,
+            "responses": {"200": ok("The account", account.clone()), "401": error("Admin key required"), "404": error("No such account")}},
+        "put": {"summary": "Adds or replaces an account with a whole definition; on every instance within a second", "security": [{"admin": []}], "parameters": appid,
+            "requestBody": definition,
+            "responses": {"200": ok("Replaced", account.clone()), "201": ok("Added", account.clone()), "400": error("A field is wrong (named)"), "401": error("Admin key required")}},
+        "patch": {"summary": "Replaces the fields given (a new secret after a reset on the platform recovers the account)", "security": [{"admin": []}], "parameters": appid,
+            "requestBody": definition,
+            "responses": {"200": ok("Changed", account), "400": error("A field is wrong (named)"), "401": error("Admin key required"), "404": error("No such account")}},
+        "delete": {"summary": "Removes an account: no more refreshes, its credentials forgotten, its routes 404", "security": [{"admin": []}], "parameters": appid,
+            "responses": {"204": {"description": "Removed"}, "401": error("Admin key required"), "404": error("No such account")}}
+    }));
+    let client = json!({"type": "object", "required": ["name", "apps", "source"], "properties": {
+        "name": {"type": "string"}, "apps": {"type": "array", "items": {"type": "string"}},
+        "source": {"type": "string", "enum": ["file", "api"]}, "limits": {"type": "object"},
+        "key": {"type": "string", "description": "Only in the answer to the creation: shown once"}
+    }});
+    paths.insert("/v1/admin/clients".into(), json!({
+        "get": {"summary": "Every client in force, without keys", "security": [{"admin": []}],
+            "responses": {"200": ok("Clients", json!({"type": "object", "required": ["clients"], "properties": {"clients": {"type": "array", "items": client}}})), "401": error("Admin key required")}},
+        "post": {"summary": "Creates a client ({name, apps, limits}); its key is in the answer, once", "security": [{"admin": []}],
+            "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object", "required": ["name"]}}}},
+            "responses": {"201": ok("Created, with its key", client), "400": error("A field is wrong (named)"), "401": error("Admin key required"), "409": error("The name is taken")}}
+    }));
+    paths.insert("/v1/admin/clients/{name}".into(), json!({
+        "delete": {"summary": "Revokes a client: its key stops working at once", "security": [{"admin": []}],
+            "parameters": [{"name": "name", "in": "path", "required": true, "schema": {"type": "string"}}],
+            "responses": {"204": {"description": "Revoked"}, "401": error("Admin key required"), "404": error("No such client")}}
+    }));
+    paths.insert("/v1/admin/audit".into(), json!({
+        "get": {"summary": "The audit log of account and client changes, newest first", "security": [{"admin": []}],
+            "parameters": [
+                {"name": "limit", "in": "query", "required": false, "schema": {"type": "integer", "minimum": 1, "maximum": 1000}},
+                {"name": "before", "in": "query", "required": false, "schema": {"type": "integer"}}
+            ],
+            "responses": {"200": ok("Entries", json!({"type": "object", "required": ["entries"], "properties": {
+                "entries": {"type": "array", "items": {"type": "object", "required": ["id", "at", "actor", "action", "target", "fields"]}},
+                "next_before": {"type": ["integer", "null"]}}})),
+                "400": error("A bad limit"), "401": error("Admin key required")}}
+    }));
+}
+
 fn push_paths(paths: &mut serde_json::Map<String, Value>) {
     let q = |name: &str, required: bool| json!({"name": name, "in": "query", "required": required, "schema": {"type": "string"}});
     let text = |d: &str| json!({"description": d, "content": {"text/plain": {"schema": {"type": "string"}}}});
@@ -330,9 +386,9 @@ fn push_paths(paths: &mut serde_json::Map<String, Value>) {
         q("encrypt_type", false), q("msg_signature", false)
     ]);
     let mut get_params = params.clone();
-    get_params
-        .as_array_mut()
-        .map(|a| a.push(q("echostr", false)));
+    if let Some(a) = get_params.as_array_mut() {
+        a.push(q("echostr", false));
+    }
     paths.insert("/push/{appid}".into(), json!({
         "get": {"summary": "The platform checks the URL (服务器配置): the echostr comes back if the signature is right", "parameters": get_params, "responses": get},
         "post": {"summary": "A message or event from the platform: verified, written, answered within the platform's 5 s, delivered to the account's subscribers",
@@ -458,6 +514,7 @@ pub fn document() -> Value {
     paths.insert("/v1/apps/{appid}/proxy/{path}".into(), proxy_path());
     oauth_paths(&mut paths);
     push_paths(&mut paths);
+    directory_paths(&mut paths);
     paths.insert("/v1/apps".into(), json!({"get": {
         "summary": "A page of accounts' state (AppID order), searched by AppID or name",
         "security": [{"admin": []}],

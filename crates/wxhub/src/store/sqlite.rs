@@ -253,6 +253,7 @@ impl SqliteStore {
         }
         conn.execute_batch(SCHEMA)?;
         conn.execute_batch(super::push_sqlite::PUSH_SCHEMA)?;
+        conn.execute_batch(super::directory::DIRECTORY_SCHEMA)?;
         let (jobs, queue) = std::sync::mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("wxhub-sqlite".into())

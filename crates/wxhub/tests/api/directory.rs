@@ -1,0 +1,370 @@
+//! Accounts and clients changed at run time through the admin API: served
+//! at once, removed for good, a reset secret recovered, every change
+//! audited, and all of it still there after a restart.
+
+use serde_json::{Value, json};
+
+use crate::helpers::*;
+
+const NEW: &str = "wx4444444444444444";
+const NEW_SECRET: &str = "new-account-secret-0123456789abcd";
+
+fn with_new_account() -> Options {
+    Options {
+        world: world(&format!(
+            "\n[[accounts]]\nappid = \"{NEW}\"\nsecret = \"{NEW_SECRET}\"\nname = \"Added later\"\n"
+        )),
+        ..Options::default()
+    }
+}
+
+async fn admin(
+    hub: &TestHub,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let r = hub
+        .http
+        .request(method, hub.url(path))
+        .bearer_auth(&hub.admin)
+        .header("x-wxhub-actor", "alice")
+        .json(&body.unwrap_or(Value::Null))
+        .send()
+        .await
+        .unwrap();
+    let s = r.status().as_u16();
+    (s, r.json().await.unwrap_or(Value::Null))
+}
+
+/// A client for `apps`, made through the API; its key.
+async fn new_client(hub: &TestHub, name: &str, apps: &[&str]) -> String {
+    let (s, v) = admin(
+        hub,
+        reqwest::Method::POST,
+        "/v1/admin/clients",
+        Some(json!({"name": name, "apps": apps})),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(v["source"], "api");
+    v["key"].as_str().unwrap().to_string()
+}
+
+fn sim_calls(hub: &TestHub, appid: &str, path: &str) -> u64 {
+    hub.sim.sim().stats()["apps"][appid]["calls"][path]
+        .as_u64()
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn an_account_added_through_the_api_is_served_at_once_and_a_removed_one_is_gone() {
+    let hub = TestHub::with(with_new_account()).await;
+    let put = format!("/v1/admin/accounts/{NEW}");
+    let (s, v) = admin(
+        &hub,
+        reqwest::Method::PUT,
+        &put,
+        Some(json!({"secret": NEW_SECRET, "name": "Added later", "tickets": []})),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(v["source"], "api");
+    assert!(v.get("secret").is_none(), "{v}");
+    assert!(!v.to_string().contains(NEW_SECRET));
+    let key = new_client(&hub, "later", &[NEW]).await;
+    let r = hub
+        .get_as(&format!("/v1/apps/{NEW}/access_token"), &key)
+        .await;
+    assert_eq!(r.status(), 200);
+    let token: Value = r.json().await.unwrap();
+    assert!(token["access_token"].as_str().is_some());
+    // Listed with the others.
+    let apps = hub.apps().await;
+    assert!(
+        apps["apps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["appid"] == NEW),
+        "{apps}"
+    );
+
+    // Removed: 404 on every route, no more upstream calls, nothing kept.
+    let (s, _) = admin(&hub, reqwest::Method::DELETE, &put, None).await;
+    assert_eq!(s, 204);
+    let r = hub
+        .get_as(&format!("/v1/apps/{NEW}/access_token"), &key)
+        .await;
+    assert_eq!(r.status(), 404);
+    let (s, _) = admin(&hub, reqwest::Method::GET, &put, None).await;
+    assert_eq!(s, 404);
+    let fetched = sim_calls(&hub, NEW, "/cgi-bin/stable_token");
+    assert_eq!(fetched, 1);
+    hub.advance(3 * 7200);
+    hub.run_due().await;
+    assert_eq!(sim_calls(&hub, NEW, "/cgi-bin/stable_token"), fetched);
+    let kept = hub
+        .hub()
+        .app()
+        .store
+        .load_credential(NEW, "access_token:stable")
+        .await
+        .unwrap();
+    assert!(kept.is_none());
+    let (s, _) = admin(&hub, reqwest::Method::DELETE, &put, None).await;
+    assert_eq!(s, 404);
+}
+
+#[tokio::test]
+async fn a_secret_changed_after_a_reset_recovers_the_account_without_a_restart() {
+    let hub = TestHub::start().await;
+    let before = hub.token().await;
+    assert!(!before.is_empty());
+    // Someone resets the AppSecret on the platform: the next fetch fails.
+    hub.sim_post(
+        &format!("/_sim/accounts/{APPID}"),
+        json!({"secret": "the-new-secret-after-reset-000000"}),
+    )
+    .await;
+    hub.advance(7300);
+    hub.run_due().await;
+    let (s, v) = hub.get(&format!("/v1/apps/{APPID}/access_token")).await;
+    assert_eq!(s, 503, "{v}");
+    let (s, v) = admin(
+        &hub,
+        reqwest::Method::PATCH,
+        &format!("/v1/admin/accounts/{APPID}"),
+        Some(json!({"secret": "the-new-secret-after-reset-000000"})),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["source"], "file+api");
+    // The rest of the file's entry is kept.
+    assert_eq!(v["jssdk_domains"], json!(["app.example.com"]));
+    let after = hub.token().await;
+    assert_ne!(after, before);
+    let (s, v) = hub.readyz().await;
+    assert_eq!(s, 200, "{v}");
+}
+
+#[tokio::test]
+async fn bad_definitions_are_refused_naming_the_field_and_change_nothing() {
+    let hub = TestHub::with(with_new_account()).await;
+    let put = format!("/v1/admin/accounts/{NEW}");
+    for (body, key) in [
+        (json!({"secret_env": "HOME"}), "secret_env"),
+        (
+            json!({"secret": "s", "jssdk_domains": ["https://x.example"]}),
+            "jssdk_domains[0]",
+        ),
+        (
+            json!({"secret": "s", "token_mode": "sometimes"}),
+            "token_mode",
+        ),
+        (
+            json!({"secret": "s", "push": {"mode": "plain", "token_file": "/etc/passwd"}}),
+            "push.token_file",
+        ),
+        (
+            json!({"secret": "s", "kind": "website", "push": {"mode": "plain", "token": "t"}}),
+            "push",
+        ),
+    ] {
+        let (s, v) = admin(&hub, reqwest::Method::PUT, &put, Some(body.clone())).await;
+        assert_eq!(s, 400, "{body} → {v}");
+        let m = v["error"]["message"].as_str().unwrap();
+        assert!(m.starts_with(&format!("{key}:")), "{body} → {m}");
+    }
+    let (s, _) = admin(&hub, reqwest::Method::GET, &put, None).await;
+    assert_eq!(s, 404);
+    let (s, _) = admin(
+        &hub,
+        reqwest::Method::PATCH,
+        &put,
+        Some(json!({"name": "x"})),
+    )
+    .await;
+    assert_eq!(s, 404);
+    let (s, v) = admin(
+        &hub,
+        reqwest::Method::PATCH,
+        &format!("/v1/admin/accounts/{APPID}"),
+        Some(json!({"colour": "red"})),
+    )
+    .await;
+    assert_eq!(s, 400, "{v}");
+    // Not for clients.
+    let r = hub
+        .send_as(
+            reqwest::Method::PUT,
+            &put,
+            &hub.key,
+            Some(&json!({"secret": NEW_SECRET})),
+        )
+        .await;
+    assert_eq!(r.status(), 401);
+    // A client for an account that does not exist.
+    let (s, v) = admin(
+        &hub,
+        reqwest::Method::POST,
+        "/v1/admin/clients",
+        Some(json!({"name": "x", "apps": [NEW]})),
+    )
+    .await;
+    assert_eq!(s, 400, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("apps[0]:"),
+        "{v}"
+    );
+    let (s, v) = admin(
+        &hub,
+        reqwest::Method::POST,
+        "/v1/admin/clients",
+        Some(json!({"name": "shop", "apps": [APPID]})),
+    )
+    .await;
+    assert_eq!(s, 409, "{v}");
+}
+
+#[tokio::test]
+async fn clients_are_created_with_a_key_shown_once_and_revoked_at_once() {
+    let hub = TestHub::start().await;
+    let key = new_client(&hub, "crm", &[APPID]).await;
+    assert!(key.starts_with("wxh_"));
+    let r = hub
+        .get_as(&format!("/v1/apps/{APPID}/access_token"), &key)
+        .await;
+    assert_eq!(r.status(), 200);
+    let (_, list) = admin(&hub, reqwest::Method::GET, "/v1/admin/clients", None).await;
+    assert!(!list.to_string().contains(&key));
+    assert!(
+        list["clients"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["name"] == "crm"),
+        "{list}"
+    );
+    let (s, _) = admin(&hub, reqwest::Method::DELETE, "/v1/admin/clients/crm", None).await;
+    assert_eq!(s, 204);
+    let r = hub
+        .get_as(&format!("/v1/apps/{APPID}/access_token"), &key)
+        .await;
+    assert_eq!(r.status(), 401);
+    // A file client too.
+    let (s, _) = admin(
+        &hub,
+        reqwest::Method::DELETE,
+        "/v1/admin/clients/good",
+        None,
+    )
+    .await;
+    assert_eq!(s, 204);
+    let r = hub
+        .get_as(&format!("/v1/apps/{APPID}/access_token"), &hub.good_key)
+        .await;
+    assert_eq!(r.status(), 401);
+    let (s, _) = admin(
+        &hub,
+        reqwest::Method::DELETE,
+        "/v1/admin/clients/good",
+        None,
+    )
+    .await;
+    assert_eq!(s, 404);
+}
+
+#[tokio::test]
+async fn every_change_is_audited_without_its_secret_and_survives_a_restart() {
+    let mut hub = TestHub::with(with_new_account()).await;
+    let put = format!("/v1/admin/accounts/{NEW}");
+    let (s, _) = admin(
+        &hub,
+        reqwest::Method::PUT,
+        &put,
+        Some(json!({"secret": NEW_SECRET, "tickets": []})),
+    )
+    .await;
+    assert_eq!(s, 201);
+    let (s, _) = admin(
+        &hub,
+        reqwest::Method::PATCH,
+        &put,
+        Some(json!({"name": "Renamed"})),
+    )
+    .await;
+    assert_eq!(s, 200);
+    let (s, _) = admin(
+        &hub,
+        reqwest::Method::DELETE,
+        &format!("/v1/admin/accounts/{WEB_APPID}"),
+        None,
+    )
+    .await;
+    assert_eq!(s, 204);
+    let key = new_client(&hub, "later", &[NEW]).await;
+    let (s, audit) = admin(&hub, reqwest::Method::GET, "/v1/admin/audit?limit=10", None).await;
+    assert_eq!(s, 200, "{audit}");
+    let entries = audit["entries"].as_array().unwrap();
+    let actions: Vec<&str> = entries
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "client.create",
+            "account.remove",
+            "account.change",
+            "account.create"
+        ]
+    );
+    assert!(
+        entries[3]["actor"]
+            .as_str()
+            .unwrap()
+            .starts_with("admin (alice) from 127.0.0.1"),
+        "{audit}"
+    );
+    assert_eq!(entries[3]["target"], NEW);
+    assert!(
+        entries[3]["fields"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("secret"))
+    );
+    let text = audit.to_string();
+    assert!(!text.contains(NEW_SECRET) && !text.contains(&key), "{text}");
+    let (s, page) = admin(&hub, reqwest::Method::GET, "/v1/admin/audit?limit=2", None).await;
+    assert_eq!(s, 200);
+    let before = page["next_before"].as_u64().unwrap();
+    let (_, rest) = admin(
+        &hub,
+        reqwest::Method::GET,
+        &format!("/v1/admin/audit?limit=10&before={before}"),
+        None,
+    )
+    .await;
+    assert_eq!(rest["entries"].as_array().unwrap().len(), 2, "{rest}");
+
+    hub.restart().await;
+    let (s, v) = admin(&hub, reqwest::Method::GET, &put, None).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["name"], "Renamed");
+    let (s, _) = admin(
+        &hub,
+        reqwest::Method::GET,
+        &format!("/v1/admin/accounts/{WEB_APPID}"),
+        None,
+    )
+    .await;
+    assert_eq!(s, 404, "a removed file account stays removed");
+    let r = hub
+        .get_as(&format!("/v1/apps/{NEW}/access_token"), &key)
+        .await;
+    assert_eq!(r.status(), 200);
+}

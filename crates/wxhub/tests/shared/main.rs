@@ -2,6 +2,7 @@
 
 mod basics;
 mod cluster;
+mod directory;
 mod killed;
 mod paused;
 mod push;

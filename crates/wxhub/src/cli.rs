@@ -1,5 +1,7 @@
 //! The `wxhub` command line.
 
+mod admin;
+
 #[cfg(feature = "dev")]
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -92,6 +94,28 @@ pub enum Command {
     },
     /// Generate a client key and the line for the configuration.
     Key,
+    /// Add, change, remove and list accounts on a running hub (admin API).
+    Accounts {
+        #[command(flatten)]
+        target: admin::Target,
+        #[command(subcommand)]
+        command: admin::Accounts,
+    },
+    /// Create, revoke and list clients on a running hub (admin API).
+    Clients {
+        #[command(flatten)]
+        target: admin::Target,
+        #[command(subcommand)]
+        command: admin::Clients,
+    },
+    /// The newest account and client changes (admin API).
+    Audit {
+        #[command(flatten)]
+        target: admin::Target,
+        /// How many.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
 }
 
 /// `wxhub sim`.
@@ -140,6 +164,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Check { config, online } => check(config, online).await,
+        Command::Accounts { target, command } => admin::accounts(&target, command).await,
+        Command::Clients { target, command } => admin::clients(&target, command).await,
+        Command::Audit { target, limit } => admin::audit(&target, limit).await,
         Command::Key => {
             let key = crate::auth::new_key();
             println!(

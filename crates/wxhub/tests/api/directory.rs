@@ -368,3 +368,87 @@ async fn every_change_is_audited_without_its_secret_and_survives_a_restart() {
         .await;
     assert_eq!(r.status(), 200);
 }
+
+async fn cli(hub: &TestHub, args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_wxhub"))
+        .args(args)
+        .env("WXHUB_URL", hub.hub().base_url())
+        .env("WXHUB_ADMIN_KEY", &hub.admin)
+        .env("USER", "bob")
+        .envs(env.iter().copied())
+        .output()
+        .await
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+/// The CLI over the admin API: secrets from the environment, never the
+/// command line; errors name the flag or the field.
+#[tokio::test]
+async fn the_cli_adds_changes_and_removes_accounts_and_makes_clients() {
+    let hub = TestHub::with(with_new_account()).await;
+    let (ok, out) = cli(
+        &hub,
+        &[
+            "accounts",
+            "put",
+            NEW,
+            "--secret-env",
+            "NEW_SECRET",
+            "--name",
+            "From the CLI",
+            "--tickets=",
+        ],
+        &[("NEW_SECRET", NEW_SECRET)],
+    )
+    .await;
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("From the CLI") && !out.contains(NEW_SECRET),
+        "{out}"
+    );
+    let (ok, out) = cli(&hub, &["clients", "create", "cli-made", "--apps", NEW], &[]).await;
+    assert!(ok, "{out}");
+    let key = out.split_whitespace().last().unwrap().to_string();
+    let r = hub
+        .get_as(&format!("/v1/apps/{NEW}/access_token"), &key)
+        .await;
+    assert_eq!(r.status(), 200, "{out}");
+    let (ok, out) = cli(
+        &hub,
+        &["accounts", "set", NEW, "--token-mode", "sometimes"],
+        &[],
+    )
+    .await;
+    assert!(!ok && out.contains("token_mode"), "{out}");
+    let (ok, out) = cli(
+        &hub,
+        &["accounts", "set", NEW, "--secret-env", "UNSET_VAR_X"],
+        &[],
+    )
+    .await;
+    assert!(!ok && out.contains("--secret-env"), "{out}");
+    let (ok, out) = cli(&hub, &["audit"], &[]).await;
+    assert!(
+        ok && out.contains("account.create") && out.contains("admin (bob)"),
+        "{out}"
+    );
+    let (ok, out) = cli(&hub, &["accounts", "remove", NEW], &[]).await;
+    assert!(ok, "{out}");
+    let r = hub
+        .get_as(&format!("/v1/apps/{NEW}/access_token"), &key)
+        .await;
+    assert_eq!(r.status(), 404);
+    let (ok, out) = cli(&hub, &["clients", "revoke", "cli-made"], &[]).await;
+    assert!(ok, "{out}");
+    let (ok, out) = cli(
+        &hub,
+        &["accounts", "list", "--q", "Hub"],
+        &[("WXHUB_ADMIN_KEY", "wrong")],
+    )
+    .await;
+    assert!(!ok && out.contains("401"), "{out}");
+}

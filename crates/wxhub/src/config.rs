@@ -29,6 +29,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
+pub use crate::seal::StoreKeys;
 pub use accounts::{AccountConfig, AccountKind, ClientConfig, TicketKind, TokenMode};
 pub use http::HttpSettings;
 pub use limits::{ClientLimits, Limits};
@@ -78,6 +79,7 @@ struct RawConfig {
     limits: limits::RawLimits,
     #[serde(default)]
     metrics: MetricsSettings,
+    #[serde(default)]
     push: PushSettings,
     #[serde(default)]
     accounts: Vec<accounts::RawAccount>,
@@ -98,6 +100,8 @@ pub struct Config {
     pub admin_key_sha256: Option<[u8; 32]>,
     /// Storage.
     pub store: StoreConfig,
+    /// `[store]`'s encryption keys (both backends): secrets at rest.
+    pub store_keys: StoreKeys,
     /// Platform hosts and timeouts.
     pub upstream: Upstream,
     /// Refresh policy.
@@ -170,7 +174,7 @@ impl Config {
 impl RawConfig {
     /// Section by section, in the order a person reads the file.
     fn validate(self, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
-        let store = self.store.validate(lookup)?;
+        let (store, store_keys) = self.store.validate(lookup)?;
         self.upstream.validate()?;
         self.refresh.validate()?;
         self.push.validate()?;
@@ -193,6 +197,7 @@ impl RawConfig {
             listen: self.listen,
             admin_key_sha256,
             store,
+            store_keys,
             upstream: self.upstream,
             refresh: self.refresh,
             oauth,

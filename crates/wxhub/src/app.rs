@@ -17,6 +17,7 @@ use crate::credentials::Credentials;
 use crate::error::ApiError;
 use crate::limits::{ClientLimit, Limiter};
 use crate::metrics::Metrics;
+use crate::seal::Sealer;
 use crate::shared::Shared;
 use crate::store::{RedisStore, SqliteStore, Store};
 use crate::supervise::Supervisor;
@@ -101,11 +102,13 @@ impl Application {
     /// # Errors
     /// If the store cannot be opened or the address bound, with the step named.
     pub async fn build(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Application> {
+        let sealer = Arc::new(Sealer::new(&config.store_keys));
         let (store, shared) = match &config.store {
             StoreConfig::Sqlite { path } => (
-                Arc::new(Store::Sqlite(SqliteStore::open(path).with_context(
-                    || format!("store.path: cannot open {}", path.display()),
-                )?)),
+                Arc::new(Store::Sqlite(
+                    SqliteStore::open_sealed(path, sealer)
+                        .with_context(|| format!("store.path: cannot open {}", path.display()))?,
+                )),
                 None,
             ),
             StoreConfig::Redis {
@@ -120,7 +123,12 @@ impl Application {
                     tls_ca.as_ref().map(|p| p.0.as_slice()),
                 )
                 .await
-                .context("store.url: cannot connect to redis")?;
+                .context("store.url: cannot connect to redis")?
+                .with_sealer(sealer);
+                redis
+                    .prepare_keys()
+                    .await
+                    .context("store: checking the encryption key")?;
                 let instance = format!(
                     "{}-{}",
                     std::process::id(),

@@ -103,6 +103,9 @@ fn connect(path: &Path) -> Result<Connection, StoreError> {
     conn.pragma_update(None, "locking_mode", "EXCLUSIVE")?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;
+    // What a write replaces or deletes (a plaintext token, a value under a
+    // retired key) is overwritten with zeros rather than left on a free page.
+    conn.pragma_update(None, "secure_delete", "ON")?;
     Ok(conn)
 }
 
@@ -617,6 +620,9 @@ fn prepare_keys(conn: &mut Connection, sealer: &Sealer) -> Result<(), StoreError
                 params![check],
             )?;
             tx.commit()?;
+            // Move the re-sealed pages into the file and empty the WAL, so the
+            // old values are nowhere on disk.
+            conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")?;
             tracing::info!(
                 store.key_id = sealer.current_id().unwrap_or_default(),
                 sealed_plaintext = done.plaintext,

@@ -17,6 +17,7 @@ use crate::credentials::Credentials;
 use crate::error::ApiError;
 use crate::limits::{ClientLimit, Limiter};
 use crate::metrics::Metrics;
+use crate::seal::Sealer;
 use crate::shared::Shared;
 use crate::store::{RedisStore, SqliteStore, Store};
 use crate::supervise::Supervisor;
@@ -24,7 +25,8 @@ use crate::supervise::Supervisor;
 /// Shared state of a running hub; handlers get it as `State<Arc<App>>`.
 #[derive(Debug)]
 pub struct App {
-    /// The configuration it was built from.
+    /// The configuration it was built from, but for its accounts, which
+    /// moved into `creds` (and `push`).
     pub config: Config,
     /// Every account's credentials.
     pub creds: Arc<Credentials>,
@@ -102,12 +104,14 @@ impl Application {
     ///
     /// # Errors
     /// If the store cannot be opened or the address bound, with the step named.
-    pub async fn build(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Application> {
+    pub async fn build(mut config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Application> {
+        let sealer = Arc::new(Sealer::new(&config.store_keys));
         let (store, shared) = match &config.store {
             StoreConfig::Sqlite { path } => (
-                Arc::new(Store::Sqlite(SqliteStore::open(path).with_context(
-                    || format!("store.path: cannot open {}", path.display()),
-                )?)),
+                Arc::new(Store::Sqlite(
+                    SqliteStore::open_sealed(path, sealer)
+                        .with_context(|| format!("store.path: cannot open {}", path.display()))?,
+                )),
                 None,
             ),
             StoreConfig::Redis {
@@ -122,7 +126,12 @@ impl Application {
                     tls_ca.as_ref().map(|p| p.0.as_slice()),
                 )
                 .await
-                .context("store.url: cannot connect to redis")?;
+                .context("store.url: cannot connect to redis")?
+                .with_sealer(sealer);
+                redis
+                    .prepare_keys()
+                    .await
+                    .context("store: checking the encryption key")?;
                 let instance = format!(
                     "{}-{}",
                     std::process::id(),
@@ -141,8 +150,14 @@ impl Application {
         let transport = crate::upstream::Transport::new(upstream.clone(), timeout, 4 * 1024 * 1024);
         let wx = wx_api::Client::with_http(hosts, Arc::new(transport));
         let metrics = Arc::new(Metrics::default());
-        let creds = Credentials::new(
+        let directory = Arc::new(crate::directory::Directory::new(
             &config.accounts,
+            &config.clients,
+        ));
+        // Moved, not copied: with 100,000 accounts a second copy is tens
+        // of megabytes.
+        let creds = Credentials::new(
+            std::mem::take(&mut config.accounts),
             store.clone(),
             shared,
             clock.clone(),
@@ -154,7 +169,6 @@ impl Application {
         let limiter = Limiter::new(store.redis().cloned());
         let push = Arc::new(
             crate::push::Gateway::new(
-                &config.accounts,
                 &config.push,
                 store.clone(),
                 clock.clone(),
@@ -173,10 +187,6 @@ impl Application {
             .public_url
             .clone()
             .unwrap_or_else(|| format!("http://{bound}"));
-        let directory = Arc::new(crate::directory::Directory::new(
-            &config.accounts,
-            &config.clients,
-        ));
         let app = Arc::new(App {
             config,
             creds,

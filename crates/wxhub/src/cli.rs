@@ -93,7 +93,12 @@ pub enum Command {
         online: bool,
     },
     /// Generate a client key and the line for the configuration.
-    Key,
+    Key {
+        /// Generate a store encryption key (`store.encryption_key`)
+        /// instead: 64 hex digits, printed once.
+        #[arg(long)]
+        encryption: bool,
+    },
     /// Add, change, remove and list accounts on a running hub (admin API).
     Accounts {
         #[command(flatten)]
@@ -167,7 +172,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Accounts { target, command } => admin::accounts(&target, command).await,
         Command::Clients { target, command } => admin::clients(&target, command).await,
         Command::Audit { target, limit } => admin::audit(&target, limit).await,
-        Command::Key => {
+        Command::Key { encryption: true } => {
+            let key = crate::seal::EncryptionKey::generate();
+            println!(
+                "store encryption key (id {}; keep it in a secret manager: without it the store's tokens and secrets cannot be read): {}\n\n[store]\nencryption_key_env = \"WXHUB_STORE_KEY\"  # or encryption_key_file",
+                key.id(),
+                &*key.expose_hex()
+            );
+            Ok(())
+        }
+        Command::Key { encryption: false } => {
             let key = crate::auth::new_key();
             println!(
                 "client key (give it to the business server; it is not stored anywhere): {key}\n\n[[clients]]\nname = \"CHANGE-ME\"\nkey_sha256 = \"{}\"\napps = [\"*\"]",

@@ -31,6 +31,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
+pub use crate::seal::StoreKeys;
 pub use accounts::{AccountConfig, AccountKind, ClientConfig, TicketKind, TokenMode};
 pub use http::HttpSettings;
 pub use limits::{ClientLimits, Limits};
@@ -101,6 +102,8 @@ pub struct Config {
     pub admin_key_sha256: Option<[u8; 32]>,
     /// Storage.
     pub store: StoreConfig,
+    /// `[store]`'s encryption keys (both backends): secrets at rest.
+    pub store_keys: StoreKeys,
     /// Platform hosts and timeouts.
     pub upstream: Upstream,
     /// Refresh policy.
@@ -173,7 +176,7 @@ impl Config {
 impl RawConfig {
     /// Section by section, in the order a person reads the file.
     fn validate(self, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
-        let store = self.store.validate(lookup)?;
+        let (store, store_keys) = self.store.validate(lookup)?;
         self.upstream.validate()?;
         self.refresh.validate()?;
         self.push.validate()?;
@@ -196,6 +199,7 @@ impl RawConfig {
             listen: self.listen,
             admin_key_sha256,
             store,
+            store_keys,
             upstream: self.upstream,
             refresh: self.refresh,
             oauth,

@@ -82,7 +82,7 @@ impl Credentials {
     /// fetched here: a valid stored token is served as is. In shared mode the
     /// values come from Redis and refreshing waits for a lease.
     pub async fn new(
-        accounts: &[AccountConfig],
+        accounts: Vec<AccountConfig>,
         store: Arc<Store>,
         shared: Option<Arc<Shared>>,
         clock: Arc<dyn Clock>,
@@ -93,13 +93,8 @@ impl Credentials {
         let creds = Arc::new(Credentials {
             accounts: RwLock::new(
                 accounts
-                    .iter()
-                    .map(|cfg| {
-                        (
-                            cfg.appid.as_str().to_string(),
-                            Arc::new(Account::new(cfg.clone())),
-                        )
-                    })
+                    .into_iter()
+                    .map(|cfg| (cfg.appid.as_str().to_string(), Arc::new(Account::new(cfg))))
                     .collect(),
             ),
             concurrency: Arc::new(Semaphore::new(settings.max_concurrent)),

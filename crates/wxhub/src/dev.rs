@@ -104,6 +104,7 @@ pub async fn start(
         listen: hub_listen,
         admin_key_sha256: Some(hash_key(&admin_key)),
         store: StoreConfig::Sqlite { path: store },
+        store_keys: crate::seal::StoreKeys::default(),
         upstream: Upstream {
             api_base: sim.base_url(),
             open_base: sim.base_url(),

@@ -59,6 +59,17 @@ impl Row {
     }
 }
 
+/// What a row does to the running hub.
+#[derive(Debug)]
+enum Effect {
+    /// Nothing: the file's entry stands.
+    Keep,
+    /// This configuration.
+    Set(AccountConfig),
+    /// No such account.
+    Remove,
+}
+
 /// Who made a change, for the audit log.
 #[derive(Debug, Clone)]
 pub struct Actor(pub String);
@@ -66,8 +77,9 @@ pub struct Actor(pub String);
 /// Accounts and clients changed at run time.
 #[derive(Debug)]
 pub struct Directory {
-    // AppID → index in the file's accounts: the base of a changed entry.
-    file_accounts: HashMap<String, usize>,
+    // The file's AppIDs. The file's entry itself is not kept: until a row
+    // replaces it, it is what `creds` holds, and a change applies to that.
+    file_accounts: std::collections::HashSet<Box<str>>,
     // The clients in force, read on every request.
     clients: RwLock<Arc<[ClientConfig]>>,
     // Client rows as stored.
@@ -94,11 +106,7 @@ impl Directory {
     /// The file's accounts and clients, before the store is read.
     pub fn new(accounts: &[AccountConfig], clients: &[ClientConfig]) -> Directory {
         Directory {
-            file_accounts: accounts
-                .iter()
-                .enumerate()
-                .map(|(i, a)| (a.appid.as_str().to_string(), i))
-                .collect(),
+            file_accounts: accounts.iter().map(|a| a.appid.as_str().into()).collect(),
             clients: RwLock::new(clients.to_vec().into()),
             client_rows: Mutex::new(HashMap::new()),
             applied: Mutex::new(HashMap::new()),
@@ -115,10 +123,8 @@ impl Directory {
             .clone()
     }
 
-    fn file_account<'a>(&self, app: &'a App, appid: &str) -> Option<&'a AccountConfig> {
-        self.file_accounts
-            .get(appid)
-            .and_then(|i| app.config.accounts.get(*i))
+    fn in_file(&self, appid: &str) -> bool {
+        self.file_accounts.contains(appid)
     }
 
     /// Applies everything stored (at start-up, and after falling behind
@@ -201,35 +207,38 @@ impl Directory {
         };
     }
 
-    /// The account a row (or none) makes of `appid`.
-    fn effective(
-        &self,
-        app: &App,
-        appid: &str,
-        row: Option<&Row>,
-    ) -> Result<Option<AccountConfig>, ConfigError> {
+    /// What a row (or none) makes of `appid`. A change applies to the
+    /// account as held, which is the file's entry with the fields of an
+    /// earlier change: a change row only ever follows no row or another
+    /// change (a change to a defined account stays a definition, to a
+    /// removed one is refused), and each field given replaces the whole
+    /// field, so applying the merged change again gives the same account.
+    fn effective(&self, app: &App, appid: &str, row: Option<&Row>) -> Result<Effect, ConfigError> {
         Ok(match row {
-            None => self.file_account(app, appid).cloned(),
-            Some(Row::Removed) => None,
-            Some(Row::Define(b)) => Some(account_from_json(appid, &Value::Object(b.clone()))?),
-            Some(Row::Change(c)) => match self.file_account(app, appid) {
-                Some(f) => Some(patch_account(f, &Value::Object(c.clone()))?),
-                // The file no longer has it: the change has nothing to
-                // change.
-                None => None,
+            None if self.in_file(appid) => Effect::Keep,
+            None | Some(Row::Removed) => Effect::Remove,
+            Some(Row::Define(b)) => {
+                Effect::Set(account_from_json(appid, &Value::Object(b.clone()))?)
+            }
+            Some(Row::Change(c)) => match app.creds.account(appid) {
+                Some(current) => {
+                    Effect::Set(patch_account(&current.cfg, &Value::Object(c.clone()))?)
+                }
+                None => Effect::Remove,
             },
         })
     }
 
     async fn apply_account(&self, app: &App, appid: &str, row: Option<&Row>) {
         match self.effective(app, appid, row) {
-            Ok(Some(cfg)) => {
+            Ok(Effect::Keep) => {}
+            Ok(Effect::Set(cfg)) => {
                 if let Err(e) = app.push.set_account(appid, Some(&cfg)) {
                     tracing::error!(account.appid = %appid, error = %e, "cannot apply push settings");
                 }
                 app.creds.upsert(cfg).await;
             }
-            Ok(None) => {
+            Ok(Effect::Remove) => {
                 let _ = app.push.set_account(appid, None);
                 app.creds.remove(appid).await;
             }
@@ -430,7 +439,7 @@ impl Directory {
                 merge(&mut c, &patch);
                 Some(Row::Change(c))
             }
-            None if self.file_account(app, appid).is_some() => {
+            None if self.in_file(appid) => {
                 let mut c = Map::new();
                 merge(&mut c, &patch);
                 Some(Row::Change(c))
@@ -444,10 +453,12 @@ impl Directory {
         if let Some(current) = app.creds.account(appid) {
             patch_account(&current.cfg, &patch).map_err(invalid)?;
         }
-        let cfg = self
+        let Effect::Set(cfg) = self
             .effective(app, appid, Some(&new_row))
             .map_err(invalid)?
-            .ok_or_else(|| ApiError::not_found(format!("no account {appid}")))?;
+        else {
+            return Err(ApiError::not_found(format!("no account {appid}")));
+        };
         self.check_oauth(app, &cfg)?;
         let audit = Self::audit(app, actor, "account.change", appid, Some(&patch));
         self.commit(app, Section::Account, appid, Some(new_row), audit)
@@ -468,7 +479,7 @@ impl Directory {
         if app.creds.account(appid).is_none() {
             return Err(ApiError::not_found(format!("no account {appid}")));
         }
-        let row = if self.file_account(app, appid).is_some() {
+        let row = if self.in_file(appid) {
             Some(Row::Removed)
         } else {
             None
@@ -623,17 +634,16 @@ pub fn client_view(c: &ClientConfig, source: &str) -> Value {
     })
 }
 
-// A row holds secrets: sealed in the store when a key is configured.
+// A row holds secrets (an AppSecret, push keys): sealed in the store when
+// `store.encryption_key` is set, bound to its section and name.
 fn aad(section: Section, name: &str) -> String {
-    format!("directory:{}:{name}", section.as_str())
+    crate::seal::aad("directory", &[section.as_str(), name])
 }
 
 fn seal(store: &Store, section: Section, name: &str, text: &str) -> Result<String, StoreError> {
-    let _ = (store, aad(section, name));
-    Ok(text.to_string())
+    Ok(store.seal(&aad(section, name), text))
 }
 
 fn open(store: &Store, section: Section, name: &str, stored: &str) -> Result<String, StoreError> {
-    let _ = (store, aad(section, name));
-    Ok(stored.to_string())
+    store.open(&aad(section, name), stored)
 }

@@ -7,6 +7,9 @@
 //! - [`clock`]: injected time (the system's; with `dev`, the simulator's
 //!   virtual clock).
 //! - [`store`]: where state outlives a process: the embedded SQLite file or Redis.
+//! - [`seal`]: secrets at rest: tokens, tickets, grants and AppSecrets
+//!   sealed (XChaCha20-Poly1305) under `store.encryption_key`, key checks
+//!   and rotation.
 //! - [`shared`]: several instances on one Redis, one refresher per account;
 //!   `shared::note` is the pub/sub note format.
 //! - [`credentials`]: tokens and tickets: refresh ahead of expiry,
@@ -60,6 +63,7 @@ pub mod oauth;
 pub mod push;
 pub mod router;
 pub mod routes;
+pub mod seal;
 pub mod server;
 pub mod shared;
 pub mod store;

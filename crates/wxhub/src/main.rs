@@ -1,5 +1,9 @@
 use clap::Parser;
 
+// See Cargo.toml: memory freed after start-up goes back to the system.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = wxhub::cli::Cli::parse();

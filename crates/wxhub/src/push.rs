@@ -111,7 +111,6 @@ impl Gateway {
     /// If an account's key does not decode (validated at load already) or
     /// the HTTP client cannot be built.
     pub fn new(
-        accounts: &[AccountConfig],
         settings: &PushSettings,
         store: Arc<Store>,
         clock: Arc<dyn Clock>,
@@ -120,7 +119,8 @@ impl Gateway {
         wx: wx_api::Client,
     ) -> anyhow::Result<Gateway> {
         let mut map = HashMap::new();
-        for a in accounts {
+        for account in creds.accounts() {
+            let a = &account.cfg;
             if let Some(p) = &a.push {
                 map.insert(
                     a.appid.as_str().to_string(),

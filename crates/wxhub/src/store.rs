@@ -26,6 +26,50 @@ pub use sqlite::SqliteStore;
 use wx_api::oauth::Scope;
 
 use crate::credentials::Secret;
+use crate::seal::{SealError, Sealer, aad};
+
+/// The associated data of a credential's value: sealed under it, the value
+/// opens only as this account's credential of this kind.
+pub(crate) fn credential_aad(appid: &str, key: &str) -> String {
+    aad("cred", &[appid, key])
+}
+
+/// The associated data of a grant's token (`access_token` or
+/// `refresh_token`).
+pub(crate) fn grant_aad(field: &str, appid: &str, openid: &str) -> String {
+    aad(&format!("grant.{field}"), &[appid, openid])
+}
+
+/// The grant with its two tokens sealed, as it is written.
+pub(crate) fn seal_grant(sealer: &Sealer, g: &Grant) -> Grant {
+    let mut sealed = g.clone();
+    sealed.access_token = sealer.seal(
+        &grant_aad("access_token", &g.appid, &g.openid),
+        &g.access_token,
+    );
+    sealed.refresh_token = sealer.seal(
+        &grant_aad("refresh_token", &g.appid, &g.openid),
+        &g.refresh_token,
+    );
+    sealed
+}
+
+/// A grant as read, its two tokens opened.
+pub(crate) fn open_grant(sealer: &Sealer, mut g: Grant) -> Result<Grant, StoreError> {
+    g.access_token = sealer
+        .open(
+            &grant_aad("access_token", &g.appid, &g.openid),
+            &g.access_token,
+        )?
+        .value;
+    g.refresh_token = sealer
+        .open(
+            &grant_aad("refresh_token", &g.appid, &g.openid),
+            &g.refresh_token,
+        )?
+        .value;
+    Ok(g)
+}
 
 /// A credential (access token or ticket) as stored. SQLite keeps the first
 /// four fields; Redis all of them.
@@ -72,6 +116,13 @@ pub struct StoreError(String);
 impl StoreError {
     pub(crate) fn new(message: impl Into<String>) -> StoreError {
         StoreError(message.into())
+    }
+}
+
+impl From<SealError> for StoreError {
+    fn from(e: SealError) -> Self {
+        // Names records and key ids, never a value or a key.
+        StoreError(e.to_string())
     }
 }
 
@@ -293,6 +344,36 @@ impl Store {
             Store::Redis(r) => Some(r),
             Store::Sqlite(_) => None,
         }
+    }
+
+    /// The sealer of this store's values.
+    pub fn sealer(&self) -> &Sealer {
+        match self {
+            Store::Sqlite(s) => s.sealer(),
+            Store::Redis(r) => r.sealer(),
+        }
+    }
+
+    /// Seals `plain` for the record `aad` (see [`crate::seal::aad`]: the
+    /// record's kind and identity, e.g. `aad("account", &[appid])`) under
+    /// `store.encryption_key`, for a value the caller writes to the store
+    /// itself; without a key, returns it unchanged.
+    ///
+    /// # Security
+    /// The result is safe to store; `plain` is not.
+    pub fn seal(&self, aad: &str, plain: &str) -> String {
+        self.sealer().seal(aad, plain)
+    }
+
+    /// Opens a value [`Store::seal`] sealed for the record `aad`. Plaintext
+    /// (written before encryption was turned on) comes back as itself.
+    ///
+    /// # Errors
+    /// The value is sealed under a key that is not configured, was altered,
+    /// or belongs to another record; the error names the configuration
+    /// keys and the record, never the value.
+    pub fn open(&self, aad: &str, sealed: &str) -> Result<String, StoreError> {
+        Ok(self.sealer().open(aad, sealed)?.value)
     }
 
     /// Finishes with the store: SQLite runs what is queued and closes the

@@ -7,6 +7,7 @@ use serde::Deserialize;
 
 use super::ConfigError;
 use super::secret::{self, Given};
+use crate::seal::{EncryptionKey, StoreKeys};
 
 /// Which store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -33,6 +34,12 @@ pub(crate) struct RawStore {
     tls_ca_file: Option<PathBuf>,
     prefix: Option<String>,
     lease_ms: Option<u64>,
+    encryption_key: Option<String>,
+    encryption_key_env: Option<String>,
+    encryption_key_file: Option<PathBuf>,
+    previous_encryption_key: Option<String>,
+    previous_encryption_key_env: Option<String>,
+    previous_encryption_key_file: Option<PathBuf>,
 }
 
 /// The storage backend.
@@ -85,13 +92,63 @@ impl std::fmt::Debug for RedisUrl {
 const DEFAULT_LEASE_MS: u64 = 10_000;
 
 impl RawStore {
+    /// The backend and the encryption keys, which both backends take.
     pub(crate) fn validate(
-        self,
+        mut self,
         lookup: &dyn Fn(&str) -> Option<String>,
-    ) -> Result<StoreConfig, ConfigError> {
-        match self.kind {
+    ) -> Result<(StoreConfig, StoreKeys), ConfigError> {
+        let keys = self.keys(lookup)?;
+        let store = match self.kind {
             StoreKind::Sqlite => self.sqlite(),
             StoreKind::Redis => self.redis(lookup),
+        }?;
+        Ok((store, keys))
+    }
+
+    /// `encryption_key` and `previous_encryption_key`, each given one of
+    /// the three ways a secret is ([`secret::read`]), as 64 hex digits.
+    fn keys(&mut self, lookup: &dyn Fn(&str) -> Option<String>) -> Result<StoreKeys, ConfigError> {
+        let read = |name: &str, given: Given| -> Result<Option<EncryptionKey>, ConfigError> {
+            // Which of the three forms was given, for the error's key.
+            let form = match (&given.value, &given.env, &given.file) {
+                (_, Some(_), _) => "_env",
+                (_, _, Some(_)) => "_file",
+                _ => "",
+            };
+            secret::read("store", name, given, lookup)?
+                .map(|text| {
+                    let text = zeroize::Zeroizing::new(text);
+                    EncryptionKey::from_hex(&text)
+                        .map_err(|m| ConfigError::new(format!("store.{name}{form}"), m))
+                })
+                .transpose()
+        };
+        let current = read(
+            "encryption_key",
+            Given::new(
+                self.encryption_key.take(),
+                self.encryption_key_env.take(),
+                self.encryption_key_file.take(),
+            ),
+        )?;
+        let previous = read(
+            "previous_encryption_key",
+            Given::new(
+                self.previous_encryption_key.take(),
+                self.previous_encryption_key_env.take(),
+                self.previous_encryption_key_file.take(),
+            ),
+        )?;
+        match (&current, &previous) {
+            (None, Some(_)) => Err(ConfigError::new(
+                "store.previous_encryption_key",
+                "is only for a rotation, beside the new store.encryption_key; give store.encryption_key too",
+            )),
+            (Some(c), Some(p)) if c.id() == p.id() => Err(ConfigError::new(
+                "store.previous_encryption_key",
+                "is the same key as store.encryption_key; give the key the store was sealed under before the rotation",
+            )),
+            _ => Ok(StoreKeys { current, previous }),
         }
     }
 

@@ -252,3 +252,102 @@ fn secret_sources_hide_inline_values() {
     assert!(!format!("{s:?}").contains("hunter2"));
     assert!(format!("{:?}", SecretSource::Env("APP_SECRET".into())).contains("APP_SECRET"));
 }
+
+const KEY_A: &str = "1f2e3d4c5b6a79880112233445566778899aabbccddeeff00102030405060708";
+const KEY_B: &str = "a0b1c2d3e4f5061728394a5b6c7d8e9fa0b1c2d3e4f5061728394a5b6c7d8e9f";
+
+/// Loads with `KEY_A` in the environment as `STORE_KEY`.
+fn load_with_key(text: &str) -> Result<Config, ConfigError> {
+    let lookup = |k: &str| match k {
+        "SECRET_A" => Some("the-secret".to_string()),
+        "STORE_KEY" => Some(KEY_A.to_string()),
+        _ => None,
+    };
+    Config::from_toml_with_env(text, &[], &lookup)
+}
+
+#[test]
+fn store_encryption_keys_come_from_any_source_for_either_store() {
+    let dir = std::env::temp_dir().join(format!("wxhub-config-keys-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("key");
+    std::fs::write(&file, format!("{KEY_B}\n")).unwrap();
+    let c = load_with_key(&format!(
+        "[store]\nencryption_key_env = \"STORE_KEY\"\nprevious_encryption_key_file = \"{}\"\n{BASE}",
+        file.display()
+    ))
+    .expect("valid");
+    let id = |k: &str| {
+        crate::seal::EncryptionKey::from_hex(k)
+            .unwrap()
+            .id()
+            .to_string()
+    };
+    assert_eq!(
+        c.store_keys.current.as_ref().map(|k| k.id().to_string()),
+        Some(id(KEY_A))
+    );
+    assert_eq!(
+        c.store_keys.previous.as_ref().map(|k| k.id().to_string()),
+        Some(id(KEY_B))
+    );
+    assert!(!format!("{c:?}").contains(KEY_A), "keys stay out of Debug");
+    let c = load_with_key(&format!(
+        "[store]\nkind = \"redis\"\nurl = \"redis://h\"\nencryption_key = \"{KEY_B}\"\n{BASE}"
+    ))
+    .expect("valid");
+    assert!(matches!(c.store, StoreConfig::Redis { .. }));
+    assert!(c.store_keys.current.is_some() && c.store_keys.previous.is_none());
+    assert!(
+        load(BASE, &[]).unwrap().store_keys.current.is_none(),
+        "opt-in"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn store_encryption_key_errors_name_the_key_and_never_the_value() {
+    let cases: Vec<(String, &str)> = vec![
+        (
+            "encryption_key = \"0123\"".into(),
+            "store.encryption_key: must be 64 hex digits",
+        ),
+        (
+            format!("encryption_key = \"{}\"", KEY_A.replace('1', "x")),
+            "store.encryption_key: must be 64 hex digits",
+        ),
+        (
+            "encryption_key_env = \"NOPE\"".into(),
+            "store.encryption_key_env: environment variable NOPE is not set",
+        ),
+        (
+            "encryption_key_file = \"/nonexistent/key\"".into(),
+            "store.encryption_key_file",
+        ),
+        (
+            format!("encryption_key = \"{KEY_A}\"\nencryption_key_env = \"STORE_KEY\""),
+            "store.encryption_key_env: give only one of",
+        ),
+        (
+            format!("previous_encryption_key = \"{KEY_A}\""),
+            "store.previous_encryption_key: is only for a rotation",
+        ),
+        (
+            format!("encryption_key_env = \"STORE_KEY\"\nprevious_encryption_key = \"{KEY_A}\""),
+            "store.previous_encryption_key: is the same key",
+        ),
+        (
+            "encryption_key_env = \"SECRET_A\"".into(),
+            "store.encryption_key_env: must be 64 hex digits",
+        ),
+    ];
+    for (lines, want) in cases {
+        let err = load_with_key(&format!("[store]\n{lines}\n{BASE}"))
+            .expect_err(want)
+            .to_string();
+        assert!(err.contains(want), "{err} should contain {want}");
+        for secret in [KEY_A, KEY_B, "the-secret", &KEY_A.replace('1', "x")] {
+            assert!(!err.contains(secret), "no key in errors: {err}");
+        }
+    }
+}

@@ -1,7 +1,6 @@
 //! The words of the credentials module: what an account and its slots hold,
 //! what is served, and what goes wrong. Types only, with small accessors.
 
-use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
@@ -320,7 +319,9 @@ pub struct Account {
     /// Its configuration.
     pub cfg: AccountConfig,
     pub(crate) token: Slot,
-    pub(crate) tickets: BTreeMap<TicketKind, Slot>,
+    // At most two, looked at in order: a map's node would cost kilobytes
+    // per account.
+    pub(crate) tickets: Box<[Slot]>,
     /// Shared mode: this instance holds the lease and has finished taking
     /// over (read, written back, checked for an interrupted fetch).
     pub(crate) settled: AtomicBool,
@@ -330,12 +331,14 @@ pub struct Account {
 
 impl Account {
     pub(crate) fn new(cfg: AccountConfig) -> Account {
+        let mut kinds = cfg.tickets.clone();
+        kinds.sort();
+        kinds.dedup();
         Account {
             token: Slot::new(CredKind::AccessToken),
-            tickets: cfg
-                .tickets
-                .iter()
-                .map(|t| (*t, Slot::new(CredKind::Ticket(*t))))
+            tickets: kinds
+                .into_iter()
+                .map(|t| Slot::new(CredKind::Ticket(t)))
                 .collect(),
             settled: AtomicBool::new(false),
             cooling_until: Mutex::new(None),
@@ -363,7 +366,7 @@ impl Account {
     }
 
     pub(crate) fn slots(&self) -> impl Iterator<Item = &Slot> {
-        std::iter::once(&self.token).chain(self.tickets.values())
+        std::iter::once(&self.token).chain(self.tickets.iter())
     }
 
     pub(crate) fn slot_by_key(&self, key: &str) -> Option<&Slot> {
@@ -373,7 +376,7 @@ impl Account {
     pub(crate) fn slot(&self, kind: CredKind) -> Option<&Slot> {
         match kind {
             CredKind::AccessToken => Some(&self.token),
-            CredKind::Ticket(t) => self.tickets.get(&t),
+            CredKind::Ticket(_) => self.tickets.iter().find(|s| s.kind == kind),
         }
     }
 

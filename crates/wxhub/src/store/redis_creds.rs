@@ -15,7 +15,7 @@ use std::sync::LazyLock;
 
 use redis::Script;
 
-use super::{Record, RedisStore, StoreError, Written};
+use super::{Record, RedisStore, StoreError, Written, credential_aad};
 use crate::credentials::Secret;
 use crate::shared::note::Note;
 
@@ -132,8 +132,9 @@ impl RedisStore {
             // Only a pending mark, left on a record deleted under it.
             return Ok(None);
         };
+        let value = self.sealer().open(&credential_aad(appid, key), value)?;
         Ok(Some(Record {
-            value: Secret::new(value.as_str()),
+            value: Secret::new(value.value),
             expires_at: num("exp")?,
             fetched_at: num("fetched")?,
             first_seen: num("first")?,
@@ -155,12 +156,16 @@ impl RedisStore {
         r: &Record,
         holder: &str,
     ) -> Result<Written, StoreError> {
+        // The scripts never look at the value: they store the sealed text.
+        let value = self
+            .sealer()
+            .seal(&credential_aad(appid, key), r.value.expose_secret());
         let seq: u64 = WRITE
             .key(self.app_key(appid, "lease"))
             .key(self.cred_key(appid, key))
             .arg(holder)
             .arg(r.fence)
-            .arg(r.value.expose_secret())
+            .arg(value)
             .arg(r.expires_at)
             .arg(r.fetched_at)
             .arg(r.first_seen)

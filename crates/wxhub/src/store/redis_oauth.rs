@@ -330,6 +330,7 @@ impl RedisStore {
     /// # Errors
     /// On a Redis failure.
     pub async fn save_grant(&self, g: &Grant) -> Result<(), StoreError> {
+        let g = &super::seal_grant(self.sealer(), g);
         let key = self.grant_key(&g.appid, &g.openid);
         let mut fields: Vec<(&str, String)> = vec![
             ("appid", g.appid.clone()),
@@ -436,7 +437,7 @@ impl RedisStore {
         if h.is_empty() {
             return Ok(None);
         }
-        Ok(Some(Grant {
+        let g = Grant {
             appid: field(&h, "grant", "appid")?.to_string(),
             openid: field(&h, "grant", "openid")?.to_string(),
             unionid: h.get("unionid").cloned(),
@@ -451,7 +452,8 @@ impl RedisStore {
                 .get("profile_fetched_at")
                 .map(|v| parse_int(v, "grant", "profile_fetched_at"))
                 .transpose()?,
-        }))
+        };
+        super::open_grant(self.sealer(), g).map(Some)
     }
 
     /// Forgets a grant (expired or revoked).

@@ -6,14 +6,15 @@
 //! account (OAuth states, hand-over tickets) are touched one at a time.
 
 use std::collections::HashMap;
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 
 use redis::AsyncCommands;
 use redis::Script;
 use redis::aio::ConnectionManager;
 
-use super::StoreError;
+use super::{StoreError, credential_aad, grant_aad};
 use crate::budget::{Budget, Decision, Usage, decide};
+use crate::seal::{Found, Plan, Resealed, Sealer};
 
 /// A connection to the shared Redis.
 #[derive(Clone)]
@@ -21,6 +22,7 @@ pub struct RedisStore {
     client: redis::Client,
     conn: ConnectionManager,
     prefix: String,
+    sealer: Arc<Sealer>,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -72,7 +74,20 @@ impl RedisStore {
             client,
             conn,
             prefix: prefix.to_string(),
+            sealer: Arc::new(Sealer::plaintext()),
         })
+    }
+
+    /// The same connection, sealing what it writes with `sealer`. Run
+    /// [`RedisStore::prepare_keys`] before using it.
+    pub fn with_sealer(mut self, sealer: Arc<Sealer>) -> RedisStore {
+        self.sealer = sealer;
+        self
+    }
+
+    /// The sealer of this store's values.
+    pub fn sealer(&self) -> &Sealer {
+        &self.sealer
     }
 
     /// A multiplexed connection, cheap to clone.
@@ -98,6 +113,137 @@ impl RedisStore {
     /// `prefix:suffix`: a key not tied to an account.
     pub fn key(&self, suffix: &str) -> String {
         format!("{}:{suffix}", self.prefix)
+    }
+}
+
+// Re-seals one field of a hash if it still holds what was read: fencing
+// numbers, sequence numbers and the TTL stay as they are, and a write that
+// landed in between wins. No note is published: the plaintext is the same.
+// KEYS: the hash. ARGV: field, value read, value re-sealed.
+static RESEAL: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+        if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
+        redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+        return 1
+        ",
+    )
+});
+
+impl RedisStore {
+    /// Start-up's key check: refuses a store sealed under a key that is not
+    /// configured, and, with a key, re-seals every plaintext value and every
+    /// value under the previous key (credentials and grants of every
+    /// account under this prefix, found by `SCAN`), then stores the key
+    /// check under the current key.
+    ///
+    /// Each value is rewritten by a compare-and-set on its own field, so a
+    /// credential's fencing and sequence numbers are untouched and a fenced
+    /// write that lands meanwhile is kept (and counted as skipped). Without
+    /// a key, only the key check is read: a store whose key check is gone
+    /// but which holds sealed values fails at the first read instead.
+    ///
+    /// # Errors
+    /// On a Redis failure, or values under a key that is not configured.
+    pub async fn prepare_keys(&self) -> Result<Resealed, StoreError> {
+        let check_key = self.key("key_check");
+        let stored: Option<String> = self.conn().get(&check_key).await?;
+        let mut done = Resealed::default();
+        if self.sealer.plan(stored.as_deref())? != Plan::Reseal {
+            return Ok(done);
+        }
+        let sealed = [
+            ("cred:", &["v"][..]),
+            ("grant:", &["access_token", "refresh_token"][..]),
+        ];
+        for (kind, fields) in sealed {
+            let pattern = format!("{}:{{*}}:{kind}*", self.prefix);
+            let mut cursor: u64 = 0;
+            loop {
+                let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                    .arg(cursor)
+                    .arg("MATCH")
+                    .arg(&pattern)
+                    .arg("COUNT")
+                    .arg(1000)
+                    .query_async(&mut self.conn())
+                    .await?;
+                for key in keys {
+                    let Some((appid, name)) = self.parse_app_key(&key, kind) else {
+                        continue;
+                    };
+                    for field in fields {
+                        let value: Option<String> = self.conn().hget(&key, field).await?;
+                        let Some(value) = value else { continue };
+                        let aad = match kind {
+                            "cred:" => credential_aad(appid, name),
+                            _ => grant_aad(field, appid, name),
+                        };
+                        let Some((resealed, found)) = self.sealer.reseal(&aad, &value)? else {
+                            continue;
+                        };
+                        let written: i64 = RESEAL
+                            .key(&key)
+                            .arg(*field)
+                            .arg(&value)
+                            .arg(&resealed)
+                            .invoke_async(&mut self.conn())
+                            .await?;
+                        match (written, found) {
+                            (0, _) => done.skipped += 1,
+                            (_, Found::Plain) => done.plaintext += 1,
+                            _ => done.previous += 1,
+                        }
+                    }
+                }
+                cursor = next;
+                if cursor == 0 {
+                    break;
+                }
+            }
+        }
+        // Accounts and clients changed at run time: one hash per section,
+        // the row's name as field.
+        for section in ["account", "client"] {
+            let key = self.key(&format!("dir:{section}"));
+            let rows: Vec<(String, String)> = self.conn().hgetall(&key).await?;
+            for (name, value) in rows {
+                let aad = crate::seal::aad("directory", &[section, &name]);
+                let Some((resealed, found)) = self.sealer.reseal(&aad, &value)? else {
+                    continue;
+                };
+                let written: i64 = RESEAL
+                    .key(&key)
+                    .arg(&name)
+                    .arg(&value)
+                    .arg(&resealed)
+                    .invoke_async(&mut self.conn())
+                    .await?;
+                match (written, found) {
+                    (0, _) => done.skipped += 1,
+                    (_, Found::Plain) => done.plaintext += 1,
+                    _ => done.previous += 1,
+                }
+            }
+        }
+        if let Some(check) = self.sealer.key_check() {
+            let _: () = self.conn().set(&check_key, check).await?;
+        }
+        tracing::info!(
+            store.key_id = self.sealer.current_id().unwrap_or_default(),
+            sealed_plaintext = done.plaintext,
+            resealed_previous = done.previous,
+            skipped_rewritten_meanwhile = done.skipped,
+            "store values sealed under store.encryption_key"
+        );
+        Ok(done)
+    }
+
+    /// `prefix:{appid}:KIND NAME` → (appid, name).
+    fn parse_app_key<'a>(&self, key: &'a str, kind: &str) -> Option<(&'a str, &'a str)> {
+        let rest = key.strip_prefix(&self.prefix)?.strip_prefix(":{")?;
+        let (appid, rest) = rest.split_once("}:")?;
+        Some((appid, rest.strip_prefix(kind)?))
     }
 }
 

@@ -13,13 +13,14 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 
-use super::{Record, StoreError, Written};
+use super::{Record, StoreError, Written, credential_aad};
 use crate::budget::{Budget, Decision, Usage, decide};
 use crate::credentials::Secret;
+use crate::seal::{Found, PREFIX, Plan, Resealed, SealError, Sealer, aad, key_id_of};
 
 /// What a write sees: the batch's transaction, and the writer's own
 /// bookkeeping.
@@ -84,6 +85,7 @@ pub struct SqliteStore {
     jobs: std::sync::mpsc::Sender<Option<Job>>,
     // Taken by `close`: the writer stops once it has run what is queued.
     stop: Mutex<Option<std::thread::JoinHandle<()>>>,
+    sealer: Arc<Sealer>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -101,6 +103,9 @@ fn connect(path: &Path) -> Result<Connection, StoreError> {
     conn.pragma_update(None, "locking_mode", "EXCLUSIVE")?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;
+    // What a write replaces or deletes (a plaintext token, a value under a
+    // retired key) is overwritten with zeros rather than left on a free page.
+    conn.pragma_update(None, "secure_delete", "ON")?;
     Ok(conn)
 }
 
@@ -221,6 +226,10 @@ const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS credentials (
         day_count INTEGER NOT NULL,
         PRIMARY KEY (appid, scope)
     );
+    CREATE TABLE IF NOT EXISTS meta (
+        name TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
     CREATE TABLE IF NOT EXISTS counters (
         appid TEXT NOT NULL,
         name TEXT NOT NULL,
@@ -238,6 +247,19 @@ impl SqliteStore {
     /// # Errors
     /// If the file cannot be opened, made private or migrated.
     pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        Self::open_sealed(path, Arc::new(Sealer::plaintext()))
+    }
+
+    /// Opens the file as [`SqliteStore::open`], sealing what it writes with
+    /// `sealer`. Before anything else, checks the file's key check record
+    /// and, when a key is configured, re-seals in one transaction every
+    /// plaintext value and every value under the previous key (see
+    /// [`crate::seal`]).
+    ///
+    /// # Errors
+    /// As [`SqliteStore::open`]; and if the file holds values sealed under a
+    /// key that is not configured, or sealed values and no key is.
+    pub fn open_sealed(path: &Path, sealer: Arc<Sealer>) -> Result<SqliteStore, StoreError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)
                 .map_err(|e| StoreError::new(format!("{}: {e}", dir.display())))?;
@@ -254,6 +276,8 @@ impl SqliteStore {
         conn.execute_batch(SCHEMA)?;
         conn.execute_batch(super::push_sqlite::PUSH_SCHEMA)?;
         conn.execute_batch(super::directory::DIRECTORY_SCHEMA)?;
+        let mut conn = conn;
+        prepare_keys(&mut conn, &sealer)?;
         let (jobs, queue) = std::sync::mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("wxhub-sqlite".into())
@@ -262,7 +286,13 @@ impl SqliteStore {
         Ok(SqliteStore {
             jobs,
             stop: Mutex::new(Some(thread)),
+            sealer,
         })
+    }
+
+    /// The sealer of this file's values.
+    pub fn sealer(&self) -> &Sealer {
+        &self.sealer
     }
 
     /// Runs what is queued, then closes the file, so another hub can open
@@ -330,8 +360,9 @@ impl SqliteStore {
         appid: &str,
         key: &str,
     ) -> Result<Option<Record>, StoreError> {
+        let aad = credential_aad(appid, key);
         let (appid, key) = (appid.to_string(), key.to_string());
-        self.run(move |b| {
+        let record = self.run(move |b| {
             Ok(b.tx
                 .prepare_cached("SELECT value, expires_at, fetched_at, first_seen FROM credentials WHERE appid = ?1 AND kind = ?2")?
                 .query_row(params![appid, key], |r| {
@@ -348,7 +379,14 @@ impl SqliteStore {
                 })
                 .optional()?)
         })
-        .await
+        .await?;
+        record
+            .map(|mut r| {
+                let opened = self.sealer.open(&aad, r.value.expose_secret())?;
+                r.value = Secret::new(opened.value);
+                Ok(r)
+            })
+            .transpose()
     }
 
     /// Stores (replaces) a credential; the holder is for Redis's fencing
@@ -364,6 +402,9 @@ impl SqliteStore {
         holder: &str,
     ) -> Result<Written, StoreError> {
         let _ = holder;
+        let value = self
+            .sealer
+            .seal(&credential_aad(appid, key), c.value.expose_secret());
         let (appid, key, c) = (appid.to_string(), key.to_string(), c.clone());
         self.run(move |b| {
             b.tx.prepare_cached(
@@ -376,7 +417,7 @@ impl SqliteStore {
             .execute(params![
                 appid,
                 key,
-                c.value.expose_secret(),
+                value,
                 c.expires_at,
                 c.fetched_at,
                 c.first_seen
@@ -476,6 +517,129 @@ impl SqliteStore {
             Ok(decision)
         })
         .await
+    }
+}
+
+/// A column that holds a secret: its table, the columns that identify a
+/// row, the column, and the record kind its associated data names (the
+/// identity columns follow it, in order; see [`credential_aad`] and
+/// [`super::grant_aad`]). A new table with a secret adds a line here, and
+/// start-up upgrades and rotates it with the rest.
+struct SealedColumn {
+    table: &'static str,
+    id: [&'static str; 2],
+    column: &'static str,
+    kind: &'static str,
+}
+
+const SEALED: &[SealedColumn] = &[
+    SealedColumn {
+        table: "credentials",
+        id: ["appid", "kind"],
+        column: "value",
+        kind: "cred",
+    },
+    SealedColumn {
+        table: "grants",
+        id: ["appid", "openid"],
+        column: "access_token",
+        kind: "grant.access_token",
+    },
+    SealedColumn {
+        table: "grants",
+        id: ["appid", "openid"],
+        column: "refresh_token",
+        kind: "grant.refresh_token",
+    },
+    // Accounts and clients changed at run time hold AppSecrets and push
+    // keys; see `directory::seal`.
+    SealedColumn {
+        table: "directory",
+        id: ["section", "name"],
+        column: "body",
+        kind: "directory",
+    },
+];
+
+/// Start-up's key check: refuses a file sealed under a key that is not
+/// configured, and, with a key, re-seals what is plaintext or under the
+/// previous key in one transaction, then stores the key check.
+fn prepare_keys(conn: &mut Connection, sealer: &Sealer) -> Result<(), StoreError> {
+    let stored: Option<String> = conn
+        .query_row("SELECT value FROM meta WHERE name = 'key_check'", [], |r| {
+            r.get(0)
+        })
+        .optional()?;
+    match sealer.plan(stored.as_deref())? {
+        Plan::UpToDate => Ok(()),
+        Plan::Plaintext => {
+            // No key and no key check: still refuse sealed values (a key
+            // check deleted by hand), which would only fail later.
+            for s in SEALED {
+                let sql = format!(
+                    "SELECT {c} FROM {t} WHERE substr({c}, 1, {n}) = '{PREFIX}' LIMIT 1",
+                    c = s.column,
+                    t = s.table,
+                    n = PREFIX.len()
+                );
+                let sealed: Option<String> = conn.query_row(&sql, [], |r| r.get(0)).optional()?;
+                if let Some(v) = sealed {
+                    return Err(SealError::NoKey {
+                        id: key_id_of(&v).unwrap_or("(malformed)").to_string(),
+                    }
+                    .into());
+                }
+            }
+            Ok(())
+        }
+        Plan::Reseal => {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let mut done = Resealed::default();
+            for s in SEALED {
+                let [a, b] = s.id;
+                let rows: Vec<(String, String, String)> = tx
+                    .prepare(&format!(
+                        "SELECT {a}, {b}, {c} FROM {t}",
+                        c = s.column,
+                        t = s.table
+                    ))?
+                    .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                    .collect::<Result<_, _>>()?;
+                let mut update = tx.prepare(&format!(
+                    "UPDATE {t} SET {c} = ?3 WHERE {a} = ?1 AND {b} = ?2",
+                    c = s.column,
+                    t = s.table
+                ))?;
+                for (x, y, value) in rows {
+                    if let Some((sealed, found)) = sealer.reseal(&aad(s.kind, &[&x, &y]), &value)? {
+                        update.execute(params![x, y, sealed])?;
+                        match found {
+                            Found::Plain => done.plaintext += 1,
+                            _ => done.previous += 1,
+                        }
+                    }
+                }
+            }
+            let check = sealer
+                .key_check()
+                .ok_or_else(|| StoreError::new("a re-seal without a key"))?;
+            tx.execute(
+                "INSERT INTO meta (name, value) VALUES ('key_check', ?1)
+                 ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                params![check],
+            )?;
+            tx.commit()?;
+            // Move the re-sealed pages into the file and empty the WAL, so the
+            // old values are nowhere on disk.
+            conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")?;
+            tracing::info!(
+                store.key_id = sealer.current_id().unwrap_or_default(),
+                sealed_plaintext = done.plaintext,
+                resealed_previous = done.previous,
+                "store values sealed under store.encryption_key"
+            );
+            Ok(())
+        }
     }
 }
 

@@ -4,7 +4,9 @@
 use rusqlite::{OptionalExtension, Transaction, params};
 
 use super::sqlite::SqliteStore;
-use super::{Consumed, FinishedSignIn, Grant, Redeemed, StateRecord, StoreError};
+use super::{
+    Consumed, FinishedSignIn, Grant, Redeemed, StateRecord, StoreError, open_grant, seal_grant,
+};
 use super::{STATE_GRACE, TICKET_GRACE};
 use super::{Stage, scope_from_name, scope_name};
 
@@ -261,7 +263,7 @@ impl SqliteStore {
     /// # Errors
     /// On a database failure.
     pub async fn save_grant(&self, g: &Grant) -> Result<(), StoreError> {
-        let g = g.clone();
+        let g = seal_grant(self.sealer(), g);
         self.run(move |b| {
             b.tx.prepare_cached("INSERT INTO grants (appid, openid, unionid, scope, snapshot, access_token, access_expires_at, refresh_token, refresh_expires_at, profile, profile_fetched_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
@@ -285,7 +287,7 @@ impl SqliteStore {
     /// # Errors
     /// On a database failure.
     pub async fn save_base_grant(&self, g: &Grant, now: i64) -> Result<(), StoreError> {
-        let g = g.clone();
+        let g = seal_grant(self.sealer(), g);
         self.run(move |b| upsert_base_grant(b.tx, &g, now)).await
     }
 
@@ -301,7 +303,8 @@ impl SqliteStore {
             f.payload.to_string(),
             f.outcome.to_string(),
         );
-        let (expires_at, now, grant) = (f.ticket_expires_at, f.now, f.base_grant.cloned());
+        let grant = f.base_grant.map(|g| seal_grant(self.sealer(), g));
+        let (expires_at, now) = (f.ticket_expires_at, f.now);
         self.run(move |b| {
             if let Some(g) = &grant {
                 upsert_base_grant(b.tx, g, now)?;
@@ -355,7 +358,7 @@ impl SqliteStore {
     /// On a database failure.
     pub async fn load_grant(&self, appid: &str, openid: &str) -> Result<Option<Grant>, StoreError> {
         let (appid, openid) = (appid.to_string(), openid.to_string());
-        self.run(move |b| {
+        let grant = self.run(move |b| {
             Ok(b
             .tx
             .prepare_cached("SELECT appid, openid, unionid, scope, snapshot, access_token, access_expires_at, refresh_token, refresh_expires_at, profile, profile_fetched_at
@@ -377,7 +380,8 @@ impl SqliteStore {
             })
             .optional()?)
         })
-        .await
+        .await?;
+        grant.map(|g| open_grant(self.sealer(), g)).transpose()
     }
 
     /// Forgets a grant (expired or revoked).

@@ -115,6 +115,8 @@ pub struct Options {
     pub oauth: String,
     /// Sections after the first account (`[accounts.push]`, subscribers).
     pub push: String,
+    /// More lines of `[store]` (the encryption keys).
+    pub store: String,
 }
 
 /// Limits no test reaches unless it means to.
@@ -136,6 +138,7 @@ impl Default for Options {
             limits: UNLIMITED.to_string(),
             oauth: String::new(),
             push: String::new(),
+            store: String::new(),
         }
     }
 }
@@ -194,6 +197,7 @@ listen = "127.0.0.1:0"
 admin_key_sha256 = "{admin_hash}"
 [store]
 path = "{store}"
+{store_lines}
 [upstream]
 api_base = "{base}"
 open_base = "{base}"
@@ -239,6 +243,7 @@ apps = ["{APPID}"]
             key_hash = hex(&wxhub::auth::hash_key(&key)),
             good_hash = hex(&wxhub::auth::hash_key(&good_key)),
             store = store.display(),
+            store_lines = o.store,
             base = sim.base_url(),
             timeout = o.timeout_ms,
             extra = o.extra,
@@ -276,6 +281,36 @@ apps = ["{APPID}"]
             .await
             .expect("hub builds");
         self.hub = Some(app.spawn());
+    }
+
+    /// Stops the hub and starts a new one on the same store with `[store]`'s
+    /// extra lines (the encryption keys) replaced by `lines`.
+    pub async fn restart_with_store_lines(&mut self, old: &str, lines: &str) {
+        let at = format!("path = \"{}\"\n", self.store.display());
+        assert!(self.config_text.contains(&format!("{at}{old}\n")));
+        self.config_text = self
+            .config_text
+            .replace(&format!("{at}{old}\n"), &format!("{at}{lines}\n"));
+        self.restart().await;
+    }
+
+    /// Stops the hub, for a start-up that is expected to fail.
+    pub async fn stop(&mut self) {
+        if let Some(h) = self.hub.take() {
+            h.shutdown().await;
+        }
+    }
+
+    /// The bytes of the store file and its WAL, as an attacker with the
+    /// disk would read them.
+    pub fn store_contents(&self) -> Vec<u8> {
+        let mut bytes = std::fs::read(&self.store).expect("the store file");
+        let mut wal = self.store.as_os_str().to_owned();
+        wal.push("-wal");
+        if let Ok(more) = std::fs::read(&wal) {
+            bytes.extend(more);
+        }
+        bytes
     }
 
     /// Stops the hub and starts a new one on the same store.

@@ -17,5 +17,6 @@ mod push;
 mod push_ops;
 mod push_support;
 mod push_wechatpy;
+mod seal;
 mod subscriber;
 mod tokens;

@@ -3,6 +3,7 @@
 //! library's unit tests so `cargo test --lib` needs nothing running.
 
 mod leases;
+mod seal;
 mod store;
 
 /// The Redis the tests use.

@@ -180,3 +180,56 @@ async fn concurrent_writes_are_committed_together_and_fail_alone() {
     drop(s);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[tokio::test]
+async fn grants_tokens_are_sealed_in_the_file_and_a_moved_value_does_not_open() {
+    use crate::seal::{EncryptionKey, StoreKeys};
+    use crate::store::Grant;
+    let dir = std::env::temp_dir().join(format!("wxhub-store-seal-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let path = dir.join("t.db");
+    let key = EncryptionKey::generate();
+    let sealer = Arc::new(Sealer::new(&StoreKeys {
+        current: Some(key),
+        previous: None,
+    }));
+    let g = |openid: &str| Grant {
+        appid: "wx1".into(),
+        openid: openid.into(),
+        unionid: None,
+        scope: "snsapi_userinfo".into(),
+        snapshot: false,
+        access_token: format!("CANARY-access-{openid}"),
+        access_expires_at: 10,
+        refresh_token: format!("CANARY-refresh-{openid}"),
+        refresh_expires_at: 100,
+        profile: None,
+        profile_fetched_at: None,
+    };
+    let s = SqliteStore::open_sealed(&path, sealer.clone()).expect("open");
+    s.save_grant(&g("o1")).await.expect("save");
+    s.save_grant(&g("o2")).await.expect("save");
+    let back = s
+        .load_grant("wx1", "o1")
+        .await
+        .expect("load")
+        .expect("present");
+    assert_eq!(back.refresh_token, "CANARY-refresh-o1");
+    s.close().await;
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes.extend(std::fs::read(dir.join("t.db-wal")).unwrap_or_default());
+    assert!(
+        !bytes.windows(7).any(|w| w == b"CANARY-"),
+        "a grant token in plaintext"
+    );
+    // o2's sealed token copied onto o1's record: refused, never served.
+    {
+        let c = Connection::open(&path).unwrap();
+        c.execute_batch("UPDATE grants SET access_token = (SELECT access_token FROM grants WHERE openid = 'o2') WHERE openid = 'o1'").unwrap();
+    }
+    let s = SqliteStore::open_sealed(&path, sealer).expect("reopen");
+    let e = s.load_grant("wx1", "o1").await.expect_err("moved value");
+    assert!(e.to_string().contains("copied from another record"), "{e}");
+    s.close().await;
+    std::fs::remove_dir_all(&dir).unwrap();
+}

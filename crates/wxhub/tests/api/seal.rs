@@ -50,6 +50,16 @@ async fn the_store_file_holds_no_secret_token_or_ticket_in_plaintext() {
     })
     .await;
     let (token, ticket) = token_and_ticket(&hub).await;
+    // An AppSecret given through the admin API is kept in the store.
+    let r = hub
+        .send_as(
+            reqwest::Method::PATCH,
+            &format!("/v1/admin/accounts/{APPID}"),
+            &hub.admin,
+            Some(&serde_json::json!({"secret": SECRET, "name": "Renamed"})),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
     // On disk after a clean stop, and while running.
     let running = hub.store_contents();
     hub.restart().await;

@@ -65,7 +65,7 @@ enum Effect {
     /// Nothing: the file's entry stands.
     Keep,
     /// This configuration.
-    Set(AccountConfig),
+    Set(Box<AccountConfig>),
     /// No such account.
     Remove,
 }
@@ -217,13 +217,15 @@ impl Directory {
         Ok(match row {
             None if self.in_file(appid) => Effect::Keep,
             None | Some(Row::Removed) => Effect::Remove,
-            Some(Row::Define(b)) => {
-                Effect::Set(account_from_json(appid, &Value::Object(b.clone()))?)
-            }
+            Some(Row::Define(b)) => Effect::Set(Box::new(account_from_json(
+                appid,
+                &Value::Object(b.clone()),
+            )?)),
             Some(Row::Change(c)) => match app.creds.account(appid) {
-                Some(current) => {
-                    Effect::Set(patch_account(&current.cfg, &Value::Object(c.clone()))?)
-                }
+                Some(current) => Effect::Set(Box::new(patch_account(
+                    &current.cfg,
+                    &Value::Object(c.clone()),
+                )?)),
                 None => Effect::Remove,
             },
         })
@@ -236,7 +238,7 @@ impl Directory {
                 if let Err(e) = app.push.set_account(appid, Some(&cfg)) {
                     tracing::error!(account.appid = %appid, error = %e, "cannot apply push settings");
                 }
-                app.creds.upsert(cfg).await;
+                app.creds.upsert(*cfg).await;
             }
             Ok(Effect::Remove) => {
                 let _ = app.push.set_account(appid, None);

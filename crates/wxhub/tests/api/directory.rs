@@ -18,34 +18,55 @@ fn with_new_account() -> Options {
     }
 }
 
-async fn admin(
-    hub: &TestHub,
-    method: reqwest::Method,
-    path: &str,
-    body: Option<Value>,
-) -> (u16, Value) {
-    let r = hub
-        .http
-        .request(method, hub.url(path))
-        .bearer_auth(&hub.admin)
-        .header("x-wxhub-actor", "alice")
-        .json(&body.unwrap_or(Value::Null))
-        .send()
-        .await
-        .unwrap();
-    let s = r.status().as_u16();
-    (s, r.json().await.unwrap_or(Value::Null))
+/// The admin API as `alice`.
+fn admin(hub: &TestHub) -> AdminApi<'_> {
+    AdminApi(hub)
+}
+
+struct AdminApi<'a>(&'a TestHub);
+
+impl AdminApi<'_> {
+    async fn send(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        let r = self
+            .0
+            .http
+            .request(method, self.0.url(path))
+            .bearer_auth(&self.0.admin)
+            .header("x-wxhub-actor", "alice")
+            .json(&body.unwrap_or(Value::Null))
+            .send()
+            .await
+            .unwrap();
+        let s = r.status().as_u16();
+        (s, r.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn get(&self, path: &str) -> (u16, Value) {
+        self.send(reqwest::Method::GET, path, None).await
+    }
+
+    async fn delete(&self, path: &str) -> (u16, Value) {
+        self.send(reqwest::Method::DELETE, path, None).await
+    }
+
+    async fn put_with(&self, path: &str, body: Value) -> (u16, Value) {
+        self.send(reqwest::Method::PUT, path, Some(body)).await
+    }
+
+    async fn patch_with(&self, path: &str, body: Value) -> (u16, Value) {
+        self.send(reqwest::Method::PATCH, path, Some(body)).await
+    }
+
+    async fn post_with(&self, path: &str, body: Value) -> (u16, Value) {
+        self.send(reqwest::Method::POST, path, Some(body)).await
+    }
 }
 
 /// A client for `apps`, made through the API; its key.
 async fn new_client(hub: &TestHub, name: &str, apps: &[&str]) -> String {
-    let (s, v) = admin(
-        hub,
-        reqwest::Method::POST,
-        "/v1/admin/clients",
-        Some(json!({"name": name, "apps": apps})),
-    )
-    .await;
+    let (s, v) = admin(hub)
+        .post_with("/v1/admin/clients", json!({"name": name, "apps": apps}))
+        .await;
     assert_eq!(s, 201, "{v}");
     assert_eq!(v["source"], "api");
     v["key"].as_str().unwrap().to_string()
@@ -61,13 +82,12 @@ fn sim_calls(hub: &TestHub, appid: &str, path: &str) -> u64 {
 async fn an_account_added_through_the_api_is_served_at_once_and_a_removed_one_is_gone() {
     let hub = TestHub::with(with_new_account()).await;
     let put = format!("/v1/admin/accounts/{NEW}");
-    let (s, v) = admin(
-        &hub,
-        reqwest::Method::PUT,
-        &put,
-        Some(json!({"secret": NEW_SECRET, "name": "Added later", "tickets": []})),
-    )
-    .await;
+    let (s, v) = admin(&hub)
+        .put_with(
+            &put,
+            json!({"secret": NEW_SECRET, "name": "Added later", "tickets": []}),
+        )
+        .await;
     assert_eq!(s, 201, "{v}");
     assert_eq!(v["source"], "api");
     assert!(v.get("secret").is_none(), "{v}");
@@ -91,13 +111,13 @@ async fn an_account_added_through_the_api_is_served_at_once_and_a_removed_one_is
     );
 
     // Removed: 404 on every route, no more upstream calls, nothing kept.
-    let (s, _) = admin(&hub, reqwest::Method::DELETE, &put, None).await;
+    let (s, _) = admin(&hub).delete(&put).await;
     assert_eq!(s, 204);
     let r = hub
         .get_as(&format!("/v1/apps/{NEW}/access_token"), &key)
         .await;
     assert_eq!(r.status(), 404);
-    let (s, _) = admin(&hub, reqwest::Method::GET, &put, None).await;
+    let (s, _) = admin(&hub).get(&put).await;
     assert_eq!(s, 404);
     let fetched = sim_calls(&hub, NEW, "/cgi-bin/stable_token");
     assert_eq!(fetched, 1);
@@ -112,7 +132,7 @@ async fn an_account_added_through_the_api_is_served_at_once_and_a_removed_one_is
         .await
         .unwrap();
     assert!(kept.is_none());
-    let (s, _) = admin(&hub, reqwest::Method::DELETE, &put, None).await;
+    let (s, _) = admin(&hub).delete(&put).await;
     assert_eq!(s, 404);
 }
 
@@ -131,13 +151,12 @@ async fn a_secret_changed_after_a_reset_recovers_the_account_without_a_restart()
     hub.run_due().await;
     let (s, v) = hub.get(&format!("/v1/apps/{APPID}/access_token")).await;
     assert_eq!(s, 503, "{v}");
-    let (s, v) = admin(
-        &hub,
-        reqwest::Method::PATCH,
-        &format!("/v1/admin/accounts/{APPID}"),
-        Some(json!({"secret": "the-new-secret-after-reset-000000"})),
-    )
-    .await;
+    let (s, v) = admin(&hub)
+        .patch_with(
+            &format!("/v1/admin/accounts/{APPID}"),
+            json!({"secret": "the-new-secret-after-reset-000000"}),
+        )
+        .await;
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["source"], "file+api");
     // The rest of the file's entry is kept.
@@ -171,28 +190,21 @@ async fn bad_definitions_are_refused_naming_the_field_and_change_nothing() {
             "push",
         ),
     ] {
-        let (s, v) = admin(&hub, reqwest::Method::PUT, &put, Some(body.clone())).await;
+        let (s, v) = admin(&hub).put_with(&put, body.clone()).await;
         assert_eq!(s, 400, "{body} → {v}");
         let m = v["error"]["message"].as_str().unwrap();
         assert!(m.starts_with(&format!("{key}:")), "{body} → {m}");
     }
-    let (s, _) = admin(&hub, reqwest::Method::GET, &put, None).await;
+    let (s, _) = admin(&hub).get(&put).await;
     assert_eq!(s, 404);
-    let (s, _) = admin(
-        &hub,
-        reqwest::Method::PATCH,
-        &put,
-        Some(json!({"name": "x"})),
-    )
-    .await;
+    let (s, _) = admin(&hub).patch_with(&put, json!({"name": "x"})).await;
     assert_eq!(s, 404);
-    let (s, v) = admin(
-        &hub,
-        reqwest::Method::PATCH,
-        &format!("/v1/admin/accounts/{APPID}"),
-        Some(json!({"colour": "red"})),
-    )
-    .await;
+    let (s, v) = admin(&hub)
+        .patch_with(
+            &format!("/v1/admin/accounts/{APPID}"),
+            json!({"colour": "red"}),
+        )
+        .await;
     assert_eq!(s, 400, "{v}");
     // Not for clients.
     let r = hub
@@ -205,13 +217,9 @@ async fn bad_definitions_are_refused_naming_the_field_and_change_nothing() {
         .await;
     assert_eq!(r.status(), 401);
     // A client for an account that does not exist.
-    let (s, v) = admin(
-        &hub,
-        reqwest::Method::POST,
-        "/v1/admin/clients",
-        Some(json!({"name": "x", "apps": [NEW]})),
-    )
-    .await;
+    let (s, v) = admin(&hub)
+        .post_with("/v1/admin/clients", json!({"name": "x", "apps": [NEW]}))
+        .await;
     assert_eq!(s, 400, "{v}");
     assert!(
         v["error"]["message"]
@@ -220,13 +228,12 @@ async fn bad_definitions_are_refused_naming_the_field_and_change_nothing() {
             .starts_with("apps[0]:"),
         "{v}"
     );
-    let (s, v) = admin(
-        &hub,
-        reqwest::Method::POST,
-        "/v1/admin/clients",
-        Some(json!({"name": "shop", "apps": [APPID]})),
-    )
-    .await;
+    let (s, v) = admin(&hub)
+        .post_with(
+            "/v1/admin/clients",
+            json!({"name": "shop", "apps": [APPID]}),
+        )
+        .await;
     assert_eq!(s, 409, "{v}");
 }
 
@@ -239,7 +246,7 @@ async fn clients_are_created_with_a_key_shown_once_and_revoked_at_once() {
         .get_as(&format!("/v1/apps/{APPID}/access_token"), &key)
         .await;
     assert_eq!(r.status(), 200);
-    let (_, list) = admin(&hub, reqwest::Method::GET, "/v1/admin/clients", None).await;
+    let (_, list) = admin(&hub).get("/v1/admin/clients").await;
     assert!(!list.to_string().contains(&key));
     assert!(
         list["clients"]
@@ -249,32 +256,20 @@ async fn clients_are_created_with_a_key_shown_once_and_revoked_at_once() {
             .any(|c| c["name"] == "crm"),
         "{list}"
     );
-    let (s, _) = admin(&hub, reqwest::Method::DELETE, "/v1/admin/clients/crm", None).await;
+    let (s, _) = admin(&hub).delete("/v1/admin/clients/crm").await;
     assert_eq!(s, 204);
     let r = hub
         .get_as(&format!("/v1/apps/{APPID}/access_token"), &key)
         .await;
     assert_eq!(r.status(), 401);
     // A file client too.
-    let (s, _) = admin(
-        &hub,
-        reqwest::Method::DELETE,
-        "/v1/admin/clients/good",
-        None,
-    )
-    .await;
+    let (s, _) = admin(&hub).delete("/v1/admin/clients/good").await;
     assert_eq!(s, 204);
     let r = hub
         .get_as(&format!("/v1/apps/{APPID}/access_token"), &hub.good_key)
         .await;
     assert_eq!(r.status(), 401);
-    let (s, _) = admin(
-        &hub,
-        reqwest::Method::DELETE,
-        "/v1/admin/clients/good",
-        None,
-    )
-    .await;
+    let (s, _) = admin(&hub).delete("/v1/admin/clients/good").await;
     assert_eq!(s, 404);
 }
 
@@ -282,32 +277,20 @@ async fn clients_are_created_with_a_key_shown_once_and_revoked_at_once() {
 async fn every_change_is_audited_without_its_secret_and_survives_a_restart() {
     let mut hub = TestHub::with(with_new_account()).await;
     let put = format!("/v1/admin/accounts/{NEW}");
-    let (s, _) = admin(
-        &hub,
-        reqwest::Method::PUT,
-        &put,
-        Some(json!({"secret": NEW_SECRET, "tickets": []})),
-    )
-    .await;
+    let (s, _) = admin(&hub)
+        .put_with(&put, json!({"secret": NEW_SECRET, "tickets": []}))
+        .await;
     assert_eq!(s, 201);
-    let (s, _) = admin(
-        &hub,
-        reqwest::Method::PATCH,
-        &put,
-        Some(json!({"name": "Renamed"})),
-    )
-    .await;
+    let (s, _) = admin(&hub)
+        .patch_with(&put, json!({"name": "Renamed"}))
+        .await;
     assert_eq!(s, 200);
-    let (s, _) = admin(
-        &hub,
-        reqwest::Method::DELETE,
-        &format!("/v1/admin/accounts/{WEB_APPID}"),
-        None,
-    )
-    .await;
+    let (s, _) = admin(&hub)
+        .delete(&format!("/v1/admin/accounts/{WEB_APPID}"))
+        .await;
     assert_eq!(s, 204);
     let key = new_client(&hub, "later", &[NEW]).await;
-    let (s, audit) = admin(&hub, reqwest::Method::GET, "/v1/admin/audit?limit=10", None).await;
+    let (s, audit) = admin(&hub).get("/v1/admin/audit?limit=10").await;
     assert_eq!(s, 200, "{audit}");
     let entries = audit["entries"].as_array().unwrap();
     let actions: Vec<&str> = entries
@@ -339,29 +322,21 @@ async fn every_change_is_audited_without_its_secret_and_survives_a_restart() {
     );
     let text = audit.to_string();
     assert!(!text.contains(NEW_SECRET) && !text.contains(&key), "{text}");
-    let (s, page) = admin(&hub, reqwest::Method::GET, "/v1/admin/audit?limit=2", None).await;
+    let (s, page) = admin(&hub).get("/v1/admin/audit?limit=2").await;
     assert_eq!(s, 200);
     let before = page["next_before"].as_u64().unwrap();
-    let (_, rest) = admin(
-        &hub,
-        reqwest::Method::GET,
-        &format!("/v1/admin/audit?limit=10&before={before}"),
-        None,
-    )
-    .await;
+    let (_, rest) = admin(&hub)
+        .get(&format!("/v1/admin/audit?limit=10&before={before}"))
+        .await;
     assert_eq!(rest["entries"].as_array().unwrap().len(), 2, "{rest}");
 
     hub.restart().await;
-    let (s, v) = admin(&hub, reqwest::Method::GET, &put, None).await;
+    let (s, v) = admin(&hub).get(&put).await;
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["name"], "Renamed");
-    let (s, _) = admin(
-        &hub,
-        reqwest::Method::GET,
-        &format!("/v1/admin/accounts/{WEB_APPID}"),
-        None,
-    )
-    .await;
+    let (s, _) = admin(&hub)
+        .get(&format!("/v1/admin/accounts/{WEB_APPID}"))
+        .await;
     assert_eq!(s, 404, "a removed file account stays removed");
     let r = hub
         .get_as(&format!("/v1/apps/{NEW}/access_token"), &key)

@@ -1,5 +1,7 @@
 //! Every published vector in `shared/spec/vectors.json`, loaded at test time so that a vector
-//! added to the file later is tested too.
+//! added to the file later is tested too. The repository keeps a copy (`spec/vectors.json`), so a
+//! clean clone tests on its own; when the shared original sits beside the checkout, the copy must
+//! match it.
 //!
 //! Every array in the file must be a kind this test knows; a new kind fails the test until
 //! someone teaches it here.
@@ -12,11 +14,29 @@ use wx_api::push::signature;
 use wx_api::push::{PushCrypto, PushQuery};
 use wx_api::{AppId, EncodingAesKey, JsapiTicket, PushToken, jssdk};
 
+fn copy_path() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../spec/vectors.json")
+}
+
 fn load() -> Value {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/spec/vectors.json");
+    let path = copy_path();
     let text = std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
     serde_json::from_str(&text).expect("vectors.json is JSON")
+}
+
+#[test]
+fn the_copy_matches_the_shared_original_when_it_is_there() {
+    let original =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/spec/vectors.json");
+    if let Ok(shared) = std::fs::read(&original) {
+        let copy = std::fs::read(copy_path()).expect("spec/vectors.json");
+        assert!(
+            copy == shared,
+            "spec/vectors.json differs from {}: copy the original again",
+            original.display()
+        );
+    }
 }
 
 fn s<'a>(v: &'a Value, key: &str) -> &'a str {

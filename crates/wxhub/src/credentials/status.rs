@@ -165,14 +165,14 @@ impl Credentials {
             "gauge",
             "Seconds until the current credential expires (per account, as wxhub_account_healthy).",
         );
-        if self.shared.is_some() {
-            metrics::family(
-                out,
-                "wxhub_lease_held",
-                "gauge",
-                "Shared mode: 1 when this instance owns the account's refresh (per account, as wxhub_account_healthy).",
-            );
-        }
+        // Declared in every mode, so dashboards and alerts written for
+        // shared mode find the family; its samples come with shared mode.
+        metrics::family(
+            out,
+            "wxhub_lease_held",
+            "gauge",
+            "Shared mode: 1 when this instance owns the account's refresh (per account, as wxhub_account_healthy).",
+        );
         out.push_str(&detail);
     }
 

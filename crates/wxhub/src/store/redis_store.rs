@@ -179,21 +179,8 @@ impl RedisStore {
                             "cred:" => credential_aad(appid, name),
                             _ => grant_aad(field, appid, name),
                         };
-                        let Some((resealed, found)) = self.sealer.reseal(&aad, &value)? else {
-                            continue;
-                        };
-                        let written: i64 = RESEAL
-                            .key(&key)
-                            .arg(*field)
-                            .arg(&value)
-                            .arg(&resealed)
-                            .invoke_async(&mut self.conn())
+                        self.reseal_field(&key, field, &aad, &value, &mut done)
                             .await?;
-                        match (written, found) {
-                            (0, _) => done.skipped += 1,
-                            (_, Found::Plain) => done.plaintext += 1,
-                            _ => done.previous += 1,
-                        }
                     }
                 }
                 cursor = next;
@@ -209,21 +196,8 @@ impl RedisStore {
             let rows: Vec<(String, String)> = self.conn().hgetall(&key).await?;
             for (name, value) in rows {
                 let aad = crate::seal::aad("directory", &[section, &name]);
-                let Some((resealed, found)) = self.sealer.reseal(&aad, &value)? else {
-                    continue;
-                };
-                let written: i64 = RESEAL
-                    .key(&key)
-                    .arg(&name)
-                    .arg(&value)
-                    .arg(&resealed)
-                    .invoke_async(&mut self.conn())
+                self.reseal_field(&key, &name, &aad, &value, &mut done)
                     .await?;
-                match (written, found) {
-                    (0, _) => done.skipped += 1,
-                    (_, Found::Plain) => done.plaintext += 1,
-                    _ => done.previous += 1,
-                }
             }
         }
         if let Some(check) = self.sealer.key_check() {
@@ -237,6 +211,34 @@ impl RedisStore {
             "store values sealed under store.encryption_key"
         );
         Ok(done)
+    }
+
+    /// Re-seals one hash field if it needs it, by compare-and-set, and
+    /// counts what was done.
+    async fn reseal_field(
+        &self,
+        key: &str,
+        field: &str,
+        aad: &str,
+        value: &str,
+        done: &mut Resealed,
+    ) -> Result<(), StoreError> {
+        let Some((resealed, found)) = self.sealer.reseal(aad, value)? else {
+            return Ok(());
+        };
+        let written: i64 = RESEAL
+            .key(key)
+            .arg(field)
+            .arg(value)
+            .arg(&resealed)
+            .invoke_async(&mut self.conn())
+            .await?;
+        match (written, found) {
+            (0, _) => done.skipped += 1,
+            (_, Found::Plain) => done.plaintext += 1,
+            _ => done.previous += 1,
+        }
+        Ok(())
     }
 
     /// `prefix:{appid}:KIND NAME` → (appid, name).

@@ -289,7 +289,12 @@ mod tests {
             .with_ansi(false)
             .with_writer(move || writer.clone())
             .finish();
-        let out = tracing::subscriber::with_default(subscriber, f);
+        // Other tests' subscribers come and go on other threads and can
+        // leave a callsite's cached interest at "never"; ask again here.
+        let out = tracing::subscriber::with_default(subscriber, || {
+            tracing::callsite::rebuild_interest_cache();
+            f()
+        });
         let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
         (out, text)
     }

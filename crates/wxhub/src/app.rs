@@ -118,6 +118,7 @@ impl Application {
                 url,
                 prefix,
                 lease,
+                partitions,
                 tls_ca,
             } => {
                 let redis = RedisStore::connect_with(
@@ -137,7 +138,17 @@ impl Application {
                     std::process::id(),
                     hex::encode(rand::random::<[u8; 4]>())
                 );
-                let shared = Shared::new(redis.clone(), instance, *lease);
+                let agreed = Shared::agree_partitions(&redis, *partitions)
+                    .await
+                    .context("store: agreeing on the lease partitions")?;
+                if agreed != *partitions {
+                    tracing::warn!(
+                        configured = *partitions,
+                        stored = agreed,
+                        "store.lease_partitions differs from the count the first instance stored in redis; using the stored count (see docs/operations.md to change it)"
+                    );
+                }
+                let shared = Shared::with_partitions(redis.clone(), instance, *lease, agreed);
                 (Arc::new(Store::Redis(redis)), Some(Arc::new(shared)))
             }
         };

@@ -34,6 +34,7 @@ pub(crate) struct RawStore {
     tls_ca_file: Option<PathBuf>,
     prefix: Option<String>,
     lease_ms: Option<u64>,
+    lease_partitions: Option<u32>,
     encryption_key: Option<String>,
     encryption_key_env: Option<String>,
     encryption_key_file: Option<PathBuf>,
@@ -60,6 +61,9 @@ pub enum StoreConfig {
         prefix: String,
         /// How long a refresh lease lasts without renewal.
         lease: Duration,
+        /// How many leases the accounts are hashed into (the first
+        /// instance's count is kept in Redis and wins).
+        partitions: u32,
         /// PEM certificates to trust for `rediss://` instead of the system's
         /// and the web's roots (a private CA).
         tls_ca: Option<Pem>,
@@ -160,6 +164,7 @@ impl RawStore {
             ("store.tls_ca_file", self.tls_ca_file.is_some()),
             ("store.prefix", self.prefix.is_some()),
             ("store.lease_ms", self.lease_ms.is_some()),
+            ("store.lease_partitions", self.lease_partitions.is_some()),
         ];
         if let Some((key, _)) = redis_only.iter().find(|(_, given)| *given) {
             return Err(ConfigError::new(
@@ -206,6 +211,15 @@ impl RawStore {
                 "must be between 300 and 600000",
             ));
         }
+        let partitions = self
+            .lease_partitions
+            .unwrap_or(crate::shared::DEFAULT_PARTITIONS);
+        if !(1..=4096).contains(&partitions) {
+            return Err(ConfigError::new(
+                "store.lease_partitions",
+                "must be between 1 and 4096",
+            ));
+        }
         let tls_ca = match &self.tls_ca_file {
             None => None,
             Some(_) if !url.starts_with("rediss://") => {
@@ -220,6 +234,7 @@ impl RawStore {
             url: RedisUrl(url),
             prefix,
             lease: Duration::from_millis(lease_ms),
+            partitions,
             tls_ca,
         })
     }

@@ -55,10 +55,12 @@ impl Credentials {
         for slot in old.slots() {
             held.push(slot.fetch.lock().await);
         }
+        let stamped = old.stamped.load(std::sync::atomic::Ordering::Relaxed);
         if let Some(sh) = &self.shared
-            && let Err(e) = sh.release(appid).await
+            && stamped != 0
+            && let Err(e) = sh.unstamp(appid, stamped).await
         {
-            tracing::warn!(account.appid = %appid, error = %e, "cannot give the removed account's lease back; it lapses");
+            tracing::warn!(account.appid = %appid, error = %e, "cannot remove the removed account's lease stamp from redis; it stays until the next owner of its partition stamps it again");
         }
         let keys = old.slots().map(|s| old.store_key(s.kind)).collect();
         if let Err(e) = self.store.forget_credentials(appid, keys).await {

@@ -1,11 +1,12 @@
-//! Shared mode's leases: each round renews or takes every account's lease,
-//! a new owner takes over what Redis holds, and an instance holding more
-//! than its share hands some over. Following the owner (reads, notes,
+//! Shared mode's leases: each round renews or takes every partition's
+//! lease, a new owner stamps and takes over the partition's accounts from
+//! what Redis holds, and an instance holding more than its share of
+//! partitions hands some over. Following the owner (reads, notes,
 //! requests) is in `follow.rs`.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::Credentials;
 use super::model::Account;
@@ -44,115 +45,218 @@ impl Credentials {
         }
     }
 
-    /// One pass over every account: renews or takes its lease; takes over
-    /// what a dead holder left; follows the owner where another holds it.
-    /// Returns when the soonest lease held by another instance lapses.
+    /// One pass: renews or takes every partition's lease (a fixed number of
+    /// scripts, however many accounts); then, for each account, stamps it
+    /// where its partition was just taken, takes over what a dead holder
+    /// left, and follows the owner where another holds it. Returns when the
+    /// soonest lease held by another instance lapses.
     pub async fn lease_round(self: &Arc<Self>) -> Option<Duration> {
         use futures::StreamExt;
         let sh = self.shared.clone()?;
         if let Err(e) = sh.heartbeat().await {
             self.redis_failed(&e);
         }
-        let asked = futures::stream::iter(self.managed())
-            .map(|account| {
+        let before = sh.held_partitions();
+        let asked = futures::stream::iter(0..sh.partitions())
+            .map(|p| {
                 let sh = sh.clone();
                 async move {
-                    let had = sh.holding(account.appid()).is_some();
-                    let outcome = if account.cooling() && !had {
+                    let had = sh.holding_partition(p).is_some();
+                    let outcome = if sh.cooling(p) && !had {
                         // Handed over a moment ago: leave it to the others.
                         Ok(LeaseOutcome::Other {
                             lapses_in: sh.lease_ttl(),
                         })
                     } else {
-                        sh.acquire(account.appid()).await
+                        sh.acquire_partition(p).await
                     };
-                    (account, had, outcome)
+                    (p, outcome)
                 }
             })
             .buffer_unordered(16)
             .collect::<Vec<_>>()
             .await;
+        // None where Redis did not answer: those accounts are left as they
+        // are until the next round.
+        let mut outcomes: Vec<Option<LeaseOutcome>> = vec![None; sh.partitions()];
         let mut soonest: Option<Duration> = None;
-        for (account, had, outcome) in asked {
+        let mut failed = None;
+        for (p, outcome) in asked {
             match outcome {
-                Ok(LeaseOutcome::Held { fence, new }) => {
-                    self.redis_ok();
-                    self.acquired(&account, fence, new).await;
-                }
-                Ok(LeaseOutcome::Other { lapses_in }) => {
-                    soonest = Some(soonest.map_or(lapses_in, |s| s.min(lapses_in)));
-                    self.redis_ok();
-                    self.held_by_other(&account, had).await;
-                }
-                Err(e) => {
-                    self.redis_failed(&e);
-                    if had {
-                        tracing::warn!(account.appid = %account.appid(), "cannot renew the refresh lease: refreshing stops when it lapses");
+                Ok(o) => {
+                    match o {
+                        LeaseOutcome::Held { fence, new: true } => {
+                            tracing::info!(
+                                partition = p,
+                                fence,
+                                "this instance now owns a lease partition: taking over its accounts' refresh"
+                            );
+                        }
+                        LeaseOutcome::Other { lapses_in } => {
+                            soonest = Some(soonest.map_or(lapses_in, |s| s.min(lapses_in)));
+                            if before.contains(&p) {
+                                tracing::warn!(
+                                    partition = p,
+                                    "another instance took over a lease partition"
+                                );
+                            }
+                        }
+                        LeaseOutcome::Held { .. } => {}
                     }
+                    outcomes[p] = Some(o);
                 }
+                Err(e) => failed = Some((p, e)),
             }
         }
+        match failed {
+            Some((p, e)) => {
+                self.redis_failed(&e);
+                if before.contains(&p) {
+                    tracing::warn!(
+                        partition = p,
+                        "cannot renew a lease partition: its accounts' refreshing stops when it lapses"
+                    );
+                }
+            }
+            None => self.redis_ok(),
+        }
+        // Concurrently: a partition just taken is hundreds of accounts to
+        // stamp and read, each a round trip.
+        futures::stream::iter(self.managed())
+            .for_each_concurrent(32, |account| {
+                let (sh, outcomes) = (&sh, &outcomes);
+                async move {
+                    match outcomes[sh.partition(account.appid())] {
+                        Some(LeaseOutcome::Held { fence, .. }) => {
+                            if let Some(new) = self.stamp_account(&account, fence).await {
+                                self.acquired(&account, fence, new).await;
+                            }
+                        }
+                        Some(LeaseOutcome::Other { .. }) => {
+                            self.held_by_other(&account).await;
+                        }
+                        None => {}
+                    }
+                }
+            })
+            .await;
         self.balance(&sh).await;
         soonest
     }
 
-    async fn held_by_other(&self, account: &Account, had: bool) {
-        let appid = account.appid();
+    /// Stamps the account under its partition's `fence` unless it already
+    /// is. `Some(new)`: stamped (`new` when not already so); `None`: another
+    /// instance stamped it with a newer fence, or Redis did not answer.
+    pub(crate) async fn stamp_account(&self, account: &Account, fence: u64) -> Option<bool> {
+        let sh = self.shared.as_ref()?;
+        if account.stamped.load(Ordering::Relaxed) == fence {
+            return Some(false);
+        }
+        match sh.stamp(account.appid(), fence).await {
+            Ok(true) => {
+                self.redis_ok();
+                account.stamped.store(fence, Ordering::Relaxed);
+                Some(true)
+            }
+            Ok(false) => {
+                tracing::warn!(account.appid = %account.appid(), "a newer owner stamped the account: its partition's lease is lost");
+                self.lease_lost(account.appid());
+                None
+            }
+            Err(e) => {
+                self.redis_failed(&e);
+                None
+            }
+        }
+    }
+
+    /// Makes this instance the account's refresher if its partition is
+    /// free or already this instance's: what a caller that needs a value
+    /// nobody holds does, rather than wait for the next round.
+    pub(crate) async fn own(&self, account: &Account) -> bool {
+        let Some(sh) = &self.shared else { return true };
+        let fence = match sh.holding(account.appid()) {
+            Some(fence) => fence,
+            None => match sh.acquire_partition(sh.partition(account.appid())).await {
+                Ok(LeaseOutcome::Held { fence, .. }) => fence,
+                _ => return false,
+            },
+        };
+        match self.stamp_account(account, fence).await {
+            Some(true) => {
+                self.acquired(account, fence, true).await;
+                true
+            }
+            Some(false) => true,
+            None => false,
+        }
+    }
+
+    async fn held_by_other(&self, account: &Account) {
         account.settled.store(false, Ordering::Relaxed);
-        if had {
-            self.lease_lost(appid);
-            tracing::warn!(account.appid = %appid, "another instance took over the account's refresh");
+        if account.stamped.swap(0, Ordering::Relaxed) != 0 {
+            self.metrics
+                .inc("wxhub_lease_lost_total", &[("appid", account.appid())]);
         }
         self.follow(account).await;
     }
 
-    /// Hands leases over while this instance holds more than its share
-    /// (the accounts divided by the instances heard lately). Only after the
-    /// surplus has lasted longer than a lease, so the share of an instance
-    /// that just died is not shuffled around while its heartbeat ages out.
-    /// A handover costs no fetch: the next owner adopts what Redis holds.
+    /// Hands partitions over while this instance holds more than its share
+    /// (the partitions divided by the instances heard lately). Only after
+    /// the surplus has lasted longer than a lease, so the share of an
+    /// instance that just died is not shuffled around while its heartbeat
+    /// ages out. A handover costs no fetch: the next owner adopts what Redis
+    /// holds.
     async fn balance(&self, sh: &Shared) {
-        let managed = self.managed();
-        let share = managed.len().div_ceil(sh.live_instances());
-        let held = sh.held_count();
-        if held <= share {
+        let share = sh.partitions().div_ceil(sh.live_instances());
+        let held = sh.held_partitions();
+        if held.len() <= share {
             self.over_share.store(0, Ordering::Relaxed);
             return;
         }
         if self.over_share.fetch_add(1, Ordering::Relaxed) < 4 {
             return;
         }
-        let mut surplus = held - share;
+        let mut surplus = held.len() - share;
         let cooldown = sh.lease_ttl() * 2;
-        for account in managed {
+        let managed = self.managed();
+        for p in held {
             if surplus == 0 {
                 break;
             }
-            let appid = account.appid();
-            if sh.holding(appid).is_none() {
-                continue;
-            }
+            let accounts: Vec<_> = managed
+                .iter()
+                .filter(|a| sh.partition(a.appid()) == p)
+                .collect();
             // Never in the middle of a refresh.
-            let guards: Vec<_> = account
-                .slots()
+            let guards: Vec<_> = accounts
+                .iter()
+                .flat_map(|a| a.slots())
                 .map_while(|slot| slot.fetch.try_lock().ok())
                 .collect();
-            if guards.len() != account.slots().count() {
+            if guards.len() != accounts.iter().map(|a| a.slots().count()).sum::<usize>() {
                 continue;
             }
-            *account
-                .cooling_until
-                .lock()
-                .unwrap_or_else(|e| e.into_inner()) = Some(Instant::now() + cooldown);
-            account.settled.store(false, Ordering::Relaxed);
-            if let Err(e) = sh.release(appid).await {
+            for a in &accounts {
+                a.settled.store(false, Ordering::Relaxed);
+                a.stamped.store(0, Ordering::Relaxed);
+            }
+            if let Err(e) = sh.release_partition(p, cooldown).await {
                 self.redis_failed(&e);
                 return;
             }
             drop(guards);
-            self.metrics
-                .inc("wxhub_lease_handed_over_total", &[("appid", appid)]);
-            tracing::info!(account.appid = %appid, held, share, "handing the account's refresh over to balance the instances");
+            for a in &accounts {
+                self.metrics
+                    .inc("wxhub_lease_handed_over_total", &[("appid", a.appid())]);
+            }
+            tracing::info!(
+                partition = p,
+                accounts = accounts.len(),
+                held = sh.held_count() + 1,
+                share,
+                "handing a lease partition over to balance the instances"
+            );
             surplus -= 1;
         }
         self.over_share.store(0, Ordering::Relaxed);
@@ -166,7 +270,9 @@ impl Credentials {
             account.settled.store(false, Ordering::Relaxed);
             self.metrics
                 .inc("wxhub_lease_acquired_total", &[("appid", appid)]);
-            tracing::info!(account.appid = %appid, fence, "this instance now owns the account's refresh");
+            // At INFO per partition (lease_round), not per account: a
+            // takeover is hundreds of accounts.
+            tracing::debug!(account.appid = %appid, fence, "this instance now owns the account's refresh");
         }
         if account.settled.load(Ordering::Relaxed) {
             self.flush_dirty(account, fence).await;

@@ -12,7 +12,6 @@ use tokio::sync::futures::Notified;
 
 use super::model::{Account, CredError, CredKind, Refusal, Secret, Served, Slot, Trigger};
 use super::{Credentials, sha256_hex};
-use crate::shared::LeaseOutcome;
 use crate::shared::note::{Note, RequestKind};
 use crate::store::StoreError;
 
@@ -27,7 +26,6 @@ impl Credentials {
         failed: Option<Secret>,
         rejected: bool,
     ) -> Result<Served, CredError> {
-        let sh = self.shared.as_ref().expect("shared mode");
         let slot = account.slot(kind).expect("find checked the slot");
         let appid = account.appid();
         let key = account.store_key(kind);
@@ -54,14 +52,7 @@ impl Credentials {
         if let Some(s) = usable(self) {
             return Ok(s);
         }
-        let owner = sh.holding(appid).is_some()
-            || match sh.acquire(appid).await {
-                Ok(LeaseOutcome::Held { fence, new }) => {
-                    self.acquired(&account, fence, new).await;
-                    true
-                }
-                _ => false,
-            };
+        let owner = self.own(&account).await;
         if owner {
             let trigger = match failed {
                 Some(failed) => Trigger::Reported { failed, rejected },

@@ -2,7 +2,7 @@
 //! what is served, and what goes wrong. Types only, with small accessors.
 
 use std::sync::Mutex;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::time::Instant;
 
 use crate::config::{AccountConfig, TicketKind};
@@ -325,8 +325,10 @@ pub struct Account {
     /// Shared mode: this instance holds the lease and has finished taking
     /// over (read, written back, checked for an interrupted fetch).
     pub(crate) settled: AtomicBool,
-    /// Shared mode: handed over to balance the load; not taken back before.
-    pub(crate) cooling_until: Mutex<Option<Instant>>,
+    /// Shared mode: the fence this account was stamped with in Redis under
+    /// its partition's lease (0: not stamped by this instance). Its fenced
+    /// writes check the stamp.
+    pub(crate) stamped: AtomicU64,
 }
 
 impl Account {
@@ -341,17 +343,9 @@ impl Account {
                 .map(|t| Slot::new(CredKind::Ticket(t)))
                 .collect(),
             settled: AtomicBool::new(false),
-            cooling_until: Mutex::new(None),
+            stamped: AtomicU64::new(0),
             cfg,
         }
-    }
-
-    /// Shared mode: handed over a moment ago, not to be taken back yet.
-    pub(crate) fn cooling(&self) -> bool {
-        self.cooling_until
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_some_and(|t| Instant::now() < t)
     }
 
     /// The AppID.

@@ -188,6 +188,17 @@ impl Credentials {
                 retry_after: 1,
             });
         };
+        // An account added since the partition was taken is stamped first:
+        // its fenced writes check the stamp.
+        if self.stamp_account(account, fence).await.is_none() {
+            return Err(CredError::Unavailable {
+                reason: format!(
+                    "this instance cannot claim {appid}'s refresh now; waiting for its {}",
+                    kind.label()
+                ),
+                retry_after: 1,
+            });
+        }
         let key = account.store_key(kind);
         match self
             .store

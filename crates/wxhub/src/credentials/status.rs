@@ -173,6 +173,27 @@ impl Credentials {
             "gauge",
             "Shared mode: 1 when this instance owns the account's refresh (per account, as wxhub_account_healthy).",
         );
+        metrics::family(
+            out,
+            "wxhub_lease_partitions_held",
+            "gauge",
+            "Shared mode: how many of the lease partitions (wxhub_lease_partitions) this instance holds; each instance should hold about its share.",
+        );
+        metrics::family(
+            out,
+            "wxhub_lease_partitions",
+            "gauge",
+            "Shared mode: how many lease partitions the accounts are hashed into.",
+        );
+        if let Some(sh) = &self.shared {
+            metrics::sample(
+                out,
+                "wxhub_lease_partitions_held",
+                &[],
+                sh.held_count() as f64,
+            );
+            metrics::sample(out, "wxhub_lease_partitions", &[], sh.partitions() as f64);
+        }
         out.push_str(&detail);
     }
 

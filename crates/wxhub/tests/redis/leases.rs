@@ -191,11 +191,12 @@ async fn sequence_numbers_grow_across_an_emptied_redis() {
         assert!(s > last);
         last = s;
     }
-    // Redis restarted empty: the fence counter starts over, the sequence
+    // Redis restarted empty: the fence counter starts over (from the
+    // server's clock, so not below the old fences either), and the sequence
     // does not go back.
     p.cleanup().await;
     let f = taken(p.a.acquire("wx1").await, "lease again");
-    assert_eq!(f, 1);
+    assert!(f >= fence, "{f} after {fence}");
     let h = p.a.holder(f);
     let s = stored(
         p.store_a
@@ -204,5 +205,98 @@ async fn sequence_numbers_grow_across_an_emptied_redis() {
             .unwrap(),
     );
     assert!(s > last, "{s} after {last}");
+    p.cleanup().await;
+}
+
+/// An appid other than `appid` in the same partition (`same`) or another.
+fn neighbour(appid: &str, same: bool) -> String {
+    let n = wxhub::shared::DEFAULT_PARTITIONS;
+    let p = wxhub::shared::partition_of(appid, n);
+    (0..10_000)
+        .map(|i| format!("wx{i:016}"))
+        .find(|c| c != appid && (wxhub::shared::partition_of(c, n) == p) == same)
+        .expect("a neighbour among 10,000")
+}
+
+#[tokio::test]
+async fn one_lease_covers_a_partition_of_accounts() {
+    let p = pair(5_000).await;
+    let (near, far) = (neighbour("wx1", true), neighbour("wx1", false));
+    let f = taken(p.a.acquire("wx1").await, "a takes wx1's partition");
+    assert_eq!(
+        p.a.holding(&near),
+        Some(f),
+        "the partition covers its neighbour"
+    );
+    assert_eq!(p.a.holding(&far), None);
+    assert!(
+        matches!(
+            p.b.acquire(&near).await.unwrap(),
+            LeaseOutcome::Other { .. }
+        ),
+        "b cannot take an account of a's partition"
+    );
+    taken(p.b.acquire(&far).await, "b takes another partition");
+    // The neighbour is a's only once stamped: its fenced writes check that.
+    let h = p.a.holder(f);
+    assert!(!p.store_a.begin_fetch(&near, K, &h, 1_000).await.unwrap());
+    assert!(p.a.stamp(&near, f).await.unwrap());
+    assert!(p.store_a.begin_fetch(&near, K, &h, 1_000).await.unwrap());
+    assert_eq!(p.a.held_count(), 1);
+    p.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_stamp_under_a_newer_fence_is_never_replaced_by_an_older_one() {
+    let p = pair(300).await;
+    let f1 = taken(p.a.acquire("wx1").await, "a");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let f2 = taken(p.b.acquire("wx1").await, "b after a lapsed");
+    assert!(f2 > f1);
+    // a, resumed, still believes in f1: its stamp is refused and it lets
+    // the partition go.
+    assert!(!p.a.stamp("wx1", f1).await.unwrap());
+    assert_eq!(p.a.held_count(), 0);
+    let hb = p.b.holder(f2);
+    assert!(p.store_b.begin_fetch("wx1", K, &hb, 1_000).await.unwrap());
+    p.cleanup().await;
+}
+
+#[tokio::test]
+async fn fences_grow_when_the_partition_count_changes() {
+    let p = pair(300).await;
+    let f1 = taken(p.a.acquire("wx1").await, "a, 64 partitions");
+    stored(
+        p.store_a
+            .write_credential("wx1", K, &record("T1", f1), &p.a.holder(f1))
+            .await
+            .unwrap(),
+    );
+    p.a.release_all().await;
+    // Every instance stopped, the count changed: wx1's partition now has a
+    // counter of its own, and its fence must still beat the stored one.
+    let redis = RedisStore::connect(&crate::url(), &p.prefix).await.unwrap();
+    let c = Shared::with_partitions(redis, "c".into(), Duration::from_millis(300), 7);
+    let f2 = taken(c.acquire("wx1").await, "c, 7 partitions");
+    assert!(f2 > f1, "{f2} after {f1}");
+    stored(
+        p.store_b
+            .write_credential("wx1", K, &record("T2", f2), &c.holder(f2))
+            .await
+            .unwrap(),
+    );
+    p.cleanup().await;
+}
+
+#[tokio::test]
+async fn the_first_instance_sets_the_partition_count() {
+    let p = pair(5_000).await;
+    let r = p.a.redis();
+    assert_eq!(Shared::agree_partitions(r, 16).await.unwrap(), 16);
+    assert_eq!(
+        Shared::agree_partitions(r, 64).await.unwrap(),
+        16,
+        "the stored count wins"
+    );
     p.cleanup().await;
 }

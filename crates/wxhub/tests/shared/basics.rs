@@ -370,28 +370,50 @@ async fn refreshing_is_balanced_across_instances() {
         }
         counts
     }
-    async fn until(c: &Cluster, want: &[usize]) {
+    async fn partitions(c: &Cluster) -> Vec<usize> {
+        let mut counts = Vec::new();
+        for i in c.live() {
+            let m = c.metrics(i).await;
+            let held = m
+                .lines()
+                .find_map(|l| l.strip_prefix("wxhub_lease_partitions_held "))
+                .and_then(|v| v.trim().parse::<f64>().ok())
+                .unwrap_or(-1.0);
+            counts.push(held as usize);
+        }
+        counts.sort();
+        counts
+    }
+    // Leases are balanced by partition (64, hashed from the appid): each
+    // instance holds its share of partitions, and every account has exactly
+    // one owner.
+    async fn until(c: &Cluster, instances: usize) {
+        let share = 64usize.div_ceil(instances);
         let t = std::time::Instant::now();
         loop {
-            let mut got = owned(c).await;
-            got.sort();
-            if got == want {
+            let got = partitions(c).await;
+            let owners: usize = owned(c).await.iter().sum();
+            if got.len() == instances
+                && got.iter().sum::<usize>() == 64
+                && got.iter().all(|n| *n <= share)
+                && owners == 30
+            {
                 return;
             }
             assert!(
                 t.elapsed() < Duration::from_secs(30),
-                "owned {got:?}, want {want:?}"
+                "partitions held {got:?}, want 64 with at most {share} each; accounts owned {owners} of 30"
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
-    until(&c, &[10, 10, 10]).await;
+    until(&c, 3).await;
     let (owner, _) = c.wait_owner(Duration::from_secs(5)).await;
     c.kill(owner);
-    until(&c, &[15, 15]).await;
+    until(&c, 2).await;
     let h = c.spawn_hub().await;
     c.hubs[owner] = Some(h);
-    until(&c, &[10, 10, 10]).await;
+    until(&c, 3).await;
     let stats = c.sim.sim().stats();
     for appid in std::iter::once(crate::cluster::APPID.to_string())
         .chain((0..extra).map(crate::cluster::extra_appid))

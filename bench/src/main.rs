@@ -21,6 +21,7 @@ use bytes::Bytes;
 use clap::{Parser, Subcommand};
 
 mod scale;
+mod shared_scale;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
@@ -61,6 +62,20 @@ enum Bench {
         accounts: Vec<usize>,
         /// The `wxhub` binary (default: beside this one; build it with
         /// `cargo build --release -p wxhub`).
+        #[arg(long)]
+        hub_bin: Option<PathBuf>,
+    },
+    /// Three `wxhub serve` processes on one Redis with many accounts:
+    /// Redis commands per second at steady state (`INFO commandstats`).
+    SharedScale {
+        /// Account counts, comma-separated (the first also measures the
+        /// commands per refreshed token).
+        #[arg(long, value_delimiter = ',', default_value = "1000,100000")]
+        accounts: Vec<usize>,
+        /// Seconds of steady state counted.
+        #[arg(long, default_value_t = 30)]
+        window: u64,
+        /// The `wxhub` binary (default: beside this one).
         #[arg(long)]
         hub_bin: Option<PathBuf>,
     },
@@ -1012,6 +1027,14 @@ async fn main() -> anyhow::Result<()> {
         } => (
             "scale",
             scale::bench_scale(&cli, accounts, hub_bin.clone()).await?,
+        ),
+        Bench::SharedScale {
+            ref accounts,
+            window,
+            ref hub_bin,
+        } => (
+            "shared-scale",
+            shared_scale::bench_shared_scale(accounts, window, hub_bin.clone()).await?,
         ),
         Bench::Push => ("push", push::bench_push(&cli).await?),
         Bench::Count {

@@ -24,7 +24,7 @@ use crate::{Round, load, median};
 const START: i64 = 1_700_000_000;
 
 /// One hub process.
-struct Hub {
+pub(crate) struct Hub {
     // Killed when dropped.
     _child: tokio::process::Child,
     addr: std::net::SocketAddr,
@@ -42,11 +42,11 @@ impl Drop for TempDir {
     }
 }
 
-fn appid(i: usize) -> String {
+pub(crate) fn appid(i: usize) -> String {
     format!("wx{i:016x}")
 }
 
-fn world(n: usize) -> anyhow::Result<wx_sim::World> {
+pub(crate) fn world(n: usize) -> anyhow::Result<wx_sim::World> {
     let mut text = format!("[clock]\nstart = {START}\n");
     for i in 0..n {
         let a = appid(i);
@@ -59,6 +59,17 @@ fn world(n: usize) -> anyhow::Result<wx_sim::World> {
 
 impl Hub {
     async fn start(bin: &Path, sim: &str, n: usize) -> anyhow::Result<Hub> {
+        Hub::start_on(bin, sim, n, None).await
+    }
+
+    /// A hub on SQLite in its own directory, or on `store` (a `[store]`
+    /// section's lines) when given.
+    pub(crate) async fn start_on(
+        bin: &Path,
+        sim: &str,
+        n: usize,
+        store: Option<&str>,
+    ) -> anyhow::Result<Hub> {
         let dir = std::env::temp_dir().join(format!(
             "wxhub-scale-{}-{n}-{}",
             std::process::id(),
@@ -76,13 +87,16 @@ impl Hub {
         };
         let mut config = format!(
             "listen = \"127.0.0.1:0\"\nadmin_key_sha256 = \"{}\"\n\
-             [store]\npath = \"{}\"\n\
+             [store]\n{}\n\
              [upstream]\napi_base = \"{sim}\"\nopen_base = \"{sim}\"\n\
              [refresh]\ntick_ms = 200\n\
              [limits]\nproxy = {{ per_second = 1000000, burst = 1000000 }}\n\
              [[clients]]\nname = \"bench\"\nkey_sha256 = \"{}\"\napps = [\"*\"]\n",
             hex(&admin),
-            dir.0.join("wxhub.db").display(),
+            store.map_or_else(
+                || format!("path = \"{}\"", dir.0.join("wxhub.db").display()),
+                str::to_string
+            ),
             hex(&key),
         );
         for i in 0..n {
@@ -124,11 +138,11 @@ impl Hub {
         })
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
 
-    async fn metrics(&self, http: &reqwest::Client) -> anyhow::Result<String> {
+    pub(crate) async fn metrics(&self, http: &reqwest::Client) -> anyhow::Result<String> {
         Ok(http.get(self.url("/metrics")).send().await?.text().await?)
     }
 
@@ -191,14 +205,14 @@ fn rand_suffix() -> u64 {
 }
 
 /// A sample's value from the exposition text.
-fn sample(text: &str, series: &str) -> f64 {
+pub(crate) fn sample(text: &str, series: &str) -> f64 {
     text.lines()
         .find_map(|l| l.strip_prefix(series))
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0.0)
 }
 
-const VALID: &str = "wxhub_credentials{kind=\"access_token\",state=\"valid\"}";
+pub(crate) const VALID: &str = "wxhub_credentials{kind=\"access_token\",state=\"valid\"}";
 const EXPIRED: &str = "wxhub_credentials{kind=\"access_token\",state=\"expired\"}";
 const SOON: &str = "wxhub_credential_seconds_left_bucket{kind=\"access_token\",le=\"900\"}";
 

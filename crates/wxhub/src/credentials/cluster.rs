@@ -73,7 +73,10 @@ impl Credentials {
                     (p, outcome)
                 }
             })
-            .buffer_unordered(16)
+            // The connection is multiplexed: asked together, the partitions'
+            // scripts travel in a few writes and the round takes one round
+            // trip or so, however many partitions.
+            .buffer_unordered(64)
             .collect::<Vec<_>>()
             .await;
         // None where Redis did not answer: those accounts are left as they
@@ -355,10 +358,15 @@ impl Credentials {
         }
     }
 
-    /// This instance no longer holds the account's lease.
+    /// This instance no longer holds the lease of the account's partition
+    /// (a refused stamp, fetch mark or write showed it): counted here, once,
+    /// and the next round finds who holds it.
     pub(crate) fn lease_lost(&self, appid: &str) {
         if let Some(sh) = &self.shared {
             sh.forget(appid);
+        }
+        if let Some(account) = self.account(appid) {
+            account.stamped.store(0, Ordering::Relaxed);
         }
         self.metrics
             .inc("wxhub_lease_lost_total", &[("appid", appid)]);

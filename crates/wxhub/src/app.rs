@@ -115,20 +115,9 @@ impl Application {
                 None,
             ),
             StoreConfig::Redis {
-                url,
-                prefix,
-                lease,
-                partitions,
-                tls_ca,
+                lease, partitions, ..
             } => {
-                let redis = RedisStore::connect_with(
-                    &url.0,
-                    prefix,
-                    tls_ca.as_ref().map(|p| p.0.as_slice()),
-                )
-                .await
-                .context("store.url: cannot connect to redis")?
-                .with_sealer(sealer);
+                let redis = connect_redis(&config.store).await?.with_sealer(sealer);
                 redis
                     .prepare_keys()
                     .await
@@ -250,6 +239,11 @@ impl Application {
         if creds.shared().is_some() {
             tasks.spawn("lease loop", creds.clone().run_leases(rx.clone()));
             tasks.spawn("subscriber", creds.clone().run_subscriber(rx.clone()));
+            if let Some(sh) = creds.shared() {
+                let redis = sh.redis().clone();
+                let rx = rx.clone();
+                tasks.spawn("sentinel", async move { redis.follow_sentinel(rx).await });
+            }
             tasks.spawn(
                 "directory watcher",
                 self.app
@@ -378,4 +372,30 @@ impl Drop for RunningHub {
             task.abort();
         }
     }
+}
+
+/// Connects to the configured Redis: the URL's server, or the primary the
+/// Sentinels name.
+///
+/// # Errors
+/// If Redis cannot be reached, named by the configuration key to look at.
+pub async fn connect_redis(store: &crate::config::StoreConfig) -> anyhow::Result<RedisStore> {
+    let crate::config::StoreConfig::Redis {
+        url,
+        prefix,
+        tls_ca,
+        sentinel,
+        ..
+    } = store
+    else {
+        anyhow::bail!("store.kind: not a redis store");
+    };
+    Ok(match sentinel {
+        None => RedisStore::connect_with(&url.0, prefix, tls_ca.as_ref().map(|p| p.0.as_slice()))
+            .await
+            .context("store.url: cannot connect to redis")?,
+        Some(s) => RedisStore::connect_sentinel(&s.nodes, &s.master, &url.0, prefix)
+            .await
+            .context("store.sentinels: no sentinel names a reachable primary")?,
+    })
 }

@@ -328,20 +328,8 @@ async fn check(path: PathBuf, online: bool) -> anyhow::Result<()> {
     if !online {
         return Ok(());
     }
-    if let crate::config::StoreConfig::Redis {
-        url,
-        prefix,
-        tls_ca,
-        ..
-    } = &config.store
-    {
-        let redis = crate::store::RedisStore::connect_with(
-            &url.0,
-            prefix,
-            tls_ca.as_ref().map(|p| p.0.as_slice()),
-        )
-        .await
-        .context("store.url: cannot connect to redis")?;
+    if let crate::config::StoreConfig::Redis { .. } = &config.store {
+        let redis = crate::app::connect_redis(&config.store).await?;
         let pong: String = redis::cmd("PING")
             .query_async(&mut redis.conn())
             .await

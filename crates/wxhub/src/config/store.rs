@@ -35,6 +35,8 @@ pub(crate) struct RawStore {
     prefix: Option<String>,
     lease_ms: Option<u64>,
     lease_partitions: Option<u32>,
+    sentinels: Option<Vec<String>>,
+    sentinel_master: Option<String>,
     encryption_key: Option<String>,
     encryption_key_env: Option<String>,
     encryption_key_file: Option<PathBuf>,
@@ -64,10 +66,22 @@ pub enum StoreConfig {
         /// How many leases the accounts are hashed into (the first
         /// instance's count is kept in Redis and wins).
         partitions: u32,
+        /// Redis Sentinel: the primary is the one these name; `url` then
+        /// gives only the credentials and database.
+        sentinel: Option<Sentinel>,
         /// PEM certificates to trust for `rediss://` instead of the system's
         /// and the web's roots (a private CA).
         tls_ca: Option<Pem>,
     },
+}
+
+/// Where Redis Sentinel is asked for the primary.
+#[derive(Debug, Clone)]
+pub struct Sentinel {
+    /// The name the Sentinels monitor the primary under.
+    pub master: String,
+    /// `host:port` of each Sentinel.
+    pub nodes: Vec<String>,
 }
 
 /// PEM text, shown in `Debug` by size only.
@@ -165,6 +179,8 @@ impl RawStore {
             ("store.prefix", self.prefix.is_some()),
             ("store.lease_ms", self.lease_ms.is_some()),
             ("store.lease_partitions", self.lease_partitions.is_some()),
+            ("store.sentinels", self.sentinels.is_some()),
+            ("store.sentinel_master", self.sentinel_master.is_some()),
         ];
         if let Some((key, _)) = redis_only.iter().find(|(_, given)| *given) {
             return Err(ConfigError::new(
@@ -177,7 +193,10 @@ impl RawStore {
         })
     }
 
-    fn redis(self, lookup: &dyn Fn(&str) -> Option<String>) -> Result<StoreConfig, ConfigError> {
+    fn redis(
+        mut self,
+        lookup: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<StoreConfig, ConfigError> {
         // `path` is not refused here: images set a default one
         // (WXHUB__STORE__PATH) that a Redis configuration never unsets.
         let given = Given::new(self.url, self.url_env, self.url_file);
@@ -220,6 +239,51 @@ impl RawStore {
                 "must be between 1 and 4096",
             ));
         }
+        let sentinel = match (self.sentinels.take(), self.sentinel_master.take()) {
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(ConfigError::new(
+                    "store.sentinel_master",
+                    "store.sentinels needs the name the Sentinels monitor the primary under",
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::new(
+                    "store.sentinels",
+                    "store.sentinel_master needs the Sentinels' addresses (\"host:port\", at least one)",
+                ));
+            }
+            (Some(nodes), Some(master)) => {
+                if nodes.is_empty() {
+                    return Err(ConfigError::new(
+                        "store.sentinels",
+                        "at least one \"host:port\"",
+                    ));
+                }
+                if let Some(bad) = nodes.iter().find(|n| {
+                    n.rsplit_once(':')
+                        .is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err())
+                }) {
+                    return Err(ConfigError::new(
+                        "store.sentinels",
+                        format!("{bad:?} is not \"host:port\""),
+                    ));
+                }
+                if master.is_empty() || master.contains(char::is_whitespace) {
+                    return Err(ConfigError::new(
+                        "store.sentinel_master",
+                        "a name without spaces, as in the Sentinels' `sentinel monitor` line",
+                    ));
+                }
+                if self.tls_ca_file.is_some() {
+                    return Err(ConfigError::new(
+                        "store.tls_ca_file",
+                        "is not supported with store.sentinels yet; use the system's roots",
+                    ));
+                }
+                Some(Sentinel { master, nodes })
+            }
+        };
         let tls_ca = match &self.tls_ca_file {
             None => None,
             Some(_) if !url.starts_with("rediss://") => {
@@ -235,6 +299,7 @@ impl RawStore {
             prefix,
             lease: Duration::from_millis(lease_ms),
             partitions,
+            sentinel,
             tls_ca,
         })
     }

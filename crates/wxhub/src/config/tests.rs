@@ -187,6 +187,37 @@ fn store_errors_name_the_key() {
             "store.lease_ms",
         ),
         (
+            format!("[store]\nkind = \"redis\"\nurl = \"redis://h\"\nlease_partitions = 0\n{BASE}"),
+            vec![],
+            "store.lease_partitions",
+        ),
+        (
+            format!(
+                "[store]\nkind = \"redis\"\nurl = \"redis://h\"\nsentinels = [\"s:26379\"]\n{BASE}"
+            ),
+            vec![],
+            "store.sentinel_master",
+        ),
+        (
+            format!(
+                "[store]\nkind = \"redis\"\nurl = \"redis://h\"\nsentinel_master = \"m\"\n{BASE}"
+            ),
+            vec![],
+            "store.sentinels",
+        ),
+        (
+            format!(
+                "[store]\nkind = \"redis\"\nurl = \"redis://h\"\nsentinels = [\"no-port\"]\nsentinel_master = \"m\"\n{BASE}"
+            ),
+            vec![],
+            "store.sentinels",
+        ),
+        (
+            format!("[store]\nsentinel_master = \"m\"\n{BASE}"),
+            vec![],
+            "store.sentinel_master",
+        ),
+        (
             format!(
                 "[store]\nkind = \"redis\"\nurl = \"redis://h\"\ntls_ca_file = \"/etc/hostname\"\n{BASE}"
             ),

@@ -19,10 +19,16 @@ use crate::seal::{Found, Plan, Resealed, Sealer};
 /// A connection to the shared Redis.
 #[derive(Clone)]
 pub struct RedisStore {
-    client: redis::Client,
-    conn: ConnectionManager,
+    link: Arc<Link>,
     prefix: String,
     sealer: Arc<Sealer>,
+}
+
+/// The client and connection every clone shares: replaced together when
+/// Sentinel names a new primary.
+struct Link {
+    current: std::sync::RwLock<(redis::Client, ConnectionManager)>,
+    sentinel: Option<tokio::sync::Mutex<redis::sentinel::SentinelClient>>,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -30,7 +36,30 @@ impl std::fmt::Debug for RedisStore {
         // The URL may hold a password.
         f.debug_struct("RedisStore")
             .field("prefix", &self.prefix)
+            .field("sentinel", &self.link.sentinel.is_some())
             .finish_non_exhaustive()
+    }
+}
+
+async fn manager(client: redis::Client) -> Result<ConnectionManager, StoreError> {
+    let config = redis::aio::ConnectionManagerConfig::new()
+        .set_connection_timeout(std::time::Duration::from_secs(2))
+        .set_response_timeout(std::time::Duration::from_secs(2))
+        .set_number_of_retries(1)
+        .set_max_delay(1000);
+    Ok(ConnectionManager::new_with_config(client, config).await?)
+}
+
+/// `host:port` of a client's server: what the logs may show of it.
+fn address(client: &redis::Client) -> String {
+    match &client.get_connection_info().addr {
+        redis::ConnectionAddr::Tcp(h, p)
+        | redis::ConnectionAddr::TcpTls {
+            host: h, port: p, ..
+        } => {
+            format!("{h}:{p}")
+        }
+        other => format!("{other:?}"),
     }
 }
 
@@ -64,18 +93,107 @@ impl RedisStore {
                 },
             )?,
         };
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(std::time::Duration::from_secs(2))
-            .set_response_timeout(std::time::Duration::from_secs(2))
-            .set_number_of_retries(1)
-            .set_max_delay(1000);
-        let conn = ConnectionManager::new_with_config(client.clone(), config).await?;
-        Ok(RedisStore {
+        let conn = manager(client.clone()).await?;
+        Ok(RedisStore::new(client, conn, None, prefix))
+    }
+
+    /// Connects to the primary that the Sentinels at `sentinels` (`host:port`)
+    /// name for `master`, with the credentials and database of `url` (its
+    /// host and port are not used). [`RedisStore::follow_sentinel`] keeps
+    /// following the primary after a failover.
+    ///
+    /// # Errors
+    /// If the URL is invalid or no Sentinel names a reachable primary now.
+    pub async fn connect_sentinel(
+        sentinels: &[String],
+        master: &str,
+        url: &str,
+        prefix: &str,
+    ) -> Result<RedisStore, StoreError> {
+        use redis::IntoConnectionInfo;
+        use redis::sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServerType};
+        let info = url.into_connection_info()?;
+        let tls_mode = match info.addr {
+            redis::ConnectionAddr::TcpTls { insecure: true, .. } => Some(redis::TlsMode::Insecure),
+            redis::ConnectionAddr::TcpTls { .. } => Some(redis::TlsMode::Secure),
+            _ => None,
+        };
+        let node = SentinelNodeConnectionInfo {
+            tls_mode,
+            redis_connection_info: Some(info.redis),
+        };
+        let mut sentinel = SentinelClient::build(
+            sentinels.iter().map(|s| format!("redis://{s}")).collect(),
+            master.to_string(),
+            Some(node),
+            SentinelServerType::Master,
+        )?;
+        let client = sentinel.async_get_client().await?;
+        let conn = manager(client.clone()).await?;
+        tracing::info!(primary = %address(&client), master, "sentinel names the redis primary");
+        Ok(RedisStore::new(
             client,
             conn,
+            Some(tokio::sync::Mutex::new(sentinel)),
+            prefix,
+        ))
+    }
+
+    fn new(
+        client: redis::Client,
+        conn: ConnectionManager,
+        sentinel: Option<tokio::sync::Mutex<redis::sentinel::SentinelClient>>,
+        prefix: &str,
+    ) -> RedisStore {
+        RedisStore {
+            link: Arc::new(Link {
+                current: std::sync::RwLock::new((client, conn)),
+                sentinel,
+            }),
             prefix: prefix.to_string(),
             sealer: Arc::new(Sealer::plaintext()),
-        })
+        }
+    }
+
+    /// With Sentinel: asks it for the primary every second until shutdown,
+    /// and moves every clone's connection there when it changes. A command
+    /// sent to the old primary in between fails (it is gone, or answers
+    /// READONLY as a replica), and the hub treats that as Redis being away
+    /// for a moment: it serves what it holds and tries again. Without
+    /// Sentinel: only waits for shutdown (a task that ends early is taken
+    /// for a failure).
+    pub async fn follow_sentinel(&self, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+        let Some(sentinel) = &self.link.sentinel else {
+            let _ = shutdown.changed().await;
+            return;
+        };
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+                _ = shutdown.changed() => return,
+            }
+            let named = sentinel.lock().await.async_get_client().await;
+            let client = match named {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::debug!(error = %e, "sentinel names no primary now");
+                    continue;
+                }
+            };
+            let now = address(&client);
+            if now == address(&self.client()) {
+                continue;
+            }
+            match manager(client.clone()).await {
+                Ok(conn) => {
+                    tracing::warn!(primary = %now, "sentinel names a new redis primary: moving there");
+                    *self.link.current.write().unwrap_or_else(|e| e.into_inner()) = (client, conn);
+                }
+                Err(e) => {
+                    tracing::warn!(primary = %now, error = %e, "cannot reach the new redis primary yet")
+                }
+            }
+        }
     }
 
     /// The same connection, sealing what it writes with `sealer`. Run
@@ -92,12 +210,22 @@ impl RedisStore {
 
     /// A multiplexed connection, cheap to clone.
     pub fn conn(&self) -> ConnectionManager {
-        self.conn.clone()
+        self.link
+            .current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .1
+            .clone()
     }
 
-    /// The client, for the pub/sub connection.
-    pub fn client(&self) -> &redis::Client {
-        &self.client
+    /// The client (the current primary's), for the pub/sub connection.
+    pub fn client(&self) -> redis::Client {
+        self.link
+            .current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .0
+            .clone()
     }
 
     /// The key prefix.

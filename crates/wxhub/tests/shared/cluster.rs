@@ -51,6 +51,8 @@ pub struct Setup {
     pub sim_account: String,
     /// One SQLite file instead of Redis (for single-instance tests).
     pub sqlite: bool,
+    /// More lines of the `[store]` section (Sentinel's).
+    pub store_extra: String,
 }
 
 /// Limits these tests never reach unless they mean to.
@@ -76,6 +78,7 @@ impl Default for Setup {
             push: String::new(),
             sim_account: String::new(),
             sqlite: false,
+            store_extra: String::new(),
         }
     }
 }
@@ -200,9 +203,10 @@ apps = ["*"]
                 format!("[store]\npath = \"{}\"", dir.join("wxhub.db").display())
             } else {
                 format!(
-                    "[store]\nkind = \"redis\"\nurl = \"{}\"\nprefix = \"{prefix}\"\nlease_ms = {}\n{}",
+                    "[store]\nkind = \"redis\"\nurl = \"{}\"\nprefix = \"{prefix}\"\nlease_ms = {}\n{}\n{}",
                     s.redis,
                     s.lease_ms,
+                    s.store_extra,
                     s.redis_tls_ca
                         .as_ref()
                         .map(|p| format!("tls_ca_file = \"{}\"", p.display()))

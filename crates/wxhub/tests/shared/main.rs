@@ -7,6 +7,7 @@ mod killed;
 mod paused;
 mod push;
 mod redis_restart;
+mod sentinel;
 
 /// The push tests' subscriber, shared with the API tests (which use the
 /// rest of it).

@@ -32,7 +32,7 @@ mod report;
 mod scheduler;
 mod status;
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::sync::atomic::AtomicU32;
 use std::sync::{Arc, RwLock};
 
@@ -54,7 +54,9 @@ use crate::store::{Record, Store};
 
 /// Every account's credentials.
 pub struct Credentials {
-    accounts: RwLock<BTreeMap<String, Arc<Account>>>,
+    // A hash map: every token request looks its account up, and with
+    // 100,000 accounts a B-tree walk is a dozen cold cache lines.
+    accounts: RwLock<HashMap<String, Arc<Account>>>,
     store: Arc<Store>,
     shared: Option<Arc<Shared>>,
     clock: Arc<dyn Clock>,
@@ -142,7 +144,7 @@ impl Credentials {
         Ok(())
     }
 
-    fn read_accounts(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Arc<Account>>> {
+    fn read_accounts(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Arc<Account>>> {
         self.accounts.read().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -153,7 +155,9 @@ impl Credentials {
 
     /// Every account, in AppID order.
     pub fn accounts(&self) -> Vec<Arc<Account>> {
-        self.read_accounts().values().cloned().collect()
+        let mut all: Vec<_> = self.read_accounts().values().cloned().collect();
+        all.sort_unstable_by(|a, b| a.appid().cmp(b.appid()));
+        all
     }
 
     /// How many accounts there are.

@@ -43,7 +43,9 @@ pub use model::{
     Account, Cred, CredError, CredKind, Problem, ReportOutcome, Reported, Secret, Served, Severity,
     Slot,
 };
-pub use status::{AccountStatus, ListQuery, MAX_PAGE, Readiness, SlotStatus, StateFilter};
+pub use status::{
+    AccountStatus, ConsolePage, ListQuery, MAX_PAGE, Readiness, SlotStatus, StateFilter,
+};
 
 use self::policy::{Adoption, Jitter, Schedule};
 use crate::clock::Clock;
@@ -154,6 +156,33 @@ impl Credentials {
     /// Every account, in AppID order.
     pub fn accounts(&self) -> Vec<Arc<Account>> {
         self.read_accounts().values().cloned().collect()
+    }
+
+    /// Counts a use of `appid`'s credentials by `client` (the console's
+    /// per-client figures).
+    pub fn note_use(&self, appid: &str, client: &Arc<str>) {
+        if let Some(a) = self.read_accounts().get(appid) {
+            a.note_use(client);
+        }
+    }
+
+    /// The refresh history of `appid`, newest first, within the configured
+    /// retention: at most `limit` entries.
+    ///
+    /// # Errors
+    /// On a storage failure.
+    pub async fn history(
+        &self,
+        appid: &str,
+        limit: usize,
+    ) -> Result<Vec<crate::history::Entry>, crate::store::StoreError> {
+        let since = self.clock.now() - self.settings.history_days * 86400;
+        self.store.history(appid, since, limit).await
+    }
+
+    /// The refresh settings in force.
+    pub fn settings(&self) -> &RefreshSettings {
+        &self.settings
     }
 
     /// How many accounts there are.

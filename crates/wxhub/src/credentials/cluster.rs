@@ -167,6 +167,14 @@ impl Credentials {
             self.metrics
                 .inc("wxhub_lease_acquired_total", &[("appid", appid)]);
             tracing::info!(account.appid = %appid, fence, "this instance now owns the account's refresh");
+            let now = self.clock.now();
+            for slot in account.slots() {
+                slot.lock().note = Some(super::model::Note {
+                    reason: crate::history::Reason::Takeover,
+                    client: None,
+                    at: now,
+                });
+            }
         }
         if account.settled.load(Ordering::Relaxed) {
             self.flush_dirty(account, fence).await;

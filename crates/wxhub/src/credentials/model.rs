@@ -262,6 +262,21 @@ pub(crate) struct SlotState {
     /// A refused caller-triggered refresh was logged then; logged again
     /// only after the confirm window, not once per report.
     pub refused_logged_at: Option<i64>,
+    /// Why the next fetch will happen, when it is not the trigger's own
+    /// reason (a takeover, a configuration change, a report by a named
+    /// client), and when that was noted: for the refresh history.
+    pub note: Option<Note>,
+    /// The platform's error code of the last failed fetch, cleared by a
+    /// success: the console explains it as `wxhub explain` does.
+    pub last_errcode: Option<i64>,
+}
+
+/// A note on why the next fetch happens; see [`SlotState::note`].
+#[derive(Debug, Clone)]
+pub(crate) struct Note {
+    pub reason: crate::history::Reason,
+    pub client: Option<std::sync::Arc<str>>,
+    pub at: i64,
 }
 
 impl SlotState {
@@ -327,6 +342,9 @@ pub struct Account {
     pub(crate) settled: AtomicBool,
     /// Shared mode: handed over to balance the load; not taken back before.
     pub(crate) cooling_until: Mutex<Option<Instant>>,
+    /// Tokens and tickets served and proxied calls, per client, since this
+    /// instance started (the console's account page).
+    usage: Mutex<Vec<(std::sync::Arc<str>, u64)>>,
 }
 
 impl Account {
@@ -342,8 +360,25 @@ impl Account {
                 .collect(),
             settled: AtomicBool::new(false),
             cooling_until: Mutex::new(None),
+            usage: Mutex::new(Vec::new()),
             cfg,
         }
+    }
+
+    /// Counts one use by `client`.
+    pub(crate) fn note_use(&self, client: &std::sync::Arc<str>) {
+        let mut usage = self.usage.lock().unwrap_or_else(|e| e.into_inner());
+        match usage.iter_mut().find(|(c, _)| c == client) {
+            Some((_, n)) => *n += 1,
+            None => usage.push((client.clone(), 1)),
+        }
+    }
+
+    /// Uses per client since this instance started, the most first.
+    pub fn usage(&self) -> Vec<(std::sync::Arc<str>, u64)> {
+        let mut usage = self.usage.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        usage.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        usage
     }
 
     /// Shared mode: handed over a moment ago, not to be taken back yet.

@@ -41,7 +41,9 @@ pub fn dur(secs: i64) -> String {
 
 /// A moment relative to `now`: `in 1h05m`, `4m10s ago`.
 pub fn rel(at: i64, now: i64) -> String {
-    if at >= now {
+    if at == now {
+        "now".to_string()
+    } else if at > now {
         format!("in {}", dur(at - now))
     } else {
         format!("{} ago", dur(now - at))

@@ -212,15 +212,15 @@ pub fn clear_cookie(secure: bool) -> HeaderValue {
 }
 
 /// Whether a POST comes from the console's own pages: a browser's
-/// `Sec-Fetch-Site` must say same-origin (or a person typed it), and an
-/// `Origin` must be this host's. A request with neither (curl) passes this
+/// `Sec-Fetch-Site` must say same-origin (or a person typed it); without
+/// it (an older browser), an `Origin` must be this host's. A request with neither (curl) passes this
 /// check; the form token still applies where there is a session.
 pub fn same_origin(headers: &HeaderMap, public_url: &str) -> bool {
     let get = |h: &str| headers.get(h).and_then(|v| v.to_str().ok());
-    if let Some(site) = get("sec-fetch-site")
-        && !matches!(site, "same-origin" | "none")
-    {
-        return false;
+    // A browser that says where the request comes from is believed: it
+    // is what a page elsewhere cannot forge.
+    if let Some(site) = get("sec-fetch-site") {
+        return matches!(site, "same-origin" | "none");
     }
     let Some(origin) = get("origin") else {
         return true;
@@ -306,6 +306,8 @@ mod tests {
         assert!(same_origin(&h, "http://127.0.0.1:8780"));
         h.insert("sec-fetch-site", HeaderValue::from_static("cross-site"));
         assert!(!same_origin(&h, "http://127.0.0.1:8780"));
+        h.insert("sec-fetch-site", HeaderValue::from_static("same-site"));
+        assert!(!same_origin(&h, "http://127.0.0.1:8780"), "another port");
         h.remove("sec-fetch-site");
         h.insert("origin", HeaderValue::from_static("null"));
         assert!(!same_origin(&h, "http://127.0.0.1:8780"));

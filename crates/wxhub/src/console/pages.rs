@@ -84,7 +84,7 @@ fn html(status: StatusCode, body: String) -> Response {
     );
     h.insert(
         header::REFERRER_POLICY,
-        header::HeaderValue::from_static("no-referrer"),
+        header::HeaderValue::from_static("same-origin"),
     );
     r.extensions_mut().insert(Passthrough);
     r

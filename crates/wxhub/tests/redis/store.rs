@@ -487,7 +487,11 @@ async fn the_refresh_history_is_capped_newest_first_and_expires() {
     }
     let got = s.history(appid, 0, 100).await.expect("read");
     let times: Vec<i64> = got.iter().map(|e| e.at).collect();
-    assert_eq!(times, vec![NOW + 4, NOW + 3, NOW + 2], "capped, newest first");
+    assert_eq!(
+        times,
+        vec![NOW + 4, NOW + 3, NOW + 2],
+        "capped, newest first"
+    );
     assert_eq!(got[0].client.as_deref(), Some("shop"));
     // Entries before `since` are not returned; the list expires by itself.
     assert_eq!(s.history(appid, NOW + 3, 100).await.unwrap().len(), 2);

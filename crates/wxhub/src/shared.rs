@@ -220,6 +220,24 @@ impl Shared {
         })
     }
 
+    /// The instance that holds the account's lease now, as Redis says
+    /// (`None`: no one does).
+    ///
+    /// # Errors
+    /// If Redis cannot be asked.
+    pub async fn lease_holder(&self, appid: &str) -> Result<Option<String>, StoreError> {
+        use redis::AsyncCommands;
+        let value: Option<String> = self
+            .redis
+            .conn()
+            .get(self.redis.app_key(appid, "lease"))
+            .await?;
+        Ok(value.map(|v| match v.rsplit_once(':') {
+            Some((instance, _fence)) => instance.to_string(),
+            None => v,
+        }))
+    }
+
     /// The fencing number of the account's lease, if this instance holds it
     /// and was confirmed recently enough to act on it. A margin of a third
     /// of the lease time keeps a holder from acting on a lease that is about

@@ -3,6 +3,7 @@
 //! `POST /console/sign-out`, and the refresh history as JSON
 //! (`GET /v1/apps/{appid}/history`, admin key).
 
+use std::collections::HashMap;
 use std::fmt::Write;
 use std::sync::Arc;
 
@@ -191,8 +192,9 @@ async fn render_overview(app: &App, viewer: &Viewer, search: &str, page_no: usiz
     if p.apps.is_empty() {
         body.push_str("<p id=\"no-match\">No account matches.</p>");
     }
+    let owners = owners(app, &p.apps).await;
     for a in &p.apps {
-        body.push_str(&account_card(app, a, now, true));
+        body.push_str(&account_card(app, a, now, true, &owners));
     }
     let pages = p.total.div_ceil(PAGE_SIZE).max(1);
     if pages > 1 {
@@ -244,7 +246,28 @@ fn explained(code: i64) -> String {
     crate::cli::explain(code)
 }
 
-fn account_card(app: &App, a: &AccountStatus, now: i64, link: bool) -> String {
+/// Shared mode: which instance refreshes each account another instance
+/// owns, from Redis (one read per account on the page).
+async fn owners(app: &App, apps: &[AccountStatus]) -> HashMap<String, String> {
+    let mut out = HashMap::new();
+    let Some(sh) = app.creds.shared() else {
+        return out;
+    };
+    for a in apps.iter().filter(|a| a.refresh_owner == Some(false)) {
+        if let Ok(Some(holder)) = sh.lease_holder(&a.appid).await {
+            out.insert(a.appid.clone(), holder);
+        }
+    }
+    out
+}
+
+fn account_card(
+    app: &App,
+    a: &AccountStatus,
+    now: i64,
+    link: bool,
+    owners: &HashMap<String, String>,
+) -> String {
     let state = health(a);
     let mut out = String::new();
     let title = if link {
@@ -261,10 +284,15 @@ fn account_card(app: &App, a: &AccountStatus, now: i64, link: bool) -> String {
             "<span class=\"muted\">refreshed by this instance (<code>{}</code>)</span>",
             esc(app.creds.shared().map_or("", |s| s.instance()))
         ),
-        Some(false) => {
-            "<span class=\"muted\">refreshed by another instance (this one follows)</span>"
-                .to_string()
-        }
+        Some(false) => match owners.get(&a.appid) {
+            Some(other) => format!(
+                "<span class=\"muted\">refreshed by instance <code>{}</code> (this one follows)</span>",
+                esc(other)
+            ),
+            None => {
+                "<span class=\"muted\">no instance holds its lease right now</span>".to_string()
+            }
+        },
     };
     let _ = write!(
         out,
@@ -439,7 +467,8 @@ pub async fn account_page(
         .history(&appid, history::MAX_READ)
         .await
         .unwrap_or_default();
-    let mut body = account_card(&app, &a, now, false);
+    let owners = owners(&app, std::slice::from_ref(&a)).await;
+    let mut body = account_card(&app, &a, now, false, &owners);
     let limit = a
         .slots
         .iter()

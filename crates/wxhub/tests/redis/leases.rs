@@ -206,3 +206,18 @@ async fn sequence_numbers_grow_across_an_emptied_redis() {
     assert!(s > last, "{s} after {last}");
     p.cleanup().await;
 }
+
+#[tokio::test]
+async fn every_instance_can_tell_which_one_holds_a_lease() {
+    let p = pair(10_000).await;
+    let appid = "wx1111111111111111";
+    assert_eq!(p.b.lease_holder(appid).await.unwrap(), None);
+    assert!(matches!(
+        p.a.acquire(appid).await.unwrap(),
+        LeaseOutcome::Held { .. }
+    ));
+    assert_eq!(p.b.lease_holder(appid).await.unwrap().as_deref(), Some("a"));
+    p.a.release(appid).await.unwrap();
+    assert_eq!(p.b.lease_holder(appid).await.unwrap(), None);
+    p.cleanup().await;
+}

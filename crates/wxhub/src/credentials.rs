@@ -13,7 +13,7 @@
 //! | `cluster` | shared mode: leases, takeover, balancing |
 //! | `follow` | shared mode: reading the owner's writes, asking it to refresh |
 //! | `change` | accounts added, changed and removed at run time |
-//! | `status` | what the status page, `/v1/apps` and `/readyz` show |
+//! | `status` | what the console, `/v1/apps` and `/readyz` show |
 //!
 //! Each credential lives in a [`Slot`]: its state behind a `std::sync::Mutex`
 //! (short sections, never held across `.await`) and a `tokio::sync::Mutex`

@@ -331,7 +331,7 @@ impl Credentials {
         Ok(())
     }
 
-    /// Today's counters (what the status page and the forced-refresh limit
+    /// Today's counters (what the console and the forced-refresh limit
     /// read) and the metrics of a successful fetch.
     async fn count_fetch(&self, account: &Account, kind: CredKind, force: bool, now: i64) {
         let appid = account.appid();

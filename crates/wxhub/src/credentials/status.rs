@@ -1,4 +1,4 @@
-//! What the status page, `/v1/apps`, `/readyz` and the gauges show of each
+//! What the console, `/v1/apps`, `/readyz` and the gauges show of each
 //! account: read from memory, with today's counts from the store when asked.
 
 use std::collections::BTreeMap;

@@ -120,7 +120,8 @@ pub async fn bench_console(cli: &Cli, n: usize) -> anyhow::Result<String> {
     let json_bytes = json.len();
 
     fn page_ok(status: u16, body: &[u8]) -> bool {
-        status == 200 && body.windows(21).any(|w| w == b"class=\"card account\"")
+        let needle = b"class=\"card account\"";
+        status == 200 && body.windows(needle.len()).any(|w| w == needle)
     }
     fn json_ok(status: u16, body: &[u8]) -> bool {
         status == 200 && body.starts_with(b"{\"apps\":[")

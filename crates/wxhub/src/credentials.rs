@@ -41,7 +41,7 @@ use tokio::sync::Semaphore;
 pub(crate) use model::Trigger;
 pub use model::{
     Account, Cred, CredError, CredKind, Problem, ReportOutcome, Reported, Secret, Served, Severity,
-    Slot,
+    Slot, WebAuth,
 };
 pub use status::{
     AccountStatus, ConsolePage, ListQuery, MAX_PAGE, Readiness, SlotStatus, StateFilter,
@@ -163,6 +163,14 @@ impl Credentials {
     pub fn note_use(&self, appid: &str, client: &Arc<str>) {
         if let Some(a) = self.read_accounts().get(appid) {
             a.note_use(client);
+        }
+    }
+
+    /// Counts how a web authorization of `appid` ended (the console's
+    /// figures).
+    pub fn note_web_auth(&self, appid: &str, how: WebAuth) {
+        if let Some(a) = self.read_accounts().get(appid) {
+            a.note_web_auth(how);
         }
     }
 

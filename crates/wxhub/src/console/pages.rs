@@ -495,6 +495,15 @@ pub async fn account_page(
                 .unwrap_or_default()
         )
     );
+    if let Some(acc) = app.creds.account(&appid) {
+        let [signed_in, refused, failed] = acc.web_auth();
+        if signed_in + refused + failed > 0 || !acc.cfg.oauth_return_origins.is_empty() {
+            let _ = write!(
+                body,
+                "<h2>Web authorization</h2><p id=\"web-auth\">Since this instance started: <b>{signed_in}</b> signed in, <b>{refused}</b> refused, <b>{failed}</b> failed (code exchange or profile).</p>"
+            );
+        }
+    }
     let push = push_rows(&app, Some(&appid)).await;
     if !push.is_empty() {
         body.push_str(&push);

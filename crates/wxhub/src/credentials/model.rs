@@ -345,6 +345,20 @@ pub struct Account {
     /// Tokens and tickets served and proxied calls, per client, since this
     /// instance started (the console's account page).
     usage: Mutex<Vec<(std::sync::Arc<str>, u64)>>,
+    /// Web authorization since this instance started: people signed in,
+    /// refusals, failed exchanges.
+    web_auth: [std::sync::atomic::AtomicU64; 3],
+}
+
+/// How a web authorization ended, for the console's figures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WebAuth {
+    /// A result was handed over.
+    SignedIn = 0,
+    /// The person refused.
+    Refused = 1,
+    /// The code exchange (or the profile) failed.
+    Failed = 2,
 }
 
 impl Account {
@@ -361,6 +375,7 @@ impl Account {
             settled: AtomicBool::new(false),
             cooling_until: Mutex::new(None),
             usage: Mutex::new(Vec::new()),
+            web_auth: Default::default(),
             cfg,
         }
     }
@@ -372,6 +387,19 @@ impl Account {
             Some((_, n)) => *n += 1,
             None => usage.push((client.clone(), 1)),
         }
+    }
+
+    /// Counts a web authorization's end.
+    pub(crate) fn note_web_auth(&self, how: WebAuth) {
+        self.web_auth[how as usize].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Web authorizations since this instance started: signed in, refused,
+    /// failed.
+    pub fn web_auth(&self) -> [u64; 3] {
+        self.web_auth
+            .each_ref()
+            .map(|n| n.load(std::sync::atomic::Ordering::Relaxed))
     }
 
     /// Uses per client since this instance started, the most first.

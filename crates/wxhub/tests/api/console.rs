@@ -304,7 +304,7 @@ async fn the_refresh_history_says_when_why_and_how_each_fetch_went() {
 
 #[tokio::test]
 async fn the_history_keeps_at_most_the_configured_entries() {
-    let hub = TestHub::with(Options {
+    let mut hub = TestHub::with(Options {
         extra: "history_max_per_account = 3\nhistory_days = 1".into(),
         ..Options::default()
     })
@@ -320,4 +320,30 @@ async fn the_history_keeps_at_most_the_configured_entries() {
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["entries"].as_array().unwrap().len(), 3, "{v}");
     assert_eq!(v["retention_days"], 1);
+    // Two days on: what is older than a day is gone.
+    hub.advance(2 * 86400);
+    hub.run_due().await;
+    let r = hub
+        .get_as(&format!("/v1/apps/{APPID}/history?limit=1000"), &hub.admin)
+        .await;
+    let v: Value = r.json().await.unwrap();
+    let entries = v["entries"].as_array().unwrap();
+    assert!(!entries.is_empty(), "the new fetch: {v}");
+    let now = v["now"].as_i64().unwrap();
+    assert!(
+        entries
+            .iter()
+            .all(|e| e["at"].as_i64().unwrap() >= now - 86400),
+        "{v}"
+    );
+    // The table holds no more than that (the hub holds the file while it
+    // runs).
+    hub.stop().await;
+    let rows: i64 = rusqlite::Connection::open(&hub.store)
+        .and_then(|c| c.query_row("SELECT count(*) FROM refresh_history", [], |r| r.get(0)))
+        .unwrap_or(-1);
+    assert!(
+        rows >= 0 && rows as usize == entries.len(),
+        "{rows} rows in the table: {v}"
+    );
 }

@@ -9,6 +9,7 @@
 //! same for the hub's token route and proxy, web authorization and the
 //! push gateway.
 
+mod console;
 mod push;
 
 use std::net::SocketAddr;
@@ -78,6 +79,13 @@ enum Bench {
         /// The `wxhub` binary (default: beside this one).
         #[arg(long)]
         hub_bin: Option<PathBuf>,
+    },
+    /// The console's overview, first page, vs the JSON list of the same
+    /// accounts, with many accounts; and a search for one.
+    Console {
+        /// Accounts.
+        #[arg(long, default_value_t = 10_000)]
+        accounts: usize,
     },
     /// Pushes acknowledged by the hub's /push/{appid} (durable write
     /// included) vs a handler that answers `success`.
@@ -1037,6 +1045,7 @@ async fn main() -> anyhow::Result<()> {
             shared_scale::bench_shared_scale(accounts, window, hub_bin.clone()).await?,
         ),
         Bench::Push => ("push", push::bench_push(&cli).await?),
+        Bench::Console { accounts } => ("console", console::bench_console(&cli, accounts).await?),
         Bench::Count {
             contender,
             requests,

@@ -49,6 +49,8 @@ pub struct App {
     pub push: Arc<crate::push::Gateway>,
     /// Accounts and clients changed at run time.
     pub directory: Arc<crate::directory::Directory>,
+    /// The operator's console: its sessions and sign-in limit.
+    pub console: crate::console::Console,
 }
 
 impl App {
@@ -199,6 +201,7 @@ impl Application {
             limiter,
             push,
             directory,
+            console: crate::console::Console::default(),
         });
         // What the admin API changed since the file was written.
         app.directory
@@ -315,6 +318,15 @@ async fn sweep_expired(app: Arc<App>, mut shutdown: tokio::sync::watch::Receiver
                 tracing::debug!(states, tickets, "swept expired sign-in states and tickets");
             }
             Err(e) => tracing::warn!(error = %e, "cannot sweep expired sign-in states"),
+        }
+        let keep_from = app.clock.now() - app.config.refresh.history_days * 86400;
+        match app.store.history_sweep(keep_from).await {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(
+                entries = n,
+                "forgot refresh history past refresh.history_days"
+            ),
+            Err(e) => tracing::warn!(error = %e, "cannot sweep the refresh history"),
         }
         match app.store.push_sweep(app.clock.now()).await {
             Ok(0) => {}

@@ -13,7 +13,7 @@
 //! | `cluster` | shared mode: leases, takeover, balancing |
 //! | `follow` | shared mode: reading the owner's writes, asking it to refresh |
 //! | `change` | accounts added, changed and removed at run time |
-//! | `status` | what the status page, `/v1/apps` and `/readyz` show |
+//! | `status` | what the console, `/v1/apps` and `/readyz` show |
 //!
 //! Each credential lives in a [`Slot`]: its state behind a `std::sync::Mutex`
 //! (short sections, never held across `.await`) and a `tokio::sync::Mutex`
@@ -41,9 +41,11 @@ use tokio::sync::Semaphore;
 pub(crate) use model::Trigger;
 pub use model::{
     Account, Cred, CredError, CredKind, Problem, ReportOutcome, Reported, Secret, Served, Severity,
-    Slot,
+    Slot, WebAuth,
 };
-pub use status::{AccountStatus, ListQuery, MAX_PAGE, Readiness, SlotStatus, StateFilter};
+pub use status::{
+    AccountStatus, ConsolePage, ListQuery, MAX_PAGE, Readiness, SlotStatus, StateFilter,
+};
 
 use self::policy::{Adoption, Jitter, Schedule};
 use crate::clock::Clock;
@@ -158,6 +160,41 @@ impl Credentials {
         let mut all: Vec<_> = self.read_accounts().values().cloned().collect();
         all.sort_unstable_by(|a, b| a.appid().cmp(b.appid()));
         all
+    }
+
+    /// Counts a use of `appid`'s credentials by `client` (the console's
+    /// per-client figures).
+    pub fn note_use(&self, appid: &str, client: &Arc<str>) {
+        if let Some(a) = self.read_accounts().get(appid) {
+            a.note_use(client);
+        }
+    }
+
+    /// Counts how a web authorization of `appid` ended (the console's
+    /// figures).
+    pub fn note_web_auth(&self, appid: &str, how: WebAuth) {
+        if let Some(a) = self.read_accounts().get(appid) {
+            a.note_web_auth(how);
+        }
+    }
+
+    /// The refresh history of `appid`, newest first, within the configured
+    /// retention: at most `limit` entries.
+    ///
+    /// # Errors
+    /// On a storage failure.
+    pub async fn history(
+        &self,
+        appid: &str,
+        limit: usize,
+    ) -> Result<Vec<crate::history::Entry>, crate::store::StoreError> {
+        let since = self.clock.now() - self.settings.history_days * 86400;
+        self.store.history(appid, since, limit).await
+    }
+
+    /// The refresh settings in force.
+    pub fn settings(&self) -> &RefreshSettings {
+        &self.settings
     }
 
     /// How many accounts there are.

@@ -231,7 +231,7 @@ pub async fn run(
             .to_string(),
         String::new(),
         format!(
-            "  hub         {hub}  (status page {hub}/ with the admin key; /readyz, /metrics, /openapi.json)"
+            "  hub         {hub}  (console {hub}/ in a browser: sign in with the admin key; /readyz, /metrics, /openapi.json)"
         ),
         format!("  simulator   {sim}  (control API under /_sim/, see docs/simulator.md)"),
         format!(

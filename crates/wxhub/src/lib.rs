@@ -49,6 +49,7 @@ pub mod budget;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod console;
 pub mod credentials;
 #[cfg(feature = "dev")]
 pub mod demo;
@@ -57,6 +58,7 @@ pub mod dev;
 pub mod directory;
 pub mod error;
 pub mod extract;
+pub mod history;
 pub mod limits;
 pub mod metrics;
 pub mod oauth;

@@ -274,7 +274,7 @@ impl Metrics {
         h.count += 1;
     }
 
-    /// A counter's value (for tests and the status page).
+    /// A counter's value (for tests and the console).
     pub fn counter(&self, name: &'static str, labels: &[(&'static str, &str)]) -> u64 {
         let mut buf = [("", ""); MAX_LABELS];
         let labels = self.labels(labels, &mut buf);

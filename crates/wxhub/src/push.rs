@@ -228,7 +228,7 @@ impl Gateway {
         true
     }
 
-    /// Current backlog gauges for every subscriber (the status page and
+    /// Current backlog gauges for every subscriber (the console and
     /// `/metrics`).
     pub async fn backlog(&self) -> Vec<serde_json::Value> {
         let mut out = Vec::new();

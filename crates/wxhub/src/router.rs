@@ -27,7 +27,23 @@ pub struct Passthrough;
 /// Every route of the hub.
 pub fn router(app: Arc<App>) -> Router {
     Router::new()
-        .route("/", get(routes::admin::status_page))
+        .route("/", get(crate::console::pages::overview))
+        .route(
+            "/console/apps/{appid}",
+            get(crate::console::pages::account_page),
+        )
+        .route(
+            "/console/sign-in",
+            post(crate::console::pages::sign_in).layer(DefaultBodyLimit::max(8 * 1024)),
+        )
+        .route(
+            "/console/sign-out",
+            post(crate::console::pages::sign_out).layer(DefaultBodyLimit::max(8 * 1024)),
+        )
+        .route(
+            "/v1/apps/{appid}/history",
+            get(crate::console::pages::history_json),
+        )
         .route("/healthz", get(routes::health::healthz))
         .route("/readyz", get(routes::health::readyz))
         .route("/metrics", get(routes::health::metrics))
@@ -131,7 +147,7 @@ fn anonymous(app: Arc<App>) -> Router<Arc<App>> {
 
 /// The client's address: the peer's, or from `X-Forwarded-For` when the
 /// peer is a configured trusted proxy.
-fn client_ip(app: &App, req: &Request) -> Option<std::net::IpAddr> {
+pub(crate) fn client_ip(app: &App, req: &Request) -> Option<std::net::IpAddr> {
     let peer = req.extensions().get::<ConnectInfo<SocketAddr>>()?.0.ip();
     let forwarded = req
         .headers()

@@ -331,6 +331,24 @@ impl Shared {
         })
     }
 
+    /// The instance that holds the lease of the account's partition now,
+    /// as Redis says (`None`: no one does).
+    ///
+    /// # Errors
+    /// If Redis cannot be asked.
+    pub async fn lease_holder(&self, appid: &str) -> Result<Option<String>, StoreError> {
+        use redis::AsyncCommands;
+        let value: Option<String> = self
+            .redis
+            .conn()
+            .get(self.partition_key(self.partition(appid), "lease"))
+            .await?;
+        Ok(value.map(|v| match v.rsplit_once(':') {
+            Some((instance, _fence)) => instance.to_string(),
+            None => v,
+        }))
+    }
+
     /// Marks `appid` as refreshed by this instance under `fence` (its
     /// partition's). `Ok(false)`: a newer owner stamped it; the partition is
     /// lost.

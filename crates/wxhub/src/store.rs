@@ -10,6 +10,7 @@
 //! SQLite, whose one process is always the writer.
 
 pub mod directory;
+mod history_store;
 pub mod push;
 mod push_redis;
 mod push_sqlite;
@@ -575,6 +576,26 @@ impl Store {
         /// # Errors
         /// On a storage failure.
         fn forget_credentials(appid: &str, keys: Vec<String>) -> ();
+
+        /// Adds a refresh-history entry (see [`crate::history`]), dropping
+        /// the account's entries older than `keep_from` or beyond `cap`.
+        ///
+        /// # Errors
+        /// On a storage failure.
+        fn history_add(appid: &str, entry: &crate::history::Entry, keep_from: i64, cap: usize) -> ();
+
+        /// The account's newest `limit` refresh-history entries at or after
+        /// `since`, newest first.
+        ///
+        /// # Errors
+        /// On a storage failure.
+        fn history(appid: &str, since: i64, limit: usize) -> Vec<crate::history::Entry>;
+
+        /// Drops refresh-history entries older than `keep_from`.
+        ///
+        /// # Errors
+        /// On a storage failure.
+        fn history_sweep(keep_from: i64) -> usize;
 
         /// Appends to the audit log.
         ///

@@ -98,7 +98,7 @@ pub struct AccountConfig {
     pub appid: AppId,
     /// The AppSecret, from the environment, a file or (discouraged) inline.
     pub secret: AppSecret,
-    /// Display name on the status page.
+    /// Display name in the console.
     pub name: String,
     /// Stable (default) or classic.
     pub token_mode: TokenMode,

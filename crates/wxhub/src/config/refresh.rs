@@ -108,6 +108,11 @@ pub struct RefreshSettings {
     /// Beijing day; the platform allows 20 for everything, the default 10
     /// keeps half of them for the scheduled path and for people.
     pub caller_max_forced_per_day: i64,
+    /// Days of refresh history kept in the store (the console's account
+    /// page and `GET /v1/apps/{appid}/history`); 1 to 400.
+    pub history_days: i64,
+    /// Refresh-history entries kept per account at most, whatever their age.
+    pub history_max_per_account: usize,
 }
 
 impl Default for RefreshSettings {
@@ -130,6 +135,8 @@ impl Default for RefreshSettings {
             caller_max_per_hour: 6,
             caller_max_per_day: 100,
             caller_max_forced_per_day: 10,
+            history_days: 30,
+            history_max_per_account: 2000,
         }
     }
 }
@@ -176,7 +183,17 @@ impl RefreshSettings {
                 "must be between 0 and 20: the platform allows 20 forced refreshes a day in all",
             ));
         }
+        if !(1..=400).contains(&self.history_days) {
+            return Err(ConfigError::new(
+                "refresh.history_days",
+                "must be between 1 and 400",
+            ));
+        }
         for (key, zero) in [
+            (
+                "refresh.history_max_per_account",
+                self.history_max_per_account == 0,
+            ),
             ("refresh.tick_ms", self.tick.is_zero()),
             ("refresh.wait_for_token_ms", self.wait_for_token.is_zero()),
             ("refresh.max_concurrent", self.max_concurrent == 0),

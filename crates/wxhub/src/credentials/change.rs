@@ -35,6 +35,14 @@ impl Credentials {
                 slot.changed();
             }
         }
+        let now = self.clock.now();
+        for slot in account.slots() {
+            slot.lock().note = Some(super::model::Note {
+                reason: crate::history::Reason::Config,
+                client: None,
+                at: now,
+            });
+        }
         self.load_stored(&account).await;
         tracing::info!(account.appid = %appid, "account configuration applied");
     }

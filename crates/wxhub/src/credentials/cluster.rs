@@ -276,6 +276,14 @@ impl Credentials {
             // At INFO per partition (lease_round), not per account: a
             // takeover is hundreds of accounts.
             tracing::debug!(account.appid = %appid, fence, "this instance now owns the account's refresh");
+            let now = self.clock.now();
+            for slot in account.slots() {
+                slot.lock().note = Some(super::model::Note {
+                    reason: crate::history::Reason::Takeover,
+                    client: None,
+                    at: now,
+                });
+            }
         }
         if account.settled.load(Ordering::Relaxed) {
             self.flush_dirty(account, fence).await;

@@ -262,6 +262,21 @@ pub(crate) struct SlotState {
     /// A refused caller-triggered refresh was logged then; logged again
     /// only after the confirm window, not once per report.
     pub refused_logged_at: Option<i64>,
+    /// Why the next fetch will happen, when it is not the trigger's own
+    /// reason (a takeover, a configuration change, a report by a named
+    /// client), and when that was noted: for the refresh history.
+    pub note: Option<Note>,
+    /// The platform's error code of the last failed fetch, cleared by a
+    /// success: the console explains it as `wxhub explain` does.
+    pub last_errcode: Option<i64>,
+}
+
+/// A note on why the next fetch happens; see [`SlotState::note`].
+#[derive(Debug, Clone)]
+pub(crate) struct Note {
+    pub reason: crate::history::Reason,
+    pub client: Option<std::sync::Arc<str>>,
+    pub at: i64,
 }
 
 impl SlotState {
@@ -329,6 +344,23 @@ pub struct Account {
     /// its partition's lease (0: not stamped by this instance). Its fenced
     /// writes check the stamp.
     pub(crate) stamped: AtomicU64,
+    /// Tokens and tickets served and proxied calls, per client, since this
+    /// instance started (the console's account page).
+    usage: Mutex<Vec<(std::sync::Arc<str>, u64)>>,
+    /// Web authorization since this instance started: people signed in,
+    /// refusals, failed exchanges.
+    web_auth: [std::sync::atomic::AtomicU64; 3],
+}
+
+/// How a web authorization ended, for the console's figures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WebAuth {
+    /// A result was handed over.
+    SignedIn = 0,
+    /// The person refused.
+    Refused = 1,
+    /// The code exchange (or the profile) failed.
+    Failed = 2,
 }
 
 impl Account {
@@ -344,8 +376,39 @@ impl Account {
                 .collect(),
             settled: AtomicBool::new(false),
             stamped: AtomicU64::new(0),
+            usage: Mutex::new(Vec::new()),
+            web_auth: Default::default(),
             cfg,
         }
+    }
+
+    /// Counts one use by `client`.
+    pub(crate) fn note_use(&self, client: &std::sync::Arc<str>) {
+        let mut usage = self.usage.lock().unwrap_or_else(|e| e.into_inner());
+        match usage.iter_mut().find(|(c, _)| c == client) {
+            Some((_, n)) => *n += 1,
+            None => usage.push((client.clone(), 1)),
+        }
+    }
+
+    /// Counts a web authorization's end.
+    pub(crate) fn note_web_auth(&self, how: WebAuth) {
+        self.web_auth[how as usize].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Web authorizations since this instance started: signed in, refused,
+    /// failed.
+    pub fn web_auth(&self) -> [u64; 3] {
+        self.web_auth
+            .each_ref()
+            .map(|n| n.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    /// Uses per client since this instance started, the most first.
+    pub fn usage(&self) -> Vec<(std::sync::Arc<str>, u64)> {
+        let mut usage = self.usage.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        usage.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        usage
     }
 
     /// The AppID.

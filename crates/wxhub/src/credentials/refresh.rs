@@ -13,6 +13,7 @@ use super::policy::{self, Admission, Cause, FailureClass};
 use super::{Credentials, Served};
 use crate::clock::beijing_day;
 use crate::config::TokenMode;
+use crate::history::{Entry, Reason};
 use crate::store::{Record, Written};
 
 impl Credentials {
@@ -115,12 +116,54 @@ impl Credentials {
         self.pace.turn().await;
         let fence = self.claim(account, slot, now).await?;
         let force = matches!(trigger, Trigger::Reported { .. });
-        match self.fetch(account, kind, force).await {
+        let (reason, client) = fetch_reason(slot, &trigger, now);
+        let mut entry = Entry {
+            at: now,
+            kind: kind.label().to_string(),
+            reason,
+            client: client.map(|c| c.to_string()),
+            outcome: "ok".into(),
+            errcode: None,
+            error: None,
+            expires_in: None,
+            instance: self.shared.as_ref().map(|sh| sh.instance().to_string()),
+        };
+        let result = match self.fetch(account, kind, force).await {
             Ok((value, expires_in)) => {
+                entry.expires_in = Some(expires_in);
                 self.fetched(account, slot, fence, now, force, value, expires_in)
                     .await
             }
-            Err(e) => Err(self.fetch_failed(account, slot, fence, now, e).await),
+            Err(e) => {
+                entry.errcode = e.errcode().map(wx_api::ErrCode::as_i64);
+                slot.lock().last_errcode = entry.errcode;
+                Err(self.fetch_failed(account, slot, fence, now, e).await)
+            }
+        };
+        if let Err(e) = &result {
+            entry.outcome = "failed".into();
+            entry.error = Some(e.to_string());
+        }
+        entry.at = self.clock.now();
+        self.record_history(account.appid(), &entry).await;
+        result
+    }
+
+    /// Adds an entry to the account's refresh history; a failure to write
+    /// it is logged, never a reason to fail the refresh.
+    pub(crate) async fn record_history(&self, appid: &str, entry: &Entry) {
+        let keep_from = entry.at - self.settings.history_days * 86400;
+        if let Err(e) = self
+            .store
+            .history_add(
+                appid,
+                entry,
+                keep_from,
+                self.settings.history_max_per_account,
+            )
+            .await
+        {
+            tracing::warn!(account.appid = %appid, error = %e, "cannot write the refresh history");
         }
     }
 
@@ -276,6 +319,7 @@ impl Credentials {
             st.failures = 0;
             st.blocked_until = 0;
             st.problem = None;
+            st.last_errcode = None;
             st.last_refresh_at = Some(now);
             let record = cred.record(fence, st.next_refresh_at);
             st.current = Some(cred);
@@ -298,7 +342,7 @@ impl Credentials {
         Ok(())
     }
 
-    /// Today's counters (what the status page and the forced-refresh limit
+    /// Today's counters (what the console and the forced-refresh limit
     /// read) and the metrics of a successful fetch.
     async fn count_fetch(&self, account: &Account, kind: CredKind, force: bool, now: i64) {
         let appid = account.appid();
@@ -510,5 +554,40 @@ impl Credentials {
     async fn forced_today(&self, appid: &str) -> i64 {
         let day = beijing_day(self.clock.now());
         self.store.counter(appid, "forced", day).await.unwrap_or(0)
+    }
+}
+
+/// A note older than this no longer explains a fetch.
+const NOTE_FRESH_SECS: i64 = 120;
+
+/// Why this fetch happens: the trigger's reason, refined by a fresh note
+/// (a report's client, a takeover, a configuration change), which is used
+/// up.
+fn fetch_reason(slot: &Slot, trigger: &Trigger, now: i64) -> (Reason, Option<std::sync::Arc<str>>) {
+    let note = slot
+        .lock()
+        .note
+        .take()
+        .filter(|n| now - n.at <= NOTE_FRESH_SECS);
+    match trigger {
+        Trigger::Reported { .. } => (
+            Reason::Report,
+            note.filter(|n| n.reason == Reason::Report)
+                .and_then(|n| n.client),
+        ),
+        Trigger::Doomed(_) => (Reason::Doomed, None),
+        Trigger::Scheduled | Trigger::Missing => {
+            let base = if matches!(trigger, Trigger::Scheduled) {
+                Reason::Schedule
+            } else {
+                Reason::Missing
+            };
+            match note {
+                Some(n) if matches!(n.reason, Reason::Takeover | Reason::Config) => {
+                    (n.reason, None)
+                }
+                _ => (base, None),
+            }
+        }
     }
 }

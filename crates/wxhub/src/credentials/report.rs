@@ -8,15 +8,15 @@ use std::time::Instant;
 
 use super::Credentials;
 use super::model::{
-    Account, Confirmation, CredError, CredKind, ReportOutcome, Reported, Secret, Served, Slot,
-    Trigger, Verdict,
+    Account, Confirmation, CredError, CredKind, Note, ReportOutcome, Reported, Secret, Served,
+    Slot, Trigger, Verdict,
 };
 use crate::budget::{Budget, Decision, Exhausted};
 use crate::clock::beijing_day;
 use crate::config::TokenMode;
 
 impl Credentials {
-    /// A caller reports that `failed` was rejected. If `failed` is still the
+    /// A caller (the client named `client`) reports that `failed` was rejected. If `failed` is still the
     /// current value, the platform is asked whether it works (reports
     /// arriving together, or within `confirm_window_secs`, share one
     /// question), and only a value the platform rejects (or cannot vouch
@@ -30,9 +30,16 @@ impl Credentials {
         appid: &str,
         kind: CredKind,
         failed: &str,
+        client: &str,
     ) -> Result<Reported, CredError> {
         let account = self.find(appid, kind)?;
         let slot = account.slot(kind).expect("find checked the slot");
+        // For the refresh history, should the report lead to a fetch.
+        slot.lock().note = Some(Note {
+            reason: crate::history::Reason::Report,
+            client: Some(client.into()),
+            at: self.clock.now(),
+        });
         let outcome = self.report(&account, slot, Secret::new(failed)).await;
         let label = match &outcome {
             Ok(r) => r.outcome.label(),

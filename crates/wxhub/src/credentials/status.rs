@@ -1,4 +1,4 @@
-//! What the status page, `/v1/apps`, `/readyz` and the gauges show of each
+//! What the console, `/v1/apps`, `/readyz` and the gauges show of each
 //! account: read from memory, with today's counts from the store when asked.
 
 use std::collections::BTreeMap;
@@ -28,6 +28,32 @@ pub struct SlotStatus {
     pub failures: u32,
     /// What needs attention.
     pub problem: Option<Problem>,
+    /// The platform's error code of the last failed fetch, while it lasts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub errcode: Option<i64>,
+    /// When the current value was fetched (Unix seconds).
+    #[serde(skip)]
+    pub fetched_at: Option<i64>,
+    /// When the current value expires (Unix seconds).
+    #[serde(skip)]
+    pub expires_at: Option<i64>,
+    /// The token endpoint's daily limit, when a confirmation read it.
+    #[serde(skip)]
+    pub daily_limit: Option<i64>,
+}
+
+/// A page of the console's overview; see [`Credentials::console_page`].
+#[derive(Debug, Clone)]
+pub struct ConsolePage {
+    /// Accounts that match the search.
+    pub total: usize,
+    /// Of those, unhealthy.
+    pub unhealthy: usize,
+    /// Of those, degraded.
+    pub degraded: usize,
+    /// The page, the unhealthy first, then the degraded, then the rest,
+    /// each in AppID order.
+    pub apps: Vec<AccountStatus>,
 }
 
 /// A snapshot of one account.
@@ -50,6 +76,9 @@ pub struct AccountStatus {
     /// Shared mode: whether this instance holds the account's refresh lease.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub refresh_owner: Option<bool>,
+    /// Whether the hub keeps its credentials (not a website app).
+    #[serde(skip)]
+    pub managed: bool,
 }
 
 impl Credentials {
@@ -83,6 +112,68 @@ impl Credentials {
             counts.insert(appid.to_string(), (fetches, forced));
         }
         (total, self.status_with(&page, &counts))
+    }
+
+    /// The console's overview: the accounts whose AppID or name contains
+    /// `q` (any case), the unhealthy first, then the degraded, then the
+    /// rest, each in AppID order; the page at `offset`, with today's fetch
+    /// counts from the store (read for the page only).
+    pub async fn console_page(&self, q: &str, offset: usize, limit: usize) -> ConsolePage {
+        let now = self.clock.now();
+        let q = q.trim().to_lowercase();
+        let mut ranked: Vec<(u8, Arc<Account>)> = self
+            .read_accounts()
+            .values()
+            .filter(|a| {
+                q.is_empty()
+                    || a.appid().to_lowercase().contains(&q)
+                    || a.cfg.name.to_lowercase().contains(&q)
+            })
+            .map(|a| (rank(a, now), a.clone()))
+            .collect();
+        // Stable: AppID order within each rank.
+        ranked.sort_by_key(|(r, _)| *r);
+        let unhealthy = ranked.iter().filter(|(r, _)| *r == 0).count();
+        let degraded = ranked.iter().filter(|(r, _)| *r == 1).count();
+        let total = ranked.len();
+        let page: Vec<Arc<Account>> = ranked
+            .into_iter()
+            .skip(offset)
+            .take(limit)
+            .map(|(_, a)| a)
+            .collect();
+        let day = beijing_day(now);
+        let mut counts = BTreeMap::new();
+        for account in &page {
+            let appid = account.appid();
+            let fetches = self
+                .store
+                .counter(appid, "fetches:access_token", day)
+                .await
+                .unwrap_or(0);
+            let forced = self.store.counter(appid, "forced", day).await.unwrap_or(0);
+            counts.insert(appid.to_string(), (fetches, forced));
+        }
+        ConsolePage {
+            total,
+            unhealthy,
+            degraded,
+            apps: self.status_with(&page, &counts),
+        }
+    }
+
+    /// One account's state, with today's fetch counts from the store.
+    pub async fn status_of(&self, appid: &str) -> Option<AccountStatus> {
+        let account = self.account(appid)?;
+        let day = beijing_day(self.clock.now());
+        let fetches = self
+            .store
+            .counter(appid, "fetches:access_token", day)
+            .await
+            .unwrap_or(0);
+        let forced = self.store.counter(appid, "forced", day).await.unwrap_or(0);
+        let counts = BTreeMap::from([(appid.to_string(), (fetches, forced))]);
+        self.status_with(&[account], &counts).pop()
     }
 
     /// Whether this instance can serve, from memory only (`/readyz` must
@@ -417,6 +508,7 @@ fn account_status(
         fetches_today,
         forced_today,
         refresh_owner,
+        managed: a.managed(),
         slots,
         problem,
     }
@@ -510,5 +602,31 @@ fn slot_status(slot: &Slot, now: i64) -> SlotStatus {
         next_refresh_at: st.next_refresh_at,
         failures: st.failures,
         problem: st.problem.clone(),
+        errcode: st.last_errcode,
+        fetched_at: cur.map(|c| c.fetched_at),
+        expires_at: cur.map(|c| c.expires_at),
+        daily_limit: st
+            .quota
+            .as_ref()
+            .and_then(|(_, q)| i64::try_from(q.daily_limit).ok()),
     }
+}
+
+/// 0 unhealthy, 1 degraded, 2 ok: the console's order, from memory.
+fn rank(a: &Account, now: i64) -> u8 {
+    if !a.managed() {
+        return 2;
+    }
+    let mut rank = 2;
+    for slot in a.slots() {
+        let st = slot.lock();
+        let r = match (&st.problem, st.valid(now)) {
+            (_, None) => 0,
+            (Some(p), _) if p.severity == Severity::Unhealthy => 0,
+            (Some(_), _) => 1,
+            (None, Some(_)) => 2,
+        };
+        rank = rank.min(r);
+    }
+    rank
 }

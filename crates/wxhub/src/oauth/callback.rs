@@ -14,6 +14,7 @@ use super::tickets::derive_ticket;
 use super::{account, redirect_to_wechat, restart_url, sha256_hex, with_param};
 use crate::app::App;
 use crate::config::AccountConfig;
+use crate::credentials::WebAuth;
 use crate::error::ApiError;
 use crate::store::{Consumed, FinishedSignIn, Grant, Stage, StateRecord};
 
@@ -119,6 +120,7 @@ pub async fn callback(
     };
     let (Some(code), Some(code_hash)) = (code, code_hash) else {
         // Refusal: WeChat comes back with state and no code.
+        app.creds.note_web_auth(appid, WebAuth::Refused);
         return Ok(with_param(
             &record.return_to,
             "wxhub_error",
@@ -126,6 +128,11 @@ pub async fn callback(
         ));
     };
     let finished = finish(app, &account, &record, code, now).await;
+    match &finished {
+        Ok(Finished::Result(..)) => app.creds.note_web_auth(appid, WebAuth::SignedIn),
+        Ok(Finished::Redirect(_)) => {}
+        Err(_) => app.creds.note_web_auth(appid, WebAuth::Failed),
+    }
     conclude(app, appid, &id, &code_hash, &record, finished).await
 }
 

@@ -530,10 +530,7 @@ pub fn document() -> Value {
             "401": error("Admin key required")
         }
     }}));
-    paths.insert("/".into(), json!({"get": {"summary": "Status page for people", "security": [{"admin": []}], "responses": {
-        "200": {"description": "HTML", "content": {"text/html": {"schema": {"type": "string"}}}},
-        "401": error("Admin key required")
-    }}}));
+    console_paths(&mut paths);
     paths.insert(
         "/healthz".into(),
         json!({"get": {"summary": "Liveness", "responses": {"200": {"description": "ok", "content": {"text/plain": {"schema": {"type": "string"}}}}}}}),
@@ -560,6 +557,100 @@ pub fn document() -> Value {
             "schemas": {"Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "object", "required": ["code", "message"], "properties": {"code": {"type": "string"}, "message": {"type": "string"}}}}}}
         }
     })
+}
+
+/// An HTML page of the console.
+fn page(description: &str) -> Value {
+    json!({"description": description, "content": {"text/html": {"schema": {"type": "string"}}}})
+}
+
+/// The operator's console (`docs/API.md`, "Console") and the refresh
+/// history it shows, as JSON.
+fn console_paths(paths: &mut serde_json::Map<String, Value>) {
+    paths.insert("/".into(), json!({"get": {
+        "summary": "The console's overview for people: every account's health, time lines and quota gauges, the unhealthy first; a browser without a session gets the sign-in page",
+        "security": [{"admin": []}],
+        "parameters": [
+            {"name": "q", "in": "query", "required": false, "schema": {"type": "string"}},
+            {"name": "page", "in": "query", "required": false, "schema": {"type": "integer", "minimum": 1}}
+        ],
+        "responses": {
+            "200": page("The overview (or, for Accept: text/html without credentials, the sign-in page)"),
+            "400": error("A bad page or an unknown parameter"),
+            "401": error("Admin key or a console session required")
+        }
+    }}));
+    paths.insert("/console/apps/{appid}".into(), json!({"get": {
+        "summary": "The console's page of one account: refresh history, fetches per day, clients",
+        "security": [{"admin": []}],
+        "parameters": [{"$ref": "#/components/parameters/appid"}],
+        "responses": {
+            "200": page("The account's page"),
+            "303": {"description": "A browser without a session is sent to sign in"},
+            "400": error("A malformed AppID"),
+            "401": error("Admin key or a console session required"),
+            "404": page("No such account")
+        }
+    }}));
+    let form = |field: &str| {
+        json!({"required": true, "content": {"application/x-www-form-urlencoded": {"schema": {
+            "type": "object", "properties": {field: {"type": "string"}}
+        }}}})
+    };
+    paths.insert("/console/sign-in".into(), json!({"post": {
+        "summary": "Starts a console session with the admin key (HttpOnly, SameSite=Strict cookie)",
+        "requestBody": form("key"),
+        "responses": {
+            "303": {"description": "Signed in: the session cookie is set, on to the overview"},
+            "401": page("Not the admin key"),
+            "403": page("A cross-site request"),
+            "413": error("The body is larger than 8 KiB"),
+            "429": {"description": "Too many failed sign-ins from this address", "headers": {"Retry-After": {"$ref": "#/components/headers/RetryAfter"}}, "content": {"text/html": {"schema": {"type": "string"}}}}
+        }
+    }}));
+    paths.insert(
+        "/console/sign-out".into(),
+        json!({"post": {
+            "summary": "Ends the console session (the form carries the session's csrf token)",
+            "requestBody": form("csrf"),
+            "responses": {
+                "303": {"description": "Signed out: the cookie is cleared, on to the sign-in page"},
+                "403": page("A cross-site request, or a wrong form token"),
+                "413": error("The body is larger than 8 KiB")
+            }
+        }}),
+    );
+    let entry = json!({"type": "object", "required": ["at", "kind", "reason", "outcome"], "properties": {
+        "at": {"type": "integer"},
+        "kind": {"type": "string", "enum": ["access_token", "jsapi_ticket", "wx_card_ticket"]},
+        "reason": {"type": "string", "enum": ["schedule", "missing", "report", "takeover", "config", "doomed"]},
+        "client": {"type": "string"},
+        "outcome": {"type": "string", "enum": ["ok", "failed"]},
+        "errcode": {"type": "integer"},
+        "error": {"type": "string"},
+        "expires_in": {"type": "integer"},
+        "instance": {"type": "string"}
+    }});
+    paths.insert("/v1/apps/{appid}/history".into(), json!({"get": {
+        "summary": "An account's refresh history, newest first (kept refresh.history_days)",
+        "security": [{"admin": []}],
+        "parameters": [
+            {"$ref": "#/components/parameters/appid"},
+            {"name": "limit", "in": "query", "required": false, "schema": {"type": "integer", "minimum": 1, "maximum": 1000}}
+        ],
+        "responses": {
+            "200": ok("The history", json!({"type": "object", "required": ["appid", "now", "retention_days", "entries"], "properties": {
+                "appid": {"type": "string"},
+                "now": {"type": "integer"},
+                "retention_days": {"type": "integer"},
+                "entries": {"type": "array", "items": entry}
+            }})),
+            "400": error("A bad limit or an unknown parameter"),
+            "401": error("Admin key required"),
+            "404": error("No such account"),
+            "503": error_retry("The store did not answer")
+        }
+    }}));
 }
 
 /// `GET /openapi.json`.

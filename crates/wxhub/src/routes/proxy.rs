@@ -159,6 +159,7 @@ pub async fn proxy(
         return Err(e);
     }
     app.charge(&client, ClientLimit::Proxy).await?;
+    app.creds.note_use(&appid, &client.name);
     let query = upstream_query(req.uri().query().unwrap_or(""));
     let content_type = req.headers().get(header::CONTENT_TYPE).cloned();
     let body = axum::body::to_bytes(req.into_body(), MAX_BODY)
@@ -190,7 +191,12 @@ pub async fn proxy(
             .inc("wxhub_proxy_retries_total", &[("appid", &appid)]);
         let now = app
             .creds
-            .invalidate(&appid, CredKind::AccessToken, token.value.expose_secret())
+            .invalidate(
+                &appid,
+                CredKind::AccessToken,
+                token.value.expose_secret(),
+                &client.name,
+            )
             .await?;
         send(
             &app,

@@ -64,6 +64,7 @@ async fn get_cred(
 ) -> Result<Response, ApiError> {
     authorize(&app, &client, &appid)?;
     let served = app.creds.get(&appid, kind).await?;
+    app.creds.note_use(&appid, &client.name);
     Ok(body(kind, served))
 }
 
@@ -106,7 +107,10 @@ async fn invalidate_cred(
         ApiError::bad_request(format!("{field}: required: the value that failed"))
     })?;
     app.charge(&client, ClientLimit::Invalidate).await?;
-    let reported = app.creds.invalidate(&appid, kind, &failed).await?;
+    let reported = app
+        .creds
+        .invalidate(&appid, kind, &failed, &client.name)
+        .await?;
     Ok(reported_body(kind, reported))
 }
 

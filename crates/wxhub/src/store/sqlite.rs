@@ -276,6 +276,7 @@ impl SqliteStore {
         conn.execute_batch(SCHEMA)?;
         conn.execute_batch(super::push_sqlite::PUSH_SCHEMA)?;
         conn.execute_batch(super::directory::DIRECTORY_SCHEMA)?;
+        conn.execute_batch(super::history_store::HISTORY_SCHEMA)?;
         let mut conn = conn;
         prepare_keys(&mut conn, &sealer)?;
         let (jobs, queue) = std::sync::mpsc::channel();

@@ -3,7 +3,8 @@ use serde_json::json;
 use crate::helpers::*;
 
 /// A known secret, token and client key go through full flows, including
-/// failures; none may appear in a log line, an error body or /metrics.
+/// failures; none may appear in a log line, an error body, /metrics, the
+/// console's pages and cookie, or the refresh history.
 #[tokio::test]
 async fn secrets_tokens_and_keys_never_reach_logs_errors_or_metrics() {
     let hub = TestHub::start().await;
@@ -61,6 +62,32 @@ async fn secrets_tokens_and_keys_never_reach_logs_errors_or_metrics() {
             .to_string(),
     );
     bodies.push(hub.readyz().await.1.to_string());
+    // The console: its pages, its cookie and the refresh history.
+    let (cookie, set_cookie) = crate::console::sign_in(&hub).await;
+    bodies.push(set_cookie);
+    for path in ["/".to_string(), format!("/console/apps/{APPID}")] {
+        let page = hub
+            .http
+            .get(hub.url(&path))
+            .header("accept", "text/html")
+            .header("cookie", &cookie)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(page.contains(APPID), "{path} shown: {page}");
+        bodies.push(page);
+    }
+    let history = hub
+        .get_as(&format!("/v1/apps/{APPID}/history?limit=1000"), &hub.admin)
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(history.contains("40125"), "{history}");
+    bodies.push(history);
     let metrics = hub.metrics().await;
     let logs = String::from_utf8_lossy(&logs().lock().unwrap()).to_string();
     assert!(logs.contains(APPID), "logs were captured");

@@ -7,6 +7,7 @@ mod admin;
 mod auth;
 mod canary;
 mod cli;
+mod console;
 mod directory;
 mod faults;
 mod hardening;

@@ -242,6 +242,29 @@ async fn a_person_who_refuses_comes_back_with_access_denied() {
         2,
         "only the silent base rounds exchanged a code"
     );
+    // The console counts how they ended.
+    let page = hub
+        .get_as(&format!("/console/apps/{APPID}"), &hub.admin)
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains("<b>0</b> signed in, <b>2</b> refused, <b>0</b> failed"),
+        "{page}"
+    );
+    let steps = walk(&hub, &authorize_url(&hub, APPID, "base"), "carol", "allow").await;
+    assert!(landed(&steps).contains("wxhub_ticket="));
+    let page = hub
+        .get_as(&format!("/console/apps/{APPID}"), &hub.admin)
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains("<b>1</b> signed in, <b>2</b> refused"),
+        "{page}"
+    );
 }
 
 #[tokio::test]

@@ -163,7 +163,7 @@ async fn the_queue_is_bounded_what_fails_all_window_is_parked_and_replayed() {
         .unwrap();
     assert!(
         page.contains("Push") && page.contains("crm"),
-        "the status page lists the backlog"
+        "the console lists the backlog"
     );
     let (s, _) = hub.get(&format!("/v1/push/{APPID}/parked")).await;
     assert_eq!(s, 401, "the client key is not the admin key");

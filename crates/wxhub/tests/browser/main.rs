@@ -21,5 +21,6 @@ mod support;
 #[allow(dead_code)]
 mod driver;
 
+mod console;
 mod demo_login;
 mod demo_push;

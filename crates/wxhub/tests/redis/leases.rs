@@ -300,3 +300,18 @@ async fn the_first_instance_sets_the_partition_count() {
     );
     p.cleanup().await;
 }
+
+#[tokio::test]
+async fn every_instance_can_tell_which_one_holds_a_lease() {
+    let p = pair(10_000).await;
+    let appid = "wx1111111111111111";
+    assert_eq!(p.b.lease_holder(appid).await.unwrap(), None);
+    assert!(matches!(
+        p.a.acquire(appid).await.unwrap(),
+        LeaseOutcome::Held { .. }
+    ));
+    assert_eq!(p.b.lease_holder(appid).await.unwrap().as_deref(), Some("a"));
+    p.a.release_all().await;
+    assert_eq!(p.b.lease_holder(appid).await.unwrap(), None);
+    p.cleanup().await;
+}

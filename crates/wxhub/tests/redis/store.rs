@@ -460,3 +460,47 @@ async fn malformed_records_name_the_field_not_the_value() {
     assert!(e.contains("openid") && !e.contains("secret"), "{e}");
     cleanup(&s).await;
 }
+
+fn entry(at: i64, reason: wxhub::history::Reason) -> wxhub::history::Entry {
+    wxhub::history::Entry {
+        at,
+        kind: "access_token".into(),
+        reason,
+        client: Some("shop".into()),
+        outcome: "ok".into(),
+        errcode: None,
+        error: None,
+        expires_in: Some(7200),
+        instance: None,
+    }
+}
+
+#[tokio::test]
+async fn the_refresh_history_is_capped_newest_first_and_expires() {
+    use wxhub::history::Reason;
+    let s = store().await;
+    let appid = "wx1111111111111111";
+    for i in 0..5 {
+        s.history_add(appid, &entry(NOW + i, Reason::Schedule), NOW - 86400, 3)
+            .await
+            .expect("add");
+    }
+    let got = s.history(appid, 0, 100).await.expect("read");
+    let times: Vec<i64> = got.iter().map(|e| e.at).collect();
+    assert_eq!(
+        times,
+        vec![NOW + 4, NOW + 3, NOW + 2],
+        "capped, newest first"
+    );
+    assert_eq!(got[0].client.as_deref(), Some("shop"));
+    // Entries before `since` are not returned; the list expires by itself.
+    assert_eq!(s.history(appid, NOW + 3, 100).await.unwrap().len(), 2);
+    assert_eq!(s.history(appid, 0, 1).await.unwrap().len(), 1);
+    let ttl: i64 = s
+        .conn()
+        .ttl(s.app_key(appid, "history"))
+        .await
+        .expect("ttl");
+    assert!(ttl > 86000 && ttl <= 86400 + 4, "{ttl}");
+    cleanup(&s).await;
+}

@@ -23,26 +23,50 @@ async fn one_owner_one_fetch_and_every_instance_serves_the_same_token() {
     let (s, r) = c.readyz(owner).await;
     assert_eq!(s, 200, "{r}");
     assert_eq!(r["shared"]["redis"]["up"], true);
-    for i in c.live() {
-        let page = c
+    let page = |i: usize| {
+        let req = c
             .http
             .get(format!("{}/", c.hub(i).base))
+            .bearer_auth(&c.admin);
+        async move { req.send().await.unwrap().text().await.unwrap() }
+    };
+    // The owner's console says it refreshes the account; every other
+    // instance's names the owner.
+    let owned = page(owner).await;
+    let marker = "refreshed by this instance (<code>";
+    let at = owned.find(marker).unwrap_or_else(|| panic!("{owned}")) + marker.len();
+    let instance = owned[at..].split('<').next().unwrap().to_string();
+    assert!(owned.contains("Redis is up"), "{owned}");
+    for i in c.live().into_iter().filter(|i| *i != owner) {
+        let page = page(i).await;
+        assert!(
+            page.contains(&format!("refreshed by instance <code>{instance}</code>"))
+                && page.contains("Redis is up"),
+            "hub {i}: {page}"
+        );
+        // The history is in Redis: every instance shows the owner's fetch.
+        let v: serde_json::Value = c
+            .http
+            .get(format!(
+                "{}/v1/apps/{}/history",
+                c.hub(i).base,
+                crate::cluster::APPID
+            ))
             .bearer_auth(&c.admin)
             .send()
             .await
             .unwrap()
-            .text()
+            .json()
             .await
             .unwrap();
-        let expect = if i == owner {
-            "refreshed here"
-        } else {
-            "followed"
-        };
-        assert!(
-            page.contains(expect) && page.contains("Redis up"),
-            "hub {i}: {page}"
-        );
+        let token = v["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["kind"] == "access_token")
+            .unwrap_or_else(|| panic!("hub {i}: {v}"));
+        assert_eq!(token["instance"], instance.as_str(), "{v}");
+        assert_eq!(token["outcome"], "ok", "{v}");
     }
     // Canary: nothing secret in any instance's log or metrics.
     for i in c.live() {

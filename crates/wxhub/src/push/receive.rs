@@ -161,7 +161,7 @@ impl Gateway {
             .replier()
             .filter(|r| r.wants(&msg_type, event.as_deref()));
         let dedup_key = payload::dedup_key(&msg);
-        let message_id = hex::encode(rand::random::<[u8; 16]>());
+        let message_id = payload::new_message_id();
         let new = NewPush {
             appid: appid.to_string(),
             dedup_key: dedup_key.clone(),

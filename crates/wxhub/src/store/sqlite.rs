@@ -108,9 +108,9 @@ fn connect(path: &Path) -> Result<Connection, StoreError> {
     conn.pragma_update(None, "secure_delete", "ON")?;
     // Every write runs in a savepoint, whose journal (the pages as they were
     // before it) went to a temporary file: a 4 KiB write per page and write,
-    // six times the WAL's own under push load, and a copy of token pages
-    // on disk outside the 0600 file. In memory it is a copy, freed at the
-    // savepoint's release.
+    // six times the WAL's own under push load, and copies of pages (tokens
+    // among them) in a file other than the 0600 one. In memory it is a
+    // copy, freed at the savepoint's release.
     conn.pragma_update(None, "temp_store", "MEMORY")?;
     // 16 MiB of pages instead of 2: under push load the writer re-read
     // recent index pages and the messages being delivered from the OS

@@ -176,6 +176,15 @@ impl ApiError {
         }
     }
 
+    /// 503 with `Retry-After: 1`: more verified pushes wait for their write
+    /// than `push.max_pending_writes`.
+    pub fn overloaded(message: impl Into<String>) -> ApiError {
+        ApiError {
+            code: "overloaded",
+            ..Self::unavailable(message, 1)
+        }
+    }
+
     /// 503 with `Retry-After: 1`: a replayed callback whose first request
     /// has not finished.
     pub fn in_progress(message: impl Into<String>) -> ApiError {
@@ -258,6 +267,7 @@ mod tests {
             (ApiError::code_expired("x"), 400, "code_expired"),
             (ApiError::too_many_sign_ins("x"), 503, "too_many_sign_ins"),
             (ApiError::in_progress("x"), 503, "in_progress"),
+            (ApiError::overloaded("x"), 503, "overloaded"),
             (ApiError::internal("x"), 500, "internal"),
         ];
         for (e, status, code) in cases {
@@ -267,6 +277,7 @@ mod tests {
         assert_eq!(resp.headers().get("retry-after").unwrap(), "3");
         assert_eq!(ApiError::too_many_sign_ins("x").retry_after, Some(60));
         assert_eq!(ApiError::in_progress("x").retry_after, Some(1));
+        assert_eq!(ApiError::overloaded("x").retry_after, Some(1));
     }
 
     /// Runs `f` with every log line it writes captured.

@@ -146,7 +146,7 @@ const HELP: &[(&str, &str, &str)] = &[
     (
         "wxhub_push_rejected_total",
         "counter",
-        "Pushes refused at /push/{appid}, by reason (signature, appid, xml, stale, ...).",
+        "Pushes refused at /push/{appid}, by reason (signature, appid, xml, stale, overloaded, ...).",
     ),
     (
         "wxhub_push_ack_seconds",

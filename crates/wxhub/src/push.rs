@@ -102,6 +102,10 @@ pub struct Gateway {
     // Pushes whose replier is being asked, by account and duplicate key: a
     // platform retry arriving meanwhile waits for the same answer.
     asking: Mutex<Asking>,
+    // One permit per verified push waiting for its write
+    // (`push.max_pending_writes`): the store's queue is not bounded itself,
+    // and anything that reaches the push URL with the Token could grow it.
+    writing: tokio::sync::Semaphore,
 }
 
 impl Gateway {
@@ -149,6 +153,7 @@ impl Gateway {
             wake: tokio::sync::Notify::new(),
             profile_budget: Mutex::new(HashMap::new()),
             asking: Mutex::new(HashMap::new()),
+            writing: tokio::sync::Semaphore::new(settings.max_pending_writes),
         })
     }
 

@@ -384,6 +384,10 @@ pub struct PushSettings {
     /// How long a message's record (and its duplicate detection) is kept
     /// after its last delivery.
     pub keep_secs: i64,
+    /// Verified pushes waiting for their write at once, across all
+    /// accounts; past it a push is answered 503 `overloaded` at once (the
+    /// platform sends it again) rather than held in memory.
+    pub max_pending_writes: usize,
 }
 
 impl Default for PushSettings {
@@ -394,6 +398,7 @@ impl Default for PushSettings {
             backoff_initial_secs: 5,
             backoff_max_secs: 1800,
             keep_secs: 3 * 86_400,
+            max_pending_writes: 4096,
         }
     }
 }
@@ -413,6 +418,12 @@ impl PushSettings {
             return Err(ConfigError::new(
                 "push.backoff_max_secs",
                 "backoff_initial_secs must be positive and at most backoff_max_secs",
+            ));
+        }
+        if self.max_pending_writes == 0 || self.max_pending_writes > 1_000_000 {
+            return Err(ConfigError::new(
+                "push.max_pending_writes",
+                "must be between 1 and 1000000",
             ));
         }
         if self.keep_secs < 86_400 {

@@ -123,7 +123,8 @@ impl Gateway {
     ///
     /// # Errors
     /// 404, 401, 400 or 413 for what the platform did not send; 503 when
-    /// the store cannot take the write (the platform sends it again).
+    /// the store cannot take the write, or `push.max_pending_writes` pushes
+    /// already wait for theirs (the platform sends it again).
     pub async fn receive(
         self: &std::sync::Arc<Self>,
         appid: &str,
@@ -161,7 +162,7 @@ impl Gateway {
             .replier()
             .filter(|r| r.wants(&msg_type, event.as_deref()));
         let dedup_key = payload::dedup_key(&msg);
-        let message_id = hex::encode(rand::random::<[u8; 16]>());
+        let message_id = payload::new_message_id();
         let new = NewPush {
             appid: appid.to_string(),
             dedup_key: dedup_key.clone(),
@@ -180,10 +181,26 @@ impl Gateway {
             max_backlog: account.config.max_backlog,
             keep_until: now + self.settings.keep_secs,
         };
+        // Refused at once rather than queued: the platform sends it again
+        // (after 5 s, three times), and the answer costs nothing here.
+        let Ok(permit) = self.writing.try_acquire() else {
+            let e = ApiError::overloaded(
+                "too many pushes are waiting to be stored (push.max_pending_writes); the platform will retry",
+            );
+            self.metrics.inc(
+                "wxhub_push_rejected_total",
+                &[("appid", appid), ("reason", "overloaded")],
+            );
+            // Not a warning per push: a line each would add to the overload.
+            tracing::debug!(account.appid = %appid, "push refused: overloaded");
+            return Err(e);
+        };
         let accepted = self.store.push_accept(&new).await.map_err(|e| {
             tracing::error!(account.appid = %appid, error = %e, "cannot write a push; the platform will send it again");
             ApiError::unavailable("the push could not be stored; the platform will retry", 1)
-        })?;
+        });
+        drop(permit);
+        let accepted = accepted?;
         let reply = match accepted {
             Accepted::Duplicate { reply, .. } => {
                 self.metrics.inc(

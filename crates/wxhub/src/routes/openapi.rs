@@ -378,7 +378,7 @@ fn push_paths(paths: &mut serde_json::Map<String, Value>) {
     post.insert("413".into(), error("The body is larger than 64 KiB"));
     post.insert(
         "503".into(),
-        error_retry("The push could not be stored; the platform sends it again"),
+        error_retry("unavailable: the push could not be stored; overloaded: push.max_pending_writes pushes already wait for their write. Nothing stored; the platform sends it again"),
     );
     let params = json!([
         {"$ref": "#/components/parameters/appid"},

@@ -257,3 +257,101 @@ async fn push_secrets_never_reach_logs_errors_or_metrics() {
     assert!(!debug.contains(PUSH_TOKEN) && !debug.contains(AES_KEY) && !debug.contains(SUB_SECRET));
     let _: Value = serde_json::from_str(&bodies[0]).expect("errors are JSON");
 }
+
+/// A plain push with its own MsgId, signed as the platform signs it.
+fn plain_push(hub: &TestHub, msg_id: u64) -> (String, String) {
+    use sha1::Digest;
+    let now = hub.now().to_string();
+    let nonce = format!("n{msg_id}");
+    let mut parts = [PUSH_TOKEN, now.as_str(), nonce.as_str()];
+    parts.sort_unstable();
+    let signature = hex(&sha1::Sha1::digest(parts.concat().as_bytes()));
+    (
+        hub.url(&format!(
+            "/push/{APPID}?signature={signature}&timestamp={now}&nonce={nonce}"
+        )),
+        format!(
+            "<xml><ToUserName>gh</ToUserName><FromUserName>o{}</FromUserName><CreateTime>{now}</CreateTime><MsgType>text</MsgType><Content>m{msg_id}</Content><MsgId>{msg_id}</MsgId></xml>",
+            msg_id % 7
+        ),
+    )
+}
+
+#[tokio::test]
+async fn past_max_pending_writes_a_push_is_refused_at_once_and_nothing_acknowledged_is_lost() {
+    // Down: every entry stays queued, so the backlog counts what was written.
+    let sub = Subscriber::start(Mode::Down(500)).await;
+    let hub = TestHub::with(Options {
+        world: sim_account("plain", AES_KEY, ""),
+        push: push_section(
+            "plain",
+            "retry_window_secs = 86400",
+            &[("crm", sub.url(), "")],
+        ),
+        extra: format!("{FAST}max_pending_writes = 1\n"),
+        ..Options::default()
+    })
+    .await;
+    let (mut acked, mut refused) = (Vec::new(), Vec::new());
+    let mut next = 1u64;
+    // Waves of concurrent pushes until the bound has refused some: one
+    // push may wait for its write at a time, so a wave overflows it.
+    for _ in 0..20 {
+        let mut wave = Vec::new();
+        for _ in 0..32 {
+            let (url, body) = plain_push(&hub, next);
+            let http = hub.http.clone();
+            let id = next;
+            next += 1;
+            wave.push(tokio::spawn(async move {
+                let r = http.post(url).body(body).send().await.unwrap();
+                let status = r.status().as_u16();
+                let retry = r.headers().get("retry-after").cloned();
+                (id, status, retry, r.text().await.unwrap())
+            }));
+        }
+        for t in wave {
+            let (id, status, retry, body) = t.await.unwrap();
+            match status {
+                200 => {
+                    assert_eq!(body, "success");
+                    acked.push(id);
+                }
+                503 => {
+                    let v: Value = serde_json::from_str(&body).expect("a JSON error");
+                    assert_eq!(v["error"]["code"], "overloaded", "{v}");
+                    assert_eq!(retry.unwrap(), "1");
+                    refused.push(id);
+                }
+                s => panic!("push {id}: {s} {body}"),
+            }
+        }
+        if !refused.is_empty() {
+            break;
+        }
+    }
+    assert!(!refused.is_empty(), "the bound never refused a push");
+    assert!(!acked.is_empty(), "the bound refused everything");
+    assert_eq!(
+        hub.push_metric(
+            "wxhub_push_rejected_total",
+            &[("appid", APPID), ("reason", "overloaded")]
+        ),
+        refused.len() as u64
+    );
+    // Every acknowledged push is queued; no refused one was written.
+    let (_, b) = hub.admin_get("/v1/push").await;
+    assert_eq!(b["subscribers"][0]["queued"], acked.len(), "{b}");
+    // The platform's retry of a refused push, one at a time, is taken.
+    for id in &refused {
+        let (url, body) = plain_push(&hub, *id);
+        let r = hub.http.post(url).body(body).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+    }
+    let (_, b) = hub.admin_get("/v1/push").await;
+    assert_eq!(
+        b["subscribers"][0]["queued"],
+        acked.len() + refused.len(),
+        "{b}"
+    );
+}

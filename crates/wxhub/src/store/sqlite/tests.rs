@@ -131,6 +131,46 @@ async fn the_file_and_its_companions_are_made_private() {
 }
 
 /// Writes queued together share a commit; one that fails leaves the
+/// A write that fails after writing is undone to its savepoint; the write
+/// batched after it, and the batch's commit, stand.
+#[tokio::test]
+async fn a_write_failing_halfway_is_undone_alone() {
+    let dir = std::env::temp_dir().join(format!("wxhub-store-undo-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let s = SqliteStore::open(&dir.join("t.db")).expect("open");
+    let put = |b: &mut Batch<'_>, name: &str| {
+        b.tx.execute(
+            "INSERT INTO meta (name, value) VALUES (?1, 'x')",
+            params![name],
+        )
+    };
+    // The first holds the writer, so the next two queue and share a batch.
+    let hold = s.run(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        Ok(())
+    });
+    let failing = s.run(move |b| {
+        put(b, "undone")?;
+        Err::<(), _>(StoreError::new("fails after writing"))
+    });
+    let fine = s.run(move |b| Ok(put(b, "kept")?));
+    let (held, failed, kept) = tokio::join!(hold, failing, fine);
+    assert!(held.is_ok() && failed.is_err());
+    assert_eq!(kept.expect("the neighbour's write"), 1);
+    let names = s
+        .run(|b| {
+            Ok(b.tx
+                .prepare("SELECT name FROM meta WHERE name IN ('undone', 'kept')")?
+                .query_map([], |r| r.get::<_, String>(0))?
+                .collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+        .expect("read");
+    assert_eq!(names, ["kept"]);
+    drop(s);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 /// others in place and hears its own error.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_writes_are_committed_together_and_fail_alone() {

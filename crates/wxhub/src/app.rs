@@ -169,6 +169,12 @@ impl Application {
         )
         .await;
         let limiter = Limiter::new(store.redis().cloned());
+        let console = match store.redis() {
+            Some(redis) => {
+                crate::console::Console::shared(redis.clone(), config.admin_key_sha256.as_ref())
+            }
+            None => crate::console::Console::default(),
+        };
         let push = Arc::new(
             crate::push::Gateway::new(
                 &config.push,
@@ -201,7 +207,7 @@ impl Application {
             limiter,
             push,
             directory,
-            console: crate::console::Console::default(),
+            console,
         });
         // What the admin API changed since the file was written.
         app.directory

@@ -3,13 +3,14 @@
 //! a session; the pages are drawn on the server (charts as inline SVG) and
 //! need no JavaScript.
 //!
-//! Sessions: the cookie holds a random session id and its HMAC under a key
-//! this process draws at start; the key is never in the cookie, nor
-//! anything derived from the admin key. Sessions are kept in this
-//! process's memory (at most [`MAX_SESSIONS`], each for [`SESSION_TTL`]):
-//! signing out removes one at once, a restart ends them all, and in shared
-//! mode a session is good on the instance that started it only (route a
-//! person to one instance, or sign in on each). Every POST of the console
+//! Sessions: the cookie holds a random session id and its HMAC, never the
+//! admin key. With SQLite the HMAC key is drawn at start and sessions are
+//! kept in this process's memory (at most [`MAX_SESSIONS`], each for
+//! [`SESSION_TTL`]): a restart ends them. In shared mode every instance
+//! must accept the cookie: the HMAC key is derived from the admin key's
+//! SHA-256 (changing the admin key ends every session), and sessions are
+//! kept in Redis with [`SESSION_TTL`], so a person's requests may reach
+//! any instance and signing out on one ends the session on all. Every POST of the console
 //! checks `Sec-Fetch-Site`/`Origin` and, once signed in, a per-session form
 //! token; the cookie is `SameSite=Strict`. Failed sign-ins are limited per
 //! client IP ([`MAX_FAILURES`] per [`FAILURE_WINDOW`]).
@@ -57,6 +58,8 @@ pub struct Session {
 pub struct Console {
     key: [u8; 32],
     sessions: Mutex<HashMap<[u8; 16], Instant>>,
+    // Shared mode: sessions live here instead, for every instance.
+    redis: Option<crate::store::RedisStore>,
     failures: Mutex<HashMap<IpAddr, (Instant, u32)>>,
 }
 
@@ -73,6 +76,7 @@ impl Default for Console {
         Console {
             key: rand::random(),
             sessions: Mutex::new(HashMap::new()),
+            redis: None,
             failures: Mutex::new(HashMap::new()),
         }
     }
@@ -83,6 +87,26 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Console {
+    /// Shared mode: sessions in `redis`, signed under a key every instance
+    /// derives alike from the admin key's SHA-256 (none configured: a
+    /// random key, and no one can sign in anyway).
+    pub fn shared(redis: crate::store::RedisStore, admin_key_sha256: Option<&[u8; 32]>) -> Console {
+        let key = admin_key_sha256.map_or_else(rand::random, |h| {
+            let mut m = Hmac::<Sha256>::new_from_slice(h).expect("HMAC takes any key");
+            m.update(b"wxhub console session key");
+            m.finalize().into_bytes().into()
+        });
+        Console {
+            key,
+            redis: Some(redis),
+            ..Console::default()
+        }
+    }
+
+    fn session_key(redis: &crate::store::RedisStore, id: &[u8; 16]) -> String {
+        redis.key(&format!("console:session:{}", hex::encode(id)))
+    }
+
     fn mac(&self, label: &str, id: &[u8; 16]) -> [u8; 32] {
         let mut m = Hmac::<Sha256>::new_from_slice(&self.key).expect("HMAC takes any key");
         m.update(label.as_bytes());
@@ -91,8 +115,21 @@ impl Console {
     }
 
     /// Starts a session: the cookie's value.
-    pub fn start(&self) -> String {
+    ///
+    /// # Errors
+    /// In shared mode, if Redis cannot be asked.
+    pub async fn start(&self) -> Result<String, crate::store::StoreError> {
         let id: [u8; 16] = rand::random();
+        if let Some(redis) = &self.redis {
+            let _: () = redis::cmd("SET")
+                .arg(Self::session_key(redis, &id))
+                .arg(1)
+                .arg("PX")
+                .arg(SESSION_TTL.as_millis() as u64)
+                .query_async(&mut redis.conn())
+                .await?;
+            return Ok(self.cookie_value(&id));
+        }
         let now = Instant::now();
         let mut sessions = lock(&self.sessions);
         sessions.retain(|_, until| *until > now);
@@ -102,10 +139,14 @@ impl Console {
             sessions.remove(&oldest);
         }
         sessions.insert(id, now + SESSION_TTL);
+        Ok(self.cookie_value(&id))
+    }
+
+    fn cookie_value(&self, id: &[u8; 16]) -> String {
         format!(
             "{}.{}",
             hex::encode(id),
-            hex::encode(self.mac("session", &id))
+            hex::encode(self.mac("session", id))
         )
     }
 
@@ -117,25 +158,45 @@ impl Console {
         bool::from(self.mac("session", &id).ct_eq(sig.as_slice())).then_some(id)
     }
 
-    /// The live session the request's cookie names, if any.
-    pub fn session(&self, headers: &HeaderMap) -> Option<Session> {
+    /// The live session the request's cookie names, if any. In shared
+    /// mode, a Redis that does not answer counts as no session.
+    pub async fn session(&self, headers: &HeaderMap) -> Option<Session> {
         let id = self.id_of(&cookie(headers, COOKIE)?)?;
-        let live = lock(&self.sessions)
-            .get(&id)
-            .is_some_and(|until| *until > Instant::now());
+        let live = match &self.redis {
+            Some(redis) => {
+                let n: Result<i64, _> = redis::cmd("EXISTS")
+                    .arg(Self::session_key(redis, &id))
+                    .query_async(&mut redis.conn())
+                    .await;
+                n.is_ok_and(|n| n == 1)
+            }
+            None => lock(&self.sessions)
+                .get(&id)
+                .is_some_and(|until| *until > Instant::now()),
+        };
         live.then(|| Session {
             csrf: hex::encode(&self.mac("csrf", &id)[..16]),
         })
     }
 
     /// Ends the request's session, if it has one.
-    pub fn end(&self, headers: &HeaderMap) {
+    ///
+    /// # Errors
+    /// In shared mode, if Redis cannot be asked.
+    pub async fn end(&self, headers: &HeaderMap) -> Result<(), crate::store::StoreError> {
         if let Some(id) = cookie(headers, COOKIE).and_then(|v| self.id_of(&v)) {
+            if let Some(redis) = &self.redis {
+                let _: i64 = redis::cmd("DEL")
+                    .arg(Self::session_key(redis, &id))
+                    .query_async(&mut redis.conn())
+                    .await?;
+            }
             lock(&self.sessions).remove(&id);
         }
+        Ok(())
     }
 
-    /// Live sessions.
+    /// Live sessions kept in this process (not in shared mode).
     pub fn live(&self) -> usize {
         let now = Instant::now();
         lock(&self.sessions).values().filter(|u| **u > now).count()
@@ -262,24 +323,25 @@ mod tests {
         h
     }
 
-    #[test]
-    fn sessions_are_signed_live_and_revocable() {
+    #[tokio::test]
+    async fn sessions_are_signed_live_and_revocable() {
         let c = Console::default();
-        let value = c.start();
+        let value = c.start().await.unwrap();
         let h = with_cookie(&format!("a=b; {COOKIE}={value}"));
-        let s = c.session(&h).expect("a live session");
+        let s = c.session(&h).await.expect("a live session");
         assert_eq!(s.csrf.len(), 32);
         // Another key does not accept it.
-        assert!(Console::default().session(&h).is_none());
+        assert!(Console::default().session(&h).await.is_none());
         // A changed signature or id is refused.
         let (id, sig) = value.split_once('.').unwrap();
         let forged = format!("{id}.{}", "0".repeat(sig.len()));
         assert!(
             c.session(&with_cookie(&format!("{COOKIE}={forged}")))
+                .await
                 .is_none()
         );
-        c.end(&h);
-        assert!(c.session(&h).is_none(), "signed out");
+        c.end(&h).await.unwrap();
+        assert!(c.session(&h).await.is_none(), "signed out");
         assert_eq!(c.live(), 0);
     }
 

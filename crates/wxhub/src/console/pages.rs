@@ -53,11 +53,17 @@ impl Viewer {
     }
 }
 
-fn viewer(app: &App, req: &Request) -> Option<Viewer> {
-    if matches!(req.extensions().get::<Caller>(), Some(Caller::Admin)) {
-        return Some(Viewer::Bearer);
+// Takes what it needs out of the request, not the request: a request's
+// body is not Sync, so a borrow of it must not live across the store lookup.
+fn viewer<'a>(app: &'a App, req: &Request) -> impl Future<Output = Option<Viewer>> + Send + 'a {
+    let admin = matches!(req.extensions().get::<Caller>(), Some(Caller::Admin));
+    let headers = req.headers().clone();
+    async move {
+        if admin {
+            return Some(Viewer::Bearer);
+        }
+        app.console.session(&headers).await.map(Viewer::Session)
     }
-    app.console.session(req.headers()).map(Viewer::Session)
 }
 
 /// An HTML answer, kept as it is by the router's error layer, never cached
@@ -146,7 +152,7 @@ pub async fn overview(State(app): State<Arc<App>>, req: Request) -> Response {
         Ok(q) => q,
         Err(e) => return ApiError::bad_request(format!("query: {e}")).into_response(),
     };
-    let Some(viewer) = viewer(&app, &req) else {
+    let Some(viewer) = viewer(&app, &req).await else {
         if wants_html(req.headers()) {
             return sign_in_page(&app, StatusCode::OK, None);
         }
@@ -444,7 +450,7 @@ pub async fn account_page(
     AppPath(appid): AppPath<String>,
     req: Request,
 ) -> Response {
-    let Some(viewer) = viewer(&app, &req) else {
+    let Some(viewer) = viewer(&app, &req).await else {
         if wants_html(req.headers()) {
             return see_other("/");
         }
@@ -643,9 +649,20 @@ pub async fn sign_in(State(app): State<Arc<App>>, req: Request) -> Response {
         );
     }
     tracing::info!(client.ip = ?ip, "console: signed in");
+    let value = match app.console.start().await {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::error!(error = %e, "console: cannot store the session");
+            return sign_in_page(
+                &app,
+                StatusCode::SERVICE_UNAVAILABLE,
+                Some("The hub cannot reach its store to keep the session: try again in a moment."),
+            );
+        }
+    };
     let mut r = see_other("/");
     r.headers_mut()
-        .insert(header::SET_COOKIE, set_cookie(&app.console.start(), secure));
+        .insert(header::SET_COOKIE, set_cookie(&value, secure));
     r
 }
 
@@ -656,7 +673,7 @@ pub async fn sign_out(State(app): State<Arc<App>>, req: Request) -> Response {
     }
     let headers: HeaderMap = req.headers().clone();
     let secure = over_https(&headers, &app.public_url);
-    if let Some(session) = app.console.session(&headers) {
+    if let Some(session) = app.console.session(&headers).await {
         let token = form(req)
             .await
             .and_then(|mut f| f.remove("csrf"))
@@ -664,7 +681,14 @@ pub async fn sign_out(State(app): State<Arc<App>>, req: Request) -> Response {
         if !bool::from(token.as_bytes().ct_eq(session.csrf.as_bytes())) {
             return cross_site(&app);
         }
-        app.console.end(&headers);
+        if let Err(e) = app.console.end(&headers).await {
+            tracing::error!(error = %e, "console: cannot end the session in the store");
+            return sign_in_page(
+                &app,
+                StatusCode::SERVICE_UNAVAILABLE,
+                Some("The hub cannot reach its store to end the session: try again in a moment."),
+            );
+        }
         tracing::info!("console: signed out");
     }
     let mut r = see_other("/");

@@ -2,6 +2,7 @@
 
 mod basics;
 mod cluster;
+mod console;
 mod directory;
 mod killed;
 mod paused;

@@ -95,6 +95,25 @@ impl Credentials {
                 Ok(answer(served, ReportOutcome::StillValid))
             }
             Ok(served) => Ok(answer(served, ReportOutcome::Replaced)),
+            // The platform said the value is dead and the hub's own fetch of
+            // a new one failed (it retries with backoff, outside the
+            // caller's budget): serving the dead value again would only
+            // send the caller back with it. Wait for that retry instead.
+            Err(CredError::OverBudget {
+                reason,
+                retry_after,
+            }) if rejected && slot.lock().failures > 0 && slot.lock().is_current(&reported) => {
+                let now = self.clock.now();
+                let retry = slot.lock().next_refresh_at - now;
+                Err(CredError::Unavailable {
+                    reason: format!(
+                        "the platform rejected the current {}, and {}; the hub replaces it itself at its next attempt",
+                        kind.label(),
+                        reason.trim_end_matches("; the current value is still served")
+                    ),
+                    retry_after: retry.clamp(1, retry_after.max(1)),
+                })
+            }
             Err(CredError::OverBudget {
                 reason,
                 retry_after,

@@ -246,3 +246,42 @@ async fn reports_may_spend_at_most_half_the_forced_refreshes_by_default() {
         "{m}"
     );
 }
+
+/// A dead token, and the platform busy when the hub fetches its
+/// replacement: a second report before the hub's own retry must not be
+/// answered with the dead token (the caller's budget refuses a second
+/// caller-triggered fetch, but the value is known dead). It waits, and gets
+/// the new token once the hub's retry lands. (Seen as a flake in the Python
+/// client's test_503_with_retry_after_is_waited_out.)
+#[tokio::test]
+async fn a_confirmed_dead_token_is_never_served_while_its_replacement_is_retried() {
+    let hub = TestHub::with(Options {
+        tickets: "[]",
+        ..Options::default()
+    })
+    .await;
+    let dead = hub.token().await;
+    hub.kill_token_elsewhere("stable").await;
+    hub.fault(json!({"endpoint": "/cgi-bin/stable_token", "count": 1, "errcode": -1}))
+        .await;
+    let (s, v) = hub.invalidate(&dead).await;
+    assert_eq!(s, 503, "the platform was busy: {v}");
+    // The caller waits out the Retry-After; the hub's own retry has not
+    // run yet (it is due at about the same moment).
+    hub.advance(2);
+    let (s, v) = hub.invalidate(&dead).await;
+    assert_ne!(
+        v["access_token"].as_str(),
+        Some(dead.as_str()),
+        "the dead token served again ({s}): {v}"
+    );
+    assert_eq!(s, 503, "{v}");
+    // The hub's own retry replaces it; the next report gets the new one.
+    hub.advance(5);
+    hub.run_due().await;
+    let (s, v) = hub.invalidate(&dead).await;
+    assert_eq!(s, 200, "{v}");
+    let fresh = v["access_token"].as_str().unwrap();
+    assert_ne!(fresh, dead);
+    assert_eq!(hub.use_token(fresh).await, 0);
+}

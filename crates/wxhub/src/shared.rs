@@ -98,7 +98,7 @@ impl std::fmt::Debug for Shared {
 // hash tag). Returns {fence, 1} when newly taken, {fence, 0} when renewed,
 // {0, ms} when another instance holds it for ms more milliseconds.
 //
-// A new fencing number is never below the server's clock in milliseconds:
+// A new fencing number is never below the server's clock in microseconds:
 // fences then grow across partitions too, so a store whose partition count
 // was changed, or that still holds fences from per-account leases, never
 // holds a fence above a new owner's.
@@ -114,7 +114,7 @@ if cur then
 end
 local f = redis.call('INCR', KEYS[2])
 local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 if f < now then
   f = now
   redis.call('SET', KEYS[2], string.format('%.0f', f))

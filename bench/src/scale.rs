@@ -333,12 +333,8 @@ async fn rates(hub: &Hub, one: &Hub, cli: &crate::Cli) -> anyhow::Result<(Round,
     Ok((median(big), median(small)))
 }
 
-/// Runs every size and returns the report section.
-pub async fn bench_scale(
-    cli: &crate::Cli,
-    sizes: &[usize],
-    bin: Option<PathBuf>,
-) -> anyhow::Result<String> {
+/// The `wxhub` binary to run: the one given, or the one beside the bench.
+pub(crate) fn hub_binary(bin: Option<PathBuf>) -> anyhow::Result<PathBuf> {
     let bin = match bin {
         Some(b) => b,
         None => std::env::current_exe()?
@@ -352,6 +348,16 @@ pub async fn bench_scale(
             bin.display()
         );
     }
+    Ok(bin)
+}
+
+/// Runs every size and returns the report section.
+pub async fn bench_scale(
+    cli: &crate::Cli,
+    sizes: &[usize],
+    bin: Option<PathBuf>,
+) -> anyhow::Result<String> {
+    let bin = crate::scale::hub_binary(bin)?;
     let mut rows = Vec::new();
     for &n in sizes {
         eprintln!("scale: {n} accounts");

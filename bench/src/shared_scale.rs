@@ -251,19 +251,7 @@ pub async fn bench_shared_scale(
     window_secs: u64,
     bin: Option<PathBuf>,
 ) -> anyhow::Result<String> {
-    let bin = match bin {
-        Some(b) => b,
-        None => std::env::current_exe()?
-            .parent()
-            .context("the bench's directory")?
-            .join("wxhub"),
-    };
-    if !bin.exists() {
-        bail!(
-            "{} not found: build it first (cargo build --release -p wxhub)",
-            bin.display()
-        );
-    }
+    let bin = crate::scale::hub_binary(bin)?;
     let mut rows = Vec::new();
     for (i, &n) in sizes.iter().enumerate() {
         eprintln!("shared-scale: {n} accounts on {INSTANCES} instances");

@@ -73,6 +73,7 @@ pub struct Shared {
     redis: RedisStore,
     instance: String,
     lease_ttl: Duration,
+    partitions: u32,
     // Indexed by partition.
     held: Mutex<Vec<Option<Held>>>,
     // Partitions handed over to balance the load: not taken back before.
@@ -197,6 +198,7 @@ impl Shared {
             redis,
             instance,
             lease_ttl,
+            partitions: n as u32,
             held: Mutex::new(vec![None; n]),
             cooling: Mutex::new(vec![None; n]),
             peers: Mutex::new(HashMap::new()),
@@ -234,12 +236,12 @@ impl Shared {
 
     /// How many partitions the accounts are hashed into.
     pub fn partitions(&self) -> usize {
-        self.lock().len()
+        self.partitions as usize
     }
 
     /// The partition whose lease covers `appid`.
     pub fn partition(&self, appid: &str) -> usize {
-        partition_of(appid, self.partitions() as u32)
+        partition_of(appid, self.partitions)
     }
 
     /// The store.

@@ -222,15 +222,17 @@ impl Credentials {
         }
         let mut surplus = held.len() - share;
         let cooldown = sh.lease_ttl() * 2;
-        let managed = self.managed();
+        // Grouped once: hashing every account again per partition would be
+        // partitions × accounts.
+        let mut by_partition = vec![Vec::new(); sh.partitions()];
+        for a in self.managed() {
+            by_partition[sh.partition(a.appid())].push(a);
+        }
         for p in held {
             if surplus == 0 {
                 break;
             }
-            let accounts: Vec<_> = managed
-                .iter()
-                .filter(|a| sh.partition(a.appid()) == p)
-                .collect();
+            let accounts = &by_partition[p];
             // Never in the middle of a refresh.
             let guards: Vec<_> = accounts
                 .iter()
@@ -240,7 +242,7 @@ impl Credentials {
             if guards.len() != accounts.iter().map(|a| a.slots().count()).sum::<usize>() {
                 continue;
             }
-            for a in &accounts {
+            for a in accounts {
                 a.settled.store(false, Ordering::Relaxed);
                 a.stamped.store(0, Ordering::Relaxed);
             }
@@ -249,7 +251,7 @@ impl Credentials {
                 return;
             }
             drop(guards);
-            for a in &accounts {
+            for a in accounts {
                 self.metrics
                     .inc("wxhub_lease_handed_over_total", &[("appid", a.appid())]);
             }

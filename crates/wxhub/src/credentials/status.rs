@@ -99,9 +99,16 @@ impl Credentials {
             .collect();
         let total = matching.len();
         let page: Vec<Arc<Account>> = matching.into_iter().skip(q.offset).take(q.limit).collect();
+        let counts = self.today_counts(&page, now).await;
+        (total, self.status_with(&page, &counts))
+    }
+
+    /// Today's token fetches and forced refreshes of each account of a
+    /// page, from the store (read for the page only).
+    async fn today_counts(&self, page: &[Arc<Account>], now: i64) -> BTreeMap<String, (i64, i64)> {
         let day = beijing_day(now);
         let mut counts = BTreeMap::new();
-        for account in &page {
+        for account in page {
             let appid = account.appid();
             let fetches = self
                 .store
@@ -111,7 +118,7 @@ impl Credentials {
             let forced = self.store.counter(appid, "forced", day).await.unwrap_or(0);
             counts.insert(appid.to_string(), (fetches, forced));
         }
-        (total, self.status_with(&page, &counts))
+        counts
     }
 
     /// The console's overview: the accounts whose AppID or name contains
@@ -142,18 +149,7 @@ impl Credentials {
             .take(limit)
             .map(|(_, a)| a)
             .collect();
-        let day = beijing_day(now);
-        let mut counts = BTreeMap::new();
-        for account in &page {
-            let appid = account.appid();
-            let fetches = self
-                .store
-                .counter(appid, "fetches:access_token", day)
-                .await
-                .unwrap_or(0);
-            let forced = self.store.counter(appid, "forced", day).await.unwrap_or(0);
-            counts.insert(appid.to_string(), (fetches, forced));
-        }
+        let counts = self.today_counts(&page, now).await;
         ConsolePage {
             total,
             unhealthy,

@@ -551,3 +551,34 @@ impl Drop for Cluster {
         }
     }
 }
+
+/// A port free on loopback now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Waits until something listens on `port` (at most 10 s; `what` names it).
+pub fn wait_port(port: u16, what: &str) {
+    let t = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "{what} did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Starts `redis-server` (or `$WXHUB_REDIS_SERVER`) with `args`.
+pub fn spawn_redis_server<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> std::process::Child {
+    let bin = std::env::var("WXHUB_REDIS_SERVER").unwrap_or_else(|_| "redis-server".into());
+    std::process::Command::new(&bin)
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{bin}: {e} (install redis-server or set WXHUB_REDIS_SERVER)"))
+}

@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::cluster::{Cluster, Setup};
+use crate::cluster::{Cluster, Setup, free_port, spawn_redis_server, wait_port};
 
 const PASSWORD: &str = "redis-canary-password-0123456789";
 
@@ -15,28 +15,24 @@ struct PrivateRedis {
 
 impl PrivateRedis {
     fn start(port: u16) -> PrivateRedis {
-        let bin = std::env::var("WXHUB_REDIS_SERVER").unwrap_or_else(|_| "redis-server".into());
-        let child = std::process::Command::new(&bin)
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .args(["--requirepass", PASSWORD])
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("{bin}: {e} (install redis-server or set WXHUB_REDIS_SERVER)")
-            });
+        let p = port.to_string();
+        let child = spawn_redis_server(&[
+            "--port",
+            &p,
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--requirepass",
+            PASSWORD,
+        ]);
         let r = PrivateRedis {
             port,
             child: Some(child),
         };
-        let t = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                t.elapsed() < Duration::from_secs(10),
-                "redis-server did not start"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_port(port, "redis-server");
         r
     }
 
@@ -56,14 +52,6 @@ impl Drop for PrivateRedis {
     fn drop(&mut self) {
         self.stop();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -217,39 +205,26 @@ async fn redis_over_tls_with_a_private_ca() {
     std::fs::write(&cert_file, cert.cert.pem()).unwrap();
     std::fs::write(&key_file, cert.key_pair.serialize_pem()).unwrap();
     let port = free_port();
-    let bin = std::env::var("WXHUB_REDIS_SERVER").unwrap_or_else(|_| "redis-server".into());
-    let mut server = std::process::Command::new(&bin)
-        .args([
-            "--port",
-            "0",
-            "--tls-port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-        ])
-        .arg("--tls-cert-file")
-        .arg(&cert_file)
-        .arg("--tls-key-file")
-        .arg(&key_file)
-        .args([
-            "--tls-auth-clients",
-            "no",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{bin}: {e}"));
-    let t = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            t.elapsed() < Duration::from_secs(10),
-            "redis-server (TLS) did not start"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let p = port.to_string();
+    let mut server = spawn_redis_server(&[
+        "--port".as_ref(),
+        "0".as_ref(),
+        "--tls-port".as_ref(),
+        p.as_ref(),
+        "--bind".as_ref(),
+        "127.0.0.1".as_ref(),
+        "--tls-cert-file".as_ref(),
+        cert_file.as_os_str(),
+        "--tls-key-file".as_ref(),
+        key_file.as_os_str(),
+        "--tls-auth-clients".as_ref(),
+        "no".as_ref(),
+        "--save".as_ref(),
+        "".as_ref(),
+        "--appendonly".as_ref(),
+        "no".as_ref(),
+    ] as &[&std::ffi::OsStr]);
+    wait_port(port, "redis-server (TLS)");
     {
         let c = Cluster::start(Setup {
             redis: format!("rediss://127.0.0.1:{port}"),

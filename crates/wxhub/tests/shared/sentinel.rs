@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::cluster::{APPID, Cluster, Setup};
+use crate::cluster::{APPID, Cluster, Setup, free_port, spawn_redis_server, wait_port};
 
 /// A process killed when dropped.
 struct Proc(std::process::Child);
@@ -15,22 +15,8 @@ impl Drop for Proc {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn redis_server(args: &[&str]) -> Proc {
-    let bin = std::env::var("WXHUB_REDIS_SERVER").unwrap_or_else(|_| "redis-server".into());
-    let child = std::process::Command::new(&bin)
-        .args(args)
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{bin}: {e} (install redis-server or set WXHUB_REDIS_SERVER)"));
-    Proc(child)
+    Proc(spawn_redis_server(args))
 }
 
 fn data_node(port: u16, extra: &[&str]) -> Proc {
@@ -47,19 +33,8 @@ fn data_node(port: u16, extra: &[&str]) -> Proc {
     ];
     args.extend_from_slice(extra);
     let proc = redis_server(&args);
-    wait_port(port);
+    wait_port(port, "redis-server");
     proc
-}
-
-fn wait_port(port: u16) {
-    let t = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            t.elapsed() < Duration::from_secs(10),
-            "port {port} never opened"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 async fn query(port: u16, args: &[&str]) -> redis::RedisResult<redis::Value> {
@@ -122,7 +97,7 @@ async fn the_hub_follows_the_primary_that_sentinel_names_through_a_failover() {
     )
     .unwrap();
     let _sentinel = redis_server(&[conf.to_str().unwrap(), "--sentinel"]);
-    wait_port(ps);
+    wait_port(ps, "the sentinel");
     until("the replica in sync", Duration::from_secs(15), || async {
         replication(pr).await.contains("master_link_status:up")
     })

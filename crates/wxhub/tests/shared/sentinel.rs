@@ -127,10 +127,13 @@ async fn the_hub_follows_the_primary_that_sentinel_names_through_a_failover() {
     let (s, v) = c.token_from(0).await;
     assert_eq!(s, 200, "{v}\n{}", c.log(0));
     let t1 = v["access_token"].as_str().unwrap().to_string();
-    assert_eq!(
-        stored_token(pm, &c.prefix).await.as_deref(),
-        Some(t1.as_str())
-    );
+    // The write lands right after the callers waiting for it are answered.
+    until(
+        "the token stored on the primary",
+        Duration::from_secs(5),
+        || async { stored_token(pm, &c.prefix).await.as_deref() == Some(t1.as_str()) },
+    )
+    .await;
 
     // The primary dies; Sentinel promotes the replica.
     drop(primary);
@@ -164,11 +167,12 @@ async fn the_hub_follows_the_primary_that_sentinel_names_through_a_failover() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
-    assert_eq!(
-        stored_token(pr, &c.prefix).await.as_deref(),
-        Some(t2.as_str()),
-        "written to the new primary"
-    );
+    until(
+        "the new token written to the new primary",
+        Duration::from_secs(5),
+        || async { stored_token(pr, &c.prefix).await.as_deref() == Some(t2.as_str()) },
+    )
+    .await;
     until(
         "both hubs serve the new token",
         Duration::from_secs(10),

@@ -87,6 +87,7 @@ impl Sim {
         let checked = st.check_access_token(token.map(String::as_str), now);
         let appid = checked.as_ref().ok().cloned();
         let result = checked.and_then(|appid| {
+            st.check_authorizer_scope(token.map_or("", String::as_str), path)?;
             st.charge(&appid, path, now)?;
             f(&mut st, &appid, now)
         });
@@ -309,6 +310,7 @@ async fn media_get(State(sim): State<Arc<Sim>>, Query(q): Params) -> Response {
     let checked = st.check_access_token(q.get("access_token").map(String::as_str), now);
     let appid = checked.as_ref().ok().cloned();
     let found = checked.and_then(|appid| {
+        st.check_authorizer_scope(param(&q, "access_token"), "/cgi-bin/media/get")?;
         st.charge(&appid, "/cgi-bin/media/get", now)?;
         st.media(&appid, param(&q, "media_id"))
     });

@@ -462,6 +462,7 @@ impl SimState {
                 appid: appid.to_string(),
                 expires_at: now + s.component_token_ttl,
                 dead_at: None,
+                component: None,
             },
         );
         Ok(json!({"component_access_token": token, "expires_in": s.component_token_ttl}))
@@ -707,6 +708,7 @@ impl SimState {
                 appid: authorizer.to_string(),
                 expires_at: now + ttl,
                 dead_at: None,
+                component: Some(component.to_string()),
             },
         );
         token
@@ -828,6 +830,22 @@ impl SimState {
         } else {
             Err(WxErr::new(61007, "api is unauthorized to component"))
         }
+    }
+
+    /// The permission set a business API needs when called with an
+    /// authorizer token (§13: 61007 when the account did not grant it).
+    /// APIs not listed need none.
+    pub(crate) fn check_authorizer_scope(&self, token: &str, path: &str) -> Result<(), WxErr> {
+        let Some(component) = self.tokens.get(token).and_then(|t| t.component.as_deref()) else {
+            return Ok(());
+        };
+        let func = match path {
+            "/cgi-bin/user/info" | "/cgi-bin/user/info/batchget" | "/cgi-bin/user/get" => 2,
+            "/cgi-bin/media/get" => 11,
+            _ => return Ok(()),
+        };
+        let appid = &self.tokens[token].appid;
+        self.grants(component, appid, func)
     }
 
     /// `api_get_authorizer_info` (§5.3).

@@ -36,6 +36,9 @@ pub(crate) struct TokenRec {
     /// Set when a newer token superseded this one: it dies here even if
     /// `expires_at` is later.
     pub(crate) dead_at: Option<i64>,
+    /// For an authorizer token, the component it was issued to: its calls
+    /// need the matching permission set (component-platform.md §13).
+    pub(crate) component: Option<String>,
 }
 
 impl TokenRec {
@@ -499,6 +502,7 @@ impl SimState {
                 appid: appid.to_string(),
                 expires_at: now + ttl,
                 dead_at: None,
+                component: None,
             },
         );
         Ok(json!({"access_token": token, "expires_in": ttl}))
@@ -524,6 +528,7 @@ impl SimState {
                 appid: appid.to_string(),
                 expires_at: now + ttl,
                 dead_at: None,
+                component: None,
             },
         );
         (token, ttl)

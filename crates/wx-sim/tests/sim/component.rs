@@ -1582,3 +1582,69 @@ fn invalid_component_fields_are_named() {
         assert!(err.contains(want), "{err} should name {want}");
     }
 }
+
+#[tokio::test]
+async fn an_authorizer_token_needs_the_permission_set_of_the_api() {
+    let (sim, _inbox, _) = sim_with("", false).await;
+    let ct = sim.component_token().await;
+    let info = sim.authorized(&ct, APPID, &[1]).await;
+    let at = s(&info, "authorizer_access_token");
+    let alice = sim.openid(APPID, "alice").await;
+    let v = sim
+        .get(&format!(
+            "/cgi-bin/user/info?access_token={at}&openid={alice}"
+        ))
+        .await;
+    assert_eq!(errcode(&v), 61007, "用户管理 (2) not granted: {v}");
+    assert_eq!(sim.use_token(&at).await, 61007, "user/get too");
+    let v = sim
+        .get(&format!(
+            "/cgi-bin/ticket/getticket?access_token={at}&type=jsapi"
+        ))
+        .await;
+    assert_eq!(errcode(&v), 0, "{v}");
+    let own = sim.token().await;
+    assert_eq!(
+        sim.use_token(&own).await,
+        0,
+        "the account's own token needs no grant"
+    );
+    let info = sim.authorized(&ct, APPID, &[1, 2]).await;
+    assert_eq!(sim.use_token(&s(&info, "authorizer_access_token")).await, 0);
+}
+
+/// The official worked example of a message pushed through a platform
+/// (component-platform.md §6.2): the trailer is the component appid.
+#[test]
+fn the_official_component_push_example_decrypts_with_the_simulator_crypto() {
+    let key = "A".repeat(43);
+    let enc = "D7yzvUNAL930rd28wf21s4hvXhz0L6Uit/p2Di6C5DHyYGpEgdBRnKjBec34JwoQXicwaZC7fOVihW80F4VtsdvE//1vr7oAbqjDv8KenVp+ajKYpJnyQ4zMRhIC+a31fCVOMC03FfzV/QuC94kBP55a+Za3sJgvAn+ZbsNqZI5DkyuzkhQN8OBqCzFhizGmy0xpM0MEA4agpvE+RuNO1rhHTtuJB5yltw1FiYzecSXJ+y/D2r81VkRn2eYjh2ltsoyfbDR7Is6ookXIFxTfyeNyeHxMeT4KN5WpCDmSbTcUYrbBUlkGLJ9n/rU8YOywma6G7aTb7KZKOqCxgfoUlYEZPk4FUL/TK7ShriFDMVCLyjQJ15Ob++agDWtcxhfUfe6HIoIpRW8mKNBQiY/Jd1svvuskA1wLef1RTtzKfMpagSCX/laZINmdnX4zrF6kIaR9P4xQrWXbsTFHTYe0Mg==";
+    assert_eq!(
+        wx_sim::push::crypto::signature(&["AAAAA", "1715943329", "1590219412"]),
+        "cc0c594499c1634947d5b502f158ee518947db27"
+    );
+    assert_eq!(
+        wx_sim::push::crypto::signature(&["AAAAA", "1715943329", "1590219412", enc]),
+        "6c12a4205838198b8fa631b3220723bb07f1015c"
+    );
+    let (msg, trailer) = wx_sim::push::crypto::decrypt(enc, &key).expect("decrypts");
+    assert_eq!(trailer, "wx134c8103faa5a59e");
+    assert_eq!(msg.len(), 292);
+    assert!(msg.starts_with("<xml><ToUserName><![CDATA[gh_97417a04a28d]]></ToUserName>"));
+    assert!(msg.contains("<debug_str><![CDATA[hello world]]></debug_str>"));
+    let reply = wx_sim::push::crypto::encrypt_with_random(
+        "<xml><demo_resp>[CDATA[good luck]]</demo_resp></xml>",
+        "wx134c8103faa5a59e",
+        &key,
+        *b"999951349e8ee746",
+    )
+    .expect("encrypts");
+    assert_eq!(
+        reply,
+        "hE8R6mGXHkJJjU72KxzKUd1GEkKJaEZq7vRL8XgK3o+00k8JGq6+pZJUIlTSyhsX+bxIBQ72g3GyvDdIZcr6+3HAZbSvPT9t/o11MI7d6WELwqrGd7jMnV0zv3Zc9Nq7"
+    );
+    assert_eq!(
+        wx_sim::push::crypto::signature(&["AAAAA", "1713424427", "415670741", &reply]),
+        "03e0812039325c2712ef5f0f980fd14c70d6e307"
+    );
+}

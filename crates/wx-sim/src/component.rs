@@ -667,6 +667,10 @@ impl SimState {
                 rec.kill_at(now);
             }
         }
+        // A code of the ended authorization must not revive a later one.
+        self.components
+            .codes
+            .retain(|_, c| !(c.component == component && c.authorizer == authorizer));
         Ok(format!(
             "<xml><AppId>{}</AppId><CreateTime>{now}</CreateTime><InfoType>{}</InfoType><AuthorizerAppid>{}</AuthorizerAppid></xml>",
             cdata(component),

@@ -179,13 +179,13 @@ fn flow(
         .filter(|c| !c.is_empty() && kind == AccountKind::Official)
         .map(str::to_string);
     let domains = match &component {
-        None => &account.oauth_domains,
+        None => account.oauth_domains.clone(),
         Some(c) => match st.components.config(c) {
-            Some(cfg) => &cfg.oauth_domains.clone(),
+            Some(cfg) => cfg.oauth_domains.clone(),
             None => return error_page("61011", "component_appid 无效 (invalid component)"),
         },
     };
-    if !domain_allowed(domains, &redirect_uri) {
+    if !domain_allowed(&domains, &redirect_uri) {
         return error_page("10003", "redirect_uri域名与后台配置不一致");
     }
     if let Some(c) = &component

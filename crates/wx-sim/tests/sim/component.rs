@@ -735,6 +735,14 @@ async fn authorization_events_carry_their_fields_and_the_code_buys_authorizer_to
         )
         .await;
     assert_eq!(errcode(&info), 61003);
+    let old = sim
+        .capi(
+            "api_query_auth",
+            &ct,
+            json!({"component_appid": C1, "authorization_code": code}),
+        )
+        .await;
+    assert_eq!(errcode(&old), 61009, "a code of the ended authorization");
     let report = sim
         .get(&format!("/_sim/components/{C1}/authorizers/{APPID}"))
         .await;

@@ -1656,3 +1656,58 @@ fn the_official_component_push_example_decrypts_with_the_simulator_crypto() {
         "03e0812039325c2712ef5f0f980fd14c70d6e307"
     );
 }
+
+#[tokio::test]
+async fn the_consent_page_on_behalf_keeps_the_component_and_the_appid() {
+    let (sim, _inbox, _) = sim_with("", false).await;
+    let ct = sim.component_token().await;
+    sim.grant(APPID, &[4]).await;
+    let url = format!(
+        "/connect/oauth2/authorize?appid={APPID}&redirect_uri={}&response_type=code&scope=snsapi_userinfo&state=st&component_appid={C1}&wxsim_person=alice",
+        url_encode("http://127.0.0.1/cb")
+    );
+    let html = sim
+        .http
+        .get(sim.url(&url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let needle = "name=\"pending\" value=\"";
+    let i = html.find(needle).expect("a consent page") + needle.len();
+    let pending = &html[i..i + html[i..].find('"').unwrap()];
+    let resp = sim
+        .http
+        .post(sim.url("/connect/oauth2/decide"))
+        .form(&[("pending", pending), ("decision", "allow")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 302);
+    let loc = location(&resp);
+    assert_eq!(query_param(&loc, "appid").as_deref(), Some(APPID), "{loc}");
+    let code = query_param(&loc, "code").unwrap();
+    let v = sim
+        .get(&format!("/sns/oauth2/component/access_token?appid={APPID}&code={code}&grant_type=authorization_code&component_appid={C1}&component_access_token={ct}"))
+        .await;
+    assert_eq!(
+        v["openid"],
+        sim.openid(APPID, "alice").await.as_str(),
+        "{v}"
+    );
+    // Revoked between the page and the exchange: 61003.
+    let url = url.replace("alice", "bob");
+    let loc = location(&sim.http.get(sim.url(&url)).send().await.unwrap());
+    let code = query_param(&loc, "code").unwrap();
+    sim.post(
+        &format!("/_sim/components/{C1}/unauthorize"),
+        json!({"authorizer_appid": APPID}),
+    )
+    .await;
+    let v = sim
+        .get(&format!("/sns/oauth2/component/access_token?appid={APPID}&code={code}&grant_type=authorization_code&component_appid={C1}&component_access_token={ct}"))
+        .await;
+    assert_eq!(errcode(&v), 61003);
+}

@@ -301,6 +301,8 @@ pub fn explain(code: i64) -> String {
                     "the API IP whitelist (add the IP the errmsg names)",
                 wx_api::ConfigPart::SecretFrozen => "unfreeze the AppSecret in the console",
                 wx_api::ConfigPart::AdminConfirmation => "an admin must approve this IP",
+                wx_api::ConfigPart::VerifyTicket =>
+                    "the component's authorization-event URL: verify-ticket pushes are not arriving",
                 _ => "see the explanation above",
             }
         ),

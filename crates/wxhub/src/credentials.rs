@@ -23,6 +23,7 @@
 
 mod change;
 mod cluster;
+pub mod component;
 mod fetch;
 mod follow;
 mod model;
@@ -245,6 +246,12 @@ impl Credentials {
         let account = self
             .account(appid)
             .ok_or_else(|| CredError::UnknownAccount(appid.to_string()))?;
+        if let crate::config::Via::Revoked { component, .. } = &account.cfg.via {
+            return Err(CredError::Revoked {
+                appid: appid.to_string(),
+                component: component.as_str().to_string(),
+            });
+        }
         if account.slot(kind).is_none() || !account.managed() {
             return Err(CredError::NotKept {
                 appid: appid.to_string(),

@@ -97,6 +97,15 @@ pub fn router(app: Arc<App>) -> Router {
                 .post(routes::push::receive)
                 .layer(DefaultBodyLimit::max(routes::push::MAX_BODY)),
         )
+        .route(
+            "/component/{appid}/events",
+            post(routes::component::events)
+                .layer(DefaultBodyLimit::max(routes::component::MAX_BODY)),
+        )
+        .route(
+            "/v1/components/{appid}/token",
+            get(routes::component::token),
+        )
         .route("/v1/apps/{appid}/followers", get(routes::push::followers))
         .route(
             "/v1/apps/{appid}/followers/{openid}",

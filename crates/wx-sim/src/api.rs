@@ -98,18 +98,18 @@ impl Sim {
     }
 }
 
-fn param<'a>(q: &'a HashMap<String, String>, key: &str) -> &'a str {
+pub(crate) fn param<'a>(q: &'a HashMap<String, String>, key: &str) -> &'a str {
     q.get(key).map(String::as_str).unwrap_or("")
 }
 
-fn json_object(body: &[u8]) -> Option<serde_json::Map<String, Value>> {
+pub(crate) fn json_object(body: &[u8]) -> Option<serde_json::Map<String, Value>> {
     match serde_json::from_slice::<Value>(body) {
         Ok(Value::Object(m)) => Some(m),
         _ => None,
     }
 }
 
-fn str_field<'a>(m: &'a serde_json::Map<String, Value>, key: &str) -> &'a str {
+pub(crate) fn str_field<'a>(m: &'a serde_json::Map<String, Value>, key: &str) -> &'a str {
     m.get(key).and_then(Value::as_str).unwrap_or("")
 }
 
@@ -133,6 +133,9 @@ async fn token(
         }
         if param(&q, "grant_type") != "client_credential" {
             return Err(e::INVALID_GRANT_TYPE);
+        }
+        if st.components.contains(appid) {
+            return Err(e::COMPONENT_APPID_ON_TOKEN);
         }
         st.check_credentials(appid, param(&q, "secret"), peer.ip())?;
         st.charge(appid, "/cgi-bin/token", now)?;
@@ -171,6 +174,9 @@ async fn stable_token(
             Some(Value::Bool(b)) => *b,
             Some(_) => return Err(e::INVALID_ARGS),
         };
+        if st.components.contains(appid) {
+            return Err(e::COMPONENT_APPID_ON_TOKEN);
+        }
         st.check_credentials(appid, secret, peer.ip())?;
         st.charge(appid, "/cgi-bin/stable_token", now)?;
         st.issue_stable(appid, force, now)
@@ -412,7 +418,7 @@ async fn sns_access_token(State(sim): State<Arc<Sim>>, Query(q): Params) -> Resp
             return Err(e::INVALID_APPSECRET);
         }
         st.charge(appid, "/sns/oauth2/access_token", now)?;
-        st.exchange_code(appid, param(&q, "code"), now)
+        st.exchange_code(appid, param(&q, "code"), None, now)
     })
 }
 
@@ -432,7 +438,7 @@ async fn sns_refresh_token(State(sim): State<Arc<Sim>>, Query(q): Params) -> Res
         }
         st.account(appid).ok_or(e::INVALID_APPID)?;
         st.charge(appid, "/sns/oauth2/refresh_token", now)?;
-        st.refresh_sns(appid, refresh, now)
+        st.refresh_sns(appid, refresh, None, now)
     })
 }
 

@@ -30,7 +30,7 @@ pub(crate) struct ControlError {
 }
 
 impl ControlError {
-    fn bad_request(message: impl Into<String>) -> ControlError {
+    pub(crate) fn bad_request(message: impl Into<String>) -> ControlError {
         ControlError {
             status: StatusCode::BAD_REQUEST,
             code: "invalid_request",
@@ -38,10 +38,18 @@ impl ControlError {
         }
     }
 
-    fn not_found(message: impl Into<String>) -> ControlError {
+    pub(crate) fn not_found(message: impl Into<String>) -> ControlError {
         ControlError {
             status: StatusCode::NOT_FOUND,
             code: "not_found",
+            message: message.into(),
+        }
+    }
+
+    pub(crate) fn conflict(message: impl Into<String>) -> ControlError {
+        ControlError {
+            status: StatusCode::CONFLICT,
+            code: "conflict",
             message: message.into(),
         }
     }
@@ -63,7 +71,7 @@ impl From<JsonRejection> for ControlError {
     }
 }
 
-type Result<T> = std::result::Result<T, ControlError>;
+pub(crate) type Result<T> = std::result::Result<T, ControlError>;
 
 pub(crate) fn routes() -> Router<Arc<Sim>> {
     Router::new()
@@ -91,6 +99,7 @@ pub(crate) fn routes() -> Router<Arc<Sim>> {
         .route("/_sim/push/deliveries/{id}", get(push_delivery))
         .route("/_sim/media", post(put_media))
         .route("/_sim/reset", post(reset))
+        .merge(crate::component::control::routes())
 }
 
 #[derive(Deserialize)]
@@ -222,6 +231,7 @@ struct AccountPatch {
     push_token: Option<String>,
     encoding_aes_key: Option<String>,
     push_mode: Option<PushMode>,
+    restricted: Option<bool>,
 }
 
 async fn account_patch(
@@ -245,7 +255,8 @@ async fn account_patch(
         oauth_domains,
         verified,
         token_daily_limit,
-        push_mode
+        push_mode,
+        restricted
     );
     if let Some(v) = p.push_url {
         account.push_url = Some(v);

@@ -70,6 +70,20 @@ pub const DATA_FORMAT_ERROR: WxErr = WxErr::new(47001, "data format error");
 pub const API_UNAUTHORIZED: WxErr = WxErr::new(48001, "api unauthorized");
 pub const CLEAR_QUOTA_LIMIT: WxErr =
     WxErr::new(48006, "forbid to clear quota because of reaching the limit");
+pub const USER_LIMITED: WxErr = WxErr::new(50002, "user limited");
+pub const NOT_AUTHORIZED: WxErr = WxErr::new(61003, "component is not authorized by this account");
+pub const TICKET_EXPIRED: WxErr = WxErr::new(61005, "component ticket is expired");
+pub const TICKET_INVALID: WxErr = WxErr::new(61006, "component ticket is invalid");
+pub const AUTH_CODE_INVALID: WxErr = WxErr::new(61009, "code is invalid");
+pub const AUTH_CODE_EXPIRED: WxErr = WxErr::new(61010, "code is expired");
+pub const INVALID_COMPONENT: WxErr = WxErr::new(61011, "invalid component");
+pub const INVALID_OPTION_NAME: WxErr = WxErr::new(61012, "invalid option name");
+pub const INVALID_OPTION_VALUE: WxErr = WxErr::new(61013, "invalid option value");
+pub const INVALID_AUTHORIZER_REFRESH_TOKEN: WxErr = WxErr::new(61023, "refresh_token is invalid");
+pub const COMPONENT_APPID_ON_TOKEN: WxErr = WxErr::new(
+    61024,
+    "must use api(api_component_token) to get token for component acct",
+);
 pub const INVALID_CGI_PATH: WxErr = WxErr::new(76003, "invalid cgi_path");
 pub const CGI_PATH_NOT_FOUND: WxErr = WxErr::new(76001, "cgi_path not found");
 
@@ -83,6 +97,20 @@ pub fn daily_quota(token_endpoint: bool) -> WxErr {
     } else {
         WxErr::new(45009, "reach max api daily quota limit")
     }
+}
+
+/// 61004, naming the caller's IP the way the platform does (component-platform.md §1).
+pub fn component_ip_not_registered(ip: std::net::IpAddr) -> WxErr {
+    let ip = match ip {
+        std::net::IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map_or(std::net::IpAddr::V6(v6), std::net::IpAddr::V4),
+        v4 => v4,
+    };
+    WxErr::owned(
+        61004,
+        format!("access clientip is not registered requestIP: {ip}"),
+    )
 }
 
 /// 40164, naming the caller's IP the way the platform does (§4).

@@ -197,10 +197,26 @@ pub(crate) async fn platform_layer(
     next: Next,
 ) -> Response {
     let path = req.uri().path().to_string();
-    let (req, appid) = attribute(&sim, req).await;
+    let (req, appid) = if path.starts_with("/cgi-bin/component/") {
+        crate::component::api::attribute(&sim, req).await
+    } else {
+        attribute(&sim, req).await
+    };
     let action = {
         let mut st = sim.lock();
-        st.count_call(appid.as_deref(), &path);
+        if path.starts_with("/cgi-bin/component/") {
+            let counted = appid
+                .as_deref()
+                .is_some_and(|c| st.components.count_call(c, &path));
+            if !counted {
+                st.count_call(None, &path);
+            }
+        } else {
+            st.count_call(appid.as_deref(), &path);
+        }
+        if path.starts_with("/sns/oauth2/component/") {
+            crate::component::api::count_sns_call(&mut st, req.uri().query(), &path);
+        }
         let action = sim.take_fault(&path, appid.as_deref());
         if action.is_some() {
             st.count_fault(appid.as_deref());

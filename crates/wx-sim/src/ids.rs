@@ -36,6 +36,26 @@ pub fn refresh_token(generation: u64) -> String {
     format!("{generation}_{}", random_from(TOKEN_CHARS, 110))
 }
 
+/// A `component_verify_ticket`: `ticket@@@` and 86 characters (component-platform.md §1).
+pub fn component_ticket() -> String {
+    format!("ticket@@@{}", random_from(TOKEN_CHARS, 86))
+}
+
+/// A pre-auth code: `preauthcode@@@` and 64 characters.
+pub fn preauth_code() -> String {
+    format!("preauthcode@@@{}", random_from(TOKEN_CHARS, 64))
+}
+
+/// An authorization code: `queryauthcode@@@` and 86 characters.
+pub fn auth_code() -> String {
+    format!("queryauthcode@@@{}", random_from(TOKEN_CHARS, 86))
+}
+
+/// An authorizer refresh token: `refreshtoken@@@` and 43 characters.
+pub fn authorizer_refresh_token() -> String {
+    format!("refreshtoken@@@{}", random_from(TOKEN_CHARS, 43))
+}
+
 /// An opaque id for pending consents and deliveries.
 pub fn opaque(n: usize) -> String {
     random_from(ALNUM, n)

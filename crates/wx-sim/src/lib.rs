@@ -16,6 +16,8 @@
 //! - [`push`]: push delivery and the simulator's own message crypto.
 //! - [`faults`]: fault injection.
 //! - `control`: the `/_sim/*` control API.
+//! - `component`: the third-party platform (第三方平台), its pushes and its
+//!   control API (`component-platform.md`).
 //!
 //! This crate shares no wire types with `wx-api`, so one side's mistake
 //! cannot hide the other's: wx-api's tests run its client against this
@@ -45,6 +47,7 @@ use tower::ServiceExt;
 
 mod api;
 pub mod clock;
+mod component;
 mod control;
 mod errors;
 pub mod faults;
@@ -139,13 +142,14 @@ impl Sim {
 
     /// The full router: platform paths (with fault injection) and `/_sim/*`.
     pub fn router(self: &Arc<Self>) -> Router {
-        let platform =
-            api::routes()
-                .merge(oauth::routes())
-                .layer(axum::middleware::from_fn_with_state(
-                    self.clone(),
-                    faults::platform_layer,
-                ));
+        let platform = api::routes()
+            .merge(oauth::routes())
+            .merge(component::api::routes())
+            .merge(component::page::routes())
+            .layer(axum::middleware::from_fn_with_state(
+                self.clone(),
+                faults::platform_layer,
+            ));
         platform
             .merge(control::routes())
             .route("/", axum::routing::get(index))
@@ -186,12 +190,14 @@ impl Simulator {
             .expect("bound listener has an address");
         let (tx, rx) = watch::channel(false);
         let router = sim.router();
+        let pusher = tokio::spawn(component::pusher::run(sim.clone(), rx.clone()));
         let task = tokio::spawn(serve_loop(listener, router, rx));
         RunningSim {
             addr,
             sim,
             shutdown: tx,
             task,
+            pusher,
         }
     }
 }
@@ -203,6 +209,8 @@ pub struct RunningSim {
     sim: Arc<Sim>,
     shutdown: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
+    /// The components' regular verify-ticket pushes.
+    pusher: tokio::task::JoinHandle<()>,
 }
 
 impl RunningSim {
@@ -225,6 +233,7 @@ impl RunningSim {
     pub async fn shutdown(mut self) {
         let _ = self.shutdown.send(true);
         let _ = (&mut self.task).await;
+        let _ = (&mut self.pusher).await;
     }
 }
 
@@ -232,6 +241,7 @@ impl Drop for RunningSim {
     fn drop(&mut self) {
         let _ = self.shutdown.send(true);
         self.task.abort();
+        self.pusher.abort();
     }
 }
 

@@ -3,6 +3,12 @@
 //!
 //! The simulated person is chosen by the `wxsim_person` query parameter or
 //! cookie; their scripted decision (allow, deny, ask) comes from the world.
+//!
+//! With `component_appid`, the authorize page runs web authorization on
+//! behalf of an authorized account (`component-platform.md` §7): the
+//! redirect_uri must be under the component's 公众号开发域名, the account must
+//! have granted the component 网页服务 (permission set 4), the code is
+//! bound to the component, and the redirect adds `appid`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -27,6 +33,7 @@ pub(crate) struct Pending {
     redirect_uri: url::Url,
     state: String,
     created: i64,
+    component: Option<String>,
 }
 
 /// How long a consent page stays answerable, virtual seconds.
@@ -168,8 +175,29 @@ fn flow(
     let Ok(redirect_uri) = url::Url::parse(raw_redirect) else {
         return error_page("10003", "redirect_uri域名与后台配置不一致");
     };
-    if !domain_allowed(&account.oauth_domains, &redirect_uri) {
+    let component = Some(p("component_appid"))
+        .filter(|c| !c.is_empty() && kind == AccountKind::Official)
+        .map(str::to_string);
+    let domains = match &component {
+        None => &account.oauth_domains,
+        Some(c) => match st.components.config(c) {
+            Some(cfg) => &cfg.oauth_domains.clone(),
+            None => return error_page("61011", "component_appid 无效 (invalid component)"),
+        },
+    };
+    if !domain_allowed(domains, &redirect_uri) {
         return error_page("10003", "redirect_uri域名与后台配置不一致");
+    }
+    if let Some(c) = &component
+        && let Err(err) = st.grants(c, appid, crate::component::FUNC_WEB)
+    {
+        // The platform shows "该链接无法访问"; the reason is ours, for tests.
+        let why = if err.code == 61003 {
+            "the account has not authorized this platform"
+        } else {
+            "the account has not granted this platform 网页服务 (permission set 4)"
+        };
+        return error_page(&err.code.to_string(), &format!("该链接无法访问 ({why})"));
     }
     let scope = p("scope");
     if scope.is_empty() {
@@ -217,10 +245,10 @@ fn flow(
     let decision = if silent { Consent::Allow } else { consent };
     match decision {
         Consent::Allow => {
-            let code = st.issue_code(appid, &person, scope, now);
+            let code = st.issue_code(appid, &person, scope, component.as_deref(), now);
             drop(st);
             redirect(
-                &with_params(&redirect_uri, &[("code", &code), ("state", state)]),
+                &code_redirect(&redirect_uri, &code, state, appid, component.is_some()),
                 set_cookie,
             )
         }
@@ -238,6 +266,7 @@ fn flow(
                 redirect_uri,
                 state: state.to_string(),
                 created: now,
+                component,
             };
             let nickname = st
                 .people
@@ -258,6 +287,24 @@ fn flow(
             }
             resp
         }
+    }
+}
+
+/// `redirect_uri?code=..&state=..`, plus `&appid=..` on behalf of a component.
+fn code_redirect(
+    redirect_uri: &url::Url,
+    code: &str,
+    state: &str,
+    appid: &str,
+    on_behalf: bool,
+) -> url::Url {
+    if on_behalf {
+        with_params(
+            redirect_uri,
+            &[("code", code), ("state", state), ("appid", appid)],
+        )
+    } else {
+        with_params(redirect_uri, &[("code", code), ("state", state)])
     }
 }
 
@@ -357,9 +404,17 @@ async fn decide(State(sim): State<Arc<Sim>>, Form(d): Form<Decision>) -> Respons
     };
     match d.decision.as_str() {
         "allow" => {
-            let code = sim.lock().issue_code(&p.appid, &p.person, &p.scope, now);
+            let code =
+                sim.lock()
+                    .issue_code(&p.appid, &p.person, &p.scope, p.component.as_deref(), now);
             redirect(
-                &with_params(&p.redirect_uri, &[("code", &code), ("state", &p.state)]),
+                &code_redirect(
+                    &p.redirect_uri,
+                    &code,
+                    &p.state,
+                    &p.appid,
+                    p.component.is_some(),
+                ),
                 None,
             )
         }

@@ -191,6 +191,11 @@ pub struct Delivery {
     pub mode: PushMode,
     /// Where it stands.
     pub status: DeliveryStatus,
+    /// The third-party platform it goes through: a message of an account
+    /// authorized to it (sent to its `message_url`), or one of its own
+    /// `info:*` pushes (sent to its `event_url`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub via: Option<String>,
     /// Every attempt in order.
     pub attempts: Vec<Attempt>,
 }
@@ -202,13 +207,45 @@ fn nonce() -> String {
         .to_string()
 }
 
-/// Records a new delivery and returns its id. Nothing is sent yet.
+/// Records a new delivery and returns its id. Nothing is sent yet. A
+/// message of an account that authorized a component's message management
+/// goes to that component instead of the account's own URL.
 pub(crate) fn enqueue(sim: &Sim, appid: &str, openid: &str, kind: &str, xml: String) -> String {
-    let mode = sim
-        .lock()
-        .account(appid)
-        .map(|a| a.push_mode)
-        .unwrap_or_default();
+    let (mode, via) = {
+        let st = sim.lock();
+        match st.components.message_route(appid) {
+            Some(c) => (PushMode::Safe, Some(c)),
+            None => (
+                st.account(appid).map(|a| a.push_mode).unwrap_or_default(),
+                None,
+            ),
+        }
+    };
+    record(sim, appid, openid, kind, xml, mode, via)
+}
+
+/// Records a component's own push (`info:<InfoType>`) to its `event_url`.
+pub(crate) fn enqueue_info(sim: &Sim, component: &str, info_type: &str, xml: String) -> String {
+    record(
+        sim,
+        component,
+        "",
+        &format!("info:{info_type}"),
+        xml,
+        PushMode::Safe,
+        Some(component.to_string()),
+    )
+}
+
+fn record(
+    sim: &Sim,
+    appid: &str,
+    openid: &str,
+    kind: &str,
+    xml: String,
+    mode: PushMode,
+    via: Option<String>,
+) -> String {
     let id = crate::ids::opaque(16);
     let d = Delivery {
         id: id.clone(),
@@ -219,6 +256,7 @@ pub(crate) fn enqueue(sim: &Sim, appid: &str, openid: &str, kind: &str, xml: Str
         xml,
         mode,
         status: DeliveryStatus::Pending,
+        via,
         attempts: Vec::new(),
     };
     let mut log = sim.deliveries.lock().unwrap_or_else(|e| e.into_inner());
@@ -237,39 +275,116 @@ fn update(sim: &Sim, id: &str, f: impl FnOnce(&mut Delivery)) -> Option<Delivery
     Some(d.clone())
 }
 
+/// Where and how one delivery is sent: the account's own settings, or a
+/// component's (component-platform.md §2.1, §6.2).
+struct Target {
+    url: String,
+    token: String,
+    aes_key: String,
+    /// The id at the end of the plaintext: the account's appid, or the component's.
+    trailer: String,
+    mode: PushMode,
+    /// `<AppId>` (a component's own pushes) rather than `<ToUserName>`.
+    app_id_envelope: bool,
+    with_openid: bool,
+    retries: u32,
+    /// Only the exact body `success` counts (a component's own pushes).
+    strict_success: bool,
+}
+
+fn target(sim: &Sim, d: &Delivery) -> Result<Option<Target>, String> {
+    let st = sim.lock();
+    let settings = &st.world.settings;
+    if let Some(component) = &d.via {
+        let c = st
+            .components
+            .config(component)
+            .ok_or_else(|| format!("no component {component:?}"))?;
+        let info = d.kind.starts_with("info:");
+        let url = if info {
+            c.event_url.clone()
+        } else {
+            c.message_url
+                .as_ref()
+                .map(|u| u.replace("$APPID$", &d.appid))
+        };
+        return Ok(url.map(|url| Target {
+            url,
+            token: c.token.clone(),
+            aes_key: c.encoding_aes_key.clone(),
+            trailer: c.appid.clone(),
+            mode: PushMode::Safe,
+            app_id_envelope: info,
+            with_openid: !info,
+            // Ticket pushes are not retried; the next one comes on schedule (§14).
+            retries: if d.kind == "info:component_verify_ticket" {
+                0
+            } else {
+                settings.push_retries
+            },
+            strict_success: info,
+        }));
+    }
+    let account = st
+        .account(&d.appid)
+        .ok_or_else(|| format!("no account {:?}", d.appid))?;
+    Ok(account.push_url.clone().map(|url| Target {
+        url,
+        token: account.push_token.clone().unwrap_or_default(),
+        aes_key: account.encoding_aes_key.clone().unwrap_or_default(),
+        trailer: account.appid.clone(),
+        mode: account.push_mode,
+        app_id_envelope: false,
+        with_openid: true,
+        retries: settings.push_retries,
+        strict_success: false,
+    }))
+}
+
 /// Sends a recorded delivery: the first attempt plus `push_retries`, each
 /// waiting `push_timeout_ms` (§8.2, §12). Same body and parameters on every
 /// attempt, so MsgId and CreateTime stay stable for de-duplication.
 pub(crate) async fn deliver(sim: Arc<Sim>, id: String) -> Option<Delivery> {
-    let (account, settings) = {
-        let log = sim.deliveries.lock().unwrap_or_else(|e| e.into_inner());
-        let appid = log.iter().rev().find(|d| d.id == id)?.appid.clone();
-        drop(log);
-        let st = sim.lock();
-        (st.account(&appid)?.clone(), st.world.settings.clone())
+    deliver_notify(sim, id, None).await
+}
+
+/// As [`deliver`], telling `first` how the first attempt went as soon as it
+/// is over (the retries go on).
+pub(crate) async fn deliver_notify(
+    sim: Arc<Sim>,
+    id: String,
+    mut first: Option<tokio::sync::oneshot::Sender<Attempt>>,
+) -> Option<Delivery> {
+    let d = update(&sim, &id, |_| {})?;
+    let timeout = Duration::from_millis(sim.lock().world.settings.push_timeout_ms);
+    let t = match target(&sim, &d) {
+        Ok(Some(t)) => t,
+        Ok(None) => return update(&sim, &id, |d| d.status = DeliveryStatus::NoPushUrl),
+        Err(err) => {
+            return update(&sim, &id, |d| {
+                d.status = DeliveryStatus::Failed;
+                d.attempts.push(failed_attempt(1, 0, "connect_error", err));
+            });
+        }
     };
-    let xml = update(&sim, &id, |_| {})?.xml;
-    let Some(push_url) = account.push_url.clone() else {
-        return update(&sim, &id, |d| d.status = DeliveryStatus::NoPushUrl);
-    };
-    let token = account.push_token.clone().unwrap_or_default();
+    let xml = d.xml;
     let timestamp = sim.clock.now().to_string();
     let nonce = nonce();
-    let openid = update(&sim, &id, |_| {})?.openid;
     let mut query: Vec<(String, String)> = vec![
         (
             "signature".into(),
-            crypto::signature(&[&token, &timestamp, &nonce]),
+            crypto::signature(&[&t.token, &timestamp, &nonce]),
         ),
         ("timestamp".into(), timestamp.clone()),
         ("nonce".into(), nonce.clone()),
-        ("openid".into(), openid),
     ];
-    let aes_key = account.encoding_aes_key.clone().unwrap_or_default();
-    let body = match account.push_mode {
+    if t.with_openid {
+        query.push(("openid".into(), d.openid.clone()));
+    }
+    let body = match t.mode {
         PushMode::Plain => xml.clone(),
         PushMode::Safe | PushMode::Compat => {
-            let encrypted = match crypto::encrypt(&xml, &account.appid, &aes_key) {
+            let encrypted = match crypto::encrypt(&xml, &t.trailer, &t.aes_key) {
                 Ok(e) => e,
                 Err(err) => {
                     return update(&sim, &id, |d| {
@@ -281,12 +396,19 @@ pub(crate) async fn deliver(sim: Arc<Sim>, id: String) -> Option<Delivery> {
             query.push(("encrypt_type".into(), "aes".into()));
             query.push((
                 "msg_signature".into(),
-                crypto::signature(&[&token, &timestamp, &nonce, &encrypted]),
+                crypto::signature(&[&t.token, &timestamp, &nonce, &encrypted]),
             ));
-            if account.push_mode == PushMode::Safe {
+            if t.app_id_envelope {
+                format!(
+                    "<xml><AppId>{}</AppId><Encrypt>{}</Encrypt></xml>",
+                    cdata(&t.trailer),
+                    cdata(&encrypted)
+                )
+            } else if t.mode == PushMode::Safe {
+                let to = xml_field(&xml, "ToUserName").unwrap_or_default();
                 format!(
                     "<xml><ToUserName>{}</ToUserName><Encrypt>{}</Encrypt></xml>",
-                    cdata(&account.original_id),
+                    cdata(&to),
                     cdata(&encrypted)
                 )
             } else {
@@ -299,7 +421,7 @@ pub(crate) async fn deliver(sim: Arc<Sim>, id: String) -> Option<Delivery> {
             }
         }
     };
-    let url = match url::Url::parse_with_params(&push_url, &query) {
+    let url = match url::Url::parse_with_params(&t.url, &query) {
         Ok(u) => u,
         Err(err) => {
             return update(&sim, &id, |d| {
@@ -309,8 +431,7 @@ pub(crate) async fn deliver(sim: Arc<Sim>, id: String) -> Option<Delivery> {
             });
         }
     };
-    let timeout = Duration::from_millis(settings.push_timeout_ms);
-    for n in 1..=settings.push_retries + 1 {
+    for n in 1..=t.retries + 1 {
         let at = sim.clock.now();
         let started = Instant::now();
         let sent = sim
@@ -336,34 +457,48 @@ pub(crate) async fn deliver(sim: Arc<Sim>, id: String) -> Option<Delivery> {
             Err(e) => Err(("connect_error", e.without_url().to_string())),
         };
         let duration_ms = started.elapsed().as_millis() as u64;
-        match result {
+        let (attempt, done) = match result {
             Ok((status, text)) if (200..300).contains(&status) => {
-                let mut a = classify_reply(&text, &account, &aes_key);
+                let mut a = classify_reply(&text, &t);
                 a.n = n;
                 a.at = at;
                 a.duration_ms = duration_ms;
                 a.http_status = Some(status);
-                return update(&sim, &id, |d| {
-                    d.attempts.push(a);
-                    d.status = DeliveryStatus::Delivered;
-                });
+                if t.strict_success && text != "success" {
+                    a.outcome = "not_success".into();
+                    a.error = Some("the reply must be exactly `success`".into());
+                    (a, false)
+                } else {
+                    (a, true)
+                }
             }
             Ok((status, text)) => {
-                update(&sim, &id, |d| {
-                    let mut a = failed_attempt(n, at, "http_error", format!("HTTP {status}"));
-                    a.http_status = Some(status);
-                    a.reply = Some(text);
-                    a.duration_ms = duration_ms;
-                    d.attempts.push(a);
-                });
+                let mut a = failed_attempt(n, at, "http_error", format!("HTTP {status}"));
+                a.http_status = Some(status);
+                a.reply = Some(text);
+                a.duration_ms = duration_ms;
+                (a, false)
             }
             Err((outcome, err)) => {
-                update(&sim, &id, |d| {
-                    let mut a = failed_attempt(n, at, outcome, err);
-                    a.duration_ms = duration_ms;
-                    d.attempts.push(a);
-                });
+                let mut a = failed_attempt(n, at, outcome, err);
+                a.duration_ms = duration_ms;
+                (a, false)
             }
+        };
+        if let Some(tx) = first.take() {
+            let _ = tx.send(attempt.clone());
+        }
+        let last = n == t.retries + 1;
+        let d = update(&sim, &id, |d| {
+            d.attempts.push(attempt);
+            if done {
+                d.status = DeliveryStatus::Delivered;
+            } else if last {
+                d.status = DeliveryStatus::Failed;
+            }
+        });
+        if done || last {
+            return d;
         }
     }
     update(&sim, &id, |d| d.status = DeliveryStatus::Failed)
@@ -400,7 +535,7 @@ pub(crate) fn xml_field(xml: &str, tag: &str) -> Option<String> {
 }
 
 /// Judges a reply the way the platform does (§8.2, §8.3).
-fn classify_reply(text: &str, account: &crate::world::Account, aes_key: &str) -> Attempt {
+fn classify_reply(text: &str, t: &Target) -> Attempt {
     let mut a = failed_attempt(0, 0, "replied", String::new());
     a.error = None;
     a.reply = Some(text.to_string());
@@ -413,16 +548,16 @@ fn classify_reply(text: &str, account: &crate::world::Account, aes_key: &str) ->
         match xml_field(trimmed, "Encrypt") {
             None => "xml",
             Some(enc) => {
-                let token = account.push_token.clone().unwrap_or_default();
+                let token = &t.token;
                 let ts = xml_field(trimmed, "TimeStamp").unwrap_or_default();
                 let nonce = xml_field(trimmed, "Nonce").unwrap_or_default();
                 let sig = xml_field(trimmed, "MsgSignature").unwrap_or_default();
-                if crypto::signature(&[&token, &ts, &nonce, &enc]) != sig {
+                if crypto::signature(&[token, &ts, &nonce, &enc]) != sig {
                     a.error = Some("reply MsgSignature does not match".into());
                     "invalid"
                 } else {
-                    match crypto::decrypt(&enc, aes_key) {
-                        Ok((msg, appid)) if appid == account.appid => {
+                    match crypto::decrypt(&enc, &t.aes_key) {
+                        Ok((msg, appid)) if appid == t.trailer => {
                             a.reply_plain = Some(msg);
                             "encrypted_xml"
                         }

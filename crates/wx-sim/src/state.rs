@@ -28,22 +28,23 @@ pub enum TokenKind {
     Stable,
 }
 
+/// A global, authorizer or component access token.
 #[derive(Debug)]
-struct TokenRec {
-    appid: String,
-    expires_at: i64,
+pub(crate) struct TokenRec {
+    pub(crate) appid: String,
+    pub(crate) expires_at: i64,
     /// Set when a newer token superseded this one: it dies here even if
     /// `expires_at` is later.
-    dead_at: Option<i64>,
+    pub(crate) dead_at: Option<i64>,
 }
 
 impl TokenRec {
-    fn kill_at(&mut self, t: i64) {
+    pub(crate) fn kill_at(&mut self, t: i64) {
         let t = t.min(self.expires_at);
         self.dead_at = Some(self.dead_at.map_or(t, |d| d.min(t)));
     }
 
-    fn alive(&self, now: i64) -> bool {
+    pub(crate) fn alive(&self, now: i64) -> bool {
         now < self.expires_at && self.dead_at.is_none_or(|d| now < d)
     }
 }
@@ -56,6 +57,8 @@ struct CodeRec {
     created: i64,
     used: bool,
     snapshot: bool,
+    /// The component whose web authorization on behalf minted it.
+    component: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -66,6 +69,7 @@ struct SnsGrant {
     scope: String,
     snapshot: bool,
     expires_at: i64,
+    component: Option<String>,
 }
 
 #[derive(Debug, Default, Clone, Serialize)]
@@ -98,19 +102,22 @@ pub struct TokensIssued {
     pub classic: u64,
     /// By `/cgi-bin/stable_token`.
     pub stable: u64,
+    /// By a third-party platform's `api_query_auth` or `api_authorizer_token`.
+    pub authorizer_access_token: u64,
 }
 
+/// Calls in one window (a day, a minute, a month).
 #[derive(Debug, Default, Clone, Copy)]
-struct Counter {
+pub(crate) struct Counter {
     window: i64,
     used: u64,
 }
 
 impl Counter {
-    fn used_in(&self, window: i64) -> u64 {
+    pub(crate) fn used_in(&self, window: i64) -> u64 {
         if self.window == window { self.used } else { 0 }
     }
-    fn bump(&mut self, window: i64) {
+    pub(crate) fn bump(&mut self, window: i64) {
         if self.window != window {
             *self = Counter { window, used: 0 };
         }
@@ -166,7 +173,8 @@ pub struct SimState {
     pub(crate) world: World,
     pub(crate) apps: HashMap<String, AppRt>,
     pub(crate) people: BTreeMap<String, Person>,
-    tokens: HashMap<String, TokenRec>,
+    /// Global and authorizer access tokens: both work on the business APIs.
+    pub(crate) tokens: HashMap<String, TokenRec>,
     sns_tokens: HashMap<String, SnsGrant>,
     refresh_tokens: HashMap<String, SnsGrant>,
     codes: HashMap<String, CodeRec>,
@@ -174,6 +182,8 @@ pub struct SimState {
     pub(crate) unattributed_calls: BTreeMap<String, u64>,
     sns_gen: u64,
     last_prune: i64,
+    /// Third-party platforms and their authorizations.
+    pub(crate) components: crate::component::Components,
 }
 
 /// Default daily quotas by path (§3). `/cgi-bin/token` comes from the account.
@@ -280,6 +290,7 @@ impl SimState {
             }
             apps.insert(a.appid.clone(), AppRt::new(a.clone()));
         }
+        let components = crate::component::Components::new(&world, now);
         let mut people = BTreeMap::new();
         for p in &world.people {
             for appid in &p.follows {
@@ -310,7 +321,26 @@ impl SimState {
             unattributed_calls: BTreeMap::new(),
             sns_gen: 40,
             last_prune: now,
+            components,
         }
+    }
+
+    /// Adds an account at run time, as if the world had listed it.
+    pub(crate) fn add_account(&mut self, account: Account) {
+        for p in self.people.keys() {
+            for snapshot in [false, true] {
+                self.openids.insert(
+                    ids::openid(&account.appid, p, snapshot),
+                    OpenIdOwner {
+                        appid: account.appid.clone(),
+                        person: p.clone(),
+                        snapshot,
+                    },
+                );
+            }
+        }
+        self.world.accounts.push(account.clone());
+        self.apps.insert(account.appid.clone(), AppRt::new(account));
     }
 
     fn app(&mut self, appid: &str) -> Result<&mut AppRt, WxErr> {
@@ -369,6 +399,7 @@ impl SimState {
         let memory = now - self.world.settings.refresh_token_memory;
         self.refresh_tokens.retain(|_, g| g.expires_at > memory);
         self.codes.retain(|_, c| c.created > horizon);
+        self.components.prune(now);
     }
 
     // ----- the global access token -------------------------------------------------
@@ -793,6 +824,7 @@ impl SimState {
         appid: &str,
         person: &str,
         scope: &str,
+        component: Option<&str>,
         now: i64,
     ) -> String {
         let snapshot =
@@ -813,6 +845,7 @@ impl SimState {
                 created: now,
                 used: false,
                 snapshot,
+                component: component.map(str::to_string),
             },
         );
         code
@@ -862,16 +895,19 @@ impl SimState {
 
     /// `/sns/oauth2/access_token` (§5.2): codes are single-use (40163), live
     /// `code_ttl` (40029 or 42003) and are bound to their appid (40029).
+    /// `component` is the third-party platform exchanging it on the
+    /// account's behalf; a code minted for the other flow is 40029.
     pub(crate) fn exchange_code(
         &mut self,
         appid: &str,
         code: &str,
+        component: Option<&str>,
         now: i64,
     ) -> Result<Value, WxErr> {
         let expired_code = self.world.settings.expired_code_errcode;
         let code_ttl = self.world.settings.code_ttl;
         let rec = match self.codes.get_mut(code) {
-            Some(r) if r.appid == appid => r,
+            Some(r) if r.appid == appid && r.component.as_deref() == component => r,
             _ => return Err(e::INVALID_CODE),
         };
         if rec.used {
@@ -893,6 +929,7 @@ impl SimState {
             scope: rec.scope,
             snapshot: rec.snapshot,
             expires_at: now + self.world.settings.refresh_token_ttl,
+            component: rec.component,
         };
         self.sns_gen += 1;
         let refresh = ids::refresh_token(self.sns_gen);
@@ -903,14 +940,16 @@ impl SimState {
 
     /// `/sns/oauth2/refresh_token` (§5.3, §12): the same refresh_token comes
     /// back and its 30-day clock is not extended.
+    /// A refresh_token of one flow is unknown (40030) to the other.
     pub(crate) fn refresh_sns(
         &mut self,
         appid: &str,
         refresh: &str,
+        component: Option<&str>,
         now: i64,
     ) -> Result<Value, WxErr> {
         let grant = match self.refresh_tokens.get(refresh) {
-            Some(g) if g.appid == appid => g.clone(),
+            Some(g) if g.appid == appid && g.component.as_deref() == component => g.clone(),
             _ => return Err(e::INVALID_REFRESH_TOKEN),
         };
         if now >= grant.expires_at {
@@ -1004,13 +1043,17 @@ impl SimState {
             .iter()
             .map(|(k, v)| (k.as_str(), &v.stats))
             .collect();
-        json!({"apps": apps, "unattributed_calls": self.unattributed_calls})
+        json!({
+            "apps": apps,
+            "unattributed_calls": self.unattributed_calls,
+            "components": self.components.stats(),
+        })
     }
 }
 
 /// Whether a whitelist entry (an IP) admits the caller, treating IPv4-mapped
 /// IPv6 addresses as their IPv4 form.
-fn ip_matches(allowed: &str, ip: IpAddr) -> bool {
+pub(crate) fn ip_matches(allowed: &str, ip: IpAddr) -> bool {
     let Ok(allowed) = allowed.parse::<IpAddr>() else {
         return false;
     };

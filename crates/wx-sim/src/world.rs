@@ -25,6 +25,9 @@ pub struct World {
     /// WeChat users.
     #[serde(default)]
     pub people: Vec<Person>,
+    /// Third-party platforms (第三方平台, `component-platform.md`).
+    #[serde(default)]
+    pub components: Vec<Component>,
 }
 
 /// `[clock]`.
@@ -89,6 +92,31 @@ pub struct Settings {
     pub push_timeout_ms: u64,
     /// Retries after the first push attempt (§12: 3).
     pub push_retries: u32,
+    /// A verify ticket is accepted by `api_component_token` while younger than this.
+    pub component_ticket_ttl: i64,
+    /// Virtual seconds between regular verify-ticket pushes.
+    pub ticket_push_interval: i64,
+    /// Lifetime of a component access token.
+    pub component_token_ttl: i64,
+    /// How long a superseded component token keeps working.
+    pub component_grace: i64,
+    /// Lifetime of an authorizer access token.
+    pub authorizer_token_ttl: i64,
+    /// How long a superseded authorizer token keeps working.
+    pub authorizer_grace: i64,
+    /// Lifetime of a pre-auth code (single use).
+    pub preauth_ttl: i64,
+    /// Lifetime of an authorization code; the redirect's `expires_in`.
+    pub auth_code_ttl: i64,
+    /// An authorization code can be exchanged only once.
+    pub auth_code_single_use: bool,
+    /// `updateauthorized` issues a new refresh token; the old one works
+    /// `authorizer_grace` more.
+    pub rotate_on_update: bool,
+    /// `api_component_token` calls per component per Beijing day.
+    pub component_token_daily_limit: u64,
+    /// `api_authorizer_token` calls per authorizer per Beijing day.
+    pub authorizer_token_daily_limit: u64,
 }
 
 impl Default for Settings {
@@ -111,6 +139,18 @@ impl Default for Settings {
             user_get_page_size: 10000,
             push_timeout_ms: 5000,
             push_retries: 3,
+            component_ticket_ttl: 43200,
+            ticket_push_interval: 600,
+            component_token_ttl: 7200,
+            component_grace: 300,
+            authorizer_token_ttl: 7200,
+            authorizer_grace: 300,
+            preauth_ttl: 1800,
+            auth_code_ttl: 3600,
+            auth_code_single_use: false,
+            rotate_on_update: true,
+            component_token_daily_limit: 10000,
+            authorizer_token_daily_limit: 2000,
         }
     }
 }
@@ -199,6 +239,53 @@ pub struct Account {
     /// plain, safe or compat.
     #[serde(default)]
     pub push_mode: PushMode,
+    /// The account is restricted: `api_authorizer_token` answers 50002.
+    #[serde(default)]
+    pub restricted: bool,
+}
+
+/// `[[components]]`: a third-party platform (第三方平台). Authorizers are
+/// ordinary `[[accounts]]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Component {
+    /// The component appid.
+    pub appid: String,
+    /// The component secret.
+    pub secret: String,
+    /// 消息校验Token: signs every push of the platform.
+    pub token: String,
+    /// 消息加解密Key, 43 characters.
+    pub encoding_aes_key: String,
+    /// Shown on the authorization page.
+    #[serde(default)]
+    pub name: String,
+    /// 授权事件接收URL: tickets and authorization events; none pushed when absent.
+    #[serde(default)]
+    pub event_url: Option<String>,
+    /// 消息与事件接收URL of authorized accounts; `$APPID$` is replaced by the
+    /// authorizer appid.
+    #[serde(default)]
+    pub message_url: Option<String>,
+    /// 授权发起页域名: hosts (or `host:port`) allowed in the authorization
+    /// page's redirect_uri.
+    #[serde(default)]
+    pub auth_domains: Vec<String>,
+    /// 公众号开发域名: redirect_uri hosts for web authorization on behalf.
+    #[serde(default)]
+    pub oauth_domains: Vec<String>,
+    /// 全网发布: when false only `test_accounts` may authorize.
+    #[serde(default = "yes")]
+    pub published: bool,
+    /// 授权测试公众号列表.
+    #[serde(default)]
+    pub test_accounts: Vec<String>,
+    /// API IP whitelist; absent or empty means no check (61004 otherwise).
+    #[serde(default)]
+    pub ip_whitelist: Vec<String>,
+    /// The regular verify-ticket pusher runs from the start.
+    #[serde(default = "yes")]
+    pub ticket_push: bool,
 }
 
 fn yes() -> bool {
@@ -372,6 +459,7 @@ impl World {
                 }
             }
         }
+        self.validate_components(&appids)?;
         let s = &self.settings;
         for (name, v) in [
             ("access_token_ttl", s.access_token_ttl),
@@ -379,14 +467,20 @@ impl World {
             ("code_ttl", s.code_ttl),
             ("sns_token_ttl", s.sns_token_ttl),
             ("refresh_token_ttl", s.refresh_token_ttl),
+            ("component_ticket_ttl", s.component_ticket_ttl),
+            ("ticket_push_interval", s.ticket_push_interval),
+            ("component_token_ttl", s.component_token_ttl),
+            ("authorizer_token_ttl", s.authorizer_token_ttl),
+            ("preauth_ttl", s.preauth_ttl),
+            ("auth_code_ttl", s.auth_code_ttl),
         ] {
             if v <= 0 {
                 return Err(invalid(format!("settings.{name}"), "must be positive"));
             }
         }
-        if s.refresh_token_memory < 0 {
+        if s.refresh_token_memory < 0 || s.component_grace < 0 || s.authorizer_grace < 0 {
             return Err(invalid(
-                "settings.refresh_token_memory".into(),
+                "settings.refresh_token_memory, component_grace, authorizer_grace".into(),
                 "must not be negative",
             ));
         }
@@ -395,6 +489,59 @@ impl World {
                 "settings.user_get_page_size".into(),
                 "must be positive",
             ));
+        }
+        Ok(())
+    }
+
+    fn validate_components(&self, account_appids: &HashSet<&str>) -> Result<(), WorldError> {
+        let invalid = |field: String, message: &str| WorldError::Invalid {
+            field,
+            message: message.to_string(),
+        };
+        let mut seen = HashSet::new();
+        for (i, c) in self.components.iter().enumerate() {
+            let field = |name: &str| format!("components[{i}].{name}");
+            if c.appid.is_empty() {
+                return Err(invalid(field("appid"), "must not be empty"));
+            }
+            if !seen.insert(c.appid.as_str()) || account_appids.contains(c.appid.as_str()) {
+                return Err(invalid(
+                    field("appid"),
+                    "duplicate appid (components and accounts share one namespace)",
+                ));
+            }
+            if c.secret.is_empty() {
+                return Err(invalid(field("secret"), "must not be empty"));
+            }
+            if c.token.is_empty() {
+                return Err(invalid(field("token"), "must not be empty"));
+            }
+            if c.encoding_aes_key.len() != 43
+                || !c
+                    .encoding_aes_key
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric())
+            {
+                return Err(invalid(
+                    field("encoding_aes_key"),
+                    "must be 43 characters of a-zA-Z0-9",
+                ));
+            }
+            for (name, url) in [("event_url", &c.event_url), ("message_url", &c.message_url)] {
+                if let Some(url) = url
+                    && url::Url::parse(&url.replace("$APPID$", "wx")).is_err()
+                {
+                    return Err(invalid(field(name), "not a URL"));
+                }
+            }
+            for (j, ip) in c.ip_whitelist.iter().enumerate() {
+                if ip.parse::<std::net::IpAddr>().is_err() {
+                    return Err(invalid(
+                        format!("components[{i}].ip_whitelist[{j}]"),
+                        "not an IP address",
+                    ));
+                }
+            }
         }
         Ok(())
     }
@@ -439,6 +586,7 @@ impl World {
                     push_token: Some(alnum(&mut rng, 16)),
                     encoding_aes_key: Some(alnum(&mut rng, 43)),
                     push_mode: PushMode::Safe,
+                    restricted: false,
                 },
                 Account {
                     appid: web_appid.clone(),
@@ -458,6 +606,7 @@ impl World {
                     push_token: None,
                     encoding_aes_key: None,
                     push_mode: PushMode::Plain,
+                    restricted: false,
                 },
             ],
             people: vec![
@@ -498,6 +647,7 @@ impl World {
                     snapshot: true,
                 },
             ],
+            components: vec![],
         }
     }
 }

@@ -44,10 +44,13 @@ async fn stats_count_calls_per_appid_and_endpoint() {
     assert_eq!(a["calls"]["/cgi-bin/token"], 2);
     assert_eq!(a["calls"]["/cgi-bin/user/get"], 2);
     assert_eq!(a["errors"]["40125"], 1);
-    assert_eq!(a["tokens_issued"], json!({"classic": 1, "stable": 0}));
+    assert_eq!(
+        a["tokens_issued"],
+        json!({"classic": 1, "stable": 0, "authorizer_access_token": 0})
+    );
     assert_eq!(
         stats["apps"][APPID2]["tokens_issued"],
-        json!({"classic": 0, "stable": 1})
+        json!({"classic": 0, "stable": 1, "authorizer_access_token": 0})
     );
     assert_eq!(stats["apps"][APPID2]["calls"]["/cgi-bin/stable_token"], 1);
 }

@@ -3,6 +3,7 @@
 
 mod helpers;
 
+mod component;
 mod control;
 mod faults;
 mod oauth;

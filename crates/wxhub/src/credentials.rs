@@ -45,7 +45,8 @@ pub use model::{
     Slot, WebAuth,
 };
 pub use status::{
-    AccountStatus, ConsolePage, ListQuery, MAX_PAGE, Readiness, SlotStatus, StateFilter,
+    AccountStatus, ConsolePage, ListQuery, MAX_PAGE, PlatformStatus, Readiness, SlotStatus,
+    StateFilter,
 };
 
 use self::policy::{Adoption, Jitter, Schedule};

@@ -139,6 +139,11 @@ const HELP: &[(&str, &str, &str)] = &[
         "Shared mode: fetched values Redis refused because a newer lease holder exists.",
     ),
     (
+        "wxhub_component_events_total",
+        "counter",
+        "Pushes to a third-party platform's /component/{appid}/events, by event (component_verify_ticket, authorized, updateauthorized, unauthorized, other, rejected).",
+    ),
+    (
         "wxhub_push_received_total",
         "counter",
         "Pushes accepted at /push/{appid}, by result: new or duplicate.",

@@ -427,6 +427,15 @@ impl Credentials {
         if self.served(&account, &account.token).is_some() {
             return;
         }
+        {
+            // The wait for a ticket was not the platform failing: the
+            // backoff it earned ends with the ticket.
+            let mut st = account.token.lock();
+            if st.blocked_until <= self.clock.now() {
+                st.failures = 0;
+                st.next_refresh_at = self.clock.now();
+            }
+        }
         let this = self.clone();
         tokio::spawn(async move {
             if this.shared.is_some()

@@ -42,7 +42,7 @@ pub async fn token(
     AppPath(appid): AppPath<String>,
 ) -> Result<Response, ApiError> {
     crate::component::find(&app, &appid)?;
-    if !client.components.iter().any(|c| *c == appid) {
+    if !client.components.contains(&appid) {
         return Err(ApiError::forbidden(format!(
             "client {} is not granted the third-party platform {appid} (clients[].components)",
             client.name

@@ -181,6 +181,10 @@ pub async fn exchange(
         .store_authorization(appid.as_str(), &refresh, access)
         .await
         .map_err(|e| ApiError::unavailable(format!("cannot store the authorization: {e}"), 5))?;
+    // The event and the return handler carry the same code and may race:
+    // one of them adds the account, the other finds it.
+    static ADDING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let _one = ADDING.lock().await;
     let current = app.creds.account(appid.as_str());
     let held = current
         .as_ref()
@@ -245,4 +249,158 @@ pub async fn revoke(
     app.creds.forget_revoked(authorizer.as_str()).await;
     tracing::warn!(component.appid = %cfg.appid.as_str(), account.appid = %authorizer.as_str(), "the account's administrator revoked the third-party platform: refreshing stopped");
     Ok(())
+}
+
+/// How long the administrator has from the start page to the return (the
+/// pre-auth code's own 1800 s).
+const START_TTL: i64 = 1800;
+
+/// The state's audience: a component's start, never a web authorization's.
+fn audience(component: &str) -> String {
+    format!("component:{component}")
+}
+
+/// The state's id: the return URL's hash, so the signature covers it.
+fn return_id(return_to: &str) -> String {
+    use sha2::Digest;
+    hex::encode(&sha2::Sha256::digest(return_to.as_bytes())[..16])
+}
+
+/// `return` parsed and checked against the component's `return_origins`.
+fn check_return(cfg: &ComponentConfig, return_to: &str) -> Result<url::Url, ApiError> {
+    let bad = |m: &str| {
+        ApiError::new(
+            axum::http::StatusCode::BAD_REQUEST,
+            "invalid_return",
+            format!("return: {m}"),
+        )
+    };
+    let u = url::Url::parse(return_to).map_err(|_| bad("not an absolute URL"))?;
+    let origin = crate::config::origin_of(&u).ok_or_else(|| bad("has no host"))?;
+    if !cfg.return_origins.contains(&origin) {
+        return Err(bad(&format!(
+            "{origin} is not in components[].return_origins of {}",
+            cfg.appid.as_str()
+        )));
+    }
+    Ok(u)
+}
+
+/// The start page's work: the platform's authorization page URL, with a
+/// fresh pre-auth code and the hub's return handler as `redirect_uri`.
+///
+/// # Errors
+/// 404, 400 `invalid_return`, 429 over the per-platform bound, 503 without
+/// a component token.
+pub async fn start(app: &Arc<App>, appid: &str, return_to: &str) -> Result<String, ApiError> {
+    let cfg = find(app, appid)?;
+    check_return(cfg, return_to)?;
+    app.limiter
+        .client(
+            &Arc::from(appid),
+            crate::limits::ClientLimit::ComponentStart,
+            app.config.limits.anonymous,
+        )
+        .await
+        .map_err(|l| {
+            app.metrics.inc(
+                "wxhub_rate_limited_total",
+                &[("limit", "component_start"), ("client", appid)],
+            );
+            ApiError::rate_limited(
+                format!(
+                    "the authorization page of {appid} is being started faster than limits.anonymous allows; retry after {} s",
+                    l.retry_after_secs()
+                ),
+                l.retry_after_secs(),
+            )
+        })?;
+    let component = app
+        .creds
+        .account(appid)
+        .ok_or_else(|| ApiError::internal("a configured component has no account"))?;
+    let pre = app
+        .creds
+        .with_component_token(&component, |ct| async move {
+            app.wx.create_preauth_code(&cfg.appid, &ct).await
+        })
+        .await
+        .map_err(|e| match e {
+            wx_api::WxError::InvalidInput { reason } => ApiError::unavailable(reason, 5),
+            e => ApiError::upstream(format!("the platform gave no pre-auth code: {e}")),
+        })?;
+    let now = app.clock.now();
+    let state = crate::oauth::sign_state(
+        &app.config.oauth.state_secret,
+        &audience(appid),
+        &return_id(return_to),
+        now + START_TTL,
+    );
+    let mut back = url::Url::parse(&format!(
+        "{}/component/{appid}/return",
+        app.public_url.trim_end_matches('/')
+    ))
+    .map_err(ApiError::internal)?;
+    back.query_pairs_mut()
+        .append_pair("return", return_to)
+        .append_pair("state", &state);
+    wx_api::endpoint::component::LoginPageUrl::new(&cfg.appid, &pre.pre_auth_code, back.as_str())
+        .build(&app.config.upstream.mp_base)
+        .map_err(ApiError::internal)
+}
+
+/// The return handler's work: the state checked, the code exchanged, the
+/// URL to send the administrator back to.
+///
+/// # Errors
+/// 400 `invalid_state` / `invalid_return` / `authorization_cancelled`, and
+/// what [`exchange`] answers.
+pub async fn finish(
+    app: &Arc<App>,
+    appid: &str,
+    auth_code: Option<String>,
+    state: &str,
+    return_to: &str,
+) -> Result<String, ApiError> {
+    let cfg = find(app, appid)?;
+    let bad_state = |m: &str| {
+        ApiError::new(
+            axum::http::StatusCode::BAD_REQUEST,
+            "invalid_state",
+            m.to_string(),
+        )
+    };
+    let id = crate::oauth::verify_state(
+        &app.config.oauth.state_secret,
+        &audience(appid),
+        state,
+        app.clock.now(),
+    )
+    .map_err(|e| match e {
+        crate::oauth::BadState::Expired(_) => {
+            bad_state("this authorization was started more than 30 minutes ago: start it again")
+        }
+        _ => bad_state("the state is not one this hub signed for this platform"),
+    })?;
+    let want = return_id(return_to);
+    if !bool::from(subtle::ConstantTimeEq::ct_eq(
+        id.as_bytes(),
+        want.as_bytes(),
+    )) {
+        return Err(bad_state(
+            "the return URL is not the one the start page was given",
+        ));
+    }
+    let mut back = check_return(cfg, return_to)?;
+    let Some(code) = auth_code.filter(|c| !c.is_empty()) else {
+        return Err(ApiError::new(
+            axum::http::StatusCode::BAD_REQUEST,
+            "authorization_cancelled",
+            "the platform sent no auth_code: the administrator did not approve",
+        ));
+    };
+    let authorizer = exchange(app, cfg, AuthorizationCode::new(code), None).await?;
+    back.query_pairs_mut()
+        .append_pair("authorizer_appid", authorizer.as_str());
+    Ok(back.into())
 }

@@ -151,6 +151,11 @@ fn anonymous(app: Arc<App>) -> Router<Arc<App>> {
             "/oauth/{appid}/callback",
             get(routes::oauth::callback_route),
         )
+        .route(
+            "/component/{appid}/authorize",
+            get(routes::component::start),
+        )
+        .route("/component/{appid}/return", get(routes::component::finish))
         .route_layer(axum::middleware::from_fn_with_state(app, per_ip_limit))
 }
 

@@ -522,3 +522,159 @@ async fn a_thousand_authorized_accounts_are_refreshed_once_per_lifetime() {
         "a report of a working token costs no fetch ({before} → {after})"
     );
 }
+
+fn location(r: &reqwest::Response) -> String {
+    r.headers()
+        .get("location")
+        .expect("a redirect")
+        .to_str()
+        .unwrap()
+        .to_string()
+}
+
+fn enc(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+#[tokio::test]
+async fn the_start_page_and_the_return_handler_add_the_account() {
+    let t = platform(1).await;
+    push_ticket(&t).await;
+    eventually("the component token", || component_tokens(&t) == 1).await;
+
+    let r = t
+        .http
+        .get(t.url(&format!(
+            "/component/{COMPONENT}/authorize?return={}",
+            enc(RETURN)
+        )))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 302);
+    let page_url = location(&r);
+    assert!(
+        page_url.starts_with(&format!("{}/cgi-bin/componentloginpage?", t.sim.base_url())),
+        "{page_url}"
+    );
+    let page = t
+        .http
+        .get(&page_url)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("id=\"approve\""), "{page}");
+    let pre = url::Url::parse(&page_url)
+        .unwrap()
+        .query_pairs()
+        .find(|(k, _)| k == "pre_auth_code")
+        .unwrap()
+        .1
+        .to_string();
+    // The administrator approves.
+    let form = format!(
+        "component_appid={COMPONENT}&pre_auth_code={}&account={AUTHORIZER}&func=1&func=4&action=approve",
+        enc(&pre)
+    );
+    let r = t
+        .http
+        .post(format!("{}/safe/bindcomponent/decide", t.sim.base_url()))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 302);
+    let back = location(&r);
+    assert!(
+        back.starts_with(&t.url(&format!("/component/{COMPONENT}/return?"))),
+        "{back}"
+    );
+    let r = t.http.get(&back).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 302, "{:?}", r.text().await);
+    assert_eq!(
+        location(&r),
+        format!("{RETURN}&authorizer_appid={AUTHORIZER}")
+    );
+    let (s, v) = token_of(&t, AUTHORIZER).await;
+    assert_eq!(s, 200, "{v}");
+    assert!(works(&t, v["access_token"].as_str().unwrap()).await);
+    // The event carried the same code: still one account.
+    eventually("the event was answered", || {
+        t.sim.sim().stats()["apps"][AUTHORIZER]["calls"]["/cgi-bin/component/api_query_auth"]
+            .as_u64()
+            .unwrap_or(0)
+            >= 1
+    })
+    .await;
+    assert_eq!(t.hub().app().creds.authorizer_count(COMPONENT), 1);
+
+    // A return URL the platform was not told about, a forged state, a
+    // return that is not the one signed.
+    let r = t
+        .http
+        .get(t.url(&format!(
+            "/component/{COMPONENT}/authorize?return={}",
+            enc("https://evil.example/x")
+        )))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "invalid_return");
+    let forged = back.replace("state=", "state=0");
+    let r = t.http.get(&forged).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    let other = back.replace(&enc(RETURN), &enc("http://127.0.0.1:9/other"));
+    assert_ne!(other, back);
+    let r = t.http.get(&other).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "invalid_state");
+}
+
+#[tokio::test]
+async fn starts_of_the_authorization_page_are_bounded_per_platform() {
+    let t = platform_with(
+        0,
+        Options {
+            limits: r#"
+[limits]
+anonymous = { per_minute = 3, burst = 3 }
+"#
+            .into(),
+            ..Options::default()
+        },
+    )
+    .await;
+    push_ticket(&t).await;
+    eventually("the component token", || component_tokens(&t) == 1).await;
+    let mut codes = 0;
+    let mut limited = 0;
+    for _ in 0..20 {
+        let r = t
+            .http
+            .get(t.url(&format!(
+                "/component/{COMPONENT}/authorize?return={}",
+                enc(RETURN)
+            )))
+            .send()
+            .await
+            .unwrap();
+        match r.status().as_u16() {
+            302 => codes += 1,
+            429 => limited += 1,
+            s => panic!("{s}"),
+        }
+    }
+    assert!(codes <= 3, "{codes} starts went through");
+    assert_eq!(codes + limited, 20);
+    let made = component_stats(&t)["calls"]["/cgi-bin/component/api_create_preauthcode"]
+        .as_u64()
+        .unwrap_or(0);
+    assert_eq!(made, codes, "a refused start costs no upstream call");
+}

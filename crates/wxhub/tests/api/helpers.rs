@@ -221,6 +221,7 @@ path = "{store}"
 [upstream]
 api_base = "{base}"
 open_base = "{base}"
+mp_base = "{base}"
 timeout_ms = {timeout}
 [refresh]
 tick_ms = 3600000

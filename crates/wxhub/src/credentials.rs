@@ -73,6 +73,9 @@ pub struct Credentials {
     // Shared mode: consecutive lease rounds this instance held more than
     // its share of the accounts.
     over_share: AtomicU32,
+    // Third-party platforms: when each last asked the platform to restart
+    // its ticket pushes (at most once per 10 minutes each).
+    push_restarts: std::sync::Mutex<HashMap<String, i64>>,
 }
 
 impl std::fmt::Debug for Credentials {
@@ -113,6 +116,7 @@ impl Credentials {
             settings,
             schedule: scheduler::Queue::default(),
             over_share: AtomicU32::new(0),
+            push_restarts: std::sync::Mutex::new(HashMap::new()),
         });
         if creds.shared.is_some() {
             creds.metrics.set("wxhub_redis_up", &[], 1.0);

@@ -27,6 +27,11 @@ pub const TICKET_KEY: &str = "component_verify_ticket";
 pub const REFRESH_TOKEN_KEY: &str = "authorizer_refresh_token";
 /// How long the platform accepts a ticket (§2.2).
 pub const TICKET_TTL: i64 = 12 * 3600;
+/// A newest ticket older than this means pushes stopped: the hub asks the
+/// platform to restart them (`api_start_push_ticket`).
+pub const TICKET_RESTART_AFTER: i64 = 3600;
+/// At most one such request per component this often.
+const RESTART_EVERY: i64 = 600;
 /// A refresh token does not expire while the authorization stands; the
 /// record needs an expiry all the same.
 const NEVER: i64 = i64::MAX / 4;
@@ -62,10 +67,6 @@ impl Credentials {
         ticket: ComponentVerifyTicket,
         create_time: i64,
     ) -> Result<bool, crate::store::StoreError> {
-        let held = self.store.load_credential(component, TICKET_KEY).await?;
-        if held.as_ref().is_some_and(|h| h.fetched_at >= create_time) {
-            return Ok(false);
-        }
         let now = self.clock.now();
         let record = Record {
             value: Secret::new(ticket.expose_secret()),
@@ -78,11 +79,10 @@ impl Credentials {
             pending_since: None,
         };
         // Not under a lease: whichever instance the platform reaches stores
-        // it, and the newest CreateTime wins on read.
+        // it, and the newest CreateTime wins, in the store's own check.
         self.store
-            .write_credential(component, TICKET_KEY, &record, "")
-            .await?;
-        Ok(true)
+            .write_newest(component, TICKET_KEY, &record)
+            .await
     }
 
     /// The newest stored verify ticket's age, if any.
@@ -111,6 +111,12 @@ impl Credentials {
             .load_credential(appid, TICKET_KEY)
             .await
             .map_err(|_| hub_error("the stored verify ticket cannot be read"))?;
+        if rec
+            .as_ref()
+            .is_none_or(|r| now - r.fetched_at > TICKET_RESTART_AFTER)
+        {
+            self.restart_ticket_pushes(account, now).await;
+        }
         let Some(rec) = rec.filter(|r| now < r.expires_at) else {
             return Err(hub_error(format!(
                 "waiting for a component_verify_ticket: none received in the last 12 hours; the platform pushes one every 10 minutes to /component/{appid}/events"
@@ -125,6 +131,36 @@ impl Credentials {
             resp.component_access_token.into_secret(),
             resp.expires_in as i64,
         ))
+    }
+
+    /// Pushes stopped (no ticket for an hour): asks the platform to restart
+    /// them, at most once per 10 minutes per component. The platform pushes
+    /// at once when it restarts them.
+    async fn restart_ticket_pushes(&self, account: &Account, now: i64) {
+        let appid = account.appid();
+        {
+            let mut last = self.push_restarts.lock().unwrap_or_else(|e| e.into_inner());
+            if last.get(appid).is_some_and(|t| now - t < RESTART_EVERY) {
+                return;
+            }
+            last.insert(appid.to_string(), now);
+        }
+        match self
+            .wx
+            .start_push_ticket(&account.cfg.appid, &account.cfg.secret)
+            .await
+        {
+            Ok(()) => {
+                self.metrics.inc(
+                    "wxhub_component_push_restarts_total",
+                    &[("component", appid)],
+                );
+                tracing::warn!(component.appid = %appid, "no verify ticket for over an hour: asked the platform to restart its pushes (api_start_push_ticket)");
+            }
+            Err(e) => {
+                tracing::warn!(component.appid = %appid, error = %e, "no verify ticket for over an hour, and api_start_push_ticket failed");
+            }
+        }
     }
 
     /// The component's token, valid now: from memory, or by refreshing it

@@ -689,3 +689,101 @@ anonymous = { per_minute = 3, burst = 3 }
         .unwrap_or(0);
     assert_eq!(made, codes, "a refused start costs no upstream call");
 }
+
+#[tokio::test]
+async fn no_component_secret_ticket_code_or_token_reaches_a_log_metrics_or_a_listing() {
+    let t = platform(1).await;
+    let ticket = push_ticket(&t).await["ticket"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    eventually("the component token", || component_tokens(&t) == 1).await;
+    let code = authorize(&t, AUTHORIZER).await["auth_code"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (_, v) = t.get(&format!("/v1/components/{COMPONENT}/token")).await;
+    let ctoken = v["component_access_token"].as_str().unwrap().to_string();
+    let (_, v) = token_of(&t, AUTHORIZER).await;
+    let atoken = v["access_token"].as_str().unwrap().to_string();
+    let refresh = t
+        .hub()
+        .app()
+        .store
+        .load_credential(AUTHORIZER, "authorizer_refresh_token")
+        .await
+        .unwrap()
+        .unwrap()
+        .value
+        .expose_secret()
+        .to_string();
+    // A refresh, a bad push, an unauthorize: what gets logged.
+    t.advance(7200);
+    t.run_due().await;
+    let _ = t
+        .http
+        .post(t.url(&format!(
+            "/component/{COMPONENT}/events?timestamp=1&nonce=2&encrypt_type=aes&msg_signature=00"
+        )))
+        .body(format!("<xml><Encrypt>{ticket}</Encrypt></xml>"))
+        .send()
+        .await
+        .unwrap();
+    let r = t
+        .http
+        .get(t.url(&format!(
+            "/component/{COMPONENT}/authorize?return={}",
+            enc(RETURN)
+        )))
+        .send()
+        .await
+        .unwrap();
+    let pre = location(&r);
+    let pre = url::Url::parse(&pre)
+        .unwrap()
+        .query_pairs()
+        .find(|(k, _)| k == "pre_auth_code")
+        .unwrap()
+        .1
+        .to_string();
+    t.sim_post(
+        &format!("/_sim/components/{COMPONENT}/unauthorize"),
+        json!({"authorizer_appid": AUTHORIZER}),
+    )
+    .await;
+    let (_, revoked) = token_of(&t, AUTHORIZER).await;
+    let apps = t.apps().await.to_string();
+    let history = t
+        .get_as(
+            &format!("/v1/apps/{AUTHORIZER}/history?limit=100"),
+            &t.admin,
+        )
+        .await
+        .text()
+        .await
+        .unwrap();
+    let metrics = t.metrics().await;
+    let logs = String::from_utf8_lossy(&logs().lock().unwrap()).to_string();
+    assert!(logs.contains(COMPONENT), "logs were captured");
+    for (name, secret) in [
+        ("component secret", C_SECRET),
+        ("push token", C_TOKEN),
+        ("encoding key", C_KEY),
+        ("verify ticket", ticket.as_str()),
+        ("authorization code", code.as_str()),
+        ("pre-auth code", pre.as_str()),
+        ("component token", ctoken.as_str()),
+        ("authorizer token", atoken.as_str()),
+        ("refresh token", refresh.as_str()),
+    ] {
+        assert!(!logs.contains(secret), "{name} in logs");
+        for (what, text) in [
+            ("/metrics", &metrics),
+            ("/v1/apps", &apps),
+            ("history", &history),
+            ("the revoked answer", &revoked.to_string()),
+        ] {
+            assert!(!text.contains(secret), "{name} in {what}");
+        }
+    }
+}

@@ -197,6 +197,16 @@ impl RawConfig {
             .enumerate()
             .map(|(i, c)| c.validate(i, &accounts, &limits))
             .collect::<Result<Vec<_>, _>>()?;
+        for (i, c) in clients.iter().enumerate() {
+            for (j, g) in c.components.iter().enumerate() {
+                if !components.iter().any(|k| k.appid.as_str() == g) {
+                    return Err(ConfigError::new(
+                        format!("clients[{i}].components[{j}]"),
+                        format!("{g} is not a configured component"),
+                    ));
+                }
+            }
+        }
         let oauth = self.oauth.validate(&accounts, lookup)?;
         let http = self.http.validate()?;
         let admin_key_sha256 = self

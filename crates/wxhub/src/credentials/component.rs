@@ -172,6 +172,14 @@ impl Credentials {
         if let Some(s) = self.served(component, &component.token) {
             return Ok(ComponentAccessToken::new(s.value.expose_secret()));
         }
+        // Shared mode: another instance may own the component's refresh;
+        // its latest write is in the store.
+        if self.shared.is_some() {
+            let _ = self.reload(component, &component.token).await;
+            if let Some(s) = self.served(component, &component.token) {
+                return Ok(ComponentAccessToken::new(s.value.expose_secret()));
+            }
+        }
         Box::pin(self.refresh(component, CredKind::AccessToken, Trigger::Missing))
             .await
             .map_err(|e| hub_error(format!("no component token: {e}")))?;
@@ -359,7 +367,9 @@ impl Credentials {
 
     /// After `api_query_auth`: stores the refresh token first, then the
     /// access token, so the account (added to the directory next) starts
-    /// from them without a fetch.
+    /// from them without a fetch. Whichever instance the event or the
+    /// administrator reaches does this, lease or not: both values are new
+    /// from the platform, and the newest write wins (`write_newest`).
     ///
     /// # Errors
     /// On a storage failure, when nothing must be said to have worked.
@@ -369,33 +379,44 @@ impl Credentials {
         refresh_token: &AuthorizerRefreshToken,
         access: Option<(String, i64)>,
     ) -> Result<(), WxError> {
-        self.save_refresh_token(appid, refresh_token, self.fence_for(appid))
-            .await?;
+        let now = self.clock.now();
+        let record = |value: &str, expires_at: i64| Record {
+            value: Secret::new(value),
+            expires_at,
+            fetched_at: now,
+            first_seen: now,
+            fence: 0,
+            seq: 0,
+            refresh_at: 0,
+            pending_since: None,
+        };
+        self.store
+            .write_newest(
+                appid,
+                REFRESH_TOKEN_KEY,
+                &record(refresh_token.expose_secret(), NEVER),
+            )
+            .await
+            .map_err(|e| {
+                tracing::error!(account.appid = %appid, error = %e, "cannot store the authorizer refresh token");
+                hub_error("the refresh token could not be stored")
+            })?;
         if let Some((value, expires_in)) = access {
-            let now = self.clock.now();
             let key = format!(
                 "access_token:{}",
                 crate::config::TokenMode::Classic.as_str()
             );
-            let record = Record {
-                value: Secret::new(value),
-                expires_at: now + expires_in,
-                fetched_at: now,
-                first_seen: now,
-                fence: self.fence_for(appid),
-                seq: 0,
-                refresh_at: 0,
-                pending_since: None,
-            };
-            let holder = self
-                .shared
-                .as_ref()
-                .map_or_else(String::new, |sh| sh.holder(record.fence));
-            if let Err(e) = self
-                .store
-                .write_credential(appid, &key, &record, &holder)
-                .await
-            {
+            let mut rec = record(&value, now + expires_in);
+            // The refresh is planned as for a fetched token: an instance
+            // that reads the record follows this plan, not "due now".
+            rec.refresh_at = super::policy::plan(
+                &self.settings,
+                crate::config::TokenMode::Classic,
+                CredKind::AccessToken,
+                &super::model::Cred::from_record(&rec),
+                Self::jitter(),
+            );
+            if let Err(e) = self.store.write_newest(appid, &key, &rec).await {
                 tracing::warn!(account.appid = %appid, error = %e, "cannot store the authorizer access token; it will be fetched with the refresh token");
             }
             // Held already (updateauthorized, or the return handler after
@@ -407,21 +428,13 @@ impl Credentials {
                 if self.shared.is_some() {
                     let _ = self.reload(&account, slot).await;
                 } else {
-                    let mut r = record;
+                    let mut r = rec;
                     r.seq = slot.lock().shared.seq + 1;
                     self.adopt(&account, slot, r);
                 }
             }
         }
         Ok(())
-    }
-
-    /// The fence this instance holds for `appid`'s partition (0 alone).
-    fn fence_for(&self, appid: &str) -> u64 {
-        self.shared
-            .as_ref()
-            .and_then(|sh| sh.holding(appid))
-            .unwrap_or(0)
     }
 
     /// Drops a revoked account's stored tokens (its refresh token included:

@@ -96,7 +96,8 @@ static WRITE: LazyLock<Script> = LazyLock::new(|| {
 
 // The unfenced newest-wins write of a value any instance may receive.
 // KEYS: credential. ARGV: value, expires_at, fetched_at, first_seen,
-// channel, note. 1 when written, 0 when the stored one is as new.
+// channel, note, refresh_at. 1 when written, 0 when the stored one is as
+// new.
 static WRITE_NEWEST: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
@@ -107,7 +108,7 @@ static WRITE_NEWEST: LazyLock<Script> = LazyLock::new(|| {
         local seq = math.max(last + 1, tonumber(t[1]) * 1000000 + tonumber(t[2]))
         redis.call('DEL', KEYS[1])
         redis.call('HSET', KEYS[1], 'fence', '0', 'v', ARGV[1], 'exp', ARGV[2],
-          'fetched', ARGV[3], 'first', ARGV[4], 'refresh_at', '0',
+          'fetched', ARGV[3], 'first', ARGV[4], 'refresh_at', ARGV[7],
           'seq', string.format('%.0f', seq))
         redis.call('PUBLISH', ARGV[5], ARGV[6])
         return 1
@@ -137,6 +138,7 @@ impl RedisStore {
             .arg(r.first_seen)
             .arg(self.key("changes"))
             .arg(Self::changed_note(appid, key))
+            .arg(r.refresh_at)
             .invoke_async(&mut self.conn())
             .await?;
         Ok(written == 1)

@@ -308,8 +308,17 @@ impl Credentials {
                 .await;
             match result {
                 Ok(r) => {
-                    self.save_refresh_token(appid, &r.authorizer_refresh_token, fence)
-                        .await?;
+                    // An updateauthorized may have stored a rotated refresh
+                    // token while this call was out; the echo of the one
+                    // this call used must not overwrite it.
+                    let replaced = self
+                        .refresh_token(appid)
+                        .await?
+                        .is_some_and(|now_stored| !now_stored.ct_eq(&rt));
+                    if !(replaced && r.authorizer_refresh_token.ct_eq(&rt)) {
+                        self.save_refresh_token(appid, &r.authorizer_refresh_token, fence)
+                            .await?;
+                    }
                     return Ok((r.authorizer_access_token.into_secret(), r.expires_in as i64));
                 }
                 Err(e)
@@ -318,11 +327,15 @@ impl Credentials {
                 {
                     reconciled = true;
                     tracing::warn!(account.appid = %appid, "the platform rejected the stored refresh token (61023); reading the current one back from api_get_authorizer_list");
+                    // Tried once more with what the list says, even if it
+                    // is the one held: the platform's answer decides.
                     match self.listed_refresh_token(&comp, appid).await {
-                        Some(listed) if !listed.ct_eq(&rt) => {
-                            self.save_refresh_token(appid, &listed, fence).await?;
+                        Some(listed) => {
+                            if !listed.ct_eq(&rt) {
+                                self.save_refresh_token(appid, &listed, fence).await?;
+                            }
                         }
-                        _ => return Err(e),
+                        None => return Err(e),
                     }
                 }
                 Err(e) => return Err(e),

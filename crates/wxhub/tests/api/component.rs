@@ -787,3 +787,56 @@ async fn no_component_secret_ticket_code_or_token_reaches_a_log_metrics_or_a_lis
         }
     }
 }
+
+#[tokio::test]
+async fn a_refresh_token_the_platform_rejects_is_read_back_from_the_authorizer_list_once() {
+    let t = platform(1).await;
+    push_ticket(&t).await;
+    eventually("the component token", || component_tokens(&t) == 1).await;
+    authorize(&t, AUTHORIZER).await;
+    // The next refresh is refused once with 61023: the hub reads the
+    // refresh token back from api_get_authorizer_list and tries again.
+    t.fault(json!({"endpoint": "/cgi-bin/component/api_authorizer_token", "count": 1, "errcode": 61023}))
+        .await;
+    t.advance(7200);
+    push_ticket(&t).await;
+    t.run_due().await;
+    let (s, v) = token_of(&t, AUTHORIZER).await;
+    assert_eq!(s, 200, "{v}");
+    assert!(works(&t, v["access_token"].as_str().unwrap()).await);
+    let listed = component_stats(&t)["calls"]["/cgi-bin/component/api_get_authorizer_list"]
+        .as_u64()
+        .unwrap_or(0);
+    assert_eq!(listed, 1, "one reconciliation");
+    // Rejected for good: the account says what to do, and is not hammered.
+    t.fault(json!({"endpoint": "/cgi-bin/component/api_authorizer_token", "count": 1000, "errcode": 61023}))
+        .await;
+    t.advance(7200);
+    push_ticket(&t).await;
+    t.run_due().await;
+    let apps = t.apps().await;
+    let a = apps["apps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["appid"] == AUTHORIZER)
+        .cloned()
+        .unwrap();
+    let reason = a["problem"]["reason"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        reason.contains("authorize the third-party platform again"),
+        "{a}"
+    );
+    let calls = authorizer_calls(&t, AUTHORIZER);
+    for _ in 0..10 {
+        t.advance(30);
+        t.run_due().await;
+    }
+    assert!(
+        authorizer_calls(&t, AUTHORIZER) <= calls + 1,
+        "a refresh token the platform rejects is retried slowly"
+    );
+}

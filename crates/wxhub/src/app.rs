@@ -270,6 +270,10 @@ impl Application {
             "push deliverer",
             self.app.push.clone().run_worker(rx.clone()),
         );
+        tasks.spawn(
+            "revoker",
+            crate::component::run_revoker(self.app.clone(), rx.clone()),
+        );
         tasks.spawn("sweeper", sweep_expired(self.app.clone(), rx));
         let router = crate::router::router(self.app.clone());
         let config = self.app.config.http.clone();

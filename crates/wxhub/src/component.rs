@@ -404,3 +404,33 @@ pub async fn finish(
         .append_pair("authorizer_appid", authorizer.as_str());
     Ok(back.into())
 }
+
+/// Records as revoked the accounts whose refresh the platform answered
+/// 61003 (the `unauthorized` event was missed, or arrived elsewhere), until
+/// shutdown.
+pub async fn run_revoker(app: Arc<App>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    let Some(mut rx) = app.creds.take_revocations() else {
+        // Another run of this hub took it; nothing to do but wait.
+        let _ = shutdown.changed().await;
+        return;
+    };
+    loop {
+        let (component, account) = tokio::select! {
+            got = rx.recv() => match got {
+                Some(g) => g,
+                None => return,
+            },
+            _ = shutdown.changed() => return,
+        };
+        let Ok(cfg) = find(&app, &component) else {
+            continue;
+        };
+        let Ok(account) = AppId::parse(account) else {
+            continue;
+        };
+        tracing::warn!(component.appid = %component, account.appid = %account.as_str(), "the platform says the account revoked the third-party platform (61003)");
+        if let Err(e) = revoke(&app, cfg, &account).await {
+            tracing::warn!(account.appid = %account.as_str(), error = %e.message, "cannot record the revocation; the account keeps failing with 61003 until it is");
+        }
+    }
+}

@@ -76,6 +76,11 @@ pub struct Credentials {
     // Third-party platforms: when each last asked the platform to restart
     // its ticket pushes (at most once per 10 minutes each).
     push_restarts: std::sync::Mutex<HashMap<String, i64>>,
+    // Authorized accounts the platform answered 61003 for (component,
+    // account): the revoker (`component::run_revoker`) makes them revoked
+    // in the directory, which this module cannot reach.
+    revoked: tokio::sync::mpsc::UnboundedSender<(String, String)>,
+    revoked_rx: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<(String, String)>>>,
 }
 
 impl std::fmt::Debug for Credentials {
@@ -99,7 +104,10 @@ impl Credentials {
         metrics: Arc<Metrics>,
         settings: RefreshSettings,
     ) -> Arc<Credentials> {
+        let (revoked, revoked_rx) = tokio::sync::mpsc::unbounded_channel();
         let creds = Arc::new(Credentials {
+            revoked,
+            revoked_rx: std::sync::Mutex::new(Some(revoked_rx)),
             accounts: RwLock::new(
                 accounts
                     .into_iter()

@@ -338,9 +338,27 @@ impl Credentials {
                         None => return Err(e),
                     }
                 }
-                Err(e) => return Err(e),
+                Err(e) => {
+                    if e.errcode() == Some(wx_api::ErrCode::ComponentUnauthorized) {
+                        let _ = self
+                            .revoked
+                            .send((component.as_str().to_string(), appid.to_string()));
+                    }
+                    return Err(e);
+                }
             }
         }
+    }
+
+    /// The accounts the platform says revoked their authorization (61003),
+    /// once: for the task that records it (`component::run_revoker`).
+    pub fn take_revocations(
+        &self,
+    ) -> Option<tokio::sync::mpsc::UnboundedReceiver<(String, String)>> {
+        self.revoked_rx
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
     }
 
     /// The refresh token `api_get_authorizer_list` has for `appid`, page by

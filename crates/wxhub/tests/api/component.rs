@@ -840,3 +840,31 @@ async fn a_refresh_token_the_platform_rejects_is_read_back_from_the_authorizer_l
         "a refresh token the platform rejects is retried slowly"
     );
 }
+
+#[tokio::test]
+async fn a_61003_on_refresh_revokes_the_account_as_the_event_would() {
+    let t = platform(1).await;
+    push_ticket(&t).await;
+    eventually("the component token", || component_tokens(&t) == 1).await;
+    authorize(&t, AUTHORIZER).await;
+    t.fault(json!({"endpoint": "/cgi-bin/component/api_authorizer_token", "count": 1, "errcode": 61003}))
+        .await;
+    t.advance(7200);
+    push_ticket(&t).await;
+    t.run_due().await;
+    for _ in 0..200 {
+        if token_of(&t, AUTHORIZER).await.0 == 403 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let (s, v) = token_of(&t, AUTHORIZER).await;
+    assert_eq!(s, 403, "{v}");
+    assert_eq!(v["error"]["code"], "authorization_revoked");
+    let calls = authorizer_calls(&t, AUTHORIZER);
+    t.advance(7200);
+    t.run_due().await;
+    assert_eq!(authorizer_calls(&t, AUTHORIZER), calls, "no more refreshes");
+    authorize(&t, AUTHORIZER).await;
+    assert_eq!(token_of(&t, AUTHORIZER).await.0, 200);
+}

@@ -310,6 +310,8 @@ fn directory_paths(paths: &mut serde_json::Map<String, Value>) {
         "tickets": {"type": "array", "items": {"type": "string"}},
         "jssdk_domains": {"type": "array", "items": {"type": "string"}},
         "oauth_return_origins": {"type": "array", "items": {"type": "string"}},
+        "component": {"type": "string", "nullable": true, "description": "The third-party platform it is authorized to"},
+        "revoked_at": {"type": "integer", "nullable": true, "description": "When its administrator revoked the platform"},
         "push": {"type": ["object", "null"]}
     }});
     let definition = json!({"required": true, "content": {"application/json": {"schema": {"type": "object",
@@ -329,6 +331,7 @@ fn directory_paths(paths: &mut serde_json::Map<String, Value>) {
     }));
     let client = json!({"type": "object", "required": ["name", "apps", "source"], "properties": {
         "name": {"type": "string"}, "apps": {"type": "array", "items": {"type": "string"}},
+        "components": {"type": "array", "items": {"type": "string"}},
         "source": {"type": "string", "enum": ["file", "api"]}, "limits": {"type": "object"},
         "key": {"type": "string", "description": "Only in the answer to the creation: shown once"}
     }});

@@ -16,6 +16,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use crate::endpoint::Endpoint;
+use crate::endpoint::component;
 use crate::endpoint::quota::{
     ApiQuota, ClearApiQuota, ClearQuota, ClearQuotaBySecret, GetApiQuota,
 };
@@ -352,6 +353,159 @@ impl Client {
         openid: &OpenId,
     ) -> Result<SnsUserInfo, WxError> {
         self.call(&GetSnsUserInfo::new(token, openid)).await
+    }
+
+    /// `POST /cgi-bin/component/api_component_token`.
+    ///
+    /// # Errors
+    ///
+    /// See [`Client::call`]; 61005/61006 for an expired or unknown ticket.
+    pub async fn component_token(
+        &self,
+        component: &AppId,
+        secret: &AppSecret,
+        ticket: &component::ComponentVerifyTicket,
+    ) -> Result<component::ComponentTokenResponse, WxError> {
+        self.call(&component::ComponentToken::new(component, secret, ticket))
+            .await
+    }
+
+    /// `POST /cgi-bin/component/api_create_preauthcode`.
+    ///
+    /// # Errors
+    ///
+    /// See [`Client::call`].
+    pub async fn create_preauth_code(
+        &self,
+        component: &AppId,
+        token: &component::ComponentAccessToken,
+    ) -> Result<component::PreAuthCodeResponse, WxError> {
+        self.call(&component::CreatePreAuthCode::new(component, token))
+            .await
+    }
+
+    /// `POST /cgi-bin/component/api_query_auth`.
+    ///
+    /// # Errors
+    ///
+    /// See [`Client::call`]; 61009/61010 for a bad or expired code.
+    pub async fn query_auth(
+        &self,
+        component: &AppId,
+        token: &component::ComponentAccessToken,
+        code: &component::AuthorizationCode,
+    ) -> Result<component::QueryAuthResponse, WxError> {
+        self.call(&component::QueryAuth::new(component, token, code))
+            .await
+    }
+
+    /// `POST /cgi-bin/component/api_authorizer_token`.
+    ///
+    /// # Errors
+    ///
+    /// See [`Client::call`]; 61023 for a stale refresh token, 61003 once revoked.
+    pub async fn authorizer_token(
+        &self,
+        component: &AppId,
+        token: &component::ComponentAccessToken,
+        authorizer: &AppId,
+        refresh_token: &component::AuthorizerRefreshToken,
+    ) -> Result<component::AuthorizerTokenResponse, WxError> {
+        self.call(&component::AuthorizerToken::new(
+            component,
+            token,
+            authorizer,
+            refresh_token,
+        ))
+        .await
+    }
+
+    /// `POST /cgi-bin/component/api_get_authorizer_info`.
+    ///
+    /// # Errors
+    ///
+    /// See [`Client::call`].
+    pub async fn authorizer_info(
+        &self,
+        component: &AppId,
+        token: &component::ComponentAccessToken,
+        authorizer: &AppId,
+    ) -> Result<component::AuthorizerInfoResponse, WxError> {
+        self.call(&component::GetAuthorizerInfo::new(
+            component, token, authorizer,
+        ))
+        .await
+    }
+
+    /// `POST /cgi-bin/component/api_get_authorizer_list`, one page.
+    ///
+    /// # Errors
+    ///
+    /// See [`Client::call`].
+    pub async fn authorizer_list(
+        &self,
+        component: &AppId,
+        token: &component::ComponentAccessToken,
+        offset: u64,
+        count: u32,
+    ) -> Result<component::AuthorizerListResponse, WxError> {
+        self.call(&component::GetAuthorizerList::new(
+            component, token, offset, count,
+        ))
+        .await
+    }
+
+    /// `POST /cgi-bin/component/api_start_push_ticket`.
+    ///
+    /// # Errors
+    ///
+    /// See [`Client::call`].
+    pub async fn start_push_ticket(
+        &self,
+        component: &AppId,
+        secret: &AppSecret,
+    ) -> Result<(), WxError> {
+        self.call(&component::StartPushTicket::new(component, secret))
+            .await
+    }
+
+    /// `GET /sns/oauth2/component/access_token`.
+    ///
+    /// # Errors
+    ///
+    /// See [`Client::call`]; 40001 for a stale component token.
+    pub async fn component_exchange_code(
+        &self,
+        appid: &AppId,
+        code: OAuthCode,
+        component: &AppId,
+        token: &component::ComponentAccessToken,
+    ) -> Result<UserToken, WxError> {
+        self.call(&component::ComponentExchangeCode::new(
+            appid, code, component, token,
+        ))
+        .await
+    }
+
+    /// `GET /sns/oauth2/component/refresh_token`.
+    ///
+    /// # Errors
+    ///
+    /// See [`Client::call`].
+    pub async fn component_refresh_user_token(
+        &self,
+        appid: &AppId,
+        refresh_token: &RefreshToken,
+        component: &AppId,
+        token: &component::ComponentAccessToken,
+    ) -> Result<UserToken, WxError> {
+        self.call(&component::ComponentRefreshUserToken::new(
+            appid,
+            refresh_token,
+            component,
+            token,
+        ))
+        .await
     }
 }
 

@@ -16,8 +16,10 @@
 //! | [`quota`] | `POST /cgi-bin/clear_quota`, `/cgi-bin/clear_quota/v2`, `/cgi-bin/openapi/quota/get`, `/cgi-bin/openapi/quota/clear` |
 //! | [`ticket`] | `GET /cgi-bin/ticket/getticket` (`jsapi`, `wx_card`) |
 //! | [`user`] | `GET /cgi-bin/user/info`, `POST /cgi-bin/user/info/batchget`, `GET /cgi-bin/user/get` |
+//! | [`component`] | the third-party platform: `api_component_token`, `api_create_preauthcode`, `api_query_auth`, `api_authorizer_token`, `api_get_authorizer_info`, `api_get_authorizer_list`, `api_start_push_ticket`, `/sns/oauth2/component/*` |
 //! | [`sns`] | `GET /sns/oauth2/access_token`, `/sns/oauth2/refresh_token`, `/sns/auth`, `/sns/userinfo` |
 
+pub mod component;
 pub mod quota;
 pub mod sns;
 pub mod ticket;

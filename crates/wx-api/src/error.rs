@@ -265,6 +265,9 @@ pub enum ConfigPart {
     SecretFrozen,
     /// The platform wants an admin to confirm (or has rejected) calls from this IP.
     AdminConfirmation,
+    /// A third-party platform's `component_verify_ticket` is expired or unknown (61005,
+    /// 61006): the platform's pushes to the authorization-event URL are not arriving.
+    VerifyTicket,
 }
 
 macro_rules! errcodes {
@@ -452,6 +455,36 @@ errcodes! {
     ClientIpNotRegistered = 61004, "access clientip is not registered, not in ip-white-list",
         "调用方 IP 未登记在 IP 白名单中，请检查白名单配置。",
         "The caller's IP is not registered in the IP whitelist; check the whitelist.";
+    ComponentUnauthorized = 61003, "component is not authorized by this account",
+        "该账号未授权给此第三方平台，或已取消授权：停止刷新，等待管理员重新授权（authorized 事件）。",
+        "The account has not authorized this third-party platform, or revoked it: stop refreshing and wait for an administrator to authorize again (the authorized event).";
+    ComponentTicketExpired = 61005, "component ticket is expired",
+        "component_verify_ticket 已超过 12 小时：等待下一次推送，或调用 api_start_push_ticket 重启推送，并告警。",
+        "The component_verify_ticket is older than 12 hours: wait for the next push or restart pushes with api_start_push_ticket, and alert.";
+    ComponentTicketInvalid = 61006, "component ticket is invalid",
+        "component_verify_ticket 无效（为空、未知或属于其他平台）：使用最近收到的票据，不要传 null。",
+        "The component_verify_ticket is invalid (empty, unknown or another platform's): use the newest ticket received, never null.";
+    ApiUnauthorizedToComponent = 61007, "api is unauthorized to component",
+        "授权方未把该接口所属的权限集授权给第三方平台：请管理员重新授权并勾选该权限集。",
+        "The authorizer did not grant the permission set this API belongs to: ask the administrator to authorize again with that set.";
+    AuthCodeInvalid = 61009, "code is invalid",
+        "授权码无效：请管理员重新授权。",
+        "The authorization code is invalid: the administrator must authorize again.";
+    AuthCodeExpired = 61010, "code is expired",
+        "授权码已过期：请管理员重新授权（更新授权）。",
+        "The authorization code has expired: the administrator must authorize again.";
+    InvalidComponent = 61011, "invalid component",
+        "第三方平台 AppID 错误或未通过审核，请检查配置。",
+        "The component AppID is unknown or not approved; check the configuration.";
+    ComponentTokenRequired = 61014, "must use component token for component api",
+        "第三方平台接口必须使用 component_access_token，属于调用方缺陷。",
+        "Component APIs take the component_access_token; a bug in the caller.";
+    AuthorizerRefreshTokenInvalid = 61023, "refresh_token is invalid",
+        "authorizer_refresh_token 无效：用 api_get_authorizer_list 找回最新的刷新令牌；仍然无效则请管理员重新授权。",
+        "The authorizer_refresh_token is invalid: read the current one back with api_get_authorizer_list; if that fails too, the administrator must authorize again.";
+    ComponentAccountTokenMisuse = 61024, "must use api(api_component_token) to get token for component acct",
+        "第三方平台账号不能用 /cgi-bin/token 获取令牌，应使用 api_component_token，属于调用方缺陷。",
+        "A component account cannot use /cgi-bin/token; use api_component_token. A bug in the caller.";
     InvalidCgiPath = 76003, "invalid cgi_path",
         "cgi_path 格式错误，应形如 /cgi-bin/token。",
         "The cgi_path has the wrong format; it should look like /cgi-bin/token.";
@@ -502,7 +535,10 @@ impl ErrCode {
                 until: BackOffUntil::NextDay,
             },
             C::SystemBusy | C::SystemError => Action::RetryWithBackoff,
-            C::InvalidAppId => Action::FixConfiguration(ConfigPart::AppId),
+            C::InvalidAppId | C::InvalidComponent => Action::FixConfiguration(ConfigPart::AppId),
+            C::ComponentTicketExpired | C::ComponentTicketInvalid => {
+                Action::FixConfiguration(ConfigPart::VerifyTicket)
+            }
             C::InvalidAppSecret | C::AppSecretMissing => {
                 Action::FixConfiguration(ConfigPart::AppSecret)
             }
@@ -523,7 +559,12 @@ impl ErrCode {
             | C::RefreshTokenExpired
             | C::CodeExpired
             | C::UserTokensRevoked
-            | C::UserUnauthorized => Action::Reauthorize,
+            | C::UserUnauthorized
+            | C::ComponentUnauthorized
+            | C::ApiUnauthorizedToComponent
+            | C::AuthCodeInvalid
+            | C::AuthCodeExpired
+            | C::AuthorizerRefreshTokenInvalid => Action::Reauthorize,
             C::InvalidGrantType
             | C::InvalidOpenId
             | C::InvalidOpenIdListSize
@@ -545,6 +586,8 @@ impl ErrCode {
             | C::UserLimited
             | C::UserUnsubscribed
             | C::InvalidCgiPath
+            | C::ComponentTokenRequired
+            | C::ComponentAccountTokenMisuse
             | C::Other(_) => Action::GiveUp,
         }
     }
@@ -761,7 +804,8 @@ mod tests {
             -1, -1000, 40001, 40002, 40003, 40013, 40014, 40029, 40030, 40125, 40163, 40164, 40243,
             41001, 41002, 41003, 41004, 41008, 41009, 42001, 42002, 42003, 42007, 43001, 43002,
             43003, 43004, 44002, 45009, 45011, 47001, 48001, 48004, 48006, 50001, 50002, 50005,
-            61004, 89503, 89501, 89506, 89507, 40032, 40097, 76003,
+            61004, 89503, 89501, 89506, 89507, 40032, 40097, 76003, 61003, 61005, 61006, 61007,
+            61009, 61010, 61011, 61014, 61023, 61024,
         ];
         for n in spec {
             assert!(

@@ -197,6 +197,7 @@ pub struct AuthorizeUrl {
     scope: Scope,
     state: OAuthState,
     force_popup: bool,
+    component: Option<AppId>,
 }
 
 impl AuthorizeUrl {
@@ -218,12 +219,22 @@ impl AuthorizeUrl {
             scope,
             state: OAuthState::empty(),
             force_popup: false,
+            component: None,
         })
     }
 
     /// Sets the state (default empty).
     pub fn state(mut self, state: OAuthState) -> Self {
         self.state = state;
+        self
+    }
+
+    /// Authorization on behalf of an account authorized to this third-party platform
+    /// (`component_appid=`, after `state`, as the doc insists on the order): the redirect
+    /// URI must be under the platform's 公众号开发域名, the redirect adds `appid=`, and the code
+    /// is exchanged with [`crate::endpoint::component::ComponentExchangeCode`].
+    pub fn component(mut self, component_appid: AppId) -> Self {
+        self.component = Some(component_appid);
         self
     }
 
@@ -243,6 +254,10 @@ impl AuthorizeUrl {
             self.scope,
             &self.state,
         );
+        if let Some(c) = &self.component {
+            url.push_str("&component_appid=");
+            url.push_str(c.as_str());
+        }
         if self.force_popup {
             url.push_str("&forcePopup=true");
         }
@@ -354,6 +369,24 @@ mod tests {
         assert_eq!(
             url,
             "https://open.weixin.qq.com/connect/oauth2/authorize?appid=wx2c2769f8efd9abc2&redirect_uri=https%3A%2F%2Fwww.example.com%2Foauth%2Fcb%3Fnext%3D%2Fa%20b%26x%3D%C3%A9&response_type=code&scope=snsapi_base&state=STATE123#wechat_redirect"
+        );
+    }
+
+    #[test]
+    fn on_behalf_of_a_component() {
+        // §7's order: component_appid after state, before the fragment.
+        let url = AuthorizeUrl::new(
+            appid(),
+            RedirectUri::parse("https://a.example/cb").unwrap(),
+            Scope::SnsapiBase,
+        )
+        .unwrap()
+        .state(OAuthState::parse("S").unwrap())
+        .component(AppId::parse("wx991ec14508b7d1e7").unwrap())
+        .build(&Hosts::default());
+        assert_eq!(
+            url,
+            "https://open.weixin.qq.com/connect/oauth2/authorize?appid=wx2c2769f8efd9abc2&redirect_uri=https%3A%2F%2Fa.example%2Fcb&response_type=code&scope=snsapi_base&state=S&component_appid=wx991ec14508b7d1e7#wechat_redirect"
         );
     }
 

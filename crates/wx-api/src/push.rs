@@ -12,6 +12,7 @@
 //! the GET handshake, [`PushCrypto::open`] for a POST (plaintext, compat or safe mode), and
 //! [`PushCrypto::seal_reply`] to encrypt a reply with the key the push came with.
 
+pub mod component;
 pub mod crypto;
 pub mod message;
 pub mod reply;

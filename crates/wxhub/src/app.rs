@@ -68,6 +68,7 @@ impl App {
         let rate = match limit {
             ClientLimit::Proxy => client.limits.proxy,
             ClientLimit::Invalidate => client.limits.invalidate,
+            ClientLimit::ComponentStart => self.config.limits.anonymous,
         };
         self.limiter
             .client(&client.name, limit, rate)
@@ -76,6 +77,9 @@ impl App {
                 let (label, what) = match limit {
                     ClientLimit::Proxy => ("proxy", "proxied calls"),
                     ClientLimit::Invalidate => ("invalidate", "invalidate reports"),
+                    ClientLimit::ComponentStart => {
+                        ("component_start", "authorization-page starts")
+                    }
                 };
                 self.metrics.inc(
                     "wxhub_rate_limited_total",
@@ -265,6 +269,10 @@ impl Application {
         tasks.spawn(
             "push deliverer",
             self.app.push.clone().run_worker(rx.clone()),
+        );
+        tasks.spawn(
+            "revoker",
+            crate::component::run_revoker(self.app.clone(), rx.clone()),
         );
         tasks.spawn("sweeper", sweep_expired(self.app.clone(), rx));
         let router = crate::router::router(self.app.clone());

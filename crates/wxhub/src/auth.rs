@@ -21,6 +21,8 @@ pub struct AuthedClient {
     pub name: std::sync::Arc<str>,
     /// AppIDs it may use.
     pub apps: std::sync::Arc<[String]>,
+    /// Third-party platforms whose authorized accounts it may use.
+    pub components: std::sync::Arc<[String]>,
     /// Its rate limits.
     pub limits: crate::config::ClientLimits,
 }
@@ -96,6 +98,7 @@ pub fn identify(
         (Some(c), false) => Caller::Client(AuthedClient {
             name: c.name.clone(),
             apps: c.apps.clone(),
+            components: c.components.clone(),
             limits: c.limits,
         }),
         (None, false) => Caller::Unknown,
@@ -140,7 +143,19 @@ impl AuthedClient {
     /// # Errors
     /// [`ApiError::forbidden`].
     pub fn check(&self, appid: &str) -> Result<(), ApiError> {
-        if self.apps.iter().any(|a| a == "*" || a == appid) {
+        self.check_via(appid, None)
+    }
+
+    /// 403 unless this client may use `appid`, which is authorized to
+    /// `component` if it is: a grant of the component covers every account
+    /// authorized to it, now and later.
+    ///
+    /// # Errors
+    /// [`ApiError::forbidden`].
+    pub fn check_via(&self, appid: &str, component: Option<&str>) -> Result<(), ApiError> {
+        if self.apps.iter().any(|a| a == "*" || a == appid)
+            || component.is_some_and(|c| self.components.iter().any(|g| g == c))
+        {
             Ok(())
         } else {
             Err(ApiError::forbidden(format!(
@@ -160,6 +175,7 @@ mod tests {
         let key = new_key();
         assert!(key.starts_with(KEY_PREFIX) && key.len() == 47);
         let clients = vec![ClientConfig {
+            components: Vec::new().into(),
             name: "shop".into(),
             key_sha256: hash_key(&key),
             apps: vec!["wx1".to_string()].into(),

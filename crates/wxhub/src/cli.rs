@@ -301,6 +301,8 @@ pub fn explain(code: i64) -> String {
                     "the API IP whitelist (add the IP the errmsg names)",
                 wx_api::ConfigPart::SecretFrozen => "unfreeze the AppSecret in the console",
                 wx_api::ConfigPart::AdminConfirmation => "an admin must approve this IP",
+                wx_api::ConfigPart::VerifyTicket =>
+                    "the component's authorization-event URL: verify-ticket pushes are not arriving",
                 _ => "see the explanation above",
             }
         ),
@@ -346,6 +348,31 @@ async fn check(path: PathBuf, online: bool) -> anyhow::Result<()> {
                 a.appid.as_str()
             );
             continue;
+        }
+        match &a.via {
+            crate::config::Via::Component => {
+                // Checks the AppID, the secret and the whitelist, and does
+                // no harm: pushes that run stay as they are.
+                match client.start_push_ticket(&a.appid, &a.secret).await {
+                    Ok(()) => println!(
+                        "{}: ok (third-party platform; credentials accepted)",
+                        a.appid.as_str()
+                    ),
+                    Err(e) => {
+                        failed += 1;
+                        println!("{}: FAILED: {e}", a.appid.as_str());
+                    }
+                }
+                continue;
+            }
+            crate::config::Via::Authorizer(_) | crate::config::Via::Revoked { .. } => {
+                println!(
+                    "{}: authorized to a third-party platform; its tokens come through the platform",
+                    a.appid.as_str()
+                );
+                continue;
+            }
+            crate::config::Via::Own => {}
         }
         // A non-forced stable_token call checks the AppID, the secret and
         // the IP whitelist without touching classic tokens (the two are

@@ -16,6 +16,7 @@
 //! | `secret` | the three ways any secret is given |
 
 mod accounts;
+mod components;
 pub mod definition;
 mod http;
 mod limits;
@@ -33,6 +34,7 @@ use serde::Deserialize;
 
 pub use crate::seal::StoreKeys;
 pub use accounts::{AccountConfig, AccountKind, ClientConfig, TicketKind, TokenMode};
+pub use components::{ComponentConfig, Via};
 pub use http::HttpSettings;
 pub use limits::{ClientLimits, Limits};
 pub use metrics::MetricsSettings;
@@ -87,6 +89,8 @@ struct RawConfig {
     accounts: Vec<accounts::RawAccount>,
     #[serde(default)]
     clients: Vec<accounts::RawClient>,
+    #[serde(default)]
+    components: Vec<components::RawComponent>,
 }
 
 fn default_listen() -> SocketAddr {
@@ -122,6 +126,9 @@ pub struct Config {
     pub accounts: Vec<AccountConfig>,
     /// Clients.
     pub clients: Vec<ClientConfig>,
+    /// Third-party platforms. Each is in `accounts` too, as an account of
+    /// kind [`Via::Component`].
+    pub components: Vec<ComponentConfig>,
 }
 
 impl Config {
@@ -180,7 +187,9 @@ impl RawConfig {
         self.upstream.validate()?;
         self.refresh.validate()?;
         self.push.validate()?;
-        let accounts = accounts::validate_accounts(self.accounts, lookup)?;
+        let mut accounts = accounts::validate_accounts(self.accounts, lookup)?;
+        let components = components::validate_components(self.components, &accounts, lookup)?;
+        accounts.extend(components.iter().map(ComponentConfig::as_account));
         let limits = self.limits.validate()?;
         let clients = self
             .clients
@@ -188,6 +197,16 @@ impl RawConfig {
             .enumerate()
             .map(|(i, c)| c.validate(i, &accounts, &limits))
             .collect::<Result<Vec<_>, _>>()?;
+        for (i, c) in clients.iter().enumerate() {
+            for (j, g) in c.components.iter().enumerate() {
+                if !components.iter().any(|k| k.appid.as_str() == g) {
+                    return Err(ConfigError::new(
+                        format!("clients[{i}].components[{j}]"),
+                        format!("{g} is not a configured component"),
+                    ));
+                }
+            }
+        }
         let oauth = self.oauth.validate(&accounts, lookup)?;
         let http = self.http.validate()?;
         let admin_key_sha256 = self
@@ -209,6 +228,7 @@ impl RawConfig {
             push: self.push,
             accounts,
             clients,
+            components,
         })
     }
 }

@@ -23,6 +23,7 @@
 
 mod change;
 mod cluster;
+pub mod component;
 mod fetch;
 mod follow;
 mod model;
@@ -44,7 +45,8 @@ pub use model::{
     Slot, WebAuth,
 };
 pub use status::{
-    AccountStatus, ConsolePage, ListQuery, MAX_PAGE, Readiness, SlotStatus, StateFilter,
+    AccountStatus, ConsolePage, ListQuery, MAX_PAGE, PlatformStatus, Readiness, SlotStatus,
+    StateFilter,
 };
 
 use self::policy::{Adoption, Jitter, Schedule};
@@ -71,6 +73,14 @@ pub struct Credentials {
     // Shared mode: consecutive lease rounds this instance held more than
     // its share of the accounts.
     over_share: AtomicU32,
+    // Third-party platforms: when each last asked the platform to restart
+    // its ticket pushes (at most once per 10 minutes each).
+    push_restarts: std::sync::Mutex<HashMap<String, i64>>,
+    // Authorized accounts the platform answered 61003 for (component,
+    // account): the revoker (`component::run_revoker`) makes them revoked
+    // in the directory, which this module cannot reach.
+    revoked: tokio::sync::mpsc::UnboundedSender<(String, String)>,
+    revoked_rx: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<(String, String)>>>,
 }
 
 impl std::fmt::Debug for Credentials {
@@ -94,7 +104,10 @@ impl Credentials {
         metrics: Arc<Metrics>,
         settings: RefreshSettings,
     ) -> Arc<Credentials> {
+        let (revoked, revoked_rx) = tokio::sync::mpsc::unbounded_channel();
         let creds = Arc::new(Credentials {
+            revoked,
+            revoked_rx: std::sync::Mutex::new(Some(revoked_rx)),
             accounts: RwLock::new(
                 accounts
                     .into_iter()
@@ -111,6 +124,7 @@ impl Credentials {
             settings,
             schedule: scheduler::Queue::default(),
             over_share: AtomicU32::new(0),
+            push_restarts: std::sync::Mutex::new(HashMap::new()),
         });
         if creds.shared.is_some() {
             creds.metrics.set("wxhub_redis_up", &[], 1.0);
@@ -245,6 +259,12 @@ impl Credentials {
         let account = self
             .account(appid)
             .ok_or_else(|| CredError::UnknownAccount(appid.to_string()))?;
+        if let crate::config::Via::Revoked { component, .. } = &account.cfg.via {
+            return Err(CredError::Revoked {
+                appid: appid.to_string(),
+                component: component.as_str().to_string(),
+            });
+        }
         if account.slot(kind).is_none() || !account.managed() {
             return Err(CredError::NotKept {
                 appid: appid.to_string(),

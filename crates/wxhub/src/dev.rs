@@ -109,6 +109,7 @@ pub async fn start(
             api_base: sim.base_url(),
             open_base: sim.base_url(),
             timeout: std::time::Duration::from_secs(5),
+            mp_base: sim.base_url(),
         },
         refresh: RefreshSettings::default(),
         oauth: crate::config::OAuthSettings {
@@ -135,13 +136,16 @@ pub async fn start(
             kind: crate::config::AccountKind::Official,
             oauth_return_origins: vec![demo_url.clone()],
             push: Some(push),
+            via: crate::config::Via::Own,
         }],
         clients: vec![ClientConfig {
             name: "dev".into(),
             key_sha256: hash_key(&client_key),
             apps: vec!["*".to_string()].into(),
+            components: Vec::new().into(),
             limits: Default::default(),
         }],
+        components: Vec::new(),
     };
     let clock = Arc::new(SimClock(sim.sim().clone()));
     let hub = crate::Application::build(config, clock).await?.spawn();

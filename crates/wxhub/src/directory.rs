@@ -613,6 +613,11 @@ pub fn account_view(cfg: &AccountConfig, source: &str) -> Value {
         "tickets": cfg.tickets.iter().map(|t| t.as_str()).collect::<Vec<_>>(),
         "jssdk_domains": cfg.jssdk_domains,
         "oauth_return_origins": cfg.oauth_return_origins,
+        "component": cfg.via.component().map(|c| c.as_str()),
+        "revoked_at": match &cfg.via {
+            crate::config::Via::Revoked { at, .. } => Some(*at),
+            _ => None,
+        },
         "push": cfg.push.as_ref().map(|p| json!({
             "mode": p.mode.as_str(),
             "subscribers": p.subscribers.iter().map(|s| json!({
@@ -628,6 +633,7 @@ pub fn client_view(c: &ClientConfig, source: &str) -> Value {
     json!({
         "name": &*c.name,
         "apps": &*c.apps,
+        "components": &*c.components,
         "source": source,
         "limits": {
             "proxy": {"per_minute": c.limits.proxy.per_minute_avg(), "burst": c.limits.proxy.burst()},

@@ -218,6 +218,10 @@ impl From<CredError> for ApiError {
                 ApiError::not_found(format!("no account {appid} in this hub"))
             }
             CredError::NotKept { .. } => ApiError::not_found(e.to_string()),
+            CredError::Revoked { .. } => ApiError {
+                code: "authorization_revoked",
+                ..ApiError::forbidden(e.to_string())
+            },
             CredError::Unavailable {
                 reason,
                 retry_after,

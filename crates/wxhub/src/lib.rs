@@ -48,6 +48,7 @@ pub mod auth;
 pub mod budget;
 pub mod cli;
 pub mod clock;
+pub mod component;
 pub mod config;
 pub mod console;
 pub mod credentials;

@@ -138,6 +138,9 @@ pub enum ClientLimit {
     Proxy,
     /// Invalidate reports.
     Invalidate,
+    /// Starts of a third-party platform's authorization page, per
+    /// platform (each costs a pre-auth code upstream).
+    ComponentStart,
 }
 
 impl ClientLimit {
@@ -145,6 +148,7 @@ impl ClientLimit {
         match self {
             ClientLimit::Proxy => "proxy",
             ClientLimit::Invalidate => "invalidate",
+            ClientLimit::ComponentStart => "component_start",
         }
     }
 }

@@ -139,6 +139,16 @@ const HELP: &[(&str, &str, &str)] = &[
         "Shared mode: fetched values Redis refused because a newer lease holder exists.",
     ),
     (
+        "wxhub_component_events_total",
+        "counter",
+        "Pushes to a third-party platform's /component/{appid}/events, by event (component_verify_ticket, authorized, updateauthorized, unauthorized, other, rejected).",
+    ),
+    (
+        "wxhub_component_push_restarts_total",
+        "counter",
+        "Third-party platforms asked to restart their verify-ticket pushes (api_start_push_ticket) after an hour without a ticket.",
+    ),
+    (
         "wxhub_push_received_total",
         "counter",
         "Pushes accepted at /push/{appid}, by result: new or duplicate.",

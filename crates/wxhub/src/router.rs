@@ -97,6 +97,15 @@ pub fn router(app: Arc<App>) -> Router {
                 .post(routes::push::receive)
                 .layer(DefaultBodyLimit::max(routes::push::MAX_BODY)),
         )
+        .route(
+            "/component/{appid}/events",
+            post(routes::component::events)
+                .layer(DefaultBodyLimit::max(routes::component::MAX_BODY)),
+        )
+        .route(
+            "/v1/components/{appid}/token",
+            get(routes::component::token),
+        )
         .route("/v1/apps/{appid}/followers", get(routes::push::followers))
         .route(
             "/v1/apps/{appid}/followers/{openid}",
@@ -142,6 +151,11 @@ fn anonymous(app: Arc<App>) -> Router<Arc<App>> {
             "/oauth/{appid}/callback",
             get(routes::oauth::callback_route),
         )
+        .route(
+            "/component/{appid}/authorize",
+            get(routes::component::start),
+        )
+        .route("/component/{appid}/return", get(routes::component::finish))
         .route_layer(axum::middleware::from_fn_with_state(app, per_ip_limit))
 }
 

@@ -1,6 +1,7 @@
 //! HTTP handlers, one module per area.
 
 pub mod admin;
+pub mod component;
 pub mod directory;
 pub mod health;
 pub mod oauth;

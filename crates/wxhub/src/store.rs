@@ -430,6 +430,15 @@ impl Store {
         /// On a storage failure.
         fn write_credential(appid: &str, key: &str, record: &Record, holder: &str) -> Written;
 
+        /// Writes a value that any instance may receive (a third-party
+        /// platform's verify ticket), without a lease: it lands only if its
+        /// `fetched_at` is newer than the stored one's. `Ok(false)` when it
+        /// was not.
+        ///
+        /// # Errors
+        /// On a storage failure.
+        fn write_newest(appid: &str, key: &str, record: &Record) -> bool;
+
         /// Adds one to a per-day counter and returns the new value.
         ///
         /// # Errors

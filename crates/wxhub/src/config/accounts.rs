@@ -8,6 +8,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 use wx_api::{AppId, AppSecret};
 
+use super::components::Via;
 use super::limits::{ClientLimits, Limits, RawClientLimits};
 use super::push::{PushConfig, RawPush};
 use super::secret::{self, Given};
@@ -85,6 +86,10 @@ pub(crate) struct RawAccount {
     #[serde(default)]
     oauth_return_origins: Vec<String>,
     push: Option<RawPush>,
+    /// Authorized to this third-party platform: no secret of its own.
+    component: Option<String>,
+    /// With `component`: revoked by its administrator then.
+    revoked_at: Option<i64>,
 }
 
 fn default_tickets() -> Vec<TicketKind> {
@@ -112,6 +117,9 @@ pub struct AccountConfig {
     pub oauth_return_origins: Vec<String>,
     /// The account's message URL (`/push/{appid}`) and its subscribers.
     pub push: Option<PushConfig>,
+    /// How its access token is obtained: its own secret, or as a
+    /// third-party platform, or through one.
+    pub via: Via,
 }
 
 impl RawAccount {
@@ -133,12 +141,46 @@ impl RawAccount {
         let appid = AppId::parse(self.appid.clone())
             .map_err(|e| ConfigError::new(format!("{at}.appid"), e.to_string()))?;
         let given = Given::new(self.secret, self.secret_env, self.secret_file);
-        let secret = secret::read(at, "secret", given, lookup)?.ok_or_else(|| {
-            ConfigError::new(
-                format!("{at}.secret_env"),
-                "give one of secret_env, secret_file or secret",
-            )
-        })?;
+        let via = match (self.component, self.revoked_at) {
+            (Some(c), revoked) => {
+                let c = AppId::parse(c)
+                    .map_err(|e| ConfigError::new(format!("{at}.component"), e.to_string()))?;
+                match revoked {
+                    Some(at) => Via::Revoked { component: c, at },
+                    None => Via::Authorizer(c),
+                }
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::new(
+                    format!("{at}.revoked_at"),
+                    "only an account authorized to a component can be revoked",
+                ));
+            }
+            (None, None) => Via::Own,
+        };
+        let secret = secret::read(at, "secret", given, lookup)?;
+        let secret = match (&via, secret) {
+            (Via::Authorizer(_) | Via::Revoked { .. }, None) => String::new(),
+            (Via::Authorizer(_) | Via::Revoked { .. }, Some(_)) => {
+                return Err(ConfigError::new(
+                    format!("{at}.secret"),
+                    "an account authorized to a component has no secret of its own: its tokens come through the component",
+                ));
+            }
+            (_, Some(s)) => s,
+            (_, None) => {
+                return Err(ConfigError::new(
+                    format!("{at}.secret_env"),
+                    "give one of secret_env, secret_file or secret",
+                ));
+            }
+        };
+        if via != Via::Own && self.kind == AccountKind::Website {
+            return Err(ConfigError::new(
+                format!("{at}.kind"),
+                "an account authorized to a component is an official account",
+            ));
+        }
         check_domains(at, &self.jssdk_domains)?;
         let oauth_return_origins = check_origins(at, &self.oauth_return_origins)?;
         let push = self.push.map(|p| p.validate(at, lookup)).transpose()?;
@@ -151,12 +193,19 @@ impl RawAccount {
             },
             appid,
             secret: AppSecret::new(secret),
-            token_mode: self.token_mode,
             tickets: self.tickets,
             jssdk_domains: self.jssdk_domains,
             kind: self.kind,
             oauth_return_origins,
             push,
+            // Authorizer tokens behave as classic tokens: every fetch mints
+            // a new one and the previous dies soon after.
+            token_mode: if via == Via::Own {
+                self.token_mode
+            } else {
+                TokenMode::Classic
+            },
+            via,
         })
     }
 }
@@ -229,6 +278,8 @@ pub(crate) struct RawClient {
     #[serde(default)]
     apps: Vec<String>,
     #[serde(default)]
+    components: Vec<String>,
+    #[serde(default)]
     limits: RawClientLimits,
 }
 
@@ -242,14 +293,19 @@ pub struct ClientConfig {
     pub key_sha256: [u8; 32],
     /// AppIDs it may use; `*` for all.
     pub apps: Arc<[String]>,
+    /// Third-party platforms whose authorized accounts (now and later) it
+    /// may use, and whose component token it may read.
+    pub components: Arc<[String]>,
     /// Its rate limits.
     pub limits: ClientLimits,
 }
 
 impl ClientConfig {
-    /// Whether this client may use `appid`.
-    pub fn may_use(&self, appid: &str) -> bool {
+    /// Whether this client may use `appid`, authorized to `component` if
+    /// it is.
+    pub fn may_use(&self, appid: &str, component: Option<&str>) -> bool {
         self.apps.iter().any(|a| a == "*" || a == appid)
+            || component.is_some_and(|c| self.components.iter().any(|g| g == c))
     }
 }
 
@@ -285,10 +341,15 @@ impl RawClient {
                 ));
             }
         }
+        for (j, c) in self.components.iter().enumerate() {
+            AppId::parse(c.clone())
+                .map_err(|e| ConfigError::new(format!("{at}.components[{j}]"), e.to_string()))?;
+        }
         Ok(ClientConfig {
             name: self.name.into(),
             key_sha256,
             apps: self.apps.into(),
+            components: self.components.into(),
             limits: self.limits.validate(&format!("{at}.limits"), defaults)?,
         })
     }

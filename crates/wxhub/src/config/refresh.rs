@@ -22,6 +22,9 @@ pub struct Upstream {
     /// Total time one upstream call may take (`timeout_ms`).
     #[serde(rename = "timeout_ms", with = "millis")]
     pub timeout: Duration,
+    /// `https://mp.weixin.qq.com`, or a simulator: where a third-party
+    /// platform's authorization page is.
+    pub mp_base: String,
 }
 
 impl Default for Upstream {
@@ -30,6 +33,7 @@ impl Default for Upstream {
             api_base: "https://api.weixin.qq.com".into(),
             open_base: "https://open.weixin.qq.com".into(),
             timeout: Duration::from_secs(10),
+            mp_base: wx_api::endpoint::component::DEFAULT_MP_BASE.into(),
         }
     }
 }
@@ -39,6 +43,7 @@ impl Upstream {
         for (key, url) in [
             ("upstream.api_base", &self.api_base),
             ("upstream.open_base", &self.open_base),
+            ("upstream.mp_base", &self.mp_base),
         ] {
             url::Url::parse(url).map_err(|e| ConfigError::new(key, e.to_string()))?;
         }

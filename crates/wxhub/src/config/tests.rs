@@ -382,3 +382,100 @@ fn store_encryption_key_errors_name_the_key_and_never_the_value() {
         }
     }
 }
+
+const COMPONENT: &str = r#"
+[[components]]
+appid = "wxcc00000000000001"
+secret_env = "SECRET_A"
+token = "t"
+encoding_aes_key = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"
+return_origins = ["https://saas.example.com"]
+"#;
+
+#[test]
+fn a_component_is_an_account_of_its_own_kind_and_its_errors_name_the_key() {
+    let c = load(&format!("{BASE}{COMPONENT}"), &[]).expect("valid");
+    assert_eq!(c.components.len(), 1);
+    assert_eq!(c.components[0].tickets, vec![TicketKind::Jsapi]);
+    let acc = c
+        .accounts
+        .iter()
+        .find(|a| a.appid.as_str() == "wxcc00000000000001")
+        .expect("the component is held as an account");
+    assert_eq!(acc.via, Via::Component);
+    assert_eq!(acc.token_mode, TokenMode::Classic);
+    assert!(acc.tickets.is_empty());
+    assert!(!format!("{c:?}").contains("the-secret"));
+
+    let e = load(
+        &format!("{BASE}{}", COMPONENT.replace("ABCDEFG", "ABC")),
+        &[],
+    )
+    .unwrap_err();
+    assert_eq!(e.key, "components[0].encoding_aes_key");
+    let e = load(
+        &format!("{BASE}{}", COMPONENT.replace("token = \"t\"\n", "")),
+        &[],
+    )
+    .unwrap_err();
+    assert_eq!(e.key, "components[0].token_env");
+    let e = load(
+        &format!(
+            "{BASE}{}",
+            COMPONENT.replace("https://saas.example.com", "https://x/path")
+        ),
+        &[],
+    )
+    .unwrap_err();
+    assert_eq!(e.key, "components[0].return_origins[0]");
+    let e = load(
+        &format!(
+            "{BASE}{}",
+            COMPONENT.replace("wxcc00000000000001", "wx1111111111111111")
+        ),
+        &[],
+    )
+    .unwrap_err();
+    assert_eq!(e.key, "components[0].appid");
+    let e = load(
+        &format!(
+            "{}{COMPONENT}",
+            BASE.replace(
+                "apps = [",
+                "components = [\"wx9999999999999999\"]\napps = ["
+            )
+        ),
+        &[],
+    )
+    .unwrap_err();
+    assert_eq!(e.key, "clients[0].components[0]");
+}
+
+#[test]
+fn an_authorized_account_has_no_secret_and_needs_its_component() {
+    let authorized =
+        "\n[[accounts]]\nappid = \"wx2222222222222222\"\ncomponent = \"wxcc00000000000001\"\n";
+    let c = load(&format!("{BASE}{COMPONENT}{authorized}"), &[]).expect("valid");
+    let a = c
+        .accounts
+        .iter()
+        .find(|a| a.appid.as_str() == "wx2222222222222222")
+        .unwrap();
+    assert_eq!(
+        a.token_mode,
+        TokenMode::Classic,
+        "authorizer tokens live like classic ones"
+    );
+    assert_eq!(
+        a.via.component().map(|c| c.as_str()),
+        Some("wxcc00000000000001")
+    );
+    let e = load(&format!("{BASE}{authorized}"), &[]).unwrap_err();
+    assert_eq!(e.key, "accounts[1].component");
+    let e = load(
+        &format!("{BASE}{COMPONENT}{authorized}secret = \"s\"\n"),
+        &[],
+    )
+    .unwrap_err();
+    assert_eq!(e.key, "accounts[1].secret");
+}

@@ -6,8 +6,9 @@ use std::time::{Duration, Instant};
 use wx_api::WxError;
 
 use super::Credentials;
+use super::component::hub_error;
 use super::model::{Account, CredKind, Secret, Served, Trigger};
-use crate::config::{TicketKind, TokenMode};
+use crate::config::{TicketKind, TokenMode, Via};
 
 /// Spaces upstream fetches at most `per_second` apart, whatever triggers
 /// them: a hub that starts with 100,000 accounts and nothing stored, or
@@ -46,18 +47,30 @@ impl Credentials {
         account: &Account,
         kind: CredKind,
         force: bool,
+        fence: u64,
     ) -> Result<(String, i64), WxError> {
         let started = Instant::now();
-        let result = match kind {
-            CredKind::AccessToken => self.fetch_token(account, force).await,
-            CredKind::Ticket(t) => self.fetch_ticket(account, t).await,
+        let result = match (kind, &account.cfg.via) {
+            (CredKind::AccessToken, Via::Own) => self.fetch_token(account, force).await,
+            (CredKind::AccessToken, Via::Component) => self.fetch_component_token(account).await,
+            (CredKind::AccessToken, Via::Authorizer(c)) => {
+                self.fetch_authorizer_token(account, c, fence).await
+            }
+            (CredKind::AccessToken, Via::Revoked { .. }) => Err(hub_error(
+                "the account's authorization of its third-party platform was revoked",
+            )),
+            (CredKind::Ticket(t), _) => self.fetch_ticket(account, t).await,
         };
-        let endpoint = match kind {
-            CredKind::AccessToken if account.cfg.token_mode == TokenMode::Classic => {
+        let endpoint = match (kind, &account.cfg.via) {
+            (CredKind::AccessToken, Via::Component) => "/cgi-bin/component/api_component_token",
+            (CredKind::AccessToken, Via::Authorizer(_) | Via::Revoked { .. }) => {
+                "/cgi-bin/component/api_authorizer_token"
+            }
+            (CredKind::AccessToken, _) if account.cfg.token_mode == TokenMode::Classic => {
                 "/cgi-bin/token"
             }
-            CredKind::AccessToken => "/cgi-bin/stable_token",
-            CredKind::Ticket(_) => "/cgi-bin/ticket/getticket",
+            (CredKind::AccessToken, _) => "/cgi-bin/stable_token",
+            (CredKind::Ticket(_), _) => "/cgi-bin/ticket/getticket",
         };
         self.metrics.observe(
             "wxhub_upstream_duration_seconds",

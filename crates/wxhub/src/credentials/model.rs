@@ -127,6 +127,17 @@ pub enum CredError {
         /// When trying again makes sense, seconds.
         retry_after: i64,
     },
+    /// The account's administrator revoked its authorization of the
+    /// third-party platform it came through.
+    #[error(
+        "the administrator of {appid} revoked its authorization of the third-party platform {component}; the hub holds no token for it until it authorizes the platform again"
+    )]
+    Revoked {
+        /// The account.
+        appid: String,
+        /// The platform.
+        component: String,
+    },
     /// A caller's report would need a refresh, and the refreshes callers may
     /// trigger for this credential are used up for now.
     #[error("{reason}")]
@@ -420,6 +431,7 @@ impl Account {
     /// login only, has no global token or tickets).
     pub fn managed(&self) -> bool {
         self.cfg.kind != crate::config::AccountKind::Website
+            && !matches!(self.cfg.via, crate::config::Via::Revoked { .. })
     }
 
     pub(crate) fn slots(&self) -> impl Iterator<Item = &Slot> {

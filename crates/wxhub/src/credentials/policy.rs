@@ -235,6 +235,14 @@ impl FailureClass {
 
 /// What a fetch error means, and a reason a person can act on.
 pub fn classify(e: &WxError, now: i64) -> (FailureClass, String) {
+    // A third-party platform's authorizer: these need a person, not a retry
+    // loop (component-platform.md §12).
+    match e.errcode().map(wx_api::ErrCode::as_i64) {
+        Some(61003) => return (FailureClass::Config, "the account's administrator revoked the third-party platform's authorization (61003): it must authorize the platform again".to_string()),
+        Some(61023) => return (FailureClass::Config, "the platform rejected the authorizer_refresh_token (61023) and api_get_authorizer_list did not give a working one: the account's administrator must authorize the third-party platform again".to_string()),
+        Some(50002) => return (FailureClass::Config, "the account is restricted (50002 user limited): refreshing is suspended until it is lifted on the WeChat side".to_string()),
+        _ => {}
+    }
     match e.action() {
         Action::BackOff { until } => {
             let resume = until.resume_at(now.max(0) as u64) as i64;
@@ -264,6 +272,7 @@ fn config_reason(part: ConfigPart, e: &WxError) -> String {
         ConfigPart::IpWhitelist { ip: None } => "this server's egress IP is not in the account's API IP whitelist (40164): add it in the WeChat console".to_string(),
         ConfigPart::SecretFrozen => "the AppSecret is frozen (40243): an admin must unfreeze it in the WeChat console".to_string(),
         ConfigPart::AdminConfirmation => "the platform wants an admin to approve calls from this IP (89503): approve it in the WeChat message sent to the admin".to_string(),
+        ConfigPart::VerifyTicket => "the platform refused the component_verify_ticket (61005 expired / 61006 invalid): pushes to the component's authorization-event URL (/component/{appid}/events) are not arriving; check that URL, its token and key in the WeChat open platform console".to_string(),
         _ => format!("the account's configuration is wrong: {e}"),
     }
 }

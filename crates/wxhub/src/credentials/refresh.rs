@@ -128,7 +128,7 @@ impl Credentials {
             expires_in: None,
             instance: self.shared.as_ref().map(|sh| sh.instance().to_string()),
         };
-        let result = match self.fetch(account, kind, force).await {
+        let result = match self.fetch(account, kind, force, fence).await {
             Ok((value, expires_in)) => {
                 entry.expires_in = Some(expires_in);
                 self.fetched(account, slot, fence, now, force, value, expires_in)

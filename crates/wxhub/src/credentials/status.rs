@@ -79,6 +79,33 @@ pub struct AccountStatus {
     /// Whether the hub keeps its credentials (not a website app).
     #[serde(skip)]
     pub managed: bool,
+    /// `official`, `website`, or `component` (a third-party platform, whose
+    /// token slot holds the component_access_token).
+    pub kind: &'static str,
+    /// The third-party platform the account is authorized to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub component: Option<String>,
+    /// When its administrator revoked the platform's authorization.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub revoked_at: Option<i64>,
+    /// A third-party platform's own figures.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub platform: Option<PlatformStatus>,
+}
+
+/// What status shows of a third-party platform.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PlatformStatus {
+    /// `CreateTime` of the newest verify ticket, if one was ever received.
+    pub ticket_created_at: Option<i64>,
+    /// Its age in seconds.
+    pub ticket_age_secs: Option<i64>,
+    /// A warning when the newest ticket is older than 30 minutes (pushes
+    /// arrive every 10).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ticket_warning: Option<String>,
+    /// Accounts authorized to it now.
+    pub authorizers: usize,
 }
 
 impl Credentials {
@@ -100,7 +127,31 @@ impl Credentials {
         let total = matching.len();
         let page: Vec<Arc<Account>> = matching.into_iter().skip(q.offset).take(q.limit).collect();
         let counts = self.today_counts(&page, now).await;
-        (total, self.status_with(&page, &counts))
+        let mut out = self.status_with(&page, &counts);
+        for st in &mut out {
+            if st.kind == "component" {
+                st.platform = Some(self.platform_status(&st.appid).await);
+            }
+        }
+        (total, out)
+    }
+
+    /// A third-party platform's ticket and authorizers.
+    pub async fn platform_status(&self, component: &str) -> PlatformStatus {
+        let age = self.ticket_age(component).await;
+        PlatformStatus {
+            ticket_created_at: age.map(|a| a.created_at),
+            ticket_age_secs: age.map(|a| a.age),
+            ticket_warning: match age {
+                None => Some("no component_verify_ticket received yet: the component token waits for the platform's push to /component/{appid}/events".replace("{appid}", component)),
+                Some(a) if a.age > 30 * 60 => Some(format!(
+                    "the newest component_verify_ticket is {} minutes old (the platform pushes every 10): check the authorization-event URL; it is usable for 12 hours",
+                    a.age / 60
+                )),
+                Some(_) => None,
+            },
+            authorizers: self.authorizer_count(component),
+        }
     }
 
     /// Today's token fetches and forced refreshes of each account of a
@@ -505,6 +556,17 @@ fn account_status(
         forced_today,
         refresh_owner,
         managed: a.managed(),
+        kind: match (&a.cfg.via, a.cfg.kind) {
+            (crate::config::Via::Component, _) => "component",
+            (_, crate::config::AccountKind::Website) => "website",
+            _ => "official",
+        },
+        component: a.cfg.via.component().map(|c| c.as_str().to_string()),
+        revoked_at: match &a.cfg.via {
+            crate::config::Via::Revoked { at, .. } => Some(*at),
+            _ => None,
+        },
+        platform: None,
         slots,
         problem,
     }

@@ -310,6 +310,8 @@ fn directory_paths(paths: &mut serde_json::Map<String, Value>) {
         "tickets": {"type": "array", "items": {"type": "string"}},
         "jssdk_domains": {"type": "array", "items": {"type": "string"}},
         "oauth_return_origins": {"type": "array", "items": {"type": "string"}},
+        "component": {"type": "string", "nullable": true, "description": "The third-party platform it is authorized to"},
+        "revoked_at": {"type": "integer", "nullable": true, "description": "When its administrator revoked the platform"},
         "push": {"type": ["object", "null"]}
     }});
     let definition = json!({"required": true, "content": {"application/json": {"schema": {"type": "object",
@@ -329,6 +331,7 @@ fn directory_paths(paths: &mut serde_json::Map<String, Value>) {
     }));
     let client = json!({"type": "object", "required": ["name", "apps", "source"], "properties": {
         "name": {"type": "string"}, "apps": {"type": "array", "items": {"type": "string"}},
+        "components": {"type": "array", "items": {"type": "string"}},
         "source": {"type": "string", "enum": ["file", "api"]}, "limits": {"type": "object"},
         "key": {"type": "string", "description": "Only in the answer to the creation: shown once"}
     }});
@@ -355,6 +358,112 @@ fn directory_paths(paths: &mut serde_json::Map<String, Value>) {
                 "next_before": {"type": ["integer", "null"]}}})),
                 "400": error("A bad limit"), "401": error("Admin key required")}}
     }));
+}
+
+/// Third-party platforms: the authorization-event URL, the start page and
+/// return handler, the component token.
+fn component_paths(paths: &mut serde_json::Map<String, Value>) {
+    let q = |name: &str, required: bool| json!({"name": name, "in": "query", "required": required, "schema": {"type": "string"}});
+    let appid = json!({"name": "appid", "in": "path", "required": true, "description": "The component (third-party platform) AppID", "schema": {"type": "string"}});
+    let mut events = serde_json::Map::new();
+    events.insert("200".into(), json!({"description": "success", "content": {"text/plain": {"schema": {"type": "string", "enum": ["success"]}}}}));
+    events.insert(
+        "400".into(),
+        error("invalid_push: the body or its plaintext does not parse"),
+    );
+    events.insert(
+        "403".into(),
+        error("push_rejected: a bad msg_signature, a key or AppID mismatch"),
+    );
+    events.insert(
+        "404".into(),
+        error("No such third-party platform in this hub"),
+    );
+    events.insert(
+        "409".into(),
+        error("account_exists: the authorized account is in this hub with its own secret"),
+    );
+    events.insert("413".into(), error("The body is larger than 16 KiB"));
+    events.insert(
+        "502".into(),
+        error("upstream_error: the platform refused the authorization code"),
+    );
+    events.insert("503".into(), error_retry("The ticket or authorization could not be stored, or the component has no token yet; the platform sends authorization events again"));
+    events.insert("500".into(), internal());
+    paths.insert("/component/{appid}/events".into(), json!({"post": {
+        "summary": "The platform's pushes to the component's authorization-event URL (授权事件接收URL): component_verify_ticket, authorized, updateauthorized, unauthorized; checked and decrypted with the component's token and key before anything is stored",
+        "parameters": [appid, q("signature", false), q("timestamp", false), q("nonce", false), q("encrypt_type", false), q("msg_signature", false)],
+        "requestBody": {"required": true, "content": {"text/xml": {"schema": {"type": "string"}}, "application/xml": {"schema": {"type": "string"}}}},
+        "responses": events}}));
+    let mut token = client_errors();
+    token.insert(
+        "403".into(),
+        error("This client is not granted the component (clients[].components)"),
+    );
+    token.insert(
+        "404".into(),
+        error("No such third-party platform in this hub"),
+    );
+    token.insert("200".into(), ok("The component_access_token", json!({
+        "type": "object", "required": ["component_access_token", "expires_at", "expires_in"],
+        "properties": {"component_access_token": {"type": "string"}, "expires_at": {"type": "integer"}, "expires_in": {"type": "integer"}}})));
+    paths.insert("/v1/components/{appid}/token".into(), json!({"get": {
+        "summary": "A third-party platform's component_access_token, for clients granted it (their own component API calls)",
+        "security": [{"client": []}], "parameters": [appid], "responses": token}}));
+    let redirect = json!({"description": "To the next page", "headers": {"Location": {"schema": {"type": "string"}}}});
+    let mut start = serde_json::Map::new();
+    start.insert("302".into(), redirect.clone());
+    start.insert("400".into(), error("invalid_return: return is missing, not a URL, or not under components[].return_origins"));
+    start.insert(
+        "404".into(),
+        error("No such third-party platform in this hub"),
+    );
+    start.insert(
+        "429".into(),
+        error_retry("Too many starts from this address or of this platform (limits.anonymous)"),
+    );
+    start.insert(
+        "502".into(),
+        error("upstream_error: the platform gave no pre-auth code"),
+    );
+    start.insert(
+        "503".into(),
+        error_retry("The component has no token yet (no verify ticket received)"),
+    );
+    start.insert("500".into(), internal());
+    paths.insert("/component/{appid}/authorize".into(), json!({"get": {
+        "summary": "The authorization start page: creates a pre-auth code and sends the account's administrator to the platform's authorization page",
+        "parameters": [appid, q("return", true)], "responses": start}}));
+    let mut back = serde_json::Map::new();
+    back.insert("302".into(), redirect);
+    back.insert(
+        "400".into(),
+        error("invalid_state, invalid_return, or authorization_cancelled (no auth_code)"),
+    );
+    back.insert(
+        "404".into(),
+        error("No such third-party platform in this hub"),
+    );
+    back.insert(
+        "409".into(),
+        error("account_exists: the account is in this hub with its own secret"),
+    );
+    back.insert(
+        "429".into(),
+        error_retry("Too many requests from this address (limits.anonymous)"),
+    );
+    back.insert(
+        "502".into(),
+        error("upstream_error: the platform refused the authorization code"),
+    );
+    back.insert(
+        "503".into(),
+        error_retry("The component has no token, or the authorization could not be stored"),
+    );
+    back.insert("500".into(), internal());
+    paths.insert("/component/{appid}/return".into(), json!({"get": {
+        "summary": "Where the platform sends the administrator back: the code is exchanged (api_query_auth), the account appears, and the browser goes to return with authorizer_appid",
+        "parameters": [appid, q("auth_code", false), q("expires_in", false), q("state", true), q("return", true)], "responses": back}}));
 }
 
 fn push_paths(paths: &mut serde_json::Map<String, Value>) {
@@ -514,6 +623,7 @@ pub fn document() -> Value {
     paths.insert("/v1/apps/{appid}/proxy/{path}".into(), proxy_path());
     oauth_paths(&mut paths);
     push_paths(&mut paths);
+    component_paths(&mut paths);
     directory_paths(&mut paths);
     paths.insert("/v1/apps".into(), json!({"get": {
         "summary": "A page of accounts' state (AppID order), searched by AppID or name",

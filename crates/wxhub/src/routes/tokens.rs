@@ -19,12 +19,23 @@ use crate::limits::ClientLimit;
 
 /// Resolves the account and the client's right to it: 404, then 403.
 pub(crate) fn authorize(app: &App, client: &AuthedClient, appid: &str) -> Result<(), ApiError> {
-    if app.creds.account(appid).is_none() {
+    let Some(account) = app.creds.account(appid) else {
         return Err(ApiError::not_found(format!(
             "no account {appid} in this hub"
         )));
+    };
+    match &account.cfg.via {
+        // The component token opens every authorized account's component
+        // calls: it is read only through its own route, by clients granted
+        // the component.
+        crate::config::Via::Component => Err(ApiError {
+            code: "component_token",
+            ..ApiError::forbidden(format!(
+                "{appid} is a third-party platform: its component_access_token is served by GET /v1/components/{appid}/token to clients granted the component"
+            ))
+        }),
+        via => client.check_via(appid, via.component().map(wx_api::AppId::as_str)),
     }
-    client.check(appid)
 }
 
 /// `{"<kind>": "...", "expires_at": .., "expires_in": ..}`, written directly:

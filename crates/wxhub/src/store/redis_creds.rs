@@ -94,7 +94,56 @@ static WRITE: LazyLock<Script> = LazyLock::new(|| {
     )
 });
 
+// The unfenced newest-wins write of a value any instance may receive.
+// KEYS: credential. ARGV: value, expires_at, fetched_at, first_seen,
+// channel, note, refresh_at. 1 when written, 0 when the stored one is as
+// new.
+static WRITE_NEWEST: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+        local stored = tonumber(redis.call('HGET', KEYS[1], 'fetched') or '-1')
+        if tonumber(ARGV[3]) <= stored then return 0 end
+        local last = tonumber(redis.call('HGET', KEYS[1], 'seq') or '0')
+        local t = redis.call('TIME')
+        local seq = math.max(last + 1, tonumber(t[1]) * 1000000 + tonumber(t[2]))
+        redis.call('DEL', KEYS[1])
+        redis.call('HSET', KEYS[1], 'fence', '0', 'v', ARGV[1], 'exp', ARGV[2],
+          'fetched', ARGV[3], 'first', ARGV[4], 'refresh_at', ARGV[7],
+          'seq', string.format('%.0f', seq))
+        redis.call('PUBLISH', ARGV[5], ARGV[6])
+        return 1
+        ",
+    )
+});
+
 impl RedisStore {
+    /// The unfenced newest-wins write (a verify ticket).
+    ///
+    /// # Errors
+    /// If Redis cannot be asked.
+    pub async fn write_newest(
+        &self,
+        appid: &str,
+        key: &str,
+        r: &Record,
+    ) -> Result<bool, StoreError> {
+        let value = self
+            .sealer()
+            .seal(&credential_aad(appid, key), r.value.expose_secret());
+        let written: u64 = WRITE_NEWEST
+            .key(self.cred_key(appid, key))
+            .arg(value)
+            .arg(r.expires_at)
+            .arg(r.fetched_at)
+            .arg(r.first_seen)
+            .arg(self.key("changes"))
+            .arg(Self::changed_note(appid, key))
+            .arg(r.refresh_at)
+            .invoke_async(&mut self.conn())
+            .await?;
+        Ok(written == 1)
+    }
+
     fn cred_key(&self, appid: &str, key: &str) -> String {
         self.app_key(appid, &format!("cred:{key}"))
     }

@@ -409,6 +409,43 @@ impl SqliteStore {
     ///
     /// # Errors
     /// On a database failure.
+    /// The newest-wins write (a verify ticket): lands only if `fetched_at`
+    /// is newer than the stored one's.
+    ///
+    /// # Errors
+    /// On a storage failure.
+    pub async fn write_newest(
+        &self,
+        appid: &str,
+        key: &str,
+        c: &Record,
+    ) -> Result<bool, StoreError> {
+        let value = self
+            .sealer
+            .seal(&credential_aad(appid, key), c.value.expose_secret());
+        let (appid, key, c) = (appid.to_string(), key.to_string(), c.clone());
+        self.run(move |b| {
+            let n = b.tx.prepare_cached(
+                "INSERT INTO credentials (appid, kind, value, expires_at, fetched_at, first_seen)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (appid, kind) DO UPDATE SET value = excluded.value,
+                   expires_at = excluded.expires_at, fetched_at = excluded.fetched_at,
+                   first_seen = excluded.first_seen
+                 WHERE excluded.fetched_at > credentials.fetched_at",
+            )?
+            .execute(params![
+                appid,
+                key,
+                value,
+                c.expires_at,
+                c.fetched_at,
+                c.first_seen
+            ])?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
     pub async fn write_credential(
         &self,
         appid: &str,

@@ -117,6 +117,13 @@ pub struct Options {
     pub push: String,
     /// More lines of `[store]` (the encryption keys).
     pub store: String,
+    /// The hub's listen address (a fixed port when the simulator must know
+    /// it before the hub starts: a component's event URL).
+    pub listen: String,
+    /// `clients[shop].components`.
+    pub shop_components: String,
+    /// Sections after the clients (`[[components]]`).
+    pub components: String,
 }
 
 /// Limits no test reaches unless it means to.
@@ -139,8 +146,21 @@ impl Default for Options {
             oauth: String::new(),
             push: String::new(),
             store: String::new(),
+            listen: "127.0.0.1:0".into(),
+            shop_components: "[]".into(),
+            components: String::new(),
         }
     }
+}
+
+/// A loopback port free now, for a hub whose URL the simulator's world
+/// names before the hub starts.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// The in-process simulator's virtual clock. The library's own one comes
@@ -193,7 +213,7 @@ impl TestHub {
         let store = temp_store();
         let config_text = format!(
             r#"
-listen = "127.0.0.1:0"
+listen = "{listen}"
 admin_key_sha256 = "{admin_hash}"
 [store]
 path = "{store}"
@@ -201,6 +221,7 @@ path = "{store}"
 [upstream]
 api_base = "{base}"
 open_base = "{base}"
+mp_base = "{base}"
 timeout_ms = {timeout}
 [refresh]
 tick_ms = 3600000
@@ -233,11 +254,13 @@ oauth_return_origins = ["http://127.0.0.1:9"]
 name = "shop"
 key_sha256 = "{key_hash}"
 apps = ["{APPID}", "{WEB_APPID}"]
+components = {shop_components}
 
 [[clients]]
 name = "good"
 key_sha256 = "{good_hash}"
 apps = ["{APPID}"]
+{components}
 "#,
             admin_hash = hex(&wxhub::auth::hash_key(&admin)),
             key_hash = hex(&wxhub::auth::hash_key(&key)),
@@ -252,6 +275,9 @@ apps = ["{APPID}"]
             push = o.push,
             mode = o.mode,
             tickets = o.tickets,
+            listen = o.listen,
+            shop_components = o.shop_components,
+            components = o.components,
         );
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())

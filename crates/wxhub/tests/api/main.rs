@@ -7,6 +7,7 @@ mod admin;
 mod auth;
 mod canary;
 mod cli;
+mod component;
 mod console;
 mod directory;
 mod faults;

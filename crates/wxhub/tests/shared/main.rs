@@ -2,6 +2,7 @@
 
 mod basics;
 mod cluster;
+mod component;
 mod console;
 mod directory;
 mod killed;

@@ -1,0 +1,224 @@
+//! A third-party platform in shared mode: the platform's pushes reach the
+//! instances in turn (as through a load balancer), and three instances
+//! refresh the component token and an authorized account's token once per
+//! lifetime in all.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::cluster::{Cluster, Setup, free_port};
+
+const COMPONENT: &str = "wxcc00000000000001";
+const AUTHORIZER: &str = "wx2222222222222222";
+const C_KEY: &str = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG";
+
+/// A round-robin forwarder in front of the hubs: the platform's one URL.
+async fn balancer(port: u16, hubs: Arc<Mutex<Vec<String>>>) {
+    use axum::body::Bytes;
+    use axum::http::Uri;
+    let turn = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let http = reqwest::Client::new();
+    let app = axum::Router::new().fallback(move |uri: Uri, body: Bytes| {
+        let hubs = hubs.clone();
+        let turn = turn.clone();
+        let http = http.clone();
+        async move {
+            let base = {
+                let h = hubs.lock().unwrap();
+                if h.is_empty() {
+                    // The hubs are still starting.
+                    return (axum::http::StatusCode::SERVICE_UNAVAILABLE, String::new());
+                }
+                h[turn.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % h.len()].clone()
+            };
+            let path = uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
+            match http.post(format!("{base}{path}")).body(body).send().await {
+                Ok(r) => {
+                    let s = r.status();
+                    (s, r.text().await.unwrap_or_default())
+                }
+                Err(e) => (axum::http::StatusCode::BAD_GATEWAY, e.to_string()),
+            }
+        }
+    });
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+}
+
+async fn ticket(c: &Cluster) {
+    let r = c
+        .sim_post(&format!("/_sim/components/{COMPONENT}/ticket"), json!({}))
+        .await;
+    assert_eq!(r["delivered"], true, "{r}");
+}
+
+fn issued(c: &Cluster, appid: &str, kind: &str) -> u64 {
+    let stats = c.sim.sim().stats();
+    let at = if appid == COMPONENT {
+        &stats["components"][appid]
+    } else {
+        &stats["apps"][appid]
+    };
+    at["tokens_issued"][kind].as_u64().unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_instances_refresh_the_component_and_an_authorizer_once_per_lifetime() {
+    let port = free_port();
+    let hubs = Arc::new(Mutex::new(Vec::new()));
+    balancer(port, hubs.clone()).await;
+    let c = Cluster::start(Setup {
+        sim_account: format!(
+            r#"
+[[components]]
+appid = "{COMPONENT}"
+secret = "component-secret-shared"
+token = "ctoken"
+encoding_aes_key = "{C_KEY}"
+event_url = "http://127.0.0.1:{port}/component/{COMPONENT}/events"
+ticket_push = false
+
+[[accounts]]
+appid = "{AUTHORIZER}"
+secret = "authorizer-own-secret"
+"#
+        ),
+        push: format!(
+            r#"
+[[components]]
+appid = "{COMPONENT}"
+secret = "component-secret-shared"
+token = "ctoken"
+encoding_aes_key = "{C_KEY}"
+"#
+        ),
+        ..Setup::default()
+    })
+    .await;
+    *hubs.lock().unwrap() = c.live().iter().map(|i| c.hub(*i).base.clone()).collect();
+    c.wait_owner(Duration::from_secs(10)).await;
+
+    // Three tickets, one to each instance: each stored, the newest kept.
+    for _ in 0..3 {
+        ticket(&c).await;
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while issued(&c, COMPONENT, "component_access_token") == 0 {
+        assert!(std::time::Instant::now() < deadline, "no component token");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let r = c
+        .sim_post(
+            &format!("/_sim/components/{COMPONENT}/authorize"),
+            json!({"authorizer_appid": AUTHORIZER}),
+        )
+        .await;
+    assert_eq!(r["event_delivered"], true, "{r}");
+    // Every instance serves the account (the directory's change log).
+    for i in c.live() {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let r = c
+                .http
+                .get(format!(
+                    "{}/v1/apps/{AUTHORIZER}/access_token",
+                    c.hub(i).base
+                ))
+                .bearer_auth(&c.key)
+                .send()
+                .await
+                .unwrap();
+            if r.status() == 200 {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "hub {i}: {}",
+                r.status()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let start_c = issued(&c, COMPONENT, "component_access_token");
+    let start_a = issued(&c, AUTHORIZER, "authorizer_access_token");
+    let end = c.now() + 12 * 3600;
+    let mut step = 0;
+    while c.now() < end {
+        if step % 120 == 0 {
+            ticket(&c).await;
+        }
+        c.advance(60).await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        step += 1;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let comp = issued(&c, COMPONENT, "component_access_token") - start_c;
+    let auth = issued(&c, AUTHORIZER, "authorizer_access_token") - start_a;
+    // 12 h / (7200 s - the classic margin) ≈ 6.2 lifetimes.
+    assert!((6..=7).contains(&comp), "{comp} component tokens in 12 h");
+    let history: serde_json::Value = c
+        .http
+        .get(format!("{}/v1/apps/{AUTHORIZER}/history", c.hub(0).base))
+        .bearer_auth(&c.admin)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        (6..=7).contains(&auth),
+        "{auth} authorizer tokens in 12 h from {}: {history}",
+        end - 12 * 3600
+    );
+    let check = c
+        .http
+        .get(format!(
+            "{}/_sim/components/{COMPONENT}/authorizers/{AUTHORIZER}",
+            c.sim.base_url()
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json::<serde_json::Value>()
+        .await
+        .unwrap();
+    assert_eq!(check["current_refresh_token_works"], true, "{check}");
+    for i in c.live() {
+        let v: serde_json::Value = c
+            .http
+            .get(format!(
+                "{}/v1/apps/{AUTHORIZER}/access_token",
+                c.hub(i).base
+            ))
+            .bearer_auth(&c.key)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let used: serde_json::Value = c
+            .http
+            .get(format!(
+                "{}/cgi-bin/ticket/getticket?type=jsapi&access_token={}",
+                c.sim.base_url(),
+                v["access_token"].as_str().unwrap()
+            ))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(
+            used["errcode"].as_i64().unwrap_or(0),
+            0,
+            "hub {i} serves a working token: {used}"
+        );
+    }
+}

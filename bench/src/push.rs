@@ -218,8 +218,8 @@ pub(crate) async fn bench_push(cli: &Cli) -> anyhow::Result<String> {
 `cargo run --release -p wxhub-bench -- push` ({rounds} alternating rounds of {secs} s, {conns} keep-alive connections, \
 hub, subscriber and load generator in one process; median round shown). Every push is a new message (its own MsgId) from one of \
 sixteen people per connection; the hub checks the signature (and in safe mode the msg_signature and AES), parses, \
-checks for a duplicate and commits the message and its queue entry to SQLite before it answers, while its worker delivers \
-to one subscriber (a trivial handler) and deletes what was delivered. The trivial handler reads the same bodies and answers at once.\n\n\
+commits the message (its insert is the duplicate check; the row names the subscribers it is queued for) to SQLite before it answers, while its worker delivers \
+to one subscriber (a trivial handler) and moves that subscriber's cursor past what was delivered. The trivial handler reads the same bodies and answers at once.\n\n\
 | server | pushes/s | p50 | p99 |\n|---|---:|---:|---:|\n{}{}{}{}\n\
 **Plain mode: {rp:.2}×** the trivial handler's rate (target ≥ 0.5×: {}). **Safe mode: {rs:.2}×** ({}).  \n\
 **p99 acknowledgement: {:.1} ms** (plain) and **{:.1} ms** (safe) under this load, against the platform's 5 s.  \n\

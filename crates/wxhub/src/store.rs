@@ -646,11 +646,11 @@ impl Store {
         /// On a storage failure.
         fn push_take_over(appid: &str, sub: &str, instance: &str, limit: usize) -> Vec<push::Queued>;
 
-        /// A stored message.
+        /// The message of a queue entry.
         ///
         /// # Errors
         /// On a storage failure.
-        fn push_message(appid: &str, message_id: &str) -> Option<push::StoredMessage>;
+        fn push_message(appid: &str, q: &push::Queued) -> Option<push::StoredMessage>;
 
         /// A delivered entry leaves the queue.
         ///

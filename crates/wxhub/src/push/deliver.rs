@@ -81,7 +81,8 @@ impl Lane {
 /// What an attempt came to.
 enum Outcome {
     Delivered,
-    Retry(Queued),
+    // Boxed: an entry can carry its message.
+    Retry(Box<Queued>),
     Parked,
     // A store failure: the entry stays as it was and is tried next round.
     Unchanged,
@@ -209,7 +210,14 @@ impl Gateway {
                 ],
             );
         };
-        let msg = match self.store.push_message(appid, &q.message_id).await {
+        // The replier's entry needs the reply as it is now, not as it was
+        // when the entry was read.
+        let carried = q.message.take().filter(|_| !sub.replier);
+        let read = match carried {
+            Some(m) => Ok(Some(m)),
+            None => self.store.push_message(appid, &q).await,
+        };
+        let msg = match read {
             Ok(Some(m)) => m,
             Ok(None) => {
                 tracing::error!(account.appid = %appid, subscriber = %sub.name, "queued message no longer stored; dropping its entry");
@@ -229,10 +237,10 @@ impl Gateway {
             // instance): its deadline, and a second, first.
             let wait = account.config.reply_deadline.as_secs() as i64 + 2;
             if self.clock.now() < msg.received_at + wait {
-                return Outcome::Retry(Queued {
+                return Outcome::Retry(Box::new(Queued {
                     next_at: msg.received_at + wait,
                     ..q
-                });
+                }));
             }
         }
         let Ok(parsed) = PushMessage::parse(msg.raw_xml.as_bytes()) else {
@@ -293,7 +301,7 @@ impl Gateway {
         }
         q.next_at = now + self.backoff(q.attempts);
         match self.store.push_retry(appid, &sub.name, &q).await {
-            Ok(()) => Outcome::Retry(q),
+            Ok(()) => Outcome::Retry(Box::new(q)),
             Err(e) => {
                 tracing::warn!(account.appid = %appid, error = %e, "cannot record a failed delivery");
                 Outcome::Unchanged
@@ -414,7 +422,7 @@ fn settle(
     lane.busy.remove(openid);
     match outcome {
         Outcome::Delivered | Outcome::Parked => lane.settle_head(openid, order, None),
-        Outcome::Retry(q) => lane.settle_head(openid, order, Some(q)),
+        Outcome::Retry(q) => lane.settle_head(openid, order, Some(*q)),
         Outcome::Unchanged => {}
     }
 }

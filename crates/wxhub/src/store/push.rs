@@ -1,8 +1,9 @@
 //! What the push gateway keeps: each message once (with its duplicate key
-//! and, once known, the passive reply it was answered with), one queue entry
-//! per message and subscriber until it is delivered or parked, and one
-//! follower record per person and account. See `push_sqlite.rs` and
-//! `push_redis.rs`.
+//! and, once known, the passive reply it was answered with), each
+//! subscriber's queue of what it has not yet received (a stream entry per
+//! message in Redis; in SQLite a read position, with rows only for entries
+//! that failed or were replayed), parked deliveries, and one follower
+//! record per person and account. See `push_sqlite.rs` and `push_redis.rs`.
 
 use serde::{Deserialize, Serialize};
 
@@ -63,8 +64,9 @@ pub enum Accepted {
 /// One message waiting for one subscriber.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Queued {
-    /// Its place in the subscriber's queue: the SQLite row id as `(id, 0)`,
-    /// or a Redis stream id `ms-n` as `(ms, n)`.
+    /// Its place in the subscriber's queue: in SQLite the message's row as
+    /// `(row, 0)`, or `(last row at the time, n)` for a replayed entry; a
+    /// Redis stream id `ms-n` as `(ms, n)`.
     pub order: (u64, u64),
     /// The message.
     pub message_id: String,
@@ -78,6 +80,11 @@ pub struct Queued {
     pub first_at: i64,
     /// The last attempt's failure.
     pub last_error: Option<String>,
+    /// SQLite: the message's row, so it is read without an index on its id.
+    pub row: Option<i64>,
+    /// The message, when the store read it with the entry (SQLite), so the
+    /// worker does not read it again.
+    pub message: Option<StoredMessage>,
 }
 
 impl Queued {
@@ -88,7 +95,7 @@ impl Queued {
 }
 
 /// A stored message.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredMessage {
     /// Its id.
     pub message_id: String,

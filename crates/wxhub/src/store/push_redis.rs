@@ -271,6 +271,8 @@ impl RedisStore {
             next_at: first_at,
             first_at,
             last_error: None,
+            row: None,
+            message: None,
         })
     }
 
@@ -350,11 +352,19 @@ impl RedisStore {
         self.with_retry_state(appid, sub, out).await
     }
 
-    /// A stored message.
+    /// The message of a queue entry.
     ///
     /// # Errors
     /// On a Redis failure.
     pub async fn push_message(
+        &self,
+        appid: &str,
+        q: &Queued,
+    ) -> Result<Option<StoredMessage>, StoreError> {
+        self.message(appid, &q.message_id).await
+    }
+
+    async fn message(
         &self,
         appid: &str,
         message_id: &str,
@@ -424,7 +434,7 @@ impl RedisStore {
         now: i64,
         max: u32,
     ) -> Result<u64, StoreError> {
-        let msg = self.push_message(appid, &q.message_id).await?;
+        let msg = self.message(appid, &q.message_id).await?;
         let (raw, received) = msg.map_or((String::new(), 0), |m| (m.raw_xml, m.received_at));
         let over: i64 = PARK
             .key(self.push_key(appid, &format!("q:{sub}")))

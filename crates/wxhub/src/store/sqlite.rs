@@ -33,6 +33,8 @@ pub(super) struct Batch<'a> {
     // Push queue entries per `appid\0subscriber`, kept like `states`: a
     // push checks its subscribers' bound without counting rows.
     pub(super) queued: &'a mut HashMap<String, u64>,
+    // Each push subscriber's cursor and what was handed out past it.
+    pub(super) lanes: &'a mut HashMap<String, super::push_sqlite::LaneCursor>,
 }
 
 /// Delivers a write's result once its batch's commit is known.
@@ -124,6 +126,7 @@ fn connect(path: &Path) -> Result<Connection, StoreError> {
 fn write_loop(mut conn: Connection, jobs: std::sync::mpsc::Receiver<Option<Job>>) {
     let mut states = HashMap::new();
     let mut queued = HashMap::new();
+    let mut lanes: HashMap<String, super::push_sqlite::LaneCursor> = HashMap::new();
     while let Ok(Some(first)) = jobs.recv() {
         let mut batch = vec![first];
         let mut closing = false;
@@ -153,6 +156,7 @@ fn write_loop(mut conn: Connection, jobs: std::sync::mpsc::Receiver<Option<Job>>
                 tx: &tx,
                 states: &mut states,
                 queued: &mut queued,
+                lanes: &mut lanes,
             };
             // Cached statements: parsing these three per write was a
             // measurable share of the writer's time under load.
@@ -173,6 +177,9 @@ fn write_loop(mut conn: Connection, jobs: std::sync::mpsc::Receiver<Option<Job>>
         if committed.is_err() {
             states.clear();
             queued.clear();
+            lanes
+                .values_mut()
+                .for_each(super::push_sqlite::LaneCursor::forget);
         }
         for finish in finishers {
             finish(committed.clone());
@@ -288,10 +295,10 @@ impl SqliteStore {
             make_private(Path::new(&companion), false)?;
         }
         conn.execute_batch(SCHEMA)?;
-        conn.execute_batch(super::push_sqlite::PUSH_SCHEMA)?;
+        let mut conn = conn;
+        super::push_sqlite::open_push(&mut conn)?;
         conn.execute_batch(super::directory::DIRECTORY_SCHEMA)?;
         conn.execute_batch(super::history_store::HISTORY_SCHEMA)?;
-        let mut conn = conn;
         prepare_keys(&mut conn, &sealer)?;
         let (jobs, queue) = std::sync::mpsc::channel();
         let thread = std::thread::Builder::new()

@@ -172,6 +172,11 @@ impl Components {
         self.by_appid.contains_key(appid)
     }
 
+    /// A component's configuration, to change its URLs at run time.
+    pub(crate) fn config_mut(&mut self, appid: &str) -> Option<&mut Component> {
+        self.by_appid.get_mut(appid).map(|c| &mut c.cfg)
+    }
+
     /// A component's configuration.
     pub(crate) fn config(&self, appid: &str) -> Option<&Component> {
         self.by_appid.get(appid).map(|c| &c.cfg)

@@ -563,6 +563,8 @@ impl World {
         };
         let appid = format!("wx{}", hex(&mut rng, 16));
         let web_appid = format!("wx{}", hex(&mut rng, 16));
+        let shop_appid = format!("wx{}", hex(&mut rng, 16));
+        let component_appid = format!("wx{}", hex(&mut rng, 16));
         World {
             clock: ClockConfig::default(),
             settings: Settings::default(),
@@ -586,6 +588,26 @@ impl World {
                     push_token: Some(alnum(&mut rng, 16)),
                     encoding_aes_key: Some(alnum(&mut rng, 43)),
                     push_mode: PushMode::Safe,
+                    restricted: false,
+                },
+                Account {
+                    appid: shop_appid.clone(),
+                    secret: hex(&mut rng, 32),
+                    name: "wxhub demo shop (authorized to the demo platform)".into(),
+                    original_id: format!("gh_{}", hex(&mut rng, 12)),
+                    verified: true,
+                    kind: AccountKind::Official,
+                    oauth_domains: vec![],
+                    ip_whitelist: vec![],
+                    token_daily_limit: 2000,
+                    daily_limits: BTreeMap::new(),
+                    minute_limits: BTreeMap::new(),
+                    secret_frozen: false,
+                    unionid_bound: true,
+                    push_url: None,
+                    push_token: None,
+                    encoding_aes_key: None,
+                    push_mode: PushMode::Plain,
                     restricted: false,
                 },
                 Account {
@@ -647,7 +669,23 @@ impl World {
                     snapshot: true,
                 },
             ],
-            components: vec![],
+            // A third-party platform the shop account authorizes; `wxhub
+            // dev` points its URLs at the hub once the hub is listening.
+            components: vec![Component {
+                appid: component_appid,
+                secret: hex(&mut rng, 32),
+                token: alnum(&mut rng, 16),
+                encoding_aes_key: alnum(&mut rng, 43),
+                name: "wxhub demo platform".into(),
+                event_url: None,
+                message_url: None,
+                auth_domains: vec!["127.0.0.1".into(), "localhost".into()],
+                oauth_domains: vec!["127.0.0.1".into(), "localhost".into()],
+                published: true,
+                test_accounts: vec![],
+                ip_whitelist: vec![],
+                ticket_push: true,
+            }],
         }
     }
 }
@@ -661,7 +699,8 @@ mod tests {
         let demo = World::demo();
         let text = demo.to_toml_string();
         let back = World::from_toml_str(&text).expect("demo world parses");
-        assert_eq!(back.accounts.len(), 2);
+        assert_eq!(back.accounts.len(), 3);
+        assert_eq!(back.components.len(), 1);
         assert_eq!(back.people.len(), 4);
     }
 

@@ -23,6 +23,10 @@ pub struct DevEnv {
     pub hub: crate::RunningHub,
     /// The demo account.
     pub appid: String,
+    /// The demo third-party platform.
+    pub platform: String,
+    /// The account authorized to it at start.
+    pub shop: String,
     /// The generated client key (shown once).
     pub client_key: String,
     /// The generated admin key (shown once).
@@ -86,6 +90,19 @@ pub async fn start(
         .find(|a| a.kind == wx_sim::world::AccountKind::Official)
         .context("demo world has an official account")?
         .clone();
+    let platform = world
+        .components
+        .first()
+        .context("demo world has a third-party platform")?
+        .clone();
+    let shop = world
+        .accounts
+        .iter()
+        .filter(|a| a.kind == wx_sim::world::AccountKind::Official)
+        .nth(1)
+        .context("demo world has a second official account")?
+        .appid
+        .clone();
     let sim = wx_sim::Simulator::bind(world, sim_listen)
         .await
         .with_context(|| format!("--sim-listen: cannot bind {sim_listen}"))?;
@@ -145,7 +162,19 @@ pub async fn start(
             components: Vec::new().into(),
             limits: Default::default(),
         }],
-        components: Vec::new(),
+        components: vec![crate::config::ComponentConfig {
+            appid: AppId::parse(platform.appid.clone()).context("demo platform appid")?,
+            secret: AppSecret::new(platform.secret.clone()),
+            name: platform.name.clone(),
+            token: wx_api::PushToken::new(platform.token.clone()),
+            encoding_aes_key: wx_api::EncodingAesKey::new(platform.encoding_aes_key.clone()),
+            previous_encoding_aes_key: None,
+            previous_key_until: 0,
+            return_origins: vec![demo_url.clone()],
+            tickets: vec![TicketKind::Jsapi],
+            jssdk_domains: vec!["127.0.0.1".into(), "localhost".into()],
+            oauth_return_origins: vec![demo_url.clone()],
+        }],
     };
     let clock = Arc::new(SimClock(sim.sim().clone()));
     let hub = crate::Application::build(config, clock).await?.spawn();
@@ -157,6 +186,7 @@ pub async fn start(
         .await
         .and_then(reqwest::Response::error_for_status)
         .context("pointing the simulator's push URL at the hub")?;
+    connect_platform(&sim.base_url(), &hub.base_url(), &platform.appid, &shop).await?;
     let demo_task = crate::demo::serve(
         demo_listener,
         hub.base_url(),
@@ -169,12 +199,64 @@ pub async fn start(
         sim,
         hub,
         appid: demo.appid,
+        platform: platform.appid,
+        shop,
         client_key,
         admin_key,
         demo_url,
         _demo: AbortOnDrop(demo_task),
         _store: store_dir,
     })
+}
+
+/// Points the demo platform's authorization-event URL at the hub, has the
+/// simulated platform push a verify ticket at once (the regular push comes
+/// every ten minutes), and has the shop's administrator authorize the
+/// platform, so the hub holds a component token and one authorizer token
+/// within a second of starting.
+async fn connect_platform(sim: &str, hub: &str, platform: &str, shop: &str) -> anyhow::Result<()> {
+    let http = reqwest::Client::new();
+    let post = |path: String, body: serde_json::Value| {
+        let http = http.clone();
+        async move {
+            let v: serde_json::Value = http
+                .post(format!("{sim}{path}"))
+                .json(&body)
+                .send()
+                .await
+                .and_then(reqwest::Response::error_for_status)?
+                .json()
+                .await?;
+            Ok::<_, reqwest::Error>(v)
+        }
+    };
+    post(
+        format!("/_sim/components/{platform}"),
+        serde_json::json!({"event_url": format!("{hub}/component/{platform}/events")}),
+    )
+    .await
+    .context("pointing the demo platform's event URL at the hub")?;
+    let pushed = post(
+        format!("/_sim/components/{platform}/ticket"),
+        serde_json::json!({}),
+    )
+    .await
+    .context("pushing the demo platform's verify ticket")?;
+    anyhow::ensure!(
+        pushed["delivered"] == true,
+        "the hub did not take the demo platform's verify ticket"
+    );
+    let authorized = post(
+        format!("/_sim/components/{platform}/authorize"),
+        serde_json::json!({"authorizer_appid": shop}),
+    )
+    .await
+    .context("authorizing the demo platform")?;
+    anyhow::ensure!(
+        authorized["event_delivered"] == true,
+        "the hub did not take the demo shop's authorization"
+    );
+    Ok(())
 }
 
 /// The demo account's push gateway: the simulator's token and key (safe
@@ -243,6 +325,10 @@ pub async fn run(
             env.demo_url
         ),
         format!("  account     {appid}"),
+        format!(
+            "  platform    {}  (a third-party platform; {} is authorized to it)",
+            env.platform, env.shop
+        ),
         format!("  client key  {key}"),
         format!("  admin key   {}", env.admin_key),
         String::new(),
@@ -250,6 +336,14 @@ pub async fn run(
         format!("  curl -s -H 'Authorization: Bearer {key}' {hub}/v1/apps/{appid}/access_token"),
         format!(
             "  curl -s -H 'Authorization: Bearer {key}' {hub}/v1/apps/{appid}/proxy/cgi-bin/user/get"
+        ),
+        format!(
+            "  curl -s -H 'Authorization: Bearer {key}' {hub}/v1/apps/{}/access_token   (an authorizer token, through the platform)",
+            env.shop
+        ),
+        format!(
+            "  open {hub}/component/{}/authorize?return={}   (authorize another account, as its administrator would)",
+            env.platform, env.demo_url
         ),
         format!(
             "  curl -s -X POST {sim}/_sim/clock/advance -H 'content-type: application/json' -d '{{\"seconds\":7000}}'"

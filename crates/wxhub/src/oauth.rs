@@ -44,7 +44,7 @@ use sha2::{Digest, Sha256};
 use wx_api::oauth::{AuthorizeUrl, OAuthState, QrConnectUrl, RedirectUri, Scope};
 
 use crate::app::App;
-use crate::config::{AccountConfig, AccountKind, origin_of};
+use crate::config::{AccountConfig, AccountKind, Via, origin_of};
 use crate::error::ApiError;
 use crate::store::{Stage, StateRecord, scope_from_name, scope_name};
 
@@ -107,6 +107,13 @@ pub async fn start(
     return_to: &str,
 ) -> Result<String, ApiError> {
     let account = &account(app, appid)?;
+    if let Via::Revoked { component, .. } = &account.via {
+        return Err(crate::credentials::CredError::Revoked {
+            appid: appid.to_string(),
+            component: component.as_str().to_string(),
+        }
+        .into());
+    }
     match (account.kind, want) {
         (AccountKind::Website, Scope::SnsapiLogin)
         | (AccountKind::Official, Scope::SnsapiBase | Scope::SnsapiUserinfo) => {}
@@ -188,10 +195,18 @@ async fn redirect_to_wechat(
         AccountKind::Website => QrConnectUrl::new(account.appid.clone(), redirect)
             .state(state)
             .build(hosts),
-        AccountKind::Official => AuthorizeUrl::new(account.appid.clone(), redirect, stage.scope())
-            .map_err(|e| ApiError::internal(format_args!("an authorize URL: {e}")))?
-            .state(state)
-            .build(hosts),
+        AccountKind::Official => {
+            let url = AuthorizeUrl::new(account.appid.clone(), redirect, stage.scope())
+                .map_err(|e| ApiError::internal(format_args!("an authorize URL: {e}")))?
+                .state(state);
+            // An account authorized to a third-party platform signs people
+            // in on the platform's behalf (spec component §7): the same
+            // page, with `component_appid`.
+            match &account.via {
+                Via::Authorizer(component) => url.component(component.clone()).build(hosts),
+                _ => url.build(hosts),
+            }
+        }
     })
 }
 

@@ -20,6 +20,7 @@ use crate::world::{Account, World};
 pub(crate) fn routes() -> Router<Arc<Sim>> {
     Router::new()
         .route("/_sim/accounts", post(create_account))
+        .route("/_sim/components/{appid}", post(patch_component))
         .route("/_sim/components/{appid}/ticket", post(ticket))
         .route("/_sim/components/{appid}/pusher", post(pusher_switch))
         .route("/_sim/components/{appid}/authorize", post(authorize))
@@ -68,6 +69,51 @@ async fn create_account(
     let appid = account.appid.clone();
     st.add_account(account);
     Ok((StatusCode::CREATED, Json(json!({"appid": appid}))))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ComponentPatch {
+    event_url: Option<String>,
+    message_url: Option<String>,
+}
+
+/// `POST /_sim/components/{appid}` `{"event_url"?, "message_url"?}`: points
+/// the platform's pushes somewhere else, as an operator editing the
+/// platform's settings does; `wxhub dev` learns the hub's port only after
+/// the simulator is up.
+async fn patch_component(
+    State(sim): State<Arc<Sim>>,
+    Path(appid): Path<String>,
+    body: std::result::Result<Json<ComponentPatch>, JsonRejection>,
+) -> Result<Json<Value>> {
+    let Json(patch) = body?;
+    for (name, url) in [
+        ("event_url", &patch.event_url),
+        ("message_url", &patch.message_url),
+    ] {
+        if let Some(u) = url {
+            if !(u.starts_with("http://") || u.starts_with("https://")) {
+                return Err(ControlError::bad_request(format!(
+                    "{name}: an http or https URL"
+                )));
+            }
+        }
+    }
+    let mut st = sim.lock();
+    let c = st
+        .components
+        .config_mut(&appid)
+        .ok_or_else(|| no_component(&appid))?;
+    if let Some(u) = patch.event_url {
+        c.event_url = Some(u);
+    }
+    if let Some(u) = patch.message_url {
+        c.message_url = Some(u);
+    }
+    Ok(Json(
+        json!({"appid": appid, "event_url": c.event_url, "message_url": c.message_url}),
+    ))
 }
 
 /// `POST /_sim/components/{appid}/ticket`: a new ticket pushed now.

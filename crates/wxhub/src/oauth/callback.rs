@@ -2,6 +2,7 @@
 
 use axum::http::StatusCode;
 use serde_json::Value;
+use wx_api::endpoint::sns::UserToken;
 use wx_api::oauth::Scope;
 use wx_api::secret::OAuthCode;
 use wx_api::{ErrCode, WxError};
@@ -13,7 +14,7 @@ use super::state::{BadState, verify_state};
 use super::tickets::derive_ticket;
 use super::{account, redirect_to_wechat, restart_url, sha256_hex, with_param};
 use crate::app::App;
-use crate::config::AccountConfig;
+use crate::config::{AccountConfig, Via};
 use crate::credentials::WebAuth;
 use crate::error::ApiError;
 use crate::store::{Consumed, FinishedSignIn, Grant, Stage, StateRecord};
@@ -222,11 +223,7 @@ async fn finish(
 ) -> Result<Finished, ApiError> {
     let appid = account.appid.as_str();
     let restart = restart_url(app, appid, record.want, &record.return_to);
-    let token = match app
-        .wx
-        .exchange_code(&account.appid, &account.secret, &OAuthCode::new(code))
-        .await
-    {
+    let token = match exchange(app, account, code).await {
         Ok(t) => t,
         Err(e) => {
             tracing::warn!(account.appid = %appid, error = %e, "code exchange failed");
@@ -390,6 +387,40 @@ fn remembered(status: StatusCode, code: &str, message: String) -> ApiError {
             )
         }),
         _ => ApiError::new(status, "sign_in_failed", message),
+    }
+}
+
+/// The code exchange: with the account's own secret, or, for an account
+/// authorized to a third-party platform, through the platform's endpoint
+/// and token (spec component §7; the plain endpoint refuses such a code).
+async fn exchange(app: &App, account: &AccountConfig, code: &str) -> Result<UserToken, WxError> {
+    match &account.via {
+        Via::Authorizer(component) => {
+            let platform =
+                app.creds
+                    .account(component.as_str())
+                    .ok_or_else(|| WxError::InvalidInput {
+                        reason: format!("third-party platform {component} is not in this hub")
+                            .into(),
+                    })?;
+            app.creds
+                .with_component_token(&platform, |token| async move {
+                    app.wx
+                        .component_exchange_code(
+                            &account.appid,
+                            OAuthCode::new(code),
+                            component,
+                            &token,
+                        )
+                        .await
+                })
+                .await
+        }
+        _ => {
+            app.wx
+                .exchange_code(&account.appid, &account.secret, &OAuthCode::new(code))
+                .await
+        }
     }
 }
 

@@ -4,11 +4,11 @@
 use serde_json::{Value, json};
 use wx_api::endpoint::sns::UserToken;
 use wx_api::secret::{RefreshToken, UserAccessToken};
-use wx_api::{AppId, ErrCode, OpenId, WxError};
+use wx_api::{ErrCode, OpenId, WxError};
 
 use super::account;
 use crate::app::App;
-use crate::config::AccountConfig;
+use crate::config::{AccountConfig, Via};
 use crate::error::ApiError;
 use crate::store::Grant;
 
@@ -109,7 +109,7 @@ pub async fn profile_via_grant(
     let mut refreshed = false;
     loop {
         if g.access_expires_at <= now + 60 {
-            refresh_grant(app, &account.appid, &mut g).await?;
+            refresh_grant(app, account, &mut g).await?;
             refreshed = true;
         }
         match app
@@ -147,13 +147,13 @@ pub async fn profile_via_grant(
     }
 }
 
-async fn refresh_grant(app: &App, appid: &AppId, g: &mut Grant) -> Result<(), ProfileError> {
+async fn refresh_grant(
+    app: &App,
+    account: &AccountConfig,
+    g: &mut Grant,
+) -> Result<(), ProfileError> {
     let now = app.clock.now();
-    match app
-        .wx
-        .refresh_user_token(appid, &RefreshToken::new(g.refresh_token.clone()))
-        .await
-    {
+    match refresh_user_token(app, account, &RefreshToken::new(g.refresh_token.clone())).await {
         Ok(t) => {
             g.access_token = t.access_token.expose_secret().to_string();
             g.access_expires_at = now + t.expires_in as i64;
@@ -232,4 +232,33 @@ pub async fn user(app: &App, appid: &str, openid: &str) -> Result<Value, ApiErro
     let mut v = payload(&g, None);
     v["profile_fetched_at"] = json!(g.profile_fetched_at);
     Ok(v)
+}
+
+/// The person's refresh: the plain endpoint, or for an account authorized
+/// to a third-party platform the component one, which alone accepts its
+/// refresh tokens (spec component §7).
+async fn refresh_user_token(
+    app: &App,
+    account: &AccountConfig,
+    refresh: &RefreshToken,
+) -> Result<UserToken, WxError> {
+    match &account.via {
+        Via::Authorizer(component) => {
+            let platform =
+                app.creds
+                    .account(component.as_str())
+                    .ok_or_else(|| WxError::InvalidInput {
+                        reason: format!("third-party platform {component} is not in this hub")
+                            .into(),
+                    })?;
+            app.creds
+                .with_component_token(&platform, |token| async move {
+                    app.wx
+                        .component_refresh_user_token(&account.appid, refresh, component, &token)
+                        .await
+                })
+                .await
+        }
+        _ => app.wx.refresh_user_token(&account.appid, refresh).await,
+    }
 }

@@ -118,9 +118,16 @@ pub async fn redeem_route(
     if body.ticket.is_empty() {
         return Err(ApiError::bad_request("ticket: required"));
     }
-    oauth::redeem(&app, move |appid| client.check(appid).is_ok(), &body.ticket)
-        .await
-        .map(Json)
+    // Through the same check as every app route: a client granted a
+    // third-party platform redeems its authorized accounts' sign-ins too.
+    let allowed = app.clone();
+    oauth::redeem(
+        &app,
+        move |appid| super::tokens::authorize(&allowed, &client, appid).is_ok(),
+        &body.ticket,
+    )
+    .await
+    .map(Json)
 }
 
 /// `GET /v1/apps/{appid}/users/{openid}`: the stored profile.

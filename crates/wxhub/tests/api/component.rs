@@ -54,6 +54,7 @@ encoding_aes_key = "{C_KEY}"
 name = "Hub Test Platform"
 return_origins = ["http://127.0.0.1:9"]
 tickets = ["jsapi"]
+oauth_return_origins = ["http://127.0.0.1:9"]
 "#
         ),
         ..o
@@ -867,4 +868,83 @@ async fn a_61003_on_refresh_revokes_the_account_as_the_event_would() {
     assert_eq!(authorizer_calls(&t, AUTHORIZER), calls, "no more refreshes");
     authorize(&t, AUTHORIZER).await;
     assert_eq!(token_of(&t, AUTHORIZER).await.0, 200);
+}
+
+#[tokio::test]
+async fn web_authorization_of_an_authorized_account_goes_through_the_component_endpoints() {
+    use crate::oauth::{authorize_url, landed, param, redeem, walk};
+    let t = platform(1).await;
+    push_ticket(&t).await;
+    authorize(&t, AUTHORIZER).await;
+    let mut held = false;
+    for _ in 0..200 {
+        if token_of(&t, AUTHORIZER).await.0 == 200 {
+            held = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(held, "the authorized account appears");
+
+    // A profile sign-in: the silent probe, consent, the code exchanged and
+    // the profile read, every exchange on the component's endpoints (the
+    // simulator refuses an on-behalf code at the plain endpoint: 40029).
+    let steps = walk(
+        &t,
+        &authorize_url(&t, AUTHORIZER, "userinfo"),
+        "alice",
+        "allow",
+    )
+    .await;
+    assert!(
+        steps
+            .iter()
+            .any(|s| s.url.contains("/connect/oauth2/authorize")
+                && s.url.contains(&format!("component_appid={COMPONENT}"))),
+        "WeChat's page is asked on the platform's behalf: {steps:#?}"
+    );
+    let to = landed(&steps);
+    let ticket = param(&to, "wxhub_ticket").unwrap_or_else(|| panic!("ticket in {to}: {steps:#?}"));
+    // `shop` is granted the platform, not the account: it redeems anyway.
+    let (s, v) = redeem(&t, &ticket).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["appid"], AUTHORIZER, "{v}");
+    assert!(v["openid"].as_str().is_some_and(|o| !o.is_empty()), "{v}");
+    assert_eq!(v["profile"]["nickname"], "Alice", "{v}");
+    let stats = t.sim.sim().stats();
+    let calls = |path: &str| {
+        stats["apps"][AUTHORIZER]["calls"][path]
+            .as_u64()
+            .unwrap_or(0)
+            + stats["components"][COMPONENT]["calls"][path]
+                .as_u64()
+                .unwrap_or(0)
+    };
+    assert!(calls("/sns/oauth2/component/access_token") >= 1, "{stats}");
+    assert_eq!(calls("/sns/oauth2/access_token"), 0, "{stats}");
+
+    // Revoked: a sign-in is refused up front, with the same clear error.
+    let r = t
+        .sim_post(
+            &format!("/_sim/components/{COMPONENT}/unauthorize"),
+            json!({"authorizer_appid": AUTHORIZER}),
+        )
+        .await;
+    assert_eq!(r["event_delivered"], true, "{r}");
+    let mut refused = None;
+    for _ in 0..200 {
+        let r = t
+            .http
+            .get(authorize_url(&t, AUTHORIZER, "base"))
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 403 {
+            refused = Some(r.json::<Value>().await.unwrap());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let v = refused.expect("a revoked account's sign-in is refused");
+    assert_eq!(v["error"]["code"], "authorization_revoked", "{v}");
 }

@@ -117,7 +117,20 @@ pub async fn start(
     // A fresh store each time: the demo world (and so every token) is new.
     let store_dir = TempDir::new()?;
     let store = store_dir.0.join("wxhub.db");
-    let config = Config {
+    let platform_config = crate::config::ComponentConfig {
+        appid: AppId::parse(platform.appid.clone()).context("demo platform appid")?,
+        secret: AppSecret::new(platform.secret.clone()),
+        name: platform.name.clone(),
+        token: wx_api::PushToken::new(platform.token.clone()),
+        encoding_aes_key: wx_api::EncodingAesKey::new(platform.encoding_aes_key.clone()),
+        previous_encoding_aes_key: None,
+        previous_key_until: 0,
+        return_origins: vec![demo_url.clone()],
+        tickets: vec![TicketKind::Jsapi],
+        jssdk_domains: vec!["127.0.0.1".into(), "localhost".into()],
+        oauth_return_origins: vec![demo_url.clone()],
+    };
+    let mut config = Config {
         listen: hub_listen,
         admin_key_sha256: Some(hash_key(&admin_key)),
         store: StoreConfig::Sqlite { path: store },
@@ -159,23 +172,14 @@ pub async fn start(
             name: "dev".into(),
             key_sha256: hash_key(&client_key),
             apps: vec!["*".to_string()].into(),
-            components: Vec::new().into(),
+            components: vec![platform.appid.clone()].into(),
             limits: Default::default(),
         }],
-        components: vec![crate::config::ComponentConfig {
-            appid: AppId::parse(platform.appid.clone()).context("demo platform appid")?,
-            secret: AppSecret::new(platform.secret.clone()),
-            name: platform.name.clone(),
-            token: wx_api::PushToken::new(platform.token.clone()),
-            encoding_aes_key: wx_api::EncodingAesKey::new(platform.encoding_aes_key.clone()),
-            previous_encoding_aes_key: None,
-            previous_key_until: 0,
-            return_origins: vec![demo_url.clone()],
-            tickets: vec![TicketKind::Jsapi],
-            jssdk_domains: vec!["127.0.0.1".into(), "localhost".into()],
-            oauth_return_origins: vec![demo_url.clone()],
-        }],
+        components: vec![platform_config.clone()],
     };
+    // A platform is an account of the hub too: its slot holds the
+    // component token (as `Config` validation arranges for the file).
+    config.accounts.push(platform_config.as_account());
     let clock = Arc::new(SimClock(sim.sim().clone()));
     let hub = crate::Application::build(config, clock).await?.spawn();
     // The simulated platform pushes this account's messages to the hub.
@@ -186,7 +190,14 @@ pub async fn start(
         .await
         .and_then(reqwest::Response::error_for_status)
         .context("pointing the simulator's push URL at the hub")?;
-    connect_platform(&sim.base_url(), &hub.base_url(), &platform.appid, &shop).await?;
+    connect_platform(
+        &sim.base_url(),
+        &hub.base_url(),
+        &client_key,
+        &platform.appid,
+        &shop,
+    )
+    .await?;
     let demo_task = crate::demo::serve(
         demo_listener,
         hub.base_url(),
@@ -214,7 +225,13 @@ pub async fn start(
 /// every ten minutes), and has the shop's administrator authorize the
 /// platform, so the hub holds a component token and one authorizer token
 /// within a second of starting.
-async fn connect_platform(sim: &str, hub: &str, platform: &str, shop: &str) -> anyhow::Result<()> {
+async fn connect_platform(
+    sim: &str,
+    hub: &str,
+    client_key: &str,
+    platform: &str,
+    shop: &str,
+) -> anyhow::Result<()> {
     let http = reqwest::Client::new();
     let post = |path: String, body: serde_json::Value| {
         let http = http.clone();
@@ -246,6 +263,26 @@ async fn connect_platform(sim: &str, hub: &str, platform: &str, shop: &str) -> a
         pushed["delivered"] == true,
         "the hub did not take the demo platform's verify ticket"
     );
+    // The ticket's arrival starts the component token's fetch; the
+    // authorization's code is exchanged with that token, so wait for it
+    // rather than have the platform's retry come five seconds later.
+    let since = std::time::Instant::now();
+    loop {
+        let held = http
+            .get(format!("{hub}/v1/components/{platform}/token"))
+            .bearer_auth(client_key)
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success());
+        if held {
+            break;
+        }
+        anyhow::ensure!(
+            since.elapsed() < std::time::Duration::from_secs(10),
+            "the hub fetched no component token for the demo platform"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     let authorized = post(
         format!("/_sim/components/{platform}/authorize"),
         serde_json::json!({"authorizer_appid": shop}),
@@ -254,7 +291,7 @@ async fn connect_platform(sim: &str, hub: &str, platform: &str, shop: &str) -> a
     .context("authorizing the demo platform")?;
     anyhow::ensure!(
         authorized["event_delivered"] == true,
-        "the hub did not take the demo shop's authorization"
+        "the hub did not take the demo shop's authorization: {authorized}"
     );
     Ok(())
 }

@@ -82,7 +82,14 @@ async fn an_operator_signs_in_watches_the_history_grow_and_signs_out() {
     keep(&b, "console-overview-narrow").await;
 
     // Its page, with the history of the first fetches.
-    let link = b.wait_for(".account-link").await;
+    // The demo also has a third-party platform and its shop: pick the
+    // demo account's link among them.
+    let link = b
+        .wait_for(&format!(
+            ".account-link[href='/console/apps/{}']",
+            env.appid
+        ))
+        .await;
     b.click(&link).await;
     b.wait_for_url(&format!("{hub}/console/apps/{}", env.appid))
         .await;

@@ -21,6 +21,7 @@ mod support;
 #[allow(dead_code)]
 mod driver;
 
+mod component;
 mod console;
 mod demo_login;
 mod demo_push;

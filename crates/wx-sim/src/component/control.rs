@@ -92,12 +92,12 @@ async fn patch_component(
         ("event_url", &patch.event_url),
         ("message_url", &patch.message_url),
     ] {
-        if let Some(u) = url {
-            if !(u.starts_with("http://") || u.starts_with("https://")) {
-                return Err(ControlError::bad_request(format!(
-                    "{name}: an http or https URL"
-                )));
-            }
+        if let Some(u) = url
+            && !(u.starts_with("http://") || u.starts_with("https://"))
+        {
+            return Err(ControlError::bad_request(format!(
+                "{name}: an http or https URL"
+            )));
         }
     }
     let mut st = sim.lock();

@@ -187,6 +187,7 @@ impl Application {
                 metrics.clone(),
                 creds.clone(),
                 wx.clone(),
+                &config.components,
             )
             .context("accounts[].push")?,
         );

@@ -129,6 +129,7 @@ pub async fn start(
         tickets: vec![TicketKind::Jsapi],
         jssdk_domains: vec!["127.0.0.1".into(), "localhost".into()],
         oauth_return_origins: vec![demo_url.clone()],
+        push: None,
     };
     let mut config = Config {
         listen: hub_listen,

@@ -284,34 +284,48 @@ mod tests {
         assert_eq!(ApiError::overloaded("x").retry_after, Some(1));
     }
 
-    /// Runs `f` with every log line it writes captured.
-    fn logged<T>(f: impl FnOnce() -> T) -> (T, String) {
-        use std::sync::{Arc, Mutex};
-        #[derive(Clone)]
-        struct Lines(Arc<Mutex<Vec<u8>>>);
-        impl std::io::Write for Lines {
-            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-                self.0.lock().unwrap().extend_from_slice(b);
-                Ok(b.len())
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
+    std::thread_local! {
+        static CAPTURED: std::cell::RefCell<Option<Vec<u8>>> = const { std::cell::RefCell::new(None) };
+    }
+
+    /// Writes to the capture of the thread that logs, if it captures.
+    struct ThreadLines;
+
+    impl std::io::Write for ThreadLines {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            CAPTURED.with(|c| {
+                if let Some(v) = c.borrow_mut().as_mut() {
+                    v.extend_from_slice(b);
+                }
+            });
+            Ok(b.len())
         }
-        let lines = Lines(Arc::default());
-        let writer = lines.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_ansi(false)
-            .with_writer(move || writer.clone())
-            .finish();
-        // Other tests' subscribers come and go on other threads and can
-        // leave a callsite's cached interest at "never"; ask again here.
-        let out = tracing::subscriber::with_default(subscriber, || {
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// Runs `f` with every log line it writes on this thread captured.
+    ///
+    /// One process-wide subscriber, set once: with a scoped subscriber per
+    /// test, a callsite another test thread registered first kept a cached
+    /// interest of "never", and the line was lost (a flake seen in CI).
+    fn logged<T>(f: impl FnOnce() -> T) -> (T, String) {
+        static ONCE: std::sync::Once = std::sync::Once::new();
+        ONCE.call_once(|| {
+            let subscriber = tracing_subscriber::fmt()
+                .with_ansi(false)
+                .with_max_level(tracing::Level::TRACE)
+                .with_writer(|| ThreadLines)
+                .finish();
+            tracing::subscriber::set_global_default(subscriber)
+                .expect("no other global subscriber in the library's tests");
             tracing::callsite::rebuild_interest_cache();
-            f()
         });
-        let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
-        (out, text)
+        CAPTURED.with(|c| *c.borrow_mut() = Some(Vec::new()));
+        let out = f();
+        let text = CAPTURED.with(|c| c.borrow_mut().take()).unwrap_or_default();
+        (out, String::from_utf8(text).unwrap())
     }
 
     #[tokio::test]

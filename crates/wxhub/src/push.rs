@@ -23,7 +23,7 @@ use wx_api::AppId;
 use wx_api::push::PushCrypto;
 
 use crate::clock::Clock;
-use crate::config::{AccountConfig, PushConfig, PushMode, PushSettings};
+use crate::config::{AccountConfig, ComponentConfig, PushConfig, PushMode, PushSettings, Via};
 use crate::credentials::Credentials;
 use crate::metrics::Metrics;
 use crate::store::Store;
@@ -47,13 +47,17 @@ impl PushAccount {
     fn new(a: &AccountConfig, p: &PushConfig) -> anyhow::Result<PushAccount> {
         let token = p.token.clone();
         let appid = a.appid.clone();
+        // A platform's accounts' pushes carry the platform's AppID inside
+        // the ciphertext, not the account's (spec component §6.2).
+        let inside = match &a.via {
+            Via::Authorizer(component) => component.clone(),
+            _ => a.appid.clone(),
+        };
         let bad = |_| anyhow::anyhow!("accounts: the EncodingAESKey of {appid} does not decode");
         let current_only = match (p.mode, &p.encoding_aes_key) {
-            (PushMode::Plain, _) | (_, None) => PushCrypto::plaintext(token, a.appid.clone()),
-            (PushMode::Compat, Some(k)) => {
-                PushCrypto::compat(token, a.appid.clone(), k).map_err(bad)?
-            }
-            (PushMode::Safe, Some(k)) => PushCrypto::new(token, a.appid.clone(), k).map_err(bad)?,
+            (PushMode::Plain, _) | (_, None) => PushCrypto::plaintext(token, inside),
+            (PushMode::Compat, Some(k)) => PushCrypto::compat(token, inside, k).map_err(bad)?,
+            (PushMode::Safe, Some(k)) => PushCrypto::new(token, inside, k).map_err(bad)?,
         };
         let with_previous = match &p.previous_encoding_aes_key {
             Some(prev) if p.mode != PushMode::Plain => {
@@ -79,11 +83,31 @@ impl PushAccount {
     }
 }
 
+/// An account's push set-up: its own `push` section or, for an account
+/// authorized to a third-party platform, the platform's (the platform's
+/// message URL is `{hub}/push/$APPID$`). A revoked account takes none.
+fn setup_of<'a>(
+    platforms: &'a HashMap<String, PushConfig>,
+    a: &'a AccountConfig,
+) -> Option<&'a PushConfig> {
+    match &a.via {
+        Via::Authorizer(component) => a
+            .push
+            .as_ref()
+            .or_else(|| platforms.get(component.as_str())),
+        Via::Revoked { .. } | Via::Component => None,
+        Via::Own => a.push.as_ref(),
+    }
+}
+
 /// Every account's push gateway and its delivery worker.
 #[derive(Debug)]
 pub struct Gateway {
     // Changed at run time by the admin API.
     accounts: std::sync::RwLock<HashMap<String, Arc<PushAccount>>>,
+    // Each third-party platform's push section, by its AppID: the set-up of
+    // every account authorized to it.
+    platforms: HashMap<String, PushConfig>,
     store: Arc<Store>,
     clock: Arc<dyn Clock>,
     metrics: Arc<Metrics>,
@@ -121,11 +145,16 @@ impl Gateway {
         metrics: Arc<Metrics>,
         creds: Arc<Credentials>,
         wx: wx_api::Client,
+        components: &[ComponentConfig],
     ) -> anyhow::Result<Gateway> {
+        let platforms: HashMap<String, PushConfig> = components
+            .iter()
+            .filter_map(|c| Some((c.appid.as_str().to_string(), c.push.clone()?)))
+            .collect();
         let mut map = HashMap::new();
         for account in creds.accounts() {
             let a = &account.cfg;
-            if let Some(p) = &a.push {
+            if let Some(p) = setup_of(&platforms, a) {
                 map.insert(
                     a.appid.as_str().to_string(),
                     Arc::new(PushAccount::new(a, p)?),
@@ -142,6 +171,7 @@ impl Gateway {
             .build()?;
         Ok(Gateway {
             accounts: std::sync::RwLock::new(map),
+            platforms,
             store,
             clock,
             metrics,
@@ -178,7 +208,7 @@ impl Gateway {
     /// # Errors
     /// If its EncodingAESKey does not decode (validated already).
     pub fn set_account(&self, appid: &str, cfg: Option<&AccountConfig>) -> anyhow::Result<()> {
-        let entry = match cfg.and_then(|a| a.push.as_ref().map(|p| (a, p))) {
+        let entry = match cfg.and_then(|a| setup_of(&self.platforms, a).map(|p| (a, p))) {
             Some((a, p)) => Some(Arc::new(PushAccount::new(a, p)?)),
             None => None,
         };

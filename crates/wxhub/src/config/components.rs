@@ -81,6 +81,7 @@ pub(crate) struct RawComponent {
     jssdk_domains: Vec<String>,
     #[serde(default)]
     oauth_return_origins: Vec<String>,
+    push: Option<super::push::RawPush>,
 }
 
 fn default_tickets() -> Vec<TicketKind> {
@@ -112,6 +113,11 @@ pub struct ComponentConfig {
     pub jssdk_domains: Vec<String>,
     /// Web-authorization return origins of each authorized account.
     pub oauth_return_origins: Vec<String>,
+    /// The subscribers of every authorized account's messages, which the
+    /// platform sends to its message URL (`{hub}/push/$APPID$`), encrypted
+    /// with the platform's Token and key. `None`: the hub takes no pushes
+    /// for its accounts.
+    pub push: Option<super::PushConfig>,
 }
 
 impl ComponentConfig {
@@ -262,7 +268,21 @@ impl RawComponent {
                     .map_err(|m| ConfigError::new(format!("{at}.return_origins[{j}]"), m))
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let push = match self.push {
+            Some(raw) => Some(
+                raw.for_component(
+                    &token,
+                    encoding_aes_key.expose_secret(),
+                    previous
+                        .as_ref()
+                        .map(|k| (k.expose_secret(), self.previous_key_until.unwrap_or(0))),
+                )
+                .validate(&at, lookup)?,
+            ),
+            None => None,
+        };
         Ok(ComponentConfig {
+            push,
             name: if self.name.is_empty() {
                 appid.as_str().to_string()
             } else {

@@ -50,7 +50,9 @@ pub(crate) struct RawPush {
     token: Option<String>,
     token_env: Option<String>,
     token_file: Option<PathBuf>,
-    mode: PushMode,
+    // Required for an account (checked, with the field's name, in
+    // `validate`); a platform's section is always safe.
+    mode: Option<PushMode>,
     encoding_aes_key: Option<String>,
     encoding_aes_key_env: Option<String>,
     encoding_aes_key_file: Option<PathBuf>,
@@ -197,6 +199,30 @@ fn secret_of(
 }
 
 impl RawPush {
+    /// A third-party platform's `push` section: its authorized accounts'
+    /// messages come encrypted with the platform's Token and key (spec
+    /// component §6.2), so those are the platform's, whatever the section
+    /// says, and the mode is safe.
+    pub(crate) fn for_component(
+        mut self,
+        token: &str,
+        key: &str,
+        previous: Option<(&str, i64)>,
+    ) -> RawPush {
+        self.token = Some(token.to_string());
+        self.token_env = None;
+        self.token_file = None;
+        self.mode = Some(PushMode::Safe);
+        self.encoding_aes_key = Some(key.to_string());
+        self.encoding_aes_key_env = None;
+        self.encoding_aes_key_file = None;
+        self.previous_encoding_aes_key = previous.map(|(k, _)| k.to_string());
+        self.previous_encoding_aes_key_env = None;
+        self.previous_encoding_aes_key_file = None;
+        self.previous_key_until = previous.map(|(_, until)| until);
+        self
+    }
+
     /// Validates `accounts[i].push`.
     pub(crate) fn validate(
         self,
@@ -205,6 +231,9 @@ impl RawPush {
     ) -> Result<PushConfig, ConfigError> {
         let at = format!("{at}.push");
         let key = |k: &str| format!("{at}.{k}");
+        let mode = self
+            .mode
+            .ok_or_else(|| ConfigError::new(key("mode"), "required: plain, compat or safe"))?;
         let token = secret_of(
             &at,
             "token",
@@ -246,7 +275,7 @@ impl RawPush {
                 self.previous_encoding_aes_key_file,
             ),
         )?;
-        if self.mode != PushMode::Plain && current.is_none() {
+        if mode != PushMode::Plain && current.is_none() {
             return Err(ConfigError::new(
                 key("encoding_aes_key_env"),
                 "compat and safe mode need the EncodingAESKey",
@@ -297,7 +326,7 @@ impl RawPush {
         }
         Ok(PushConfig {
             token: PushToken::new(token),
-            mode: self.mode,
+            mode,
             encoding_aes_key: current,
             previous_encoding_aes_key: previous,
             previous_key_until: self.previous_key_until.unwrap_or(0),

@@ -29,6 +29,7 @@ token = "{C_TOKEN}"
 encoding_aes_key = "{C_KEY}"
 name = "Hub Test Platform"
 event_url = "http://127.0.0.1:{port}/component/{COMPONENT}/events"
+message_url = "http://127.0.0.1:{port}/push/$APPID$"
 auth_domains = ["127.0.0.1"]
 oauth_domains = ["127.0.0.1"]
 ticket_push = false
@@ -55,7 +56,9 @@ name = "Hub Test Platform"
 return_origins = ["http://127.0.0.1:9"]
 tickets = ["jsapi"]
 oauth_return_origins = ["http://127.0.0.1:9"]
-"#
+{}
+"#,
+            o.components
         ),
         ..o
     })
@@ -947,4 +950,98 @@ async fn web_authorization_of_an_authorized_account_goes_through_the_component_e
     }
     let v = refused.expect("a revoked account's sign-in is refused");
     assert_eq!(v["error"]["code"], "authorization_revoked", "{v}");
+}
+
+#[tokio::test]
+async fn an_authorized_accounts_messages_reach_the_platforms_subscribers() {
+    use crate::subscriber::{Mode, SUB_SECRET, Subscriber};
+    let sub = Subscriber::start(Mode::Up).await;
+    let t = platform_with(
+        1,
+        Options {
+            components: format!(
+                "[components.push]\n[[components.push.subscribers]]\nname = \"crm\"\nurl = \"{}\"\nsecret = \"{SUB_SECRET}\"\ntimeout_ms = 2000\n",
+                sub.url()
+            ),
+            extra: "\n[push]\ntick_ms = 20\n".into(),
+            ..Options::default()
+        },
+    )
+    .await;
+    push_ticket(&t).await;
+    authorize(&t, AUTHORIZER).await;
+    let mut held = false;
+    for _ in 0..200 {
+        if token_of(&t, AUTHORIZER).await.0 == 200 {
+            held = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(held, "the authorized account appears");
+
+    // The platform sends the account's messages to its message URL with
+    // the account's AppID for $APPID$, encrypted with the platform's key
+    // and AppID: the hub takes them for that account.
+    let f = t
+        .sim_post(
+            "/_sim/people/alice/follow",
+            json!({"appid": AUTHORIZER, "wait": true}),
+        )
+        .await;
+    assert_eq!(f["delivery"]["status"], "delivered", "{f}");
+    let v = t
+        .sim_post(
+            "/_sim/people/alice/text",
+            json!({"appid": AUTHORIZER, "content": "hello platform", "wait": true}),
+        )
+        .await;
+    let d = &v["delivery"];
+    assert_eq!(d["via"], COMPONENT, "{v}");
+    assert_eq!(d["status"], "delivered", "{v}");
+    let got = sub.wait_for(2).await;
+    assert!(got.iter().all(|r| r.body["appid"] == AUTHORIZER), "{got:?}");
+    // The follow comes with the follower's profile, read with the
+    // authorizer token the hub keeps.
+    let follow = got
+        .iter()
+        .find(|r| r.body["event"] == "subscribe")
+        .unwrap_or_else(|| panic!("a subscribe among {got:?}"));
+    let profile = &follow.body["follower"]["profile"];
+    assert_eq!(profile["subscribe"], true, "{:?}", follow.body);
+    assert_eq!(profile["openid"], follow.body["from_user_name"]);
+    assert!(
+        got.iter()
+            .any(|r| r.body["fields"]["content"] == "hello platform"),
+        "{got:?}"
+    );
+    assert_eq!(sub.bad_signatures(), 0);
+
+    // Revoked: the hub no longer takes the account's pushes.
+    let r = t
+        .sim_post(
+            &format!("/_sim/components/{COMPONENT}/unauthorize"),
+            json!({"authorizer_appid": AUTHORIZER}),
+        )
+        .await;
+    assert_eq!(r["event_delivered"], true, "{r}");
+    let mut gone = false;
+    for _ in 0..200 {
+        if token_of(&t, AUTHORIZER).await.0 == 403 {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(gone, "revoked");
+    let r = t
+        .http
+        .post(t.url(&format!(
+            "/push/{AUTHORIZER}?signature=x&timestamp=1&nonce=1"
+        )))
+        .body("<xml/>")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404, "a revoked account takes no pushes");
 }

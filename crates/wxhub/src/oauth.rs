@@ -210,6 +210,19 @@ async fn redirect_to_wechat(
     })
 }
 
+/// The third-party platform an authorized account signs people in through:
+/// its code exchange and refresh need the platform's token.
+fn platform_of(
+    app: &App,
+    component: &wx_api::AppId,
+) -> Result<std::sync::Arc<crate::credentials::Account>, wx_api::WxError> {
+    app.creds
+        .account(component.as_str())
+        .ok_or_else(|| wx_api::WxError::InvalidInput {
+            reason: format!("third-party platform {component} is not in this hub").into(),
+        })
+}
+
 /// Appends `key=value` to a URL's query.
 fn with_param(url: &str, key: &str, value: &str) -> String {
     match url::Url::parse(url) {

@@ -396,13 +396,7 @@ fn remembered(status: StatusCode, code: &str, message: String) -> ApiError {
 async fn exchange(app: &App, account: &AccountConfig, code: &str) -> Result<UserToken, WxError> {
     match &account.via {
         Via::Authorizer(component) => {
-            let platform =
-                app.creds
-                    .account(component.as_str())
-                    .ok_or_else(|| WxError::InvalidInput {
-                        reason: format!("third-party platform {component} is not in this hub")
-                            .into(),
-                    })?;
+            let platform = super::platform_of(app, component)?;
             app.creds
                 .with_component_token(&platform, |token| async move {
                     app.wx

@@ -244,13 +244,7 @@ async fn refresh_user_token(
 ) -> Result<UserToken, WxError> {
     match &account.via {
         Via::Authorizer(component) => {
-            let platform =
-                app.creds
-                    .account(component.as_str())
-                    .ok_or_else(|| WxError::InvalidInput {
-                        reason: format!("third-party platform {component} is not in this hub")
-                            .into(),
-                    })?;
+            let platform = super::platform_of(app, component)?;
             app.creds
                 .with_component_token(&platform, |token| async move {
                     app.wx

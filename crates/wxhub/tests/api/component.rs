@@ -136,6 +136,18 @@ async fn token_of(t: &TestHub, appid: &str) -> (u16, Value) {
     t.get(&format!("/v1/apps/{appid}/access_token")).await
 }
 
+/// Waits (real time, bounded) until the token API answers `status` for
+/// `appid`: the hub applies an authorization event in a task of its own.
+async fn answers(t: &TestHub, appid: &str, status: u16) {
+    for _ in 0..200 {
+        if token_of(t, appid).await.0 == status {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("{appid}'s token never answered {status}");
+}
+
 /// Whether the platform takes `token` as `appid`'s on a business API.
 async fn works(t: &TestHub, token: &str) -> bool {
     let v = t
@@ -879,15 +891,7 @@ async fn web_authorization_of_an_authorized_account_goes_through_the_component_e
     let t = platform(1).await;
     push_ticket(&t).await;
     authorize(&t, AUTHORIZER).await;
-    let mut held = false;
-    for _ in 0..200 {
-        if token_of(&t, AUTHORIZER).await.0 == 200 {
-            held = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    assert!(held, "the authorized account appears");
+    answers(&t, AUTHORIZER, 200).await;
 
     // A profile sign-in: the silent probe, consent, the code exchanged and
     // the profile read, every exchange on the component's endpoints (the
@@ -970,15 +974,7 @@ async fn an_authorized_accounts_messages_reach_the_platforms_subscribers() {
     .await;
     push_ticket(&t).await;
     authorize(&t, AUTHORIZER).await;
-    let mut held = false;
-    for _ in 0..200 {
-        if token_of(&t, AUTHORIZER).await.0 == 200 {
-            held = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    assert!(held, "the authorized account appears");
+    answers(&t, AUTHORIZER, 200).await;
 
     // The platform sends the account's messages to its message URL with
     // the account's AppID for $APPID$, encrypted with the platform's key
@@ -1025,15 +1021,7 @@ async fn an_authorized_accounts_messages_reach_the_platforms_subscribers() {
         )
         .await;
     assert_eq!(r["event_delivered"], true, "{r}");
-    let mut gone = false;
-    for _ in 0..200 {
-        if token_of(&t, AUTHORIZER).await.0 == 403 {
-            gone = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    assert!(gone, "revoked");
+    answers(&t, AUTHORIZER, 403).await;
     let r = t
         .http
         .post(t.url(&format!(

@@ -66,8 +66,9 @@ fn issued(c: &Cluster, appid: &str, kind: &str) -> u64 {
     at["tokens_issued"][kind].as_u64().unwrap_or(0)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn three_instances_refresh_the_component_and_an_authorizer_once_per_lifetime() {
+/// Three instances behind the balancer, a ticket in each, the component
+/// token fetched, and the account authorized and served by every instance.
+async fn platform_cluster() -> Cluster {
     let port = free_port();
     let hubs = Arc::new(Mutex::new(Vec::new()));
     balancer(port, hubs.clone()).await;
@@ -143,6 +144,12 @@ encoding_aes_key = "{C_KEY}"
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
+    c
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_instances_refresh_the_component_and_an_authorizer_once_per_lifetime() {
+    let c = platform_cluster().await;
     let start_c = issued(&c, COMPONENT, "component_access_token");
     let start_a = issued(&c, AUTHORIZER, "authorizer_access_token");
     let end = c.now() + 12 * 3600;
@@ -221,4 +228,111 @@ encoding_aes_key = "{C_KEY}"
             "hub {i} serves a working token: {used}"
         );
     }
+}
+
+async fn authorizer_token(c: &Cluster, i: usize) -> (u16, serde_json::Value) {
+    let r = c
+        .http
+        .get(format!(
+            "{}/v1/apps/{AUTHORIZER}/access_token",
+            c.hub(i).base
+        ))
+        .bearer_auth(&c.key)
+        .send()
+        .await
+        .unwrap();
+    let s = r.status().as_u16();
+    (s, r.json().await.unwrap_or_default())
+}
+
+/// Every instance SIGKILLed while the platform holds an authorizer refresh
+/// open, then one started again: the stored refresh token still works, the
+/// new instance refreshes with it and serves a working token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_sigkilled_mid_refresh_lose_no_refresh_token() {
+    let mut c = platform_cluster().await;
+    let old = authorizer_token(&c, 0).await.1["access_token"].clone();
+    assert!(old.is_string(), "{old}");
+    c.sim_post(
+        "/_sim/faults",
+        json!({"endpoint": "/cgi-bin/component/api_authorizer_token", "count": 1, "delay_ms": 3000}),
+    )
+    .await;
+    // Past the refresh point of the authorizer token (and the component's):
+    // the owner's refresh is held open at the platform.
+    c.advance(7050).await;
+    // The fault fires as the call arrives: once it is gone, the call is
+    // held open at the platform for 3 s.
+    let since = std::time::Instant::now();
+    loop {
+        let armed = c
+            .http
+            .get(format!("{}/_sim/faults", c.sim.base_url()))
+            .send()
+            .await
+            .unwrap()
+            .json::<serde_json::Value>()
+            .await
+            .unwrap();
+        if armed["faults"].as_array().is_some_and(Vec::is_empty) {
+            break;
+        }
+        assert!(
+            since.elapsed() < Duration::from_millis(2000),
+            "no refresh began: {armed}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for i in c.live() {
+        c.kill(i);
+    }
+    // The held call ends with nobody to take its answer.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let h = c.spawn_hub().await;
+    c.hubs[0] = Some(h);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        c.advance(60).await;
+        let (s, v) = authorizer_token(&c, 0).await;
+        // Refreshed by the new instance with the stored refresh token.
+        let fresh = v["access_token"] != old;
+        if s == 200 && fresh {
+            let works = c
+                .http
+                .get(format!(
+                    "{}/cgi-bin/ticket/getticket?type=jsapi&access_token={}",
+                    c.sim.base_url(),
+                    v["access_token"].as_str().unwrap_or_default()
+                ))
+                .send()
+                .await
+                .unwrap()
+                .json::<serde_json::Value>()
+                .await
+                .unwrap();
+            if works["errcode"].as_i64().unwrap_or(0) == 0 {
+                break;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the restarted instance never refreshed: {s} {v}; stats {}",
+            c.sim.sim().stats()["apps"][AUTHORIZER]
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let check = c
+        .http
+        .get(format!(
+            "{}/_sim/components/{COMPONENT}/authorizers/{AUTHORIZER}",
+            c.sim.base_url()
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json::<serde_json::Value>()
+        .await
+        .unwrap();
+    assert_eq!(check["current_refresh_token_works"], true, "{check}");
+    assert_eq!(check["refresh_token_rejections"], 0, "{check}");
 }

@@ -722,7 +722,10 @@ fn console_paths(paths: &mut serde_json::Map<String, Value>) {
         "/console/sign-out".into(),
         json!({"post": {
             "summary": "Ends the console session (the form carries the session's csrf token)",
-            "requestBody": form("csrf"),
+            // Without a session there is nothing to end and no token to
+            // give: the cookie is cleared all the same, so the body is
+            // optional.
+            "requestBody": {"required": false, "content": form("csrf")["content"].clone()},
             "responses": {
                 "303": {"description": "Signed out: the cookie is cleared, on to the sign-in page"},
                 "403": page("A cross-site request, or a wrong form token"),

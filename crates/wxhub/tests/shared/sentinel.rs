@@ -135,6 +135,18 @@ async fn the_hub_follows_the_primary_that_sentinel_names_through_a_failover() {
     )
     .await;
 
+    // The other instance has read it too, so both hold it when Redis goes
+    // (it follows the owner's writes; until then it had nothing to serve:
+    // a flake seen in CI).
+    for i in 0..2 {
+        let (s, v) = c.token_from(i).await;
+        assert_eq!(
+            (s, v["access_token"].as_str()),
+            (200, Some(t1.as_str())),
+            "hub {i} holds the token before the failover"
+        );
+    }
+
     // The primary dies; Sentinel promotes the replica.
     drop(primary);
     until("the replica promoted", Duration::from_secs(30), || async {

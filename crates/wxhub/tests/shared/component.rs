@@ -123,24 +123,11 @@ encoding_aes_key = "{C_KEY}"
     for i in c.live() {
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         loop {
-            let r = c
-                .http
-                .get(format!(
-                    "{}/v1/apps/{AUTHORIZER}/access_token",
-                    c.hub(i).base
-                ))
-                .bearer_auth(&c.key)
-                .send()
-                .await
-                .unwrap();
-            if r.status() == 200 {
+            let (status, _) = authorizer_token(&c, i).await;
+            if status == 200 {
                 break;
             }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "hub {i}: {}",
-                r.status()
-            );
+            assert!(std::time::Instant::now() < deadline, "hub {i}: {status}");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -182,8 +169,22 @@ async fn three_instances_refresh_the_component_and_an_authorizer_once_per_lifeti
         "{auth} authorizer tokens in 12 h from {}: {history}",
         end - 12 * 3600
     );
-    let check = c
-        .http
+    let check = authorizer_state(&c).await;
+    assert_eq!(check["current_refresh_token_works"], true, "{check}");
+    for i in c.live() {
+        let (_, v) = authorizer_token(&c, i).await;
+        let used = getticket(&c, v["access_token"].as_str().unwrap()).await;
+        assert_eq!(
+            used["errcode"].as_i64().unwrap_or(0),
+            0,
+            "hub {i} serves a working token: {used}"
+        );
+    }
+}
+
+/// What the simulator says of the authorization (its refresh token's state).
+async fn authorizer_state(c: &Cluster) -> serde_json::Value {
+    c.http
         .get(format!(
             "{}/_sim/components/{COMPONENT}/authorizers/{AUTHORIZER}",
             c.sim.base_url()
@@ -191,43 +192,24 @@ async fn three_instances_refresh_the_component_and_an_authorizer_once_per_lifeti
         .send()
         .await
         .unwrap()
-        .json::<serde_json::Value>()
+        .json()
         .await
-        .unwrap();
-    assert_eq!(check["current_refresh_token_works"], true, "{check}");
-    for i in c.live() {
-        let v: serde_json::Value = c
-            .http
-            .get(format!(
-                "{}/v1/apps/{AUTHORIZER}/access_token",
-                c.hub(i).base
-            ))
-            .bearer_auth(&c.key)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let used: serde_json::Value = c
-            .http
-            .get(format!(
-                "{}/cgi-bin/ticket/getticket?type=jsapi&access_token={}",
-                c.sim.base_url(),
-                v["access_token"].as_str().unwrap()
-            ))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        assert_eq!(
-            used["errcode"].as_i64().unwrap_or(0),
-            0,
-            "hub {i} serves a working token: {used}"
-        );
-    }
+        .unwrap()
+}
+
+/// The platform's answer to a business call with `token`.
+async fn getticket(c: &Cluster, token: &str) -> serde_json::Value {
+    c.http
+        .get(format!(
+            "{}/cgi-bin/ticket/getticket?type=jsapi&access_token={token}",
+            c.sim.base_url()
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
 }
 
 async fn authorizer_token(c: &Cluster, i: usize) -> (u16, serde_json::Value) {
@@ -297,19 +279,7 @@ async fn instances_sigkilled_mid_refresh_lose_no_refresh_token() {
         // Refreshed by the new instance with the stored refresh token.
         let fresh = v["access_token"] != old;
         if s == 200 && fresh {
-            let works = c
-                .http
-                .get(format!(
-                    "{}/cgi-bin/ticket/getticket?type=jsapi&access_token={}",
-                    c.sim.base_url(),
-                    v["access_token"].as_str().unwrap_or_default()
-                ))
-                .send()
-                .await
-                .unwrap()
-                .json::<serde_json::Value>()
-                .await
-                .unwrap();
+            let works = getticket(&c, v["access_token"].as_str().unwrap_or_default()).await;
             if works["errcode"].as_i64().unwrap_or(0) == 0 {
                 break;
             }
@@ -321,18 +291,7 @@ async fn instances_sigkilled_mid_refresh_lose_no_refresh_token() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let check = c
-        .http
-        .get(format!(
-            "{}/_sim/components/{COMPONENT}/authorizers/{AUTHORIZER}",
-            c.sim.base_url()
-        ))
-        .send()
-        .await
-        .unwrap()
-        .json::<serde_json::Value>()
-        .await
-        .unwrap();
+    let check = authorizer_state(&c).await;
     assert_eq!(check["current_refresh_token_works"], true, "{check}");
     assert_eq!(check["refresh_token_rejections"], 0, "{check}");
 }

@@ -54,7 +54,7 @@ const PUSH_SCHEMA: &str = "CREATE TABLE IF NOT EXISTS push_inbox (
         PRIMARY KEY (appid, subscriber)
     );
     CREATE TABLE IF NOT EXISTS push_retry (
-        id INTEGER PRIMARY KEY,
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
         appid TEXT NOT NULL,
         subscriber TEXT NOT NULL,
         pos INTEGER NOT NULL,
@@ -113,8 +113,8 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
             "INSERT INTO push_inbox (id, appid, dedup_key, message_id, openid, raw_xml, received_at, keep_until, subs, reply)
                  SELECT rowid, appid, dedup_key, message_id, openid, raw_xml, received_at, keep_until, '', reply
                  FROM push_messages ORDER BY rowid;
-             INSERT INTO push_retry (appid, subscriber, pos, seq, msg, message_id, openid, attempts, next_at, first_at, last_error)
-                 SELECT q.appid, q.subscriber, m.rowid, q.id, m.rowid, q.message_id, q.openid, q.attempts, q.next_at, q.first_at, q.last_error
+             INSERT INTO push_retry (id, appid, subscriber, pos, seq, msg, message_id, openid, attempts, next_at, first_at, last_error)
+                 SELECT q.id, q.appid, q.subscriber, m.rowid, q.id, m.rowid, q.message_id, q.openid, q.attempts, q.next_at, q.first_at, q.last_error
                  FROM push_queue q JOIN push_messages m ON m.message_id = q.message_id ORDER BY q.id;
              UPDATE push_parked SET msg = (SELECT rowid FROM push_messages m WHERE m.message_id = push_parked.message_id)
                  WHERE msg IS NULL;
@@ -715,7 +715,10 @@ impl SqliteStore {
             b.tx.prepare_cached("DELETE FROM push_parked WHERE id = ?1")?
                 .execute(params![id])?;
             // After every message so far, and after every earlier replay
-            // there (`seq` is the row's own id, never 0).
+            // there: `seq` is the row's own id, never 0 and never reused
+            // (AUTOINCREMENT; a migrated row keeps its old id as both), so
+            // a worker reading on from the last entry it saw finds it even
+            // when the replay before it was delivered and its row is gone.
             b.tx.prepare_cached(
                 "INSERT INTO push_retry (appid, subscriber, pos, seq, msg, message_id, openid, next_at, first_at)
                  VALUES (?1, ?2, (SELECT COALESCE(MAX(id), 0) FROM push_inbox), -1, ?3, ?4, ?5, ?6, ?6)",
@@ -1028,6 +1031,39 @@ mod tests {
                 .len(),
             1
         );
+        s.close().await;
+        let _ = std::fs::remove_dir_all(p.parent().expect("dir"));
+    }
+
+    #[tokio::test]
+    async fn a_replay_after_a_delivered_replay_still_comes_after_it() {
+        // A worker reads on from the last entry it saw, so a replay must
+        // sort after every earlier one, even one delivered and gone.
+        let p = path("replays");
+        let s = SqliteStore::open(&p).expect("open");
+        for i in 1..=2 {
+            s.push_accept(&new_push(&format!("m:{i}"), &format!("id{i}"), &["a"]))
+                .await
+                .expect("accept");
+        }
+        for q in s.push_take_over("wx1", "a", "-", 100).await.expect("fetch") {
+            s.push_park("wx1", "a", &q, 300, 100).await.expect("park");
+        }
+        let parked = s.push_parked("wx1", &[], 10).await.expect("parked");
+        assert_eq!(parked.len(), 2);
+        let mut last = None;
+        for p in &parked {
+            assert!(s.push_replay("wx1", &p.id, 400, 0).await.expect("replay"));
+            let got = s
+                .push_fetch("wx1", "a", last, "-", 100)
+                .await
+                .expect("fetch");
+            assert_eq!(got.len(), 1, "the replay of {} is read", p.message_id);
+            assert_eq!(got[0].message_id, p.message_id);
+            last = Some(got[0].order);
+            s.push_done("wx1", "a", &got[0]).await.expect("done");
+        }
+        assert_eq!(s.push_backlog("wx1", "a").await.expect("backlog").queued, 0);
         s.close().await;
         let _ = std::fs::remove_dir_all(p.parent().expect("dir"));
     }

@@ -514,6 +514,12 @@ apps = ["*"]
         tail(&self.hub(i).log)
     }
 
+    /// Whether hub `i` ever logged `needle` (the whole file: a line can
+    /// scroll out of [`Cluster::log`]'s tail under later warnings).
+    pub fn logged(&self, i: usize, needle: &str) -> bool {
+        std::fs::read_to_string(&self.hub(i).log).is_ok_and(|t| t.contains(needle))
+    }
+
     /// Every hub process still running (none crashed).
     pub fn all_running(&mut self) -> bool {
         self.hubs

@@ -201,9 +201,12 @@ async fn the_hub_follows_the_primary_that_sentinel_names_through_a_failover() {
         },
     )
     .await;
+    let moved = "sentinel names a new redis primary";
     assert!(
-        c.log(0).contains("sentinel names a new redis primary")
-            || c.log(1).contains("sentinel names a new redis primary")
+        c.logged(0, moved) || c.logged(1, moved),
+        "neither hub logged the move:\n{}\n{}",
+        c.log(0),
+        c.log(1)
     );
     let _ = std::fs::remove_dir_all(&dir);
 }

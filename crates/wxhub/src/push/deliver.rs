@@ -27,6 +27,9 @@ use crate::store::push::Queued;
 /// Entries read from the store per lane and round.
 const FETCH: usize = 500;
 
+/// The least time between the starts of two rounds.
+const ROUND_GAP: std::time::Duration = std::time::Duration::from_millis(2);
+
 /// Entries a lane holds in memory; the rest wait in the store and are read
 /// as these go.
 const LANE_CAP: usize = 5_000;
@@ -97,18 +100,32 @@ impl Gateway {
     pub async fn run_worker(self: Arc<Self>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
         let mut lanes: HashMap<(String, String), Lane> = HashMap::new();
         let mut running: JoinSet<Attempt> = JoinSet::new();
+        let mut last_round: Option<tokio::time::Instant> = None;
         loop {
             tokio::select! {
                 () = tokio::time::sleep(self.settings.tick) => {}
                 () = self.wake.notified() => {}
                 Some(done) = running.join_next(), if !running.is_empty() => {
+                    // The person's next entry can start now.
                     if let Ok((lane_key, order, openid, outcome)) = done {
                         settle(&mut lanes, lane_key, order, &openid, outcome);
                     }
-                    continue;
                 }
                 _ = shutdown.changed() => break,
             }
+            // Every push wakes the worker, and a round reads each lane from
+            // the store: under load, one round per ROUND_GAP takes what
+            // arrived meanwhile, instead of a read per push competing with
+            // the pushes' own writes.
+            if let Some(t) = last_round {
+                tokio::time::sleep_until(t + ROUND_GAP).await;
+            }
+            while let Some(done) = running.try_join_next() {
+                if let Ok((lane_key, order, openid, outcome)) = done {
+                    settle(&mut lanes, lane_key, order, &openid, outcome);
+                }
+            }
+            last_round = Some(tokio::time::Instant::now());
             self.round(&mut lanes, &mut running).await;
         }
         // In-flight attempts finish (or time out) before the store closes.

@@ -403,7 +403,10 @@ impl SqliteStore {
     /// On a database failure.
     pub async fn push_accept(&self, p: &NewPush) -> Result<Accepted, StoreError> {
         let p = p.clone();
-        self.run(move |b| {
+        // A message alone is one insert; a follow change adds a second
+        // write that must go with it or not at all.
+        let single = p.follow.is_none();
+        let job = move |b: &mut Batch<'_>| {
             let mut kept = Vec::with_capacity(p.subscribers.len());
             let mut dropped = Vec::new();
             for sub in &p.subscribers {
@@ -450,8 +453,12 @@ impl SqliteStore {
                 save_follower(b, &p.appid, &f)?;
             }
             Ok(Accepted::New { dropped })
-        })
-        .await
+        };
+        if single {
+            self.run_single(job).await
+        } else {
+            self.run(job).await
+        }
     }
 
     /// Records the passive reply a message was answered with, for its
@@ -492,7 +499,7 @@ impl SqliteStore {
         limit: usize,
     ) -> Result<Vec<Queued>, StoreError> {
         let (appid, sub) = (appid.to_string(), sub.to_string());
-        self.run(move |b| fetch(b, &appid, &sub, after, limit))
+        self.run_single(move |b| fetch(b, &appid, &sub, after, limit))
             .await
     }
 

@@ -8,7 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 /// A verified push, to be written before the platform is answered.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct NewPush {
     /// The account.
     pub appid: String,
@@ -31,6 +31,40 @@ pub struct NewPush {
     pub max_backlog: u32,
     /// The message record, and so its duplicate detection, is kept until then.
     pub keep_until: i64,
+}
+
+/// What a person wrote (and the reply they got) stays out of `Debug`, so a
+/// stray `{:?}` in a log line carries sizes, not messages.
+struct Bytes<'a>(&'a str);
+
+impl std::fmt::Debug for Bytes<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "<{} bytes>", self.0.len())
+    }
+}
+
+impl std::fmt::Debug for NewPush {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewPush")
+            .field("appid", &self.appid)
+            .field("message_id", &self.message_id)
+            .field("raw_xml", &Bytes(&self.raw_xml))
+            .field("received_at", &self.received_at)
+            .field("subscribers", &self.subscribers)
+            .field("follow", &self.follow)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for StoredMessage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoredMessage")
+            .field("message_id", &self.message_id)
+            .field("raw_xml", &Bytes(&self.raw_xml))
+            .field("received_at", &self.received_at)
+            .field("reply", &self.reply.as_deref().map(Bytes))
+            .finish_non_exhaustive()
+    }
 }
 
 /// A subscribe or unsubscribe event's effect on the follower record.
@@ -95,7 +129,7 @@ impl Queued {
 }
 
 /// A stored message.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredMessage {
     /// Its id.
     pub message_id: String,
@@ -209,5 +243,36 @@ mod tests {
         assert!(f.subscribed);
         assert_eq!(f.subscribed_at, Some(30));
         assert_eq!(f.unsubscribed_at, Some(20));
+    }
+
+    #[test]
+    fn debug_shows_no_message_text_or_reply() {
+        let m = StoredMessage {
+            message_id: "id1".into(),
+            openid: "oPERSON".into(),
+            raw_xml: "<xml><Content>my phone is 13800000000</Content></xml>".into(),
+            received_at: 1,
+            reply: Some("1<xml><Content>secret answer</Content></xml>".into()),
+        };
+        let shown = format!("{m:?}");
+        assert!(
+            !shown.contains("13800000000") && !shown.contains("secret answer"),
+            "{shown}"
+        );
+        assert!(shown.contains("id1") && shown.contains("bytes"), "{shown}");
+        let p = NewPush {
+            appid: "wx1".into(),
+            dedup_key: "m:1".into(),
+            message_id: "id1".into(),
+            openid: "oPERSON".into(),
+            raw_xml: m.raw_xml.clone(),
+            received_at: 1,
+            subscribers: vec!["crm".into()],
+            follow: None,
+            max_backlog: 1,
+            keep_until: 2,
+        };
+        let shown = format!("{p:?}");
+        assert!(!shown.contains("13800000000"), "{shown}");
     }
 }

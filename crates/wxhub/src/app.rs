@@ -269,7 +269,7 @@ impl Application {
         // Always: an account given push settings at run time needs it.
         tasks.spawn(
             "push deliverer",
-            self.app.push.clone().run_worker(rx.clone()),
+            self.app.push.clone().run_worker_thread(rx.clone()),
         );
         tasks.spawn(
             "revoker",

@@ -116,9 +116,15 @@ pub struct Gateway {
     settings: PushSettings,
     // Shared mode: this instance's consumer name in the queues' group.
     instance: String,
-    // Deliveries and replier calls. Never follows redirects: a subscriber
-    // URL is the operator's, and a redirect could point anywhere.
+    // Replier calls, and (`deliver_http`) deliveries: one client each, as
+    // a client's connections are driven on the runtime that opened them,
+    // and deliveries run on a thread of lower priority. Neither follows
+    // redirects: a subscriber URL is the operator's, and a redirect could
+    // point anywhere.
     http: reqwest::Client,
+    deliver_http: reqwest::Client,
+    // The hub's main runtime, for work a delivery starts that others share.
+    main: std::sync::OnceLock<tokio::runtime::Handle>,
     // Woken when a push is written, so delivery starts at once.
     wake: tokio::sync::Notify,
     // Profile fetches per account in the current minute.
@@ -164,11 +170,14 @@ impl Gateway {
         let instance = creds
             .shared()
             .map_or_else(|| "local".to_string(), |s| s.instance().to_string());
-        let http = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(std::time::Duration::from_secs(5))
-            .pool_max_idle_per_host(settings.max_in_flight)
-            .build()?;
+        let client = || {
+            reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .connect_timeout(std::time::Duration::from_secs(5))
+                .pool_max_idle_per_host(settings.max_in_flight)
+                .build()
+        };
+        let (http, deliver_http) = (client()?, client()?);
         Ok(Gateway {
             accounts: std::sync::RwLock::new(map),
             platforms,
@@ -180,6 +189,8 @@ impl Gateway {
             settings: settings.clone(),
             instance,
             http,
+            deliver_http,
+            main: std::sync::OnceLock::new(),
             wake: tokio::sync::Notify::new(),
             profile_budget: Mutex::new(HashMap::new()),
             asking: Mutex::new(HashMap::new()),

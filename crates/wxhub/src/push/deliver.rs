@@ -96,6 +96,41 @@ enum Outcome {
 type Attempt = ((String, String), (u64, u64), String, Outcome);
 
 impl Gateway {
+    /// Runs the delivery worker until `shutdown` on a thread of its own,
+    /// with its own runtime, at a lower CPU priority than the rest of the
+    /// hub (Linux: nice 10). When the cores are busy, the platform's pushes
+    /// (answered within 5 s, or sent again) go first and deliveries use
+    /// what is left; the queue is durable, so they only wait. An idle
+    /// machine gives the thread all it asks for.
+    pub async fn run_worker_thread(self: Arc<Self>, shutdown: tokio::sync::watch::Receiver<bool>) {
+        let _ = self.main.set(tokio::runtime::Handle::current());
+        let (done, ended) = tokio::sync::oneshot::channel();
+        let gw = self.clone();
+        let rx = shutdown.clone();
+        let spawned = std::thread::Builder::new()
+            .name("wxhub-deliver".into())
+            .spawn(move || {
+                lower_priority();
+                match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt.block_on(gw.run_worker(rx)),
+                    Err(e) => tracing::error!(error = %e, "cannot start the delivery runtime"),
+                }
+                let _ = done.send(());
+            });
+        match spawned {
+            Ok(_) => {
+                let _ = ended.await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot start the delivery thread: delivering beside the rest");
+                self.run_worker(shutdown).await;
+            }
+        }
+    }
+
     /// Runs the delivery worker until `shutdown`.
     pub async fn run_worker(self: Arc<Self>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
         let mut lanes: HashMap<(String, String), Lane> = HashMap::new();
@@ -284,7 +319,10 @@ impl Gateway {
         let body = payload::body(&env, &parsed, &msg.raw_xml)
             .to_string()
             .into_bytes();
-        let error = match self.post(sub, &delivery_id, body, sub.timeout).await {
+        let error = match self
+            .post(&self.deliver_http, sub, &delivery_id, body, sub.timeout)
+            .await
+        {
             Ok((status, _)) if status.is_success() => {
                 count("delivered");
                 return match self.finish(appid, &sub.name, &q).await {
@@ -381,15 +419,32 @@ impl Gateway {
             out["profile_error"] = json!("profile_fetches_per_minute reached");
             return out;
         }
-        let token = match self.creds.get(appid, CredKind::AccessToken).await {
-            Ok(s) => AccessToken::new(s.value.expose_secret()),
-            Err(e) => {
-                counted("no_token");
-                out["profile_error"] = json!(format!("no access token: {e}"));
-                return out;
-            }
+        // On the hub's main runtime: a token fetch started here is shared
+        // with every other caller waiting for it, and must not live on the
+        // delivery thread's runtime (it ends with the worker).
+        let (creds, wx, id, who) = (
+            self.creds.clone(),
+            self.wx.clone(),
+            appid.to_string(),
+            openid.clone(),
+        );
+        let fetch = async move {
+            let token = match creds.get(&id, CredKind::AccessToken).await {
+                Ok(s) => AccessToken::new(s.value.expose_secret()),
+                Err(e) => return Err(("no_token", format!("no access token: {e}"))),
+            };
+            wx.user_info(&token, &who)
+                .await
+                .map_err(|e| ("failed", e.to_string()))
         };
-        match self.wx.user_info(&token, openid).await {
+        let fetched = match self.main.get() {
+            Some(main) => main
+                .spawn(fetch)
+                .await
+                .unwrap_or_else(|e| Err(("failed", e.to_string()))),
+            None => fetch.await,
+        };
+        match fetched {
             Ok(u) => {
                 counted("ok");
                 let profile = json!({
@@ -416,9 +471,9 @@ impl Gateway {
                 out["profile"] = profile;
                 out["profile_fetched_at"] = json!(now);
             }
-            Err(e) => {
-                counted("failed");
-                out["profile_error"] = json!(e.to_string());
+            Err((result, e)) => {
+                counted(result);
+                out["profile_error"] = json!(e);
             }
         }
         out
@@ -441,5 +496,15 @@ fn settle(
         Outcome::Delivered | Outcome::Parked => lane.settle_head(openid, order, None),
         Outcome::Retry(q) => lane.settle_head(openid, order, Some(*q)),
         Outcome::Unchanged => {}
+    }
+}
+
+/// Lowers the calling thread's CPU priority (Linux applies `setpriority`
+/// to one thread, by its id). Raising niceness needs no privilege; a
+/// failure leaves the thread as it was.
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    if let Err(e) = rustix::process::setpriority_process(Some(rustix::thread::gettid()), 10) {
+        tracing::debug!(error = %e, "cannot lower the delivery thread's priority");
     }
 }

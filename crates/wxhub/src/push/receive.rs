@@ -360,7 +360,13 @@ impl Gateway {
             follower,
         };
         let body = payload::body(&env, msg, &new.raw_xml).to_string();
-        let call = self.post(r, &delivery_id, body.into_bytes(), deadline.min(r.timeout));
+        let call = self.post(
+            &self.http,
+            r,
+            &delivery_id,
+            body.into_bytes(),
+            deadline.min(r.timeout),
+        );
         let outcome = match call.await {
             Ok((status, bytes)) if status.is_success() => {
                 parse_reply(msg, &bytes, self.clock.now())
@@ -436,6 +442,7 @@ impl Gateway {
     /// POSTs a signed delivery; the status and at most 64 KiB of the body.
     pub(super) async fn post(
         &self,
+        via: &reqwest::Client,
         s: &Subscriber,
         delivery_id: &str,
         body: Vec<u8>,
@@ -444,8 +451,7 @@ impl Gateway {
         let ts = self.clock.now();
         let signature = payload::sign(&s.secret, ts, &body);
         let call = async {
-            let resp = self
-                .http
+            let resp = via
                 .post(s.url.clone())
                 .header(header::CONTENT_TYPE, "application/json")
                 .header("x-wxhub-delivery", delivery_id)

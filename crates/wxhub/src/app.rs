@@ -343,7 +343,18 @@ async fn sweep_expired(app: Arc<App>, mut shutdown: tokio::sync::watch::Receiver
             ),
             Err(e) => tracing::warn!(error = %e, "cannot sweep the refresh history"),
         }
-        match app.store.push_sweep(app.clock.now()).await {
+        let live: Vec<(String, String)> = app
+            .push
+            .accounts()
+            .iter()
+            .flat_map(|a| {
+                a.config
+                    .subscribers
+                    .iter()
+                    .map(|s| (a.appid.as_str().to_string(), s.name.clone()))
+            })
+            .collect();
+        match app.store.push_sweep(app.clock.now(), &live).await {
             Ok(0) => {}
             Ok(n) => tracing::debug!(
                 messages = n,

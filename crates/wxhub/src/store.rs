@@ -690,11 +690,12 @@ impl Store {
         fn push_backlog(appid: &str, sub: &str) -> push::Backlog;
 
         /// Forgets delivered messages kept past their time (Redis expires
-        /// its own).
+        /// its own); only the subscribers in `live` (account, name) hold
+        /// one past it.
         ///
         /// # Errors
         /// On a storage failure.
-        fn push_sweep(now: i64) -> usize;
+        fn push_sweep(now: i64, live: &[(String, String)]) -> usize;
 
         /// A follower record.
         ///

@@ -555,7 +555,11 @@ impl RedisStore {
     ///
     /// # Errors
     /// Never.
-    pub async fn push_sweep(&self, _now: i64) -> Result<usize, StoreError> {
+    pub async fn push_sweep(
+        &self,
+        _now: i64,
+        _live: &[(String, String)],
+    ) -> Result<usize, StoreError> {
         Ok(0)
     }
 

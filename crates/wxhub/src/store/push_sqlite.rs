@@ -24,7 +24,7 @@
 //! stops between a delivery and the cursor's next move sends that message
 //! again after restart (with the same delivery id), never loses it.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -766,10 +766,25 @@ impl SqliteStore {
     /// `push.keep_secs` for all), so the walk stops at the first one still
     /// kept: no index on the time is written per push.
     ///
+    /// Only the subscribers in `live` (account, name: those configured now)
+    /// hold a message past its time: a subscriber removed from the
+    /// configuration, or an account that no longer takes pushes, would
+    /// otherwise keep its undelivered messages, retries and parked entries
+    /// for ever. Within `keep_secs` they stay, in case it comes back.
+    ///
     /// # Errors
     /// On a database failure.
-    pub async fn push_sweep(&self, now: i64) -> Result<usize, StoreError> {
+    pub async fn push_sweep(
+        &self,
+        now: i64,
+        live: &[(String, String)],
+    ) -> Result<usize, StoreError> {
+        let live: HashSet<(String, String)> = live.iter().cloned().collect();
         self.run(move |b| {
+            // A lane gone from the configuration is counted afresh if it
+            // comes back, not from what it had when it went.
+            let keys: HashSet<String> = live.iter().map(|(a, s)| lane_key(a, s)).collect();
+            b.queued.retain(|k, _| keys.contains(k));
             let cursors: HashMap<(String, String), i64> = b
                 .tx
                 .prepare_cached("SELECT appid, subscriber, settled FROM push_cursors")?
@@ -794,12 +809,35 @@ impl SqliteStore {
                         return Ok(gone);
                     }
                     let pending = subs.split('\n').filter(|s| !s.is_empty()).any(|s| {
-                        cursors
-                            .get(&(appid.clone(), s.to_string()))
-                            .is_none_or(|c| *c < id)
+                        let lane = (appid.clone(), s.to_string());
+                        live.contains(&lane) && cursors.get(&lane).is_none_or(|c| *c < id)
                     });
                     if pending {
                         continue;
+                    }
+                    // What subscribers gone from the configuration left of
+                    // it: their retry and parked entries go with it.
+                    let left: Vec<(bool, String)> = b
+                        .tx
+                        .prepare_cached(
+                            "SELECT 1, subscriber FROM push_retry WHERE msg = ?1
+                             UNION ALL SELECT 0, subscriber FROM push_parked WHERE msg = ?1",
+                        )?
+                        .query_map(params![id], |r| Ok((r.get(0)?, r.get(1)?)))?
+                        .collect::<Result<Vec<(bool, String)>, _>>()?
+                        .into_iter()
+                        .filter(|(_, sub)| !live.contains(&(appid.clone(), sub.clone())))
+                        .collect();
+                    for (retrying, sub) in left {
+                        let sql = if retrying {
+                            "DELETE FROM push_retry WHERE msg = ?1 AND subscriber = ?2"
+                        } else {
+                            "DELETE FROM push_parked WHERE msg = ?1 AND subscriber = ?2"
+                        };
+                        let n = b.tx.prepare_cached(sql)?.execute(params![id, sub])?;
+                        if retrying {
+                            queued_add(b, &appid, &sub, -(n as i64));
+                        }
                     }
                     gone += b
                         .tx
@@ -884,6 +922,12 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("wxhub-push-{}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         dir.join("t.db")
+    }
+
+    fn lanes(subs: &[&str]) -> Vec<(String, String)> {
+        subs.iter()
+            .map(|s| ("wx1".to_string(), (*s).to_string()))
+            .collect()
     }
 
     fn new_push(key: &str, id: &str, subs: &[&str]) -> NewPush {
@@ -1014,7 +1058,12 @@ mod tests {
             assert_eq!(s.push_backlog("wx1", "a").await.expect("backlog").queued, 2);
             // Kept while a subscriber still needs them, whatever their time
             // (`other` has read nothing yet).
-            assert_eq!(s.push_sweep(10_000).await.expect("sweep"), 0);
+            assert_eq!(
+                s.push_sweep(10_000, &lanes(&["a", "other"]))
+                    .await
+                    .expect("sweep"),
+                0
+            );
             s.close().await;
         }
         let s = SqliteStore::open(&p).expect("reopen");
@@ -1030,7 +1079,12 @@ mod tests {
             s.push_done("wx1", "a", q).await.expect("done");
         }
         assert_eq!(s.push_backlog("wx1", "a").await.expect("backlog").queued, 0);
-        assert_eq!(s.push_sweep(10_000).await.expect("sweep"), 3);
+        assert_eq!(
+            s.push_sweep(10_000, &lanes(&["a", "other"]))
+                .await
+                .expect("sweep"),
+            3
+        );
         assert_eq!(
             s.push_take_over("wx1", "other", "-", 100)
                 .await
@@ -1071,6 +1125,67 @@ mod tests {
             s.push_done("wx1", "a", &got[0]).await.expect("done");
         }
         assert_eq!(s.push_backlog("wx1", "a").await.expect("backlog").queued, 0);
+        s.close().await;
+        let _ = std::fs::remove_dir_all(p.parent().expect("dir"));
+    }
+
+    #[tokio::test]
+    async fn a_removed_subscriber_holds_nothing_past_the_keep_time() {
+        let p = path("removed");
+        let s = SqliteStore::open(&p).expect("open");
+        for i in 1..=3 {
+            s.push_accept(&new_push(
+                &format!("m:{i}"),
+                &format!("id{i}"),
+                &["a", "gone"],
+            ))
+            .await
+            .expect("accept");
+        }
+        // `a` has everything; `gone` failed once on the first and parked
+        // the second, and never read the third.
+        for q in s.push_take_over("wx1", "a", "-", 100).await.expect("a") {
+            s.push_done("wx1", "a", &q).await.expect("done");
+        }
+        let g = s
+            .push_take_over("wx1", "gone", "-", 100)
+            .await
+            .expect("gone");
+        let failed = Queued {
+            attempts: 1,
+            next_at: 500,
+            last_error: Some("HTTP 502".into()),
+            ..g[0].clone()
+        };
+        s.push_retry("wx1", "gone", &failed).await.expect("retry");
+        s.push_park("wx1", "gone", &g[1], 150, 100)
+            .await
+            .expect("park");
+        // While it is configured, it holds all three.
+        assert_eq!(
+            s.push_sweep(10_000, &lanes(&["a", "gone"]))
+                .await
+                .expect("sweep"),
+            0
+        );
+        // Not before their time, configured or not.
+        assert_eq!(s.push_sweep(150, &lanes(&["a"])).await.expect("sweep"), 0);
+        assert_eq!(
+            s.push_sweep(10_000, &lanes(&["a"])).await.expect("sweep"),
+            3
+        );
+        assert!(
+            s.push_parked("wx1", &[], 10)
+                .await
+                .expect("parked")
+                .is_empty()
+        );
+        assert!(
+            s.push_take_over("wx1", "gone", "-", 100)
+                .await
+                .expect("gone")
+                .is_empty()
+        );
         s.close().await;
         let _ = std::fs::remove_dir_all(p.parent().expect("dir"));
     }

@@ -93,7 +93,7 @@ type Job = Box<dyn Write>;
 const MAX_BATCH: usize = 512;
 
 /// Under load (the last batch had company) a batch smaller than this waits
-/// up to [`GROUP_WAIT`] for more: a commit writes the same few pages for
+/// [`GROUP_WAIT`] once for more: a commit writes the same few pages for
 /// one push or for twenty, and without the wait batches averaged four.
 const GROUP: usize = 16;
 const GROUP_WAIT: std::time::Duration = std::time::Duration::from_micros(100);
@@ -142,6 +142,19 @@ fn connect(path: &Path) -> Result<Connection, StoreError> {
     Ok(conn)
 }
 
+/// Takes what is queued into `batch`, up to [`MAX_BATCH`]; true when the
+/// store is closing.
+fn take_queued(jobs: &std::sync::mpsc::Receiver<Option<Job>>, batch: &mut Vec<Job>) -> bool {
+    while batch.len() < MAX_BATCH {
+        match jobs.try_recv() {
+            Ok(Some(job)) => batch.push(job),
+            Ok(None) => return true,
+            Err(_) => return false,
+        }
+    }
+    false
+}
+
 /// The writer thread: waits for a write, takes every other one queued
 /// behind it, runs them in one transaction and answers them all.
 fn write_loop(mut conn: Connection, jobs: std::sync::mpsc::Receiver<Option<Job>>) {
@@ -151,29 +164,13 @@ fn write_loop(mut conn: Connection, jobs: std::sync::mpsc::Receiver<Option<Job>>
     let mut last_len = 0;
     while let Ok(Some(first)) = jobs.recv() {
         let mut batch = vec![first];
-        let mut closing = false;
-        // Alone (the last batch was one write too): no wait at all.
-        let until = (last_len > 1).then(|| std::time::Instant::now() + GROUP_WAIT);
-        while batch.len() < MAX_BATCH {
-            let next = match until {
-                Some(t) if batch.len() < GROUP => {
-                    match jobs.recv_timeout(t.saturating_duration_since(std::time::Instant::now()))
-                    {
-                        Ok(j) => Ok(j),
-                        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => break,
-                        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => Err(()),
-                    }
-                }
-                _ => jobs.try_recv().map_err(|_| ()),
-            };
-            match next {
-                Ok(Some(job)) => batch.push(job),
-                Ok(None) => {
-                    closing = true;
-                    break;
-                }
-                Err(()) => break,
-            }
+        let mut closing = take_queued(&jobs, &mut batch);
+        // Alone (the last batch was one write too): no wait at all. A
+        // sleeping writer is not woken by each send, as one blocked in
+        // `recv` would be (a futex wake per push, a sixth of the handler).
+        if !closing && last_len > 1 && batch.len() < GROUP {
+            std::thread::sleep(GROUP_WAIT);
+            closing = take_queued(&jobs, &mut batch);
         }
         last_len = batch.len();
         let tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {

@@ -18,8 +18,7 @@ use wx_api::endpoint::component::{
 };
 
 use super::Credentials;
-use super::model::{Account, CredKind, Secret, Trigger};
-use crate::store::Record;
+use super::model::{Account, Cred, CredKind, Secret, Trigger};
 
 /// The store key of a component's newest verify ticket.
 pub const TICKET_KEY: &str = "component_verify_ticket";
@@ -68,16 +67,13 @@ impl Credentials {
         create_time: i64,
     ) -> Result<bool, crate::store::StoreError> {
         let now = self.clock.now();
-        let record = Record {
+        let record = Cred {
             value: Secret::new(ticket.expose_secret()),
             expires_at: create_time + TICKET_TTL,
             fetched_at: create_time,
             first_seen: now,
-            fence: 0,
-            seq: 0,
-            refresh_at: 0,
-            pending_since: None,
-        };
+        }
+        .record(0, 0);
         // Not under a lease: whichever instance the platform reaches stores
         // it, and the newest CreateTime wins, in the store's own check.
         self.store
@@ -243,16 +239,13 @@ impl Credentials {
         fence: u64,
     ) -> Result<(), WxError> {
         let now = self.clock.now();
-        let record = Record {
+        let record = Cred {
             value: Secret::new(token.expose_secret()),
             expires_at: NEVER,
             fetched_at: now,
             first_seen: now,
-            fence,
-            seq: 0,
-            refresh_at: 0,
-            pending_since: None,
-        };
+        }
+        .record(fence, 0);
         let holder = self
             .shared
             .as_ref()
@@ -411,15 +404,14 @@ impl Credentials {
         access: Option<(String, i64)>,
     ) -> Result<(), WxError> {
         let now = self.clock.now();
-        let record = |value: &str, expires_at: i64| Record {
-            value: Secret::new(value),
-            expires_at,
-            fetched_at: now,
-            first_seen: now,
-            fence: 0,
-            seq: 0,
-            refresh_at: 0,
-            pending_since: None,
+        let record = |value: &str, expires_at: i64| {
+            Cred {
+                value: Secret::new(value),
+                expires_at,
+                fetched_at: now,
+                first_seen: now,
+            }
+            .record(0, 0)
         };
         self.store
             .write_newest(
@@ -444,7 +436,7 @@ impl Credentials {
                 &self.settings,
                 crate::config::TokenMode::Classic,
                 CredKind::AccessToken,
-                &super::model::Cred::from_record(&rec),
+                &Cred::from_record(&rec),
                 Self::jitter(),
             );
             if let Err(e) = self.store.write_newest(appid, &key, &rec).await {

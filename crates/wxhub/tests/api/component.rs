@@ -121,6 +121,20 @@ async fn push_ticket(t: &TestHub) -> Value {
     r
 }
 
+/// A first ticket, and the component token the hub fetches with it.
+async fn first_ticket(t: &TestHub) {
+    push_ticket(t).await;
+    eventually("the component token", || component_tokens(t) == 1).await;
+}
+
+/// A platform with its component token and `AUTHORIZER` authorized to it.
+async fn authorized_platform() -> TestHub {
+    let t = platform(1).await;
+    first_ticket(&t).await;
+    authorize(&t, AUTHORIZER).await;
+    t
+}
+
 async fn authorize(t: &TestHub, appid: &str) -> Value {
     let r = t
         .sim_post(
@@ -250,8 +264,7 @@ async fn a_bad_push_is_refused_before_anything_is_stored() {
 #[tokio::test]
 async fn an_authorized_account_is_served_like_any_other_for_48_hours() {
     let t = platform(1).await;
-    push_ticket(&t).await;
-    eventually("the component token", || component_tokens(&t) == 1).await;
+    first_ticket(&t).await;
 
     let r = authorize(&t, AUTHORIZER).await;
     assert_eq!(r["info_type"], "authorized");
@@ -323,10 +336,7 @@ async fn an_authorized_account_is_served_like_any_other_for_48_hours() {
 
 #[tokio::test]
 async fn unauthorize_stops_refreshing_and_a_new_authorization_brings_it_back() {
-    let t = platform(1).await;
-    push_ticket(&t).await;
-    eventually("the component token", || component_tokens(&t) == 1).await;
-    authorize(&t, AUTHORIZER).await;
+    let t = authorized_platform().await;
     assert_eq!(token_of(&t, AUTHORIZER).await.0, 200);
 
     let r = t
@@ -368,10 +378,7 @@ async fn unauthorize_stops_refreshing_and_a_new_authorization_brings_it_back() {
 #[tokio::test]
 async fn a_restart_keeps_refreshing_with_the_stored_refresh_token_and_a_killed_refresh_loses_nothing()
  {
-    let mut t = platform(1).await;
-    push_ticket(&t).await;
-    eventually("the component token", || component_tokens(&t) == 1).await;
-    authorize(&t, AUTHORIZER).await;
+    let mut t = authorized_platform().await;
     t.restart().await;
     assert_eq!(
         token_of(&t, AUTHORIZER).await.0,
@@ -445,10 +452,7 @@ async fn a_restart_keeps_refreshing_with_the_stored_refresh_token_and_a_killed_r
 
 #[tokio::test]
 async fn a_ticket_missed_for_hours_breaks_nothing_while_the_last_one_is_valid() {
-    let t = platform(1).await;
-    push_ticket(&t).await;
-    eventually("the component token", || component_tokens(&t) == 1).await;
-    authorize(&t, AUTHORIZER).await;
+    let t = authorized_platform().await;
     // No push for 6 hours: the stored ticket (12 h) keeps the component
     // token, and with it the authorizer's, fresh.
     let end = t.now() + 6 * 3600;
@@ -499,8 +503,7 @@ async fn a_thousand_authorized_accounts_are_refreshed_once_per_lifetime() {
             .unwrap();
         assert_eq!(r.status().as_u16(), 201);
     }
-    push_ticket(&t).await;
-    eventually("the component token", || component_tokens(&t) == 1).await;
+    first_ticket(&t).await;
     for i in 1..=N {
         authorize(&t, &authorizer(i)).await;
     }
@@ -566,8 +569,7 @@ fn enc(s: &str) -> String {
 #[tokio::test]
 async fn the_start_page_and_the_return_handler_add_the_account() {
     let t = platform(1).await;
-    push_ticket(&t).await;
-    eventually("the component token", || component_tokens(&t) == 1).await;
+    first_ticket(&t).await;
 
     let r = t
         .http
@@ -678,8 +680,7 @@ anonymous = { per_minute = 3, burst = 3 }
         },
     )
     .await;
-    push_ticket(&t).await;
-    eventually("the component token", || component_tokens(&t) == 1).await;
+    first_ticket(&t).await;
     let mut codes = 0;
     let mut limited = 0;
     for _ in 0..20 {
@@ -806,10 +807,7 @@ async fn no_component_secret_ticket_code_or_token_reaches_a_log_metrics_or_a_lis
 
 #[tokio::test]
 async fn a_refresh_token_the_platform_rejects_is_read_back_from_the_authorizer_list_once() {
-    let t = platform(1).await;
-    push_ticket(&t).await;
-    eventually("the component token", || component_tokens(&t) == 1).await;
-    authorize(&t, AUTHORIZER).await;
+    let t = authorized_platform().await;
     // The next refresh is refused once with 61023: the hub reads the
     // refresh token back from api_get_authorizer_list and tries again.
     t.fault(json!({"endpoint": "/cgi-bin/component/api_authorizer_token", "count": 1, "errcode": 61023}))
@@ -859,10 +857,7 @@ async fn a_refresh_token_the_platform_rejects_is_read_back_from_the_authorizer_l
 
 #[tokio::test]
 async fn a_61003_on_refresh_revokes_the_account_as_the_event_would() {
-    let t = platform(1).await;
-    push_ticket(&t).await;
-    eventually("the component token", || component_tokens(&t) == 1).await;
-    authorize(&t, AUTHORIZER).await;
+    let t = authorized_platform().await;
     t.fault(json!({"endpoint": "/cgi-bin/component/api_authorizer_token", "count": 1, "errcode": 61003}))
         .await;
     t.advance(7200);

@@ -366,9 +366,14 @@ apps = ["*"]
     }
 
     pub async fn token_from(&self, i: usize) -> (u16, Value) {
+        self.token_of(i, APPID).await
+    }
+
+    /// `appid`'s access token from hub `i`.
+    pub async fn token_of(&self, i: usize, appid: &str) -> (u16, Value) {
         let r = self
             .http
-            .get(format!("{}/v1/apps/{APPID}/access_token", self.hub(i).base))
+            .get(format!("{}/v1/apps/{appid}/access_token", self.hub(i).base))
             .bearer_auth(&self.key)
             .send()
             .await
@@ -480,6 +485,17 @@ apps = ["*"]
         let calls = &self.sim.sim().stats()["apps"][APPID]["calls"];
         calls["/cgi-bin/token"].as_u64().unwrap_or(0)
             + calls["/cgi-bin/stable_token"].as_u64().unwrap_or(0)
+    }
+
+    pub async fn sim_get(&self, path: &str) -> Value {
+        self.http
+            .get(format!("{}{}", self.sim.base_url(), path))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
     }
 
     pub async fn sim_post(&self, path: &str, body: Value) -> Value {

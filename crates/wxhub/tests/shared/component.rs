@@ -184,47 +184,22 @@ async fn three_instances_refresh_the_component_and_an_authorizer_once_per_lifeti
 
 /// What the simulator says of the authorization (its refresh token's state).
 async fn authorizer_state(c: &Cluster) -> serde_json::Value {
-    c.http
-        .get(format!(
-            "{}/_sim/components/{COMPONENT}/authorizers/{AUTHORIZER}",
-            c.sim.base_url()
-        ))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    c.sim_get(&format!(
+        "/_sim/components/{COMPONENT}/authorizers/{AUTHORIZER}"
+    ))
+    .await
 }
 
 /// The platform's answer to a business call with `token`.
 async fn getticket(c: &Cluster, token: &str) -> serde_json::Value {
-    c.http
-        .get(format!(
-            "{}/cgi-bin/ticket/getticket?type=jsapi&access_token={token}",
-            c.sim.base_url()
-        ))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    c.sim_get(&format!(
+        "/cgi-bin/ticket/getticket?type=jsapi&access_token={token}"
+    ))
+    .await
 }
 
 async fn authorizer_token(c: &Cluster, i: usize) -> (u16, serde_json::Value) {
-    let r = c
-        .http
-        .get(format!(
-            "{}/v1/apps/{AUTHORIZER}/access_token",
-            c.hub(i).base
-        ))
-        .bearer_auth(&c.key)
-        .send()
-        .await
-        .unwrap();
-    let s = r.status().as_u16();
-    (s, r.json().await.unwrap_or_default())
+    c.token_of(i, AUTHORIZER).await
 }
 
 /// Every instance SIGKILLed while the platform holds an authorizer refresh

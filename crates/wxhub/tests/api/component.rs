@@ -127,6 +127,16 @@ async fn first_ticket(t: &TestHub) {
     eventually("the component token", || component_tokens(t) == 1).await;
 }
 
+/// The platform refuses the next `count` authorizer refreshes with
+/// `errcode`; two hours pass (with a fresh ticket) and what is due runs.
+async fn next_refresh_refused(t: &TestHub, errcode: i64, count: u32) {
+    t.fault(json!({"endpoint": "/cgi-bin/component/api_authorizer_token", "count": count, "errcode": errcode}))
+        .await;
+    t.advance(7200);
+    push_ticket(t).await;
+    t.run_due().await;
+}
+
 /// A platform with its component token and `AUTHORIZER` authorized to it.
 async fn authorized_platform() -> TestHub {
     let t = platform(1).await;
@@ -810,11 +820,7 @@ async fn a_refresh_token_the_platform_rejects_is_read_back_from_the_authorizer_l
     let t = authorized_platform().await;
     // The next refresh is refused once with 61023: the hub reads the
     // refresh token back from api_get_authorizer_list and tries again.
-    t.fault(json!({"endpoint": "/cgi-bin/component/api_authorizer_token", "count": 1, "errcode": 61023}))
-        .await;
-    t.advance(7200);
-    push_ticket(&t).await;
-    t.run_due().await;
+    next_refresh_refused(&t, 61023, 1).await;
     let (s, v) = token_of(&t, AUTHORIZER).await;
     assert_eq!(s, 200, "{v}");
     assert!(works(&t, v["access_token"].as_str().unwrap()).await);
@@ -823,11 +829,7 @@ async fn a_refresh_token_the_platform_rejects_is_read_back_from_the_authorizer_l
         .unwrap_or(0);
     assert_eq!(listed, 1, "one reconciliation");
     // Rejected for good: the account says what to do, and is not hammered.
-    t.fault(json!({"endpoint": "/cgi-bin/component/api_authorizer_token", "count": 1000, "errcode": 61023}))
-        .await;
-    t.advance(7200);
-    push_ticket(&t).await;
-    t.run_due().await;
+    next_refresh_refused(&t, 61023, 1000).await;
     let apps = t.apps().await;
     let a = apps["apps"]
         .as_array()
@@ -858,11 +860,7 @@ async fn a_refresh_token_the_platform_rejects_is_read_back_from_the_authorizer_l
 #[tokio::test]
 async fn a_61003_on_refresh_revokes_the_account_as_the_event_would() {
     let t = authorized_platform().await;
-    t.fault(json!({"endpoint": "/cgi-bin/component/api_authorizer_token", "count": 1, "errcode": 61003}))
-        .await;
-    t.advance(7200);
-    push_ticket(&t).await;
-    t.run_due().await;
+    next_refresh_refused(&t, 61003, 1).await;
     for _ in 0..200 {
         if token_of(&t, AUTHORIZER).await.0 == 403 {
             break;

@@ -30,6 +30,23 @@ const FETCH: usize = 500;
 /// The least time between the starts of two rounds.
 const ROUND_GAP: std::time::Duration = std::time::Duration::from_millis(2);
 
+/// The longest a round waits for pushes to be written: under sustained
+/// load deliveries still start at least this often.
+const MAX_YIELD: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// How often a waiting round looks again.
+const YIELD_STEP: std::time::Duration = std::time::Duration::from_millis(1);
+
+/// Waits while `pending()` pushes wait for their write, at most
+/// [`MAX_YIELD`]. At ordinary rates no push is waiting and a round starts
+/// at once.
+async fn yield_to_pushes(pending: impl Fn() -> usize) {
+    let started = tokio::time::Instant::now();
+    while pending() > 0 && started.elapsed() < MAX_YIELD {
+        tokio::time::sleep(YIELD_STEP).await;
+    }
+}
+
 /// Entries a lane holds in memory; the rest wait in the store and are read
 /// as these go.
 const LANE_CAP: usize = 5_000;
@@ -160,6 +177,13 @@ impl Gateway {
                     settle(&mut lanes, lane_key, order, &openid, outcome);
                 }
             }
+            // Under a burst the platform's pushes come first: each waits
+            // for its durable write before it is answered (within 5 s, or
+            // the platform sends it again), and a round's reads, deliveries
+            // and cursor moves compete with those writes for the cores and
+            // the store. The queue is durable, so deliveries only wait.
+            let writes = self.settings.max_pending_writes;
+            yield_to_pushes(|| writes - self.writing.available_permits()).await;
             last_round = Some(tokio::time::Instant::now());
             self.round(&mut lanes, &mut running).await;
         }
@@ -506,5 +530,48 @@ fn lower_priority() {
     #[cfg(target_os = "linux")]
     if let Err(e) = rustix::process::setpriority_process(Some(rustix::thread::gettid()), 10) {
         tracing::debug!(error = %e, "cannot lower the delivery thread's priority");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use super::{MAX_YIELD, yield_to_pushes};
+
+    #[tokio::test(start_paused = true)]
+    async fn a_round_starts_at_once_when_no_push_waits() {
+        let started = tokio::time::Instant::now();
+        yield_to_pushes(|| 0).await;
+        assert_eq!(started.elapsed(), Duration::ZERO);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_round_waits_for_pending_pushes_and_goes_when_they_are_written() {
+        let pending = AtomicUsize::new(3);
+        let started = tokio::time::Instant::now();
+        let wait = yield_to_pushes(|| pending.load(Ordering::Relaxed));
+        let written = async {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            pending.store(0, Ordering::Relaxed);
+        };
+        tokio::join!(wait, written);
+        let waited = started.elapsed();
+        assert!(
+            waited >= Duration::from_millis(20) && waited <= Duration::from_millis(22),
+            "{waited:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn sustained_pushes_hold_a_round_back_at_most_the_bound() {
+        let started = tokio::time::Instant::now();
+        yield_to_pushes(|| 1).await;
+        let waited = started.elapsed();
+        assert!(
+            waited >= MAX_YIELD && waited <= MAX_YIELD + Duration::from_millis(2),
+            "{waited:?}"
+        );
     }
 }

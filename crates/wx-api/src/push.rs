@@ -131,8 +131,29 @@ pub struct PushQuery {
 
 impl PushQuery {
     /// Parses a raw query string (without `?`). Unknown parameters are ignored.
+    /// A parameter given twice makes the whole query unreadable (as
+    /// serde's form decoding has it): no signature can then be checked.
     pub fn from_query_str(query: &str) -> Self {
-        serde_urlencoded::from_str(query).unwrap_or_default()
+        let mut q = PushQuery::default();
+        // Decoded by hand rather than through serde: every push pays for
+        // it before anything else.
+        for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
+            let slot = match k.as_ref() {
+                "signature" => &mut q.signature,
+                "timestamp" => &mut q.timestamp,
+                "nonce" => &mut q.nonce,
+                "echostr" => &mut q.echostr,
+                "openid" => &mut q.openid,
+                "encrypt_type" => &mut q.encrypt_type,
+                "msg_signature" => &mut q.msg_signature,
+                _ => continue,
+            };
+            if slot.is_some() {
+                return PushQuery::default();
+            }
+            *slot = Some(v.into_owned());
+        }
+        q
     }
 
     fn is_encrypted(&self) -> bool {
@@ -362,6 +383,22 @@ impl PushCrypto {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_query_is_read_by_name_and_a_repeated_parameter_makes_it_unreadable() {
+        let q = PushQuery::from_query_str(
+            "signature=ab%20c&timestamp=1&nonce=n&openid=o&encrypt_type=aes&msg_signature=m&other=x&echostr=e",
+        );
+        assert_eq!(q.signature.as_deref(), Some("ab c"));
+        assert_eq!(q.timestamp.as_deref(), Some("1"));
+        assert_eq!(q.nonce.as_deref(), Some("n"));
+        assert_eq!(q.openid.as_deref(), Some("o"));
+        assert_eq!(q.encrypt_type.as_deref(), Some("aes"));
+        assert_eq!(q.msg_signature.as_deref(), Some("m"));
+        assert_eq!(q.echostr.as_deref(), Some("e"));
+        let twice = PushQuery::from_query_str("signature=a&timestamp=1&signature=b");
+        assert!(twice.signature.is_none() && twice.timestamp.is_none());
+    }
+
     use super::*;
 
     const KEY: &str = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG";

@@ -87,13 +87,13 @@ pub(crate) fn parse_fields(body: &[u8]) -> Result<Fields, PushError> {
                 if let Some(parent) = stack.last_mut() {
                     parent.1 = true;
                 }
-                push_field(&mut fields, &stack, &name, String::new())?;
+                push_field(&mut fields, &stack, name, String::new())?;
             }
             XmlEvent::End(_) => {
                 if let Some((name, had_child)) = stack.pop() {
                     if !had_child {
-                        let value = std::mem::take(&mut text_buf);
-                        push_field(&mut fields, &stack, &name, value)?;
+                        let value = text_buf.as_str().to_owned();
+                        push_field(&mut fields, &stack, name, value)?;
                     }
                     text_buf.clear();
                 } else if root_open {
@@ -131,18 +131,25 @@ pub(crate) fn parse_fields(body: &[u8]) -> Result<Fields, PushError> {
 fn push_field(
     fields: &mut Fields,
     stack: &[(String, bool)],
-    name: &str,
+    name: String,
     value: String,
 ) -> Result<(), PushError> {
     if fields.len() >= MAX_FIELDS {
         return Err(PushError::TooManyFields);
     }
-    let mut path = String::new();
-    for (parent, _) in stack {
-        path.push_str(parent);
-        path.push('/');
-    }
-    path.push_str(name);
+    // A push is flat but for a few events' nested lists: most leaves are
+    // their own path, and the name they were read with is kept as it is.
+    let path = if stack.is_empty() {
+        name
+    } else {
+        let mut path = String::new();
+        for (parent, _) in stack {
+            path.push_str(parent);
+            path.push('/');
+        }
+        path.push_str(&name);
+        path
+    };
     fields.push((path, value));
     Ok(())
 }

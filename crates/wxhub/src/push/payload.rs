@@ -46,11 +46,10 @@ pub fn new_message_id() -> String {
             Some(next(last))
         })
         .unwrap_or_else(|v| v);
-    format!(
-        "{:016x}{}",
-        next(prev),
-        hex::encode(rand::random::<[u8; 8]>())
-    )
+    let mut raw = [0u8; 16];
+    raw[..8].copy_from_slice(&next(prev).to_be_bytes());
+    raw[8..].copy_from_slice(&rand::random::<[u8; 8]>());
+    hex::encode(raw)
 }
 
 /// `MsgType` and, for events, `Event`.

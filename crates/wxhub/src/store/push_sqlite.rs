@@ -162,6 +162,21 @@ fn lane_key(appid: &str, sub: &str) -> String {
     format!("{appid}\0{sub}")
 }
 
+/// Runs `f` with the lane key of `appid` and `sub` in a reused buffer: the
+/// per-push lookups of the queue counts allocate nothing.
+fn with_lane_key<R>(appid: &str, sub: &str, f: impl FnOnce(&str) -> R) -> R {
+    thread_local! {
+        static KEY: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+    }
+    KEY.with_borrow_mut(|key| {
+        key.clear();
+        key.push_str(appid);
+        key.push('\0');
+        key.push_str(sub);
+        f(key)
+    })
+}
+
 /// `subs` holds `\nname\n` per subscriber (names have no newline).
 fn encode_subs(names: &[&String]) -> String {
     let mut out = String::from("\n");
@@ -220,9 +235,8 @@ fn settle(b: &mut Batch<'_>, appid: &str, sub: &str, row: i64) -> Result<(), Sto
 /// every push, delivery and replay (the writer thread is the file's only
 /// writer).
 fn queued_count(b: &mut Batch<'_>, appid: &str, sub: &str) -> Result<u64, StoreError> {
-    let key = lane_key(appid, sub);
-    if let Some(n) = b.queued.get(&key) {
-        return Ok(*n);
+    if let Some(n) = with_lane_key(appid, sub, |k| b.queued.get(k).copied()) {
+        return Ok(n);
     }
     let cursor = saved_cursor(b, appid, sub)?;
     let retrying: i64 = b
@@ -240,14 +254,16 @@ fn queued_count(b: &mut Batch<'_>, appid: &str, sub: &str) -> Result<u64, StoreE
         )?
         .query_row(params![appid, cursor, sub], |r| r.get(0))?;
     let n = (retrying + fresh) as u64;
-    b.queued.insert(key, n);
+    b.queued.insert(lane_key(appid, sub), n);
     Ok(n)
 }
 
 fn queued_add(b: &mut Batch<'_>, appid: &str, sub: &str, delta: i64) {
-    if let Some(n) = b.queued.get_mut(&lane_key(appid, sub)) {
-        *n = n.saturating_add_signed(delta);
-    }
+    with_lane_key(appid, sub, |k| {
+        if let Some(n) = b.queued.get_mut(k) {
+            *n = n.saturating_add_signed(delta);
+        }
+    });
 }
 
 fn load_follower(b: &Batch<'_>, appid: &str, openid: &str) -> Result<Option<Follower>, StoreError> {

@@ -183,7 +183,7 @@ impl Gateway {
             // and cursor moves compete with those writes for the cores and
             // the store. The queue is durable, so deliveries only wait.
             let writes = self.settings.max_pending_writes;
-            yield_to_pushes(|| writes - self.writing.available_permits()).await;
+            yield_to_pushes(|| writes.saturating_sub(self.writing.available_permits())).await;
             last_round = Some(tokio::time::Instant::now());
             self.round(&mut lanes, &mut running).await;
         }

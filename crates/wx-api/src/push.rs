@@ -383,22 +383,6 @@ impl PushCrypto {
 
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn a_query_is_read_by_name_and_a_repeated_parameter_makes_it_unreadable() {
-        let q = PushQuery::from_query_str(
-            "signature=ab%20c&timestamp=1&nonce=n&openid=o&encrypt_type=aes&msg_signature=m&other=x&echostr=e",
-        );
-        assert_eq!(q.signature.as_deref(), Some("ab c"));
-        assert_eq!(q.timestamp.as_deref(), Some("1"));
-        assert_eq!(q.nonce.as_deref(), Some("n"));
-        assert_eq!(q.openid.as_deref(), Some("o"));
-        assert_eq!(q.encrypt_type.as_deref(), Some("aes"));
-        assert_eq!(q.msg_signature.as_deref(), Some("m"));
-        assert_eq!(q.echostr.as_deref(), Some("e"));
-        let twice = PushQuery::from_query_str("signature=a&timestamp=1&signature=b");
-        assert!(twice.signature.is_none() && twice.timestamp.is_none());
-    }
-
     use super::*;
 
     const KEY: &str = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG";
@@ -589,5 +573,21 @@ mod tests {
             c.open(&q, &big).unwrap_err(),
             PushError::BodyTooLarge { .. }
         ));
+    }
+
+    #[test]
+    fn a_query_is_read_by_name_and_a_repeated_parameter_makes_it_unreadable() {
+        let q = PushQuery::from_query_str(
+            "signature=ab%20c&timestamp=1&nonce=n&openid=o&encrypt_type=aes&msg_signature=m&other=x&echostr=e",
+        );
+        assert_eq!(q.signature.as_deref(), Some("ab c"));
+        assert_eq!(q.timestamp.as_deref(), Some("1"));
+        assert_eq!(q.nonce.as_deref(), Some("n"));
+        assert_eq!(q.openid.as_deref(), Some("o"));
+        assert_eq!(q.encrypt_type.as_deref(), Some("aes"));
+        assert_eq!(q.msg_signature.as_deref(), Some("m"));
+        assert_eq!(q.echostr.as_deref(), Some("e"));
+        let twice = PushQuery::from_query_str("signature=a&timestamp=1&signature=b");
+        assert!(twice.signature.is_none() && twice.timestamp.is_none());
     }
 }

@@ -159,7 +159,7 @@ impl LaneCursor {
 }
 
 fn lane_key(appid: &str, sub: &str) -> String {
-    format!("{appid}\0{sub}")
+    with_lane_key(appid, sub, str::to_owned)
 }
 
 /// Runs `f` with the lane key of `appid` and `sub` in a reused buffer: the

@@ -488,26 +488,16 @@ apps = ["*"]
     }
 
     pub async fn sim_get(&self, path: &str) -> Value {
-        self.http
-            .get(format!("{}{}", self.sim.base_url(), path))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
+        json_of(self.http.get(format!("{}{}", self.sim.base_url(), path))).await
     }
 
     pub async fn sim_post(&self, path: &str, body: Value) -> Value {
-        self.http
-            .post(format!("{}{}", self.sim.base_url(), path))
-            .json(&body)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
+        json_of(
+            self.http
+                .post(format!("{}{}", self.sim.base_url(), path))
+                .json(&body),
+        )
+        .await
     }
 
     pub fn kill(&mut self, i: usize) {
@@ -603,4 +593,9 @@ pub fn spawn_redis_server<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> std::process
         .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap_or_else(|e| panic!("{bin}: {e} (install redis-server or set WXHUB_REDIS_SERVER)"))
+}
+
+/// The JSON answer to a request the test expects to succeed.
+async fn json_of(req: reqwest::RequestBuilder) -> Value {
+    req.send().await.unwrap().json().await.unwrap()
 }

@@ -7,9 +7,10 @@
 //! waiting on it, and no tokio worker ever blocks on SQLite. Each operation
 //! runs in a savepoint of its own, so one that fails does not undo its
 //! neighbours, and its caller hears back only after the commit. The
-//! connection holds the file exclusively (`locking_mode = EXCLUSIVE`, WAL
-//! without shared memory): no lock is taken per transaction, and a second
-//! hub started on the same file is refused rather than racing this one.
+//! hub holds the file with a lock of its own for as long as it runs, so a
+//! second hub started on the same file is refused rather than racing this
+//! one. Checkpoints (the WAL copied into the file, two fsyncs) run on a
+//! thread and connection of their own, so no commit waits for a disk flush.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -112,13 +113,48 @@ impl std::fmt::Debug for SqliteStore {
     }
 }
 
+/// How long a hub waits for the file's lock: a hub that is stopping still
+/// holds it for a moment.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Takes the hub's lock on the database file (`flock`, released by the
+/// kernel when the process dies), waiting up to [`LOCK_WAIT`] for a hub
+/// that is stopping. The file is kept open until every connection to it is
+/// closed: closing a descriptor of the file drops the process's `fcntl`
+/// locks on it, which are SQLite's.
+fn lock_file(path: &Path) -> Result<std::fs::File, StoreError> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(|e| StoreError::new(format!("{}: {e}", path.display())))?;
+    let until = std::time::Instant::now() + LOCK_WAIT;
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(file),
+            Err(std::fs::TryLockError::WouldBlock) if std::time::Instant::now() < until => {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(StoreError::new(format!(
+                    "store.path {}: in use by another hub (its lock was not released within {} s)",
+                    path.display(),
+                    LOCK_WAIT.as_secs()
+                )));
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(StoreError::new(format!(
+                    "store.path {}: cannot lock: {e}",
+                    path.display()
+                )));
+            }
+        }
+    }
+}
+
 fn connect(path: &Path) -> Result<Connection, StoreError> {
     let conn = Connection::open(path)?;
-    // A hub that is stopping still holds the file for a moment.
-    conn.busy_timeout(std::time::Duration::from_secs(5))?;
-    // Before WAL is entered, so the WAL index lives in this process's
-    // memory instead of a shared-memory file with its locks.
-    conn.pragma_update(None, "locking_mode", "EXCLUSIVE")?;
+    conn.busy_timeout(LOCK_WAIT)?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     // What a write replaces or deletes (a plaintext token, a value under a
@@ -134,12 +170,51 @@ fn connect(path: &Path) -> Result<Connection, StoreError> {
     // recent index pages and the messages being delivered from the OS
     // (pread and the page cache's copies stood out in its profile).
     conn.pragma_update(None, "cache_size", -16_384)?;
-    // A checkpoint (two fsyncs) every 4096 pages of WAL instead of 1000:
-    // under push load the writer stalled in them every few hundred
-    // commits, and every push waiting behind it (p99 5 ms, 2 ms after).
-    // The WAL file stays at up to 16 MiB.
-    conn.pragma_update(None, "wal_autocheckpoint", 4096)?;
+    // Checkpoints are the checkpointer's (see [`checkpoint_loop`]). The
+    // writer runs one itself only when the WAL has grown to 16384 pages
+    // (64 MiB), which sustained writes can outrun the checkpointer to: the
+    // WAL only starts over once a checkpoint has copied all of it. Inline,
+    // a checkpoint stalled every push waiting on the writer for its fsyncs
+    // (6 % of a push benchmark's time, both cores idle).
+    conn.pragma_update(None, "wal_autocheckpoint", 16_384)?;
     Ok(conn)
+}
+
+/// How often the checkpointer copies what the WAL has gained into the file.
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// The checkpointer's thread: every [`CHECKPOINT_EVERY`] a passive
+/// checkpoint on its own connection, which never blocks the writer (and
+/// costs a few shared-memory reads when the WAL has nothing new). Stops
+/// when `stop` says so or is dropped.
+fn checkpoint_loop(conn: Connection, stop: std::sync::mpsc::Receiver<()>) {
+    while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(CHECKPOINT_EVERY)
+    {
+        match conn.execute_batch("PRAGMA wal_checkpoint(PASSIVE)") {
+            // The writer's own checkpoint is running: it does the work.
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::DatabaseBusy => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "store checkpoint failed; the writer checkpoints at 64 MiB of WAL");
+            }
+            Ok(()) => {}
+        }
+    }
+}
+
+/// Starts the checkpointer on a connection of its own.
+fn start_checkpointer(
+    path: &Path,
+) -> Result<(std::sync::mpsc::Sender<()>, std::thread::JoinHandle<()>), StoreError> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(LOCK_WAIT)?;
+    conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+    let (stop, stopped) = std::sync::mpsc::channel();
+    let thread = std::thread::Builder::new()
+        .name("wxhub-checkpoint".into())
+        .spawn(move || checkpoint_loop(conn, stopped))
+        .map_err(|e| StoreError::new(format!("cannot start the store's checkpointer: {e}")))?;
+    Ok((stop, thread))
 }
 
 /// Takes what is queued into `batch`, up to [`MAX_BATCH`]; true when the
@@ -157,7 +232,7 @@ fn take_queued(jobs: &std::sync::mpsc::Receiver<Option<Job>>, batch: &mut Vec<Jo
 
 /// The writer thread: waits for a write, takes every other one queued
 /// behind it, runs them in one transaction and answers them all.
-fn write_loop(mut conn: Connection, jobs: std::sync::mpsc::Receiver<Option<Job>>) {
+fn write_loop(mut conn: Connection, jobs: std::sync::mpsc::Receiver<Option<Job>>, held: Held) {
     let mut states = HashMap::new();
     let mut queued = HashMap::new();
     let mut lanes: HashMap<String, super::push_sqlite::LaneCursor> = HashMap::new();
@@ -227,6 +302,24 @@ fn write_loop(mut conn: Connection, jobs: std::sync::mpsc::Receiver<Option<Job>>
     }
     // Whatever arrives after the close hears that the store has stopped.
     drop(jobs);
+    held.release(conn);
+}
+
+/// What the writer holds besides its connection, released in order when it
+/// stops: the checkpointer, then the connections, then the file's lock.
+struct Held {
+    checkpointer: (std::sync::mpsc::Sender<()>, std::thread::JoinHandle<()>),
+    lock: std::fs::File,
+}
+
+impl Held {
+    fn release(self, conn: Connection) {
+        let (stop, thread) = self.checkpointer;
+        let _ = stop.send(());
+        let _ = thread.join();
+        drop(conn);
+        drop(self.lock);
+    }
 }
 
 /// Every table, created on open if missing.
@@ -323,6 +416,7 @@ impl SqliteStore {
                 .map_err(|e| StoreError::new(format!("{}: {e}", dir.display())))?;
         }
         make_private(path, true)?;
+        let lock = lock_file(path)?;
         let conn = connect(path)?;
         // SQLite creates these with the database file's mode, but ones left
         // from an earlier run keep whatever mode they had.
@@ -337,10 +431,14 @@ impl SqliteStore {
         conn.execute_batch(super::directory::DIRECTORY_SCHEMA)?;
         conn.execute_batch(super::history_store::HISTORY_SCHEMA)?;
         prepare_keys(&mut conn, &sealer)?;
+        let held = Held {
+            checkpointer: start_checkpointer(path)?,
+            lock,
+        };
         let (jobs, queue) = std::sync::mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("wxhub-sqlite".into())
-            .spawn(move || write_loop(conn, queue))
+            .spawn(move || write_loop(conn, queue, held))
             .map_err(|e| StoreError::new(format!("cannot start the store's thread: {e}")))?;
         Ok(SqliteStore {
             jobs,

@@ -541,8 +541,19 @@ apps = ["{APPID}"]
             .unwrap()
     }
 
-    /// Bytes of the store on disk: the SQLite file and its companions.
+    /// Bytes of the store on disk: the SQLite file and its companions,
+    /// after the WAL is copied into the file and emptied (through a
+    /// connection of the test's own, which the running hub allows), so
+    /// what was written is counted once whenever the hub's checkpointer
+    /// last ran.
     pub fn store_bytes(&self) -> u64 {
+        let db = rusqlite::Connection::open(&self.store).expect("the hub's store");
+        db.busy_timeout(std::time::Duration::from_secs(5)).unwrap();
+        db.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+            r.get::<_, i64>(0)
+        })
+        .expect("the store checkpoints");
+        drop(db);
         ["", "-wal", "-shm"]
             .iter()
             .map(|suffix| {

@@ -273,3 +273,49 @@ async fn grants_tokens_are_sealed_in_the_file_and_a_moved_value_does_not_open() 
     s.close().await;
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[tokio::test]
+async fn a_second_hub_on_the_same_file_is_refused_until_the_first_closes() {
+    let dir = std::env::temp_dir().join(format!("wxhub-store-lock-{}", std::process::id()));
+    let path = dir.join("t.db");
+    let _ = std::fs::remove_file(&path);
+    let first = SqliteStore::open(&path).expect("open");
+    let started = std::time::Instant::now();
+    let second = tokio::task::spawn_blocking({
+        let path = path.clone();
+        move || SqliteStore::open(&path).map(|_| ())
+    })
+    .await
+    .unwrap();
+    let e = second.expect_err("the file is held");
+    assert!(e.to_string().contains("in use by another hub"), "{e}");
+    assert!(
+        started.elapsed() >= LOCK_WAIT,
+        "it waited for a stopping hub"
+    );
+    first.close().await;
+    let third = SqliteStore::open(&path).expect("free once the first has closed");
+    third.close().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn the_checkpointer_moves_writes_into_the_file_without_the_writer() {
+    let dir = std::env::temp_dir().join(format!("wxhub-store-ckpt-{}", std::process::id()));
+    let path = dir.join("t.db");
+    let _ = std::fs::remove_file(&path);
+    let s = SqliteStore::open(&path).expect("open");
+    let size = || std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+    let before = size();
+    for i in 0..50 {
+        assert_eq!(s.bump("wx1", &format!("c{i}"), 5).await.expect("bump"), 1);
+    }
+    // The writer's own checkpoint waits for 16384 pages of WAL: far off.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while size() <= before && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(size() > before, "the file is still {} bytes", size());
+    s.close().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,11 +1,17 @@
 use super::*;
 use crate::store::{Stage, StateRecord, scope_from_name, scope_name};
 
+/// A directory of this test's own, emptied, and the store file's path in it.
+fn fresh(name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let dir = std::env::temp_dir().join(format!("wxhub-store-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let path = dir.join("t.db");
+    (dir, path)
+}
+
 #[tokio::test]
 async fn credentials_and_counters_survive_reopening() {
-    let dir = std::env::temp_dir().join(format!("wxhub-store-{}", std::process::id()));
-    let path = dir.join("t.db");
-    let _ = std::fs::remove_file(&path);
+    let (dir, path) = fresh("reopen");
     {
         let s = SqliteStore::open(&path).expect("open");
         let c = Record {
@@ -60,9 +66,7 @@ async fn states_keep_their_stored_names() {
     }
     assert_eq!(scope_from_name("snsapi_base"), None);
 
-    let dir = std::env::temp_dir().join(format!("wxhub-store-names-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let path = dir.join("t.db");
+    let (dir, path) = fresh("names");
     let s = SqliteStore::open(&path).expect("open");
     let r = StateRecord {
         appid: "wx1".into(),
@@ -225,9 +229,7 @@ async fn concurrent_writes_are_committed_together_and_fail_alone() {
 async fn grants_tokens_are_sealed_in_the_file_and_a_moved_value_does_not_open() {
     use crate::seal::{EncryptionKey, StoreKeys};
     use crate::store::Grant;
-    let dir = std::env::temp_dir().join(format!("wxhub-store-seal-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let path = dir.join("t.db");
+    let (dir, path) = fresh("seal");
     let key = EncryptionKey::generate();
     let sealer = Arc::new(Sealer::new(&StoreKeys {
         current: Some(key),
@@ -276,9 +278,7 @@ async fn grants_tokens_are_sealed_in_the_file_and_a_moved_value_does_not_open() 
 
 #[tokio::test]
 async fn a_second_hub_on_the_same_file_is_refused_until_the_first_closes() {
-    let dir = std::env::temp_dir().join(format!("wxhub-store-lock-{}", std::process::id()));
-    let path = dir.join("t.db");
-    let _ = std::fs::remove_file(&path);
+    let (dir, path) = fresh("lock");
     let first = SqliteStore::open(&path).expect("open");
     let started = std::time::Instant::now();
     let second = tokio::task::spawn_blocking({
@@ -301,9 +301,7 @@ async fn a_second_hub_on_the_same_file_is_refused_until_the_first_closes() {
 
 #[tokio::test]
 async fn the_checkpointer_moves_writes_into_the_file_without_the_writer() {
-    let dir = std::env::temp_dir().join(format!("wxhub-store-ckpt-{}", std::process::id()));
-    let path = dir.join("t.db");
-    let _ = std::fs::remove_file(&path);
+    let (dir, path) = fresh("checkpoint");
     let s = SqliteStore::open(&path).expect("open");
     let size = || std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
     let before = size();

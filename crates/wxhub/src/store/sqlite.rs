@@ -177,6 +177,8 @@ fn connect(path: &Path) -> Result<Connection, StoreError> {
     // a checkpoint stalled every push waiting on the writer for its fsyncs
     // (6 % of a push benchmark's time, both cores idle).
     conn.pragma_update(None, "wal_autocheckpoint", 16_384)?;
+    // A WAL a burst grew is cut back to 16 MiB when it starts over.
+    conn.pragma_update(None, "journal_size_limit", 16 * 1024 * 1024)?;
     Ok(conn)
 }
 
@@ -190,16 +192,21 @@ const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(1
 fn checkpoint_loop(conn: Connection, stop: std::sync::mpsc::Receiver<()>) {
     while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(CHECKPOINT_EVERY)
     {
-        match conn.execute_batch("PRAGMA wal_checkpoint(PASSIVE)") {
-            // The writer's own checkpoint is running: it does the work.
-            Err(rusqlite::Error::SqliteFailure(e, _))
-                if e.code == rusqlite::ErrorCode::DatabaseBusy => {}
-            Err(e) => {
-                tracing::warn!(error = %e, "store checkpoint failed; the writer checkpoints at 64 MiB of WAL");
-            }
-            Ok(()) => {}
+        // A busy checkpoint (the writer's own is running) says so in its
+        // row, not as an error: the next one picks up what it left.
+        if let Err(e) = checkpoint(&conn, "PASSIVE") {
+            tracing::warn!(error = %e, "store checkpoint failed; the writer checkpoints at 64 MiB of WAL");
         }
     }
+}
+
+/// Runs a checkpoint in `mode`; true when it copied the whole WAL (SQLite
+/// reports a checkpoint it could not finish in its result row, not as an
+/// error).
+fn checkpoint(conn: &Connection, mode: &str) -> Result<bool, rusqlite::Error> {
+    conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| {
+        Ok(r.get::<_, i64>(0)? == 0 && r.get::<_, i64>(1)? == r.get::<_, i64>(2)?)
+    })
 }
 
 /// Starts the checkpointer on a connection of its own.
@@ -232,7 +239,10 @@ fn take_queued(jobs: &std::sync::mpsc::Receiver<Option<Job>>, batch: &mut Vec<Jo
 
 /// The writer thread: waits for a write, takes every other one queued
 /// behind it, runs them in one transaction and answers them all.
-fn write_loop(mut conn: Connection, jobs: std::sync::mpsc::Receiver<Option<Job>>, held: Held) {
+fn write_loop(mut held: Held, jobs: std::sync::mpsc::Receiver<Option<Job>>) {
+    let Some(conn) = held.conn.as_mut() else {
+        return;
+    };
     let mut states = HashMap::new();
     let mut queued = HashMap::new();
     let mut lanes: HashMap<String, super::push_sqlite::LaneCursor> = HashMap::new();
@@ -302,23 +312,26 @@ fn write_loop(mut conn: Connection, jobs: std::sync::mpsc::Receiver<Option<Job>>
     }
     // Whatever arrives after the close hears that the store has stopped.
     drop(jobs);
-    held.release(conn);
 }
 
-/// What the writer holds besides its connection, released in order when it
-/// stops: the checkpointer, then the connections, then the file's lock.
+/// What the writer holds, released in order however it stops (a close, a
+/// panic, a thread that never started): the checkpointer, then the
+/// connections, then the file's lock, whose descriptor must outlive them
+/// (closing it drops the process's `fcntl` locks on the file, SQLite's).
 struct Held {
-    checkpointer: (std::sync::mpsc::Sender<()>, std::thread::JoinHandle<()>),
-    lock: std::fs::File,
+    conn: Option<Connection>,
+    checkpointer: Option<(std::sync::mpsc::Sender<()>, std::thread::JoinHandle<()>)>,
+    lock: Option<std::fs::File>,
 }
 
-impl Held {
-    fn release(self, conn: Connection) {
-        let (stop, thread) = self.checkpointer;
-        let _ = stop.send(());
-        let _ = thread.join();
-        drop(conn);
-        drop(self.lock);
+impl Drop for Held {
+    fn drop(&mut self) {
+        if let Some((stop, thread)) = self.checkpointer.take() {
+            let _ = stop.send(());
+            let _ = thread.join();
+        }
+        drop(self.conn.take());
+        drop(self.lock.take());
     }
 }
 
@@ -431,14 +444,17 @@ impl SqliteStore {
         conn.execute_batch(super::directory::DIRECTORY_SCHEMA)?;
         conn.execute_batch(super::history_store::HISTORY_SCHEMA)?;
         prepare_keys(&mut conn, &sealer)?;
-        let held = Held {
-            checkpointer: start_checkpointer(path)?,
-            lock,
+        let mut held = Held {
+            conn: None,
+            checkpointer: None,
+            lock: Some(lock),
         };
+        held.conn = Some(conn);
+        held.checkpointer = Some(start_checkpointer(path)?);
         let (jobs, queue) = std::sync::mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("wxhub-sqlite".into())
-            .spawn(move || write_loop(conn, queue, held))
+            .spawn(move || write_loop(held, queue))
             .map_err(|e| StoreError::new(format!("cannot start the store's thread: {e}")))?;
         Ok(SqliteStore {
             jobs,
@@ -845,8 +861,14 @@ fn prepare_keys(conn: &mut Connection, sealer: &Sealer) -> Result<(), StoreError
             )?;
             tx.commit()?;
             // Move the re-sealed pages into the file and empty the WAL, so the
-            // old values are nowhere on disk.
-            conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")?;
+            // old values are nowhere on disk. Only another program reading
+            // the file can hold the WAL back: then the start-up fails rather
+            // than claim the plaintext is gone.
+            if !checkpoint(conn, "TRUNCATE")? {
+                return Err(StoreError::new(
+                    "the store file is open in another program: its WAL, which still holds the values sealed just now, cannot be emptied; close it and start again",
+                ));
+            }
             tracing::info!(
                 store.key_id = sealer.current_id().unwrap_or_default(),
                 sealed_plaintext = done.plaintext,

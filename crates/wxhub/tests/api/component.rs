@@ -424,7 +424,9 @@ async fn a_restart_keeps_refreshing_with_the_stored_refresh_token_and_a_killed_r
     // Killed: its tasks are dropped where they stand, the slow call with
     // them. The next hub waits for the file as a restarted process would
     // for the dead one's lock (the kernel drops a dead process's at once;
-    // here the dropped hub's writer lets go once its tasks are gone).
+    // here the dropped hub's writer lets go once its tasks are gone). The
+    // probe's descriptor, closed, drops this process's fcntl locks on the
+    // file: nothing else uses it meanwhile.
     drop(t.hub.take());
     running.abort();
     for _ in 0..100 {

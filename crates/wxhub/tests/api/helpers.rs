@@ -549,10 +549,12 @@ apps = ["{APPID}"]
     pub fn store_bytes(&self) -> u64 {
         let db = rusqlite::Connection::open(&self.store).expect("the hub's store");
         db.busy_timeout(std::time::Duration::from_secs(5)).unwrap();
-        db.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
-            r.get::<_, i64>(0)
-        })
-        .expect("the store checkpoints");
+        let busy = db
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .expect("the store checkpoints");
+        assert_eq!(busy, 0, "the WAL could not be emptied");
         drop(db);
         ["", "-wal", "-shm"]
             .iter()

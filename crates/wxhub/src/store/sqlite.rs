@@ -240,9 +240,7 @@ fn take_queued(jobs: &std::sync::mpsc::Receiver<Option<Job>>, batch: &mut Vec<Jo
 /// The writer thread: waits for a write, takes every other one queued
 /// behind it, runs them in one transaction and answers them all.
 fn write_loop(mut held: Held, jobs: std::sync::mpsc::Receiver<Option<Job>>) {
-    let Some(conn) = held.conn.as_mut() else {
-        return;
-    };
+    let conn = &mut held.conn;
     let mut states = HashMap::new();
     let mut queued = HashMap::new();
     let mut lanes: HashMap<String, super::push_sqlite::LaneCursor> = HashMap::new();
@@ -315,13 +313,16 @@ fn write_loop(mut held: Held, jobs: std::sync::mpsc::Receiver<Option<Job>>) {
 }
 
 /// What the writer holds, released in order however it stops (a close, a
-/// panic, a thread that never started): the checkpointer, then the
-/// connections, then the file's lock, whose descriptor must outlive them
-/// (closing it drops the process's `fcntl` locks on the file, SQLite's).
+/// panic, a thread that never started): the checkpointer (stopped and
+/// joined in `drop`), then, as fields drop in declaration order, the
+/// writer's connection, then the file's lock, whose descriptor must
+/// outlive the connections (closing it drops the process's `fcntl` locks
+/// on the file, SQLite's).
 struct Held {
-    conn: Option<Connection>,
     checkpointer: Option<(std::sync::mpsc::Sender<()>, std::thread::JoinHandle<()>)>,
-    lock: Option<std::fs::File>,
+    conn: Connection,
+    // Held for its drop: the flock goes with the descriptor.
+    _lock: std::fs::File,
 }
 
 impl Drop for Held {
@@ -330,8 +331,6 @@ impl Drop for Held {
             let _ = stop.send(());
             let _ = thread.join();
         }
-        drop(self.conn.take());
-        drop(self.lock.take());
     }
 }
 
@@ -445,11 +444,10 @@ impl SqliteStore {
         conn.execute_batch(super::history_store::HISTORY_SCHEMA)?;
         prepare_keys(&mut conn, &sealer)?;
         let mut held = Held {
-            conn: None,
             checkpointer: None,
-            lock: Some(lock),
+            conn,
+            _lock: lock,
         };
-        held.conn = Some(conn);
         held.checkpointer = Some(start_checkpointer(path)?);
         let (jobs, queue) = std::sync::mpsc::channel();
         let thread = std::thread::Builder::new()

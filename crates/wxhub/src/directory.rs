@@ -243,6 +243,7 @@ impl Directory {
             Ok(Effect::Remove) => {
                 let _ = app.push.set_account(appid, None);
                 app.creds.remove(appid).await;
+                app.metrics.forget_account(appid);
             }
             Err(e) => {
                 tracing::error!(account.appid = %appid, key = %e.key, error = %e.message, "a stored account no longer validates; left as it was");

@@ -196,15 +196,29 @@ impl Metrics {
         if self.per_account.swap(on, Ordering::Relaxed) == on || on {
             return;
         }
-        let has_appid = |l: &Labels| l.iter().any(|(k, _)| *k == "appid");
+        self.forget(|l| l.iter().any(|(k, _)| *k == "appid"));
+    }
+
+    /// Forgets every series of a removed account. Without this they stayed
+    /// in `/metrics` until a restart, so a hub whose accounts come and go
+    /// at run time grew its registry and every scrape without bound.
+    pub fn forget_account(&self, appid: &str) {
+        self.forget(|l| l.iter().any(|(k, v)| *k == "appid" && v == appid));
+    }
+
+    /// Drops the series whose labels match, and the hash buckets left
+    /// empty (a bucket per series ever recorded would otherwise remain).
+    fn forget(&self, matches: impl Fn(&Labels) -> bool) {
         let mut inner = self.lock();
         for bucket in inner.counters.values_mut() {
-            bucket.retain(|(_, l, _)| !has_appid(l));
+            bucket.retain(|(_, l, _)| !matches(l));
         }
-        inner.gauges.retain(|(_, l), _| !has_appid(l));
+        inner.counters.retain(|_, b| !b.is_empty());
+        inner.gauges.retain(|(_, l), _| !matches(l));
         for bucket in inner.histograms.values_mut() {
-            bucket.retain(|(_, l, _)| !has_appid(l));
+            bucket.retain(|(_, l, _)| !matches(l));
         }
+        inner.histograms.retain(|_, b| !b.is_empty());
     }
 
     /// Whether per-account series are kept.
@@ -410,6 +424,32 @@ fn fmt_labels(labels: &Labels, le: Option<&str>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_forgotten_account_leaves_no_series_and_the_others_stay() {
+        let m = Metrics::default();
+        for appid in ["wx1", "wx2"] {
+            m.inc("wxhub_refresh_total", &[("appid", appid), ("result", "ok")]);
+            m.set(
+                "wxhub_push_backlog",
+                &[("appid", appid), ("subscriber", "crm")],
+                3.0,
+            );
+            m.observe("wxhub_push_ack_seconds", &[("appid", appid)], 0.01);
+        }
+        m.inc(
+            "wxhub_http_requests_total",
+            &[("client", "crm"), ("route", "/x"), ("status", "200")],
+        );
+        m.forget_account("wx1");
+        let text = m.render();
+        assert!(!text.contains("wx1"), "{text}");
+        assert_eq!(text.matches("appid=\"wx2\"").count(), 15, "{text}");
+        assert!(text.contains("wxhub_http_requests_total{"), "{text}");
+        let inner = m.lock();
+        assert_eq!(inner.counters.len(), 2, "empty buckets are dropped too");
+        assert_eq!(inner.histograms.len(), 1);
+    }
 
     #[test]
     fn renders_counters_gauges_and_histograms() {

@@ -99,6 +99,9 @@ async fn an_account_added_through_the_api_is_served_at_once_and_a_removed_one_is
     assert_eq!(r.status(), 200);
     let token: Value = r.json().await.unwrap();
     assert!(token["access_token"].as_str().is_some());
+    let series = format!("appid=\"{NEW}\"");
+    let metrics = hub.metrics().await;
+    assert!(metrics.contains(&series), "{metrics}");
     // Listed with the others.
     let apps = hub.apps().await;
     assert!(
@@ -119,6 +122,10 @@ async fn an_account_added_through_the_api_is_served_at_once_and_a_removed_one_is
     assert_eq!(r.status(), 404);
     let (s, _) = admin(&hub).get(&put).await;
     assert_eq!(s, 404);
+    // Its series leave /metrics with it; the other accounts' stay.
+    let metrics = hub.metrics().await;
+    assert!(!metrics.contains(&series), "{metrics}");
+    assert!(metrics.contains(&format!("appid=\"{APPID}\"")), "{metrics}");
     let fetched = sim_calls(&hub, NEW, "/cgi-bin/stable_token");
     assert_eq!(fetched, 1);
     hub.advance(3 * 7200);

@@ -206,6 +206,16 @@ impl Metrics {
         self.forget(|l| l.iter().any(|(k, v)| *k == "appid" && v == appid));
     }
 
+    /// Forgets every series of a subscriber taken off an account, its
+    /// backlog gauges among them: their last values would otherwise stay
+    /// (a parked count still alerting for a subscriber no longer there).
+    pub fn forget_subscriber(&self, appid: &str, subscriber: &str) {
+        self.forget(|l| {
+            l.iter().any(|(k, v)| *k == "appid" && v == appid)
+                && l.iter().any(|(k, v)| *k == "subscriber" && v == subscriber)
+        });
+    }
+
     /// Drops the series whose labels match, and the hash buckets left
     /// empty (a bucket per series ever recorded would otherwise remain).
     fn forget(&self, matches: impl Fn(&Labels) -> bool) {
@@ -449,6 +459,30 @@ mod tests {
         let inner = m.lock();
         assert_eq!(inner.counters.len(), 2, "empty buckets are dropped too");
         assert_eq!(inner.histograms.len(), 1);
+    }
+
+    #[test]
+    fn a_forgotten_subscriber_leaves_only_its_own_series() {
+        let m = Metrics::default();
+        for (appid, sub) in [("wx1", "crm"), ("wx1", "bot"), ("wx2", "crm")] {
+            let labels = [
+                ("appid", appid),
+                ("subscriber", sub),
+                ("result", "delivered"),
+            ];
+            m.inc("wxhub_push_deliveries_total", &labels);
+            let labels = [("appid", appid), ("subscriber", sub), ("state", "parked")];
+            m.set("wxhub_push_backlog", &labels, 1.0);
+        }
+        m.forget_subscriber("wx1", "crm");
+        let text = m.render();
+        assert!(!text.contains("appid=\"wx1\",subscriber=\"crm\""), "{text}");
+        assert_eq!(text.matches("subscriber=\"bot\"").count(), 2, "{text}");
+        assert_eq!(
+            text.matches("appid=\"wx2\",subscriber=\"crm\"").count(),
+            2,
+            "{text}"
+        );
     }
 
     #[test]

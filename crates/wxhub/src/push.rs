@@ -223,16 +223,25 @@ impl Gateway {
             Some((a, p)) => Some(Arc::new(PushAccount::new(a, p)?)),
             None => None,
         };
+        let names = |a: &PushAccount| -> Vec<String> {
+            a.config
+                .subscribers
+                .iter()
+                .map(|s| s.name.clone())
+                .collect()
+        };
+        let kept = entry.as_deref().map(names).unwrap_or_default();
         let mut map = self.accounts.write().unwrap_or_else(|e| e.into_inner());
-        match entry {
-            Some(e) => {
-                map.insert(appid.to_string(), e);
-            }
-            None => {
-                map.remove(appid);
+        let old = match entry {
+            Some(e) => map.insert(appid.to_string(), e),
+            None => map.remove(appid),
+        };
+        drop(map);
+        for gone in old.as_deref().map(names).unwrap_or_default() {
+            if !kept.contains(&gone) {
+                self.metrics.forget_subscriber(appid, &gone);
             }
         }
-        drop(map);
         self.wake();
         Ok(())
     }

@@ -144,6 +144,39 @@ async fn an_account_added_through_the_api_is_served_at_once_and_a_removed_one_is
 }
 
 #[tokio::test]
+async fn a_subscriber_taken_off_an_account_leaves_metrics_with_its_backlog() {
+    let hub = TestHub::with(with_new_account()).await;
+    let put = format!("/v1/admin/accounts/{NEW}");
+    let sub = |name: &str| json!({"name": name, "url": format!("http://127.0.0.1:9/{name}"), "secret": "subscriber-secret-0123456789"});
+    let push =
+        |subs: Vec<Value>| json!({"mode": "plain", "token": "pushtoken", "subscribers": subs});
+    let (s, v) = admin(&hub)
+        .put_with(
+            &put,
+            json!({"secret": NEW_SECRET, "tickets": [], "push": push(vec![sub("crm"), sub("bot")])}),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    // The backlog gauges are set as the backlog is read.
+    let (s, v) = admin(&hub).get("/v1/push").await;
+    assert_eq!(s, 200, "{v}");
+    let metrics = hub.metrics().await;
+    for name in ["crm", "bot"] {
+        assert!(
+            metrics.contains(&format!("subscriber=\"{name}\"")),
+            "{metrics}"
+        );
+    }
+    let (s, v) = admin(&hub)
+        .patch_with(&put, json!({"push": push(vec![sub("crm")])}))
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let metrics = hub.metrics().await;
+    assert!(!metrics.contains("subscriber=\"bot\""), "{metrics}");
+    assert!(metrics.contains("subscriber=\"crm\""), "{metrics}");
+}
+
+#[tokio::test]
 async fn a_secret_changed_after_a_reset_recovers_the_account_without_a_restart() {
     let hub = TestHub::start().await;
     let before = hub.token().await;

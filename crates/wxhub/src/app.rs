@@ -354,11 +354,15 @@ async fn sweep_expired(app: Arc<App>, mut shutdown: tokio::sync::watch::Receiver
                     .map(|s| (a.appid.as_str().to_string(), s.name.clone()))
             })
             .collect();
-        match app.store.push_sweep(app.clock.now(), &live).await {
+        match app
+            .store
+            .push_sweep(app.clock.now(), &live, app.config.push.keep_secs)
+            .await
+        {
             Ok(0) => {}
             Ok(n) => tracing::debug!(
-                messages = n,
-                "forgot delivered push messages past push.keep_secs"
+                records = n,
+                "forgot push messages (SQLite) or gone subscribers' queues (Redis) past push.keep_secs"
             ),
             Err(e) => tracing::warn!(error = %e, "cannot sweep push messages"),
         }

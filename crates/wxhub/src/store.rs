@@ -689,13 +689,16 @@ impl Store {
         /// On a storage failure.
         fn push_backlog(appid: &str, sub: &str) -> push::Backlog;
 
-        /// Forgets delivered messages kept past their time (Redis expires
-        /// its own); only the subscribers in `live` (account, name) hold
-        /// one past it.
+        /// Forgets what is kept past its time for subscribers no longer
+        /// in `live` (account, name): SQLite forgets delivered messages
+        /// past their time, and what gone subscribers left of them; Redis
+        /// expires messages by itself and forgets the queues of
+        /// subscribers gone for `keep_secs`. Returns how many messages
+        /// (SQLite) or queues (Redis) went.
         ///
         /// # Errors
         /// On a storage failure.
-        fn push_sweep(now: i64, live: &[(String, String)]) -> usize;
+        fn push_sweep(now: i64, live: &[(String, String)], keep_secs: i64) -> usize;
 
         /// A follower record.
         ///

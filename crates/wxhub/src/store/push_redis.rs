@@ -10,13 +10,17 @@
 //! | `push:p:<subscriber>` | stream | parked deliveries, with a copy of the message; capped |
 //! | `push:f:<openid>`, `push:fz` | hash, sorted set | follower records and their openids |
 //!
+//! Not under the account: `push:lanes`, a sorted set of every configured
+//! (account, subscriber) and when an instance last had it, so that the
+//! queues of one gone for `push.keep_secs` are forgotten.
+//!
 //! A queue entry is read into the consumer group by the one instance that
 //! delivers for the account (its lease holder), so it sits in that
 //! consumer's pending list until it is acknowledged. When that instance
 //! dies, the next holder claims every pending entry (`XAUTOCLAIM`) and reads
 //! the retry state from `push:r:`: nothing is lost, and the backoff goes on.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::LazyLock;
 
 use redis::streams::{StreamRangeReply, StreamReadOptions, StreamReadReply};
@@ -29,6 +33,26 @@ use super::push::{
 use super::redis_store::RedisStore;
 
 const GROUP: &str = "g";
+
+/// How often an instance records every subscriber it has in `push:lanes`
+/// (those new to it are recorded at once).
+const LANE_REFRESH_SECS: i64 = 3600;
+
+/// Gone subscribers whose queues one sweep forgets, at most.
+const SWEEP_LANES: isize = 100;
+
+/// A subscriber's member in `push:lanes`: an appid has no newline.
+fn lane_member(appid: &str, sub: &str) -> String {
+    format!("{appid}\n{sub}")
+}
+
+/// What this instance last recorded in `push:lanes`, so that a sweep
+/// writes only what changed between the hourly refreshes.
+#[derive(Debug, Default)]
+pub(super) struct LaneBook {
+    registered: HashSet<String>,
+    refreshed_at: Option<i64>,
+}
 
 // KEYS: dedup, message, follower hash, follower zset, then one queue per
 // subscriber. ARGV: message id, openid, raw xml, received_at, keep secs,
@@ -551,16 +575,81 @@ impl RedisStore {
         Ok(Backlog { queued, parked })
     }
 
-    /// Redis expires messages by itself.
+    /// Forgets the queues of subscribers gone from the configuration.
+    ///
+    /// Redis expires messages by itself, but a subscriber's queue, retry
+    /// states and parked entries are kept for as long as it is configured.
+    /// Every configured (account, subscriber) is recorded in `push:lanes`
+    /// with the last time an instance had it (when it first appears here,
+    /// and once an hour after); one that no instance has had for
+    /// `keep_secs` (its messages have expired by then) loses those keys. A
+    /// subscriber that comes back sooner keeps them. At most
+    /// [`SWEEP_LANES`] per call: the rest go on the next sweeps. Returns
+    /// how many subscribers' queues went.
     ///
     /// # Errors
-    /// Never.
+    /// On a Redis failure.
     pub async fn push_sweep(
         &self,
-        _now: i64,
-        _live: &[(String, String)],
+        now: i64,
+        live: &[(String, String)],
+        keep_secs: i64,
     ) -> Result<usize, StoreError> {
-        Ok(0)
+        let registry = self.key("push:lanes");
+        let live: HashSet<String> = live.iter().map(|(a, s)| lane_member(a, s)).collect();
+        let (full, fresh): (bool, Vec<String>) = {
+            let book = self.push_lanes.lock().unwrap_or_else(|e| e.into_inner());
+            let full = book
+                .refreshed_at
+                .is_none_or(|at| now - at >= LANE_REFRESH_SECS);
+            let fresh = live
+                .iter()
+                .filter(|m| full || !book.registered.contains(*m))
+                .cloned()
+                .collect();
+            (full, fresh)
+        };
+        for chunk in fresh.chunks(1000) {
+            let members: Vec<(i64, &String)> = chunk.iter().map(|m| (now, m)).collect();
+            let _: () = self.conn().zadd_multiple(&registry, &members).await?;
+        }
+        {
+            let mut book = self.push_lanes.lock().unwrap_or_else(|e| e.into_inner());
+            book.registered.clone_from(&live);
+            if full {
+                book.refreshed_at = Some(now);
+            }
+        }
+        let cutoff = now - keep_secs;
+        let old: Vec<String> = self
+            .conn()
+            .zrangebyscore_limit(&registry, "-inf", cutoff, 0, SWEEP_LANES)
+            .await?;
+        let mut gone = 0;
+        for member in old {
+            if live.contains(&member) {
+                let _: () = self.conn().zadd(&registry, &member, now).await?;
+                continue;
+            }
+            let Some((appid, sub)) = member.split_once('\n') else {
+                let _: () = self.conn().zrem(&registry, &member).await?;
+                continue;
+            };
+            // Another instance may have just found it configured again.
+            let score: Option<i64> = self.conn().zscore(&registry, &member).await?;
+            if score.is_some_and(|s| s > cutoff) {
+                continue;
+            }
+            let keys: Vec<String> = ["q", "r", "p"]
+                .iter()
+                .map(|k| self.push_key(appid, &format!("{k}:{sub}")))
+                .collect();
+            let _: () = self.conn().del(keys).await?;
+            let _: () = self.conn().zrem(&registry, &member).await?;
+            tracing::info!(account.appid = %appid, subscriber = %sub, "forgot the queue of a subscriber gone for push.keep_secs");
+            gone += 1;
+        }
+        Ok(gone)
     }
 
     /// A follower record.

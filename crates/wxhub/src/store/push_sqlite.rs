@@ -794,6 +794,8 @@ impl SqliteStore {
         &self,
         now: i64,
         live: &[(String, String)],
+        // Each message carries its own time, from when it came.
+        _keep_secs: i64,
     ) -> Result<usize, StoreError> {
         let live: HashSet<(String, String)> = live.iter().cloned().collect();
         self.run(move |b| {
@@ -1075,7 +1077,7 @@ mod tests {
             // Kept while a subscriber still needs them, whatever their time
             // (`other` has read nothing yet).
             assert_eq!(
-                s.push_sweep(10_000, &lanes(&["a", "other"]))
+                s.push_sweep(10_000, &lanes(&["a", "other"]), 86_400)
                     .await
                     .expect("sweep"),
                 0
@@ -1096,7 +1098,7 @@ mod tests {
         }
         assert_eq!(s.push_backlog("wx1", "a").await.expect("backlog").queued, 0);
         assert_eq!(
-            s.push_sweep(10_000, &lanes(&["a", "other"]))
+            s.push_sweep(10_000, &lanes(&["a", "other"]), 86_400)
                 .await
                 .expect("sweep"),
             3
@@ -1179,15 +1181,22 @@ mod tests {
             .expect("park");
         // While it is configured, it holds all three.
         assert_eq!(
-            s.push_sweep(10_000, &lanes(&["a", "gone"]))
+            s.push_sweep(10_000, &lanes(&["a", "gone"]), 86_400)
                 .await
                 .expect("sweep"),
             0
         );
         // Not before their time, configured or not.
-        assert_eq!(s.push_sweep(150, &lanes(&["a"])).await.expect("sweep"), 0);
         assert_eq!(
-            s.push_sweep(10_000, &lanes(&["a"])).await.expect("sweep"),
+            s.push_sweep(150, &lanes(&["a"]), 86_400)
+                .await
+                .expect("sweep"),
+            0
+        );
+        assert_eq!(
+            s.push_sweep(10_000, &lanes(&["a"]), 86_400)
+                .await
+                .expect("sweep"),
             3
         );
         assert!(

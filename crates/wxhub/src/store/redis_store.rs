@@ -22,6 +22,7 @@ pub struct RedisStore {
     link: Arc<Link>,
     prefix: String,
     sealer: Arc<Sealer>,
+    pub(super) push_lanes: Arc<std::sync::Mutex<super::push_redis::LaneBook>>,
 }
 
 /// The client and connection every clone shares: replaced together when
@@ -152,6 +153,7 @@ impl RedisStore {
             }),
             prefix: prefix.to_string(),
             sealer: Arc::new(Sealer::plaintext()),
+            push_lanes: Arc::default(),
         }
     }
 

@@ -504,3 +504,113 @@ async fn the_refresh_history_is_capped_newest_first_and_expires() {
     assert!(ttl > 86000 && ttl <= 86400 + 4, "{ttl}");
     cleanup(&s).await;
 }
+
+fn push_for(key: &str, subs: &[&str]) -> push::NewPush {
+    push::NewPush {
+        appid: "wx1111111111111111".into(),
+        dedup_key: key.into(),
+        message_id: format!("id-{key}"),
+        openid: "o1".into(),
+        raw_xml: format!("<xml>{key}</xml>"),
+        received_at: NOW,
+        subscribers: subs.iter().map(|s| (*s).to_string()).collect(),
+        follow: None,
+        max_backlog: 10,
+        keep_until: NOW + 86_400,
+    }
+}
+
+#[tokio::test]
+async fn a_subscriber_gone_for_the_keep_time_leaves_no_queue_and_one_back_keeps_it() {
+    const KEEP: i64 = 86_400;
+    let appid = "wx1111111111111111";
+    let s = store().await;
+    let lanes = |subs: &[&str]| -> Vec<(String, String)> {
+        subs.iter()
+            .map(|x| (appid.to_string(), (*x).to_string()))
+            .collect()
+    };
+    s.push_accept(&push_for("m:1", &["a", "gone", "back"]))
+        .await
+        .expect("accept");
+    // What a failing and a parked delivery leave besides the queue.
+    let (r, p) = (
+        s.app_key(appid, "push:r:gone"),
+        s.app_key(appid, "push:p:gone"),
+    );
+    let _: () = s.conn().hset(&r, "1-0", "1|0|0|").await.expect("hset");
+    let _: () = s
+        .conn()
+        .xadd(&p, "*", &[("message_id", "id-m:1")])
+        .await
+        .expect("xadd");
+    let exists = |k: String| {
+        let s = s.clone();
+        async move { s.conn().exists::<_, bool>(k).await.expect("exists") }
+    };
+    let queue = |sub: &str| s.app_key(appid, &format!("push:q:{sub}"));
+
+    assert_eq!(
+        s.push_sweep(NOW, &lanes(&["a", "gone", "back"]), KEEP)
+            .await
+            .expect("sweep"),
+        0
+    );
+    // Both taken off; `back` returns before the keep time is over.
+    assert_eq!(
+        s.push_sweep(NOW + 60, &lanes(&["a"]), KEEP)
+            .await
+            .expect("sweep"),
+        0
+    );
+    assert_eq!(
+        s.push_sweep(NOW + 600, &lanes(&["a", "back"]), KEEP)
+            .await
+            .expect("sweep"),
+        0
+    );
+    assert_eq!(
+        s.push_sweep(NOW + 660, &lanes(&["a"]), KEEP)
+            .await
+            .expect("sweep"),
+        0
+    );
+    assert!(exists(queue("gone")).await, "kept within the keep time");
+
+    assert_eq!(
+        s.push_sweep(NOW + KEEP + 120, &lanes(&["a"]), KEEP)
+            .await
+            .expect("sweep"),
+        1,
+        "only the subscriber gone since the first sweep"
+    );
+    for k in [queue("gone"), r, p] {
+        assert!(!exists(k.clone()).await, "{k} is gone");
+    }
+    assert!(
+        exists(queue("a")).await,
+        "a configured subscriber keeps its queue"
+    );
+    assert!(
+        exists(queue("back")).await,
+        "`back` was configured again at NOW + 600"
+    );
+    assert_eq!(
+        s.push_sweep(NOW + KEEP + 700, &lanes(&["a"]), KEEP)
+            .await
+            .expect("sweep"),
+        1
+    );
+    assert!(!exists(queue("back")).await);
+    assert!(
+        exists(queue("a")).await,
+        "hourly refreshes keep `a` recorded"
+    );
+    let recorded: Vec<String> = s
+        .conn()
+        .zrange(format!("{}:push:lanes", s.prefix()), 0, -1)
+        .await
+        .expect("zrange");
+    assert_eq!(recorded, vec![format!("{appid}\na")]);
+    cleanup(&s).await;
+}

@@ -584,7 +584,7 @@ impl RedisStore {
     /// and once an hour after); one that no instance has had for
     /// `keep_secs` (its messages have expired by then) loses those keys. A
     /// subscriber that comes back sooner keeps them. At most
-    /// [`SWEEP_LANES`] per call: the rest go on the next sweeps. Returns
+    /// 100 per call: the rest go on the next sweeps. Returns
     /// how many subscribers' queues went.
     ///
     /// # Errors

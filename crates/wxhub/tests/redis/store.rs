@@ -525,10 +525,14 @@ async fn a_subscriber_gone_for_the_keep_time_leaves_no_queue_and_one_back_keeps_
     const KEEP: i64 = 86_400;
     let appid = "wx1111111111111111";
     let s = store().await;
-    let lanes = |subs: &[&str]| -> Vec<(String, String)> {
-        subs.iter()
+    // A sweep at `now` with `subs` configured: how many queues went.
+    let sweep = |now: i64, subs: &[&str]| {
+        let live: Vec<(String, String)> = subs
+            .iter()
             .map(|x| (appid.to_string(), (*x).to_string()))
-            .collect()
+            .collect();
+        let s = s.clone();
+        async move { s.push_sweep(now, &live, KEEP).await.expect("sweep") }
     };
     s.push_accept(&push_for("m:1", &["a", "gone", "back"]))
         .await
@@ -550,37 +554,15 @@ async fn a_subscriber_gone_for_the_keep_time_leaves_no_queue_and_one_back_keeps_
     };
     let queue = |sub: &str| s.app_key(appid, &format!("push:q:{sub}"));
 
-    assert_eq!(
-        s.push_sweep(NOW, &lanes(&["a", "gone", "back"]), KEEP)
-            .await
-            .expect("sweep"),
-        0
-    );
+    assert_eq!(sweep(NOW, &["a", "gone", "back"]).await, 0);
     // Both taken off; `back` returns before the keep time is over.
-    assert_eq!(
-        s.push_sweep(NOW + 60, &lanes(&["a"]), KEEP)
-            .await
-            .expect("sweep"),
-        0
-    );
-    assert_eq!(
-        s.push_sweep(NOW + 600, &lanes(&["a", "back"]), KEEP)
-            .await
-            .expect("sweep"),
-        0
-    );
-    assert_eq!(
-        s.push_sweep(NOW + 660, &lanes(&["a"]), KEEP)
-            .await
-            .expect("sweep"),
-        0
-    );
+    assert_eq!(sweep(NOW + 60, &["a"]).await, 0);
+    assert_eq!(sweep(NOW + 600, &["a", "back"]).await, 0);
+    assert_eq!(sweep(NOW + 660, &["a"]).await, 0);
     assert!(exists(queue("gone")).await, "kept within the keep time");
 
     assert_eq!(
-        s.push_sweep(NOW + KEEP + 120, &lanes(&["a"]), KEEP)
-            .await
-            .expect("sweep"),
+        sweep(NOW + KEEP + 120, &["a"]).await,
         1,
         "only the subscriber gone since the first sweep"
     );
@@ -595,12 +577,7 @@ async fn a_subscriber_gone_for_the_keep_time_leaves_no_queue_and_one_back_keeps_
         exists(queue("back")).await,
         "`back` was configured again at NOW + 600"
     );
-    assert_eq!(
-        s.push_sweep(NOW + KEEP + 700, &lanes(&["a"]), KEEP)
-            .await
-            .expect("sweep"),
-        1
-    );
+    assert_eq!(sweep(NOW + KEEP + 700, &["a"]).await, 1);
     assert!(!exists(queue("back")).await);
     assert!(
         exists(queue("a")).await,

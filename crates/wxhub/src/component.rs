@@ -23,7 +23,7 @@ use wx_api::push::component::{ComponentEvent, ComponentPush};
 
 use crate::app::App;
 use crate::config::{ComponentConfig, Via};
-use crate::directory::Actor;
+use crate::directory::{Actor, Precondition};
 use crate::error::ApiError;
 
 /// The largest body taken at the authorization-event URL: a push is a few
@@ -212,6 +212,7 @@ pub async fn exchange(
                 &Actor(format!("component:{}", cfg.appid.as_str())),
                 appid.as_str(),
                 cfg.authorizer_definition(&name),
+                &Precondition::default(),
             )
             .await?;
     }
@@ -244,6 +245,7 @@ pub async fn revoke(
             &Actor(format!("component:{}", cfg.appid.as_str())),
             authorizer.as_str(),
             body,
+            &Precondition::default(),
         )
         .await?;
     app.creds.forget_revoked(authorizer.as_str()).await;

@@ -94,6 +94,97 @@ pub struct Directory {
     writing: tokio::sync::Mutex<()>,
 }
 
+/// A row as read before a change, to write only if it is still so.
+#[derive(Debug)]
+struct Read {
+    stored: Option<String>,
+    row: Option<Row>,
+}
+
+impl Read {
+    /// The version of what was read: a digest of the stored row (sealed
+    /// rows differ with every write, so every change is a new version).
+    fn etag(&self) -> String {
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(self.stored.as_deref().unwrap_or("").as_bytes());
+        format!("\"{}\"", hex::encode(&digest[..12]))
+    }
+}
+
+/// How often a change is tried again when another instance's change to the
+/// same row lands between its read and its write.
+const WRITE_TRIES: usize = 5;
+
+fn busy(name: &str) -> ApiError {
+    ApiError::new(
+        axum::http::StatusCode::CONFLICT,
+        "conflict",
+        format!("{name} kept being changed by other instances meanwhile; try again"),
+    )
+}
+
+/// The preconditions of an admin change to an account (RFC 9110 §13):
+/// `If-Match` with the `ETag` of a `GET` (or `*`: it exists), so an
+/// operator's change made from an older view fails with 412 instead of
+/// undoing someone else's; and `If-None-Match: *` on `PUT`: create only.
+#[derive(Debug, Default, Clone)]
+pub struct Precondition {
+    if_match: Option<Vec<String>>,
+    if_none_match_any: bool,
+}
+
+impl Precondition {
+    /// Reads `If-Match` and `If-None-Match` (only `*` is meaningful for
+    /// the latter here).
+    pub fn from_headers(h: &axum::http::HeaderMap) -> Precondition {
+        let list = |name: &str| {
+            let values: Vec<String> = h
+                .get_all(name)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .map(|t| t.trim().to_string())
+                .filter(|t| !t.is_empty())
+                .collect();
+            (!values.is_empty()).then_some(values)
+        };
+        Precondition {
+            if_match: list("if-match"),
+            if_none_match_any: list("if-none-match").is_some_and(|v| v.iter().any(|t| t == "*")),
+        }
+    }
+
+    /// Whether a change may go ahead, given the current version (`None`:
+    /// no such account).
+    fn check(&self, current: Option<&str>) -> Result<(), ApiError> {
+        let failed = |why: String| {
+            Err(ApiError::new(
+                axum::http::StatusCode::PRECONDITION_FAILED,
+                "precondition_failed",
+                why,
+            ))
+        };
+        if let Some(tags) = &self.if_match {
+            let holds = current.is_some_and(|now| {
+                // Strong comparison: a weak tag never matches.
+                tags.iter().any(|t| t == "*" || t == now)
+            });
+            if !holds {
+                return failed(match current {
+                    Some(now) => format!(
+                        "If-Match: the account was changed since that version; it is now {now} (GET it again)"
+                    ),
+                    None => "If-Match: no such account".to_string(),
+                });
+            }
+        }
+        if self.if_none_match_any && current.is_some() {
+            return failed("If-None-Match: *: the account exists".to_string());
+        }
+        Ok(())
+    }
+}
+
 fn stored_error(e: StoreError) -> ApiError {
     ApiError::internal(e)
 }
@@ -325,44 +416,64 @@ impl Directory {
         }
     }
 
-    async fn row(&self, app: &App, section: Section, name: &str) -> Result<Option<Row>, ApiError> {
+    /// A row as stored (what a change compares against when it writes)
+    /// and as it reads.
+    async fn read(&self, app: &App, section: Section, name: &str) -> Result<Read, ApiError> {
         let Some(stored) = app
             .store
             .dir_get(section, name)
             .await
             .map_err(stored_error)?
         else {
-            return Ok(None);
+            return Ok(Read {
+                stored: None,
+                row: None,
+            });
         };
         let text = open(&app.store, section, name, &stored).map_err(ApiError::internal)?;
-        Row::decode(&text).map(Some).map_err(ApiError::internal)
+        let row = Row::decode(&text).map_err(ApiError::internal)?;
+        Ok(Read {
+            stored: Some(stored),
+            row: Some(row),
+        })
     }
 
-    /// Stores a row (or deletes it), audits the change and applies it here.
+    async fn row(&self, app: &App, section: Section, name: &str) -> Result<Option<Row>, ApiError> {
+        Ok(self.read(app, section, name).await?.row)
+    }
+
+    /// Stores a row (or deletes it) if it is still as `read`, audits the
+    /// change and applies it here. False, with nothing done, when another
+    /// instance changed it meanwhile.
     async fn commit(
         &self,
         app: &App,
         section: Section,
         name: &str,
+        read: &Read,
         row: Option<Row>,
         audit: AuditEntry,
-    ) -> Result<(), ApiError> {
+    ) -> Result<bool, ApiError> {
         let text = row.as_ref().map(Row::encode);
         let sealed = text
             .as_deref()
             .map(|t| seal(&app.store, section, name, t))
             .transpose()
             .map_err(ApiError::internal)?;
-        app.store
-            .dir_set(section, name, sealed.as_deref())
+        let written = app
+            .store
+            .dir_set(section, name, read.stored.as_deref(), sealed.as_deref())
             .await
             .map_err(stored_error)?;
+        if !written {
+            return Ok(false);
+        }
         if let Err(e) = app.store.audit_append(&audit).await {
             tracing::error!(error = %e, action = %audit.action, target = %audit.target, "cannot write the audit log");
         }
         tracing::info!(actor = %audit.actor, action = %audit.action, target = %audit.target, fields = ?audit.fields, "directory changed");
         self.apply(app, section, name, sealed.as_deref()).await;
-        Ok(())
+        Ok(true)
     }
 
     fn audit(
@@ -385,18 +496,20 @@ impl Directory {
         }
     }
 
-    /// Adds or replaces an account with a whole definition. Returns whether
-    /// it is new.
+    /// Adds or replaces an account with a whole definition, if `cond`
+    /// holds. Returns whether it is new, and its version.
     ///
     /// # Errors
-    /// 400 naming the field; 500 on a store failure.
+    /// 400 naming the field; 412 when `cond` does not hold; 409 when
+    /// other changes kept landing first; 500 on a store failure.
     pub async fn put_account(
         &self,
         app: &App,
         actor: &Actor,
         appid: &str,
         body: Value,
-    ) -> Result<bool, ApiError> {
+        cond: &Precondition,
+    ) -> Result<(bool, String), ApiError> {
         let _one = self.writing.lock().await;
         let cfg = account_from_json(appid, &body).map_err(invalid)?;
         self.check_oauth(app, &cfg)?;
@@ -404,91 +517,138 @@ impl Directory {
             unreachable!("account_from_json takes objects only");
         };
         map.remove("appid");
-        let new = app.creds.account(appid).is_none();
-        let action = if new {
-            "account.create"
-        } else {
-            "account.replace"
-        };
-        let audit = Self::audit(app, actor, action, appid, Some(&Value::Object(map.clone())));
-        self.commit(app, Section::Account, appid, Some(Row::Define(map)), audit)
-            .await?;
-        Ok(new)
+        for _ in 0..WRITE_TRIES {
+            let read = self.read(app, Section::Account, appid).await?;
+            let new = app.creds.account(appid).is_none();
+            cond.check((!new).then(|| read.etag()).as_deref())?;
+            let action = if new {
+                "account.create"
+            } else {
+                "account.replace"
+            };
+            let audit = Self::audit(app, actor, action, appid, Some(&Value::Object(map.clone())));
+            let row = Some(Row::Define(map.clone()));
+            if self
+                .commit(app, Section::Account, appid, &read, row, audit)
+                .await?
+            {
+                return Ok((new, self.etag(app, appid).await?));
+            }
+        }
+        Err(busy(appid))
     }
 
-    /// Changes the fields given of an account.
+    /// Changes the fields given of an account, if `cond` holds. A change
+    /// made meanwhile on another instance is read and this one merged
+    /// into it, so two changes of different fields both land. Returns the
+    /// account's new version.
     ///
     /// # Errors
-    /// 404 for no such account; 400 naming the field; 500 on a store failure.
+    /// 404 for no such account; 400 naming the field; 412 when `cond`
+    /// does not hold; 409 when other changes kept landing first; 500 on a
+    /// store failure.
     pub async fn patch_account(
         &self,
         app: &App,
         actor: &Actor,
         appid: &str,
         patch: Value,
-    ) -> Result<(), ApiError> {
+        cond: &Precondition,
+    ) -> Result<String, ApiError> {
         let _one = self.writing.lock().await;
         if !patch.is_object() {
             return Err(ApiError::bad_request("body: a change is a JSON object"));
         }
-        let row = self.row(app, Section::Account, appid).await?;
-        let new_row = match row {
-            Some(Row::Removed) => None,
-            Some(Row::Define(mut b)) => {
-                merge(&mut b, &patch);
-                Some(Row::Define(b))
+        for _ in 0..WRITE_TRIES {
+            let read = self.read(app, Section::Account, appid).await?;
+            let new_row = match read.row.clone() {
+                Some(Row::Removed) => None,
+                Some(Row::Define(mut b)) => {
+                    merge(&mut b, &patch);
+                    Some(Row::Define(b))
+                }
+                Some(Row::Change(mut c)) => {
+                    merge(&mut c, &patch);
+                    Some(Row::Change(c))
+                }
+                None if self.in_file(appid) => {
+                    let mut c = Map::new();
+                    merge(&mut c, &patch);
+                    Some(Row::Change(c))
+                }
+                None => None,
+            };
+            let Some(new_row) = new_row else {
+                return Err(ApiError::not_found(format!("no account {appid}")));
+            };
+            cond.check(Some(&read.etag()))?;
+            // The change alone first, for errors naming its own fields.
+            if let Some(current) = app.creds.account(appid) {
+                patch_account(&current.cfg, &patch).map_err(invalid)?;
             }
-            Some(Row::Change(mut c)) => {
-                merge(&mut c, &patch);
-                Some(Row::Change(c))
+            let Effect::Set(cfg) = self
+                .effective(app, appid, Some(&new_row))
+                .map_err(invalid)?
+            else {
+                return Err(ApiError::not_found(format!("no account {appid}")));
+            };
+            self.check_oauth(app, &cfg)?;
+            let audit = Self::audit(app, actor, "account.change", appid, Some(&patch));
+            if self
+                .commit(app, Section::Account, appid, &read, Some(new_row), audit)
+                .await?
+            {
+                return self.etag(app, appid).await;
             }
-            None if self.in_file(appid) => {
-                let mut c = Map::new();
-                merge(&mut c, &patch);
-                Some(Row::Change(c))
-            }
-            None => None,
-        };
-        let Some(new_row) = new_row else {
-            return Err(ApiError::not_found(format!("no account {appid}")));
-        };
-        // The change alone first, for errors naming its own fields.
-        if let Some(current) = app.creds.account(appid) {
-            patch_account(&current.cfg, &patch).map_err(invalid)?;
         }
-        let Effect::Set(cfg) = self
-            .effective(app, appid, Some(&new_row))
-            .map_err(invalid)?
-        else {
-            return Err(ApiError::not_found(format!("no account {appid}")));
-        };
-        self.check_oauth(app, &cfg)?;
-        let audit = Self::audit(app, actor, "account.change", appid, Some(&patch));
-        self.commit(app, Section::Account, appid, Some(new_row), audit)
-            .await
+        Err(busy(appid))
     }
 
-    /// Removes an account.
+    /// Removes an account, if `cond` holds.
     ///
     /// # Errors
-    /// 404 for no such account; 500 on a store failure.
+    /// 404 for no such account; 412 when `cond` does not hold; 409 when
+    /// other changes kept landing first; 500 on a store failure.
     pub async fn remove_account(
         &self,
         app: &App,
         actor: &Actor,
         appid: &str,
+        cond: &Precondition,
     ) -> Result<(), ApiError> {
         let _one = self.writing.lock().await;
-        if app.creds.account(appid).is_none() {
-            return Err(ApiError::not_found(format!("no account {appid}")));
+        for _ in 0..WRITE_TRIES {
+            if app.creds.account(appid).is_none() {
+                return Err(ApiError::not_found(format!("no account {appid}")));
+            }
+            let read = self.read(app, Section::Account, appid).await?;
+            if matches!(read.row, Some(Row::Removed)) {
+                return Err(ApiError::not_found(format!("no account {appid}")));
+            }
+            cond.check(Some(&read.etag()))?;
+            let row = if self.in_file(appid) {
+                Some(Row::Removed)
+            } else {
+                None
+            };
+            let audit = Self::audit(app, actor, "account.remove", appid, None);
+            if self
+                .commit(app, Section::Account, appid, &read, row, audit)
+                .await?
+            {
+                return Ok(());
+            }
         }
-        let row = if self.in_file(appid) {
-            Some(Row::Removed)
-        } else {
-            None
-        };
-        let audit = Self::audit(app, actor, "account.remove", appid, None);
-        self.commit(app, Section::Account, appid, row, audit).await
+        Err(busy(appid))
+    }
+
+    /// An account's version, for `ETag` and `If-Match`: it changes with
+    /// every change made through the admin API.
+    ///
+    /// # Errors
+    /// 500 on a store failure.
+    pub async fn etag(&self, app: &App, appid: &str) -> Result<String, ApiError> {
+        Ok(self.read(app, Section::Account, appid).await?.etag())
     }
 
     /// Web authorization needs a state secret every instance shares.
@@ -547,14 +707,32 @@ impl Directory {
             &client.name,
             Some(&Value::Object(audited)),
         );
-        self.commit(
-            app,
-            Section::Client,
-            &client.name,
-            Some(Row::Define(map)),
-            audit,
-        )
-        .await?;
+        let read = self.read(app, Section::Client, &client.name).await?;
+        let taken = || {
+            ApiError::new(
+                axum::http::StatusCode::CONFLICT,
+                "conflict",
+                format!("a client named {} exists: revoke it first", client.name),
+            )
+        };
+        // Revoked file clients keep a row; anything else stored is a client
+        // another instance created meanwhile.
+        if read.row.as_ref().is_some_and(|r| *r != Row::Removed) {
+            return Err(taken());
+        }
+        if !self
+            .commit(
+                app,
+                Section::Client,
+                &client.name,
+                &read,
+                Some(Row::Define(map)),
+                audit,
+            )
+            .await?
+        {
+            return Err(taken());
+        }
         Ok((client, key))
     }
 
@@ -573,9 +751,21 @@ impl Directory {
             return Err(ApiError::not_found(format!("no client {name}")));
         }
         let in_file = app.config.clients.iter().any(|c| &*c.name == name);
-        let row = in_file.then_some(Row::Removed);
-        let audit = Self::audit(app, actor, "client.revoke", name, None);
-        self.commit(app, Section::Client, name, row, audit).await
+        for _ in 0..WRITE_TRIES {
+            let read = self.read(app, Section::Client, name).await?;
+            if matches!(read.row, Some(Row::Removed)) {
+                return Err(ApiError::not_found(format!("no client {name}")));
+            }
+            let row = in_file.then_some(Row::Removed);
+            let audit = Self::audit(app, actor, "client.revoke", name, None);
+            if self
+                .commit(app, Section::Client, name, &read, row, audit)
+                .await?
+            {
+                return Ok(());
+            }
+        }
+        Err(busy(name))
     }
 
     /// Where an account's definition comes from: `file`, `api` or

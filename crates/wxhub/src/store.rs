@@ -567,12 +567,14 @@ impl Store {
         /// On a storage failure.
         fn dir_get(section: directory::Section, name: &str) -> Option<String>;
 
-        /// Stores (`Some`) or deletes (`None`) a directory entry; in shared
-        /// mode logs the change for the other instances.
+        /// Stores (`Some`) or deletes (`None`) a directory entry if it is
+        /// still `expect` (what the change read; `None`: absent), and in
+        /// shared mode logs the change for the other instances. False,
+        /// with nothing written, when it changed since it was read.
         ///
         /// # Errors
         /// On a storage failure.
-        fn dir_set(section: directory::Section, name: &str, body: Option<&str>) -> ();
+        fn dir_set(section: directory::Section, name: &str, expect: Option<&str>, body: Option<&str>) -> bool;
 
         /// Directory changes logged after `since` (shared mode).
         ///

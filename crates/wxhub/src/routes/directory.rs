@@ -7,14 +7,15 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::{ConnectInfo, FromRequestParts, State};
-use axum::http::StatusCode;
 use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::app::App;
 use crate::auth::Admin;
-use crate::directory::{Actor, account_view, client_view};
+use crate::directory::{Actor, Precondition, account_view, client_view};
 use crate::error::ApiError;
 use crate::extract::{AppPath, AppQuery, JsonBody};
 
@@ -46,18 +47,22 @@ impl<S: Send + Sync> FromRequestParts<S> for Who {
     }
 }
 
-/// `GET /v1/admin/accounts/{appid}`: its configuration, without secrets.
+/// `GET /v1/admin/accounts/{appid}`: its configuration, without secrets,
+/// and its version in `ETag`.
 pub async fn get_account(
     State(app): State<Arc<App>>,
     _: Admin,
     AppPath(appid): AppPath<String>,
-) -> Result<Json<Value>, ApiError> {
-    let account = app
-        .creds
-        .account(&appid)
-        .ok_or_else(|| ApiError::not_found(format!("no account {appid}")))?;
-    let source = app.directory.source(&app, &appid).await?;
-    Ok(Json(account_view(&account.cfg, source)))
+) -> Result<Response, ApiError> {
+    if app.creds.account(&appid).is_none() {
+        return Err(ApiError::not_found(format!("no account {appid}")));
+    }
+    let etag = app.directory.etag(&app, &appid).await?;
+    Ok(with_etag(
+        StatusCode::OK,
+        current(&app, &appid).await?,
+        &etag,
+    ))
 }
 
 /// `PUT /v1/admin/accounts/{appid}`: adds or replaces an account with a
@@ -68,16 +73,21 @@ pub async fn put_account(
     _: Admin,
     Who(who): Who,
     AppPath(appid): AppPath<String>,
+    headers: HeaderMap,
     JsonBody(body): JsonBody<Value>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let new = app.directory.put_account(&app, &who, &appid, body).await?;
+) -> Result<Response, ApiError> {
+    let cond = Precondition::from_headers(&headers);
+    let (new, etag) = app
+        .directory
+        .put_account(&app, &who, &appid, body, &cond)
+        .await?;
     let view = current(&app, &appid).await?;
     let status = if new {
         StatusCode::CREATED
     } else {
         StatusCode::OK
     };
-    Ok((status, Json(view)))
+    Ok(with_etag(status, view, &etag))
 }
 
 /// `PATCH /v1/admin/accounts/{appid}`: replaces the fields given.
@@ -86,12 +96,19 @@ pub async fn patch_account(
     _: Admin,
     Who(who): Who,
     AppPath(appid): AppPath<String>,
+    headers: HeaderMap,
     JsonBody(body): JsonBody<Value>,
-) -> Result<Json<Value>, ApiError> {
-    app.directory
-        .patch_account(&app, &who, &appid, body)
+) -> Result<Response, ApiError> {
+    let cond = Precondition::from_headers(&headers);
+    let etag = app
+        .directory
+        .patch_account(&app, &who, &appid, body, &cond)
         .await?;
-    Ok(Json(current(&app, &appid).await?))
+    Ok(with_etag(
+        StatusCode::OK,
+        current(&app, &appid).await?,
+        &etag,
+    ))
 }
 
 /// `DELETE /v1/admin/accounts/{appid}`: stops its refreshes and forgets
@@ -101,9 +118,21 @@ pub async fn delete_account(
     _: Admin,
     Who(who): Who,
     AppPath(appid): AppPath<String>,
+    headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
-    app.directory.remove_account(&app, &who, &appid).await?;
+    let cond = Precondition::from_headers(&headers);
+    app.directory
+        .remove_account(&app, &who, &appid, &cond)
+        .await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+fn with_etag(status: StatusCode, view: Value, etag: &str) -> Response {
+    let mut resp = (status, Json(view)).into_response();
+    if let Ok(v) = HeaderValue::from_str(etag) {
+        resp.headers_mut().insert(axum::http::header::ETAG, v);
+    }
+    resp
 }
 
 async fn current(app: &App, appid: &str) -> Result<Value, ApiError> {

@@ -317,17 +317,32 @@ fn directory_paths(paths: &mut serde_json::Map<String, Value>) {
     let definition = json!({"required": true, "content": {"application/json": {"schema": {"type": "object",
         "description": "The fields of an [[accounts]] entry; secrets inline (secret, push.token, ...), never *_env or *_file"}}}});
     let appid = json!([{"$ref": "#/components/parameters/appid"}]);
+    let if_match = json!({"name": "If-Match", "in": "header", "required": false, "schema": {"type": "string"},
+        "description": "The ETag of a GET (or *): the change is made only if the account is still that version, else 412"});
+    let conditional = json!([{"$ref": "#/components/parameters/appid"}, if_match.clone()]);
+    let put_conditional = json!([{"$ref": "#/components/parameters/appid"}, if_match,
+        {"name": "If-None-Match", "in": "header", "required": false, "schema": {"type": "string"},
+         "description": "*: create only; 412 when the account exists"}]);
+    let versioned = |description: &str, schema: Value| {
+        let mut r = ok(description, schema);
+        r["headers"] = json!({"ETag": {"description": "The account's version, for If-Match", "schema": {"type": "string"}}});
+        r
+    };
+    let stale = error(
+        "If-Match (or If-None-Match) does not hold: the account was changed since (or exists)",
+    );
+    let busy = error("Other instances kept changing the account meanwhile; try again");
     paths.insert("/v1/admin/accounts/{appid}".into(), json!({
-        "get": {"summary": "An account's configuration, without its secrets", "security": [{"admin": []}], "parameters": appid,
-            "responses": {"200": ok("The account", account.clone()), "401": error("Admin key required"), "404": error("No such account")}},
-        "put": {"summary": "Adds or replaces an account with a whole definition; on every instance within a second", "security": [{"admin": []}], "parameters": appid,
+        "get": {"summary": "An account's configuration, without its secrets, and its version (ETag)", "security": [{"admin": []}], "parameters": appid,
+            "responses": {"200": versioned("The account", account.clone()), "401": error("Admin key required"), "404": error("No such account")}},
+        "put": {"summary": "Adds or replaces an account with a whole definition; on every instance within a second", "security": [{"admin": []}], "parameters": put_conditional,
             "requestBody": definition,
-            "responses": {"200": ok("Replaced", account.clone()), "201": ok("Added", account.clone()), "400": error("A field is wrong (named)"), "401": error("Admin key required")}},
-        "patch": {"summary": "Replaces the fields given (a new secret after a reset on the platform recovers the account)", "security": [{"admin": []}], "parameters": appid,
+            "responses": {"200": versioned("Replaced", account.clone()), "201": versioned("Added", account.clone()), "400": error("A field is wrong (named)"), "401": error("Admin key required"), "409": busy.clone(), "412": stale.clone()}},
+        "patch": {"summary": "Replaces the fields given (a new secret after a reset on the platform recovers the account)", "security": [{"admin": []}], "parameters": conditional.clone(),
             "requestBody": definition,
-            "responses": {"200": ok("Changed", account), "400": error("A field is wrong (named)"), "401": error("Admin key required"), "404": error("No such account")}},
-        "delete": {"summary": "Removes an account: no more refreshes, its credentials forgotten, its routes 404", "security": [{"admin": []}], "parameters": appid,
-            "responses": {"204": {"description": "Removed"}, "401": error("Admin key required"), "404": error("No such account")}}
+            "responses": {"200": versioned("Changed", account), "400": error("A field is wrong (named)"), "401": error("Admin key required"), "404": error("No such account"), "409": busy.clone(), "412": stale.clone()}},
+        "delete": {"summary": "Removes an account: no more refreshes, its credentials forgotten, its routes 404", "security": [{"admin": []}], "parameters": conditional,
+            "responses": {"204": {"description": "Removed"}, "401": error("Admin key required"), "404": error("No such account"), "409": busy, "412": stale}}
     }));
     let client = json!({"type": "object", "required": ["name", "apps", "source"], "properties": {
         "name": {"type": "string"}, "apps": {"type": "array", "items": {"type": "string"}},

@@ -33,6 +33,31 @@ redis.call('LTRIM', KEYS[1], 0, tonumber(ARGV[2]))
     )
 });
 
+// A directory write, if the entry is still what the admin change read:
+// two changes made at once on two instances must not silently undo each
+// other. KEYS: the section's hash, the change log. ARGV: name, whether an
+// entry was read (1/0), what was read, whether to store (1) or delete (0),
+// the body, the section, the log's length.
+static DIR_SET: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        r"
+local now = redis.call('HGET', KEYS[1], ARGV[1])
+if ARGV[2] == '1' then
+  if now ~= ARGV[3] then return 0 end
+elseif now then
+  return 0
+end
+if ARGV[4] == '1' then
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[5])
+else
+  redis.call('HDEL', KEYS[1], ARGV[1])
+end
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[7], '*', 's', ARGV[6], 'n', ARGV[1])
+return 1
+",
+    )
+});
+
 /// Changes the other instances can catch up on by reading the log; one that
 /// falls further behind reads everything again.
 const LOG_LEN: usize = 10_000;
@@ -165,7 +190,8 @@ impl SqliteStore {
         .await
     }
 
-    /// Stores (replaces) an entry, or deletes it (`None`).
+    /// Stores (replaces) an entry, or deletes it (`None`), if it still is
+    /// `expect` (`None`: absent); false, writing nothing, if not.
     ///
     /// # Errors
     /// On a database failure.
@@ -173,10 +199,22 @@ impl SqliteStore {
         &self,
         section: Section,
         name: &str,
+        expect: Option<&str>,
         body: Option<&str>,
-    ) -> Result<(), StoreError> {
-        let (name, body) = (name.to_string(), body.map(str::to_string));
+    ) -> Result<bool, StoreError> {
+        let (name, expect, body) = (
+            name.to_string(),
+            expect.map(str::to_string),
+            body.map(str::to_string),
+        );
         self.run(move |b| {
+            let now: Option<String> =
+                b.tx.prepare_cached("SELECT body FROM directory WHERE section = ?1 AND name = ?2")?
+                    .query_row(params![section.as_str(), name], |r| r.get(0))
+                    .optional()?;
+            if now != expect {
+                return Ok(false);
+            }
             match body {
                 Some(body) => {
                     b.tx.prepare_cached(
@@ -190,7 +228,7 @@ impl SqliteStore {
                         .execute(params![section.as_str(), name])?
                 }
             };
-            Ok(())
+            Ok(true)
         })
         .await
     }
@@ -339,8 +377,10 @@ impl RedisStore {
         Ok(self.conn().hget(self.dir_key(section), name).await?)
     }
 
-    /// Stores (replaces) or deletes an entry, and logs the change for the
-    /// other instances, in one transaction.
+    /// Stores (replaces) or deletes an entry if it still is `expect`
+    /// (`None`: absent), and logs the change for the other instances, in
+    /// one script; false, writing nothing, if another instance changed it
+    /// since it was read.
     ///
     /// # Errors
     /// On a Redis failure.
@@ -348,23 +388,22 @@ impl RedisStore {
         &self,
         section: Section,
         name: &str,
+        expect: Option<&str>,
         body: Option<&str>,
-    ) -> Result<(), StoreError> {
-        let mut pipe = redis::pipe();
-        pipe.atomic();
-        match body {
-            Some(body) => pipe.hset(self.dir_key(section), name, body).ignore(),
-            None => pipe.hdel(self.dir_key(section), name).ignore(),
-        };
-        pipe.xadd_maxlen(
-            self.key("dir:log"),
-            redis::streams::StreamMaxlen::Approx(LOG_LEN),
-            "*",
-            &[("s", section.as_str()), ("n", name)],
-        )
-        .ignore();
-        pipe.query_async::<()>(&mut self.conn()).await?;
-        Ok(())
+    ) -> Result<bool, StoreError> {
+        let done: i64 = DIR_SET
+            .key(self.dir_key(section))
+            .key(self.key("dir:log"))
+            .arg(name)
+            .arg(if expect.is_some() { "1" } else { "0" })
+            .arg(expect.unwrap_or(""))
+            .arg(if body.is_some() { "1" } else { "0" })
+            .arg(body.unwrap_or(""))
+            .arg(section.as_str())
+            .arg(LOG_LEN)
+            .invoke_async(&mut self.conn())
+            .await?;
+        Ok(done == 1)
     }
 
     /// The changes logged after `since`.

@@ -467,3 +467,161 @@ async fn the_cli_adds_changes_and_removes_accounts_and_makes_clients() {
     .await;
     assert!(!ok && out.contains("401"), "{out}");
 }
+
+/// `ETag` and `If-Match`: a change made from an older view of the account
+/// is refused with 412 and changes nothing; `If-None-Match: *` creates
+/// only.
+#[tokio::test]
+async fn a_change_made_from_an_older_version_is_refused_with_412_and_changes_nothing() {
+    let hub = TestHub::with(with_new_account()).await;
+    let path = format!("/v1/admin/accounts/{NEW}");
+    let send = |method: reqwest::Method, cond: Option<(&str, String)>, body: Option<Value>| {
+        let mut req = hub
+            .http
+            .request(method, hub.url(&path))
+            .bearer_auth(&hub.admin);
+        if let Some((name, value)) = cond {
+            req = req.header(name, value);
+        }
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        async move {
+            let r = req.send().await.unwrap();
+            let status = r.status().as_u16();
+            let etag = r
+                .headers()
+                .get("etag")
+                .map(|v| v.to_str().unwrap().to_string());
+            let body: Value = r.json().await.unwrap_or(Value::Null);
+            (status, etag, body)
+        }
+    };
+    use reqwest::Method;
+    let define = json!({"secret": NEW_SECRET, "name": "First", "tickets": []});
+
+    // No such account yet: If-Match cannot hold; If-None-Match: * creates.
+    let (s, _, v) = send(
+        Method::PATCH,
+        Some(("if-match", "*".into())),
+        Some(json!({"name": "x"})),
+    )
+    .await;
+    assert_eq!(s, 404, "{v}");
+    let (s, created, v) = send(
+        Method::PUT,
+        Some(("if-none-match", "*".into())),
+        Some(define.clone()),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    let created = created.expect("an ETag on PUT");
+    let (s, _, v) = send(
+        Method::PUT,
+        Some(("if-none-match", "*".into())),
+        Some(define.clone()),
+    )
+    .await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (412, Some("precondition_failed")),
+        "{v}"
+    );
+
+    let (s, seen, _) = send(Method::GET, None, None).await;
+    assert_eq!((s, seen.as_deref()), (200, Some(created.as_str())));
+
+    // Alice changes it from the version she read.
+    let (s, after_alice, v) = send(
+        Method::PATCH,
+        Some(("if-match", created.clone())),
+        Some(json!({"name": "Alice's"})),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    let after_alice = after_alice.expect("an ETag on PATCH");
+    assert_ne!(after_alice, created);
+
+    // Bob read it before Alice's change: each of his changes is refused.
+    let (s, _, v) = send(
+        Method::PATCH,
+        Some(("if-match", created.clone())),
+        Some(json!({"name": "Bob's"})),
+    )
+    .await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (412, Some("precondition_failed")),
+        "{v}"
+    );
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains(&after_alice),
+        "{v}"
+    );
+    let (s, _, v) = send(
+        Method::PUT,
+        Some(("if-match", created.clone())),
+        Some(define.clone()),
+    )
+    .await;
+    assert_eq!(s, 412, "{v}");
+    let (s, _, v) = send(Method::DELETE, Some(("if-match", created.clone())), None).await;
+    assert_eq!(s, 412, "{v}");
+    // A weak tag never matches (strong comparison).
+    let (s, _, _) = send(
+        Method::DELETE,
+        Some(("if-match", format!("W/{after_alice}"))),
+        None,
+    )
+    .await;
+    assert_eq!(s, 412);
+
+    // Nothing of Bob's landed, and the account is still served.
+    let (s, etag, v) = send(Method::GET, None, None).await;
+    assert_eq!(
+        (s, etag.as_deref(), v["name"].as_str()),
+        (200, Some(after_alice.as_str()), Some("Alice's"))
+    );
+    let key = new_client(&hub, "later", &[NEW]).await;
+    let served = hub
+        .get_as(&format!("/v1/apps/{NEW}/access_token"), &key)
+        .await;
+    assert_eq!(served.status(), 200);
+    let audit: Value = hub
+        .http
+        .get(hub.url("/v1/admin/audit"))
+        .bearer_auth(&hub.admin)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let actions: Vec<&str> = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        actions,
+        ["client.create", "account.change", "account.create"]
+    );
+
+    // Among several tags, the current one; and a change without If-Match
+    // still goes ahead.
+    let (s, _, v) = send(
+        Method::PATCH,
+        Some(("if-match", format!("{created}, {after_alice}"))),
+        Some(json!({"name": "Again"})),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    let (s, now, v) = send(Method::PATCH, None, Some(json!({"name": "Last"}))).await;
+    assert_eq!(s, 200, "{v}");
+    let (s, _, _) = send(Method::DELETE, Some(("if-match", now.unwrap())), None).await;
+    assert_eq!(s, 204);
+}

@@ -109,3 +109,59 @@ async fn an_account_added_on_one_instance_is_served_by_every_instance_within_a_s
         .collect();
     assert_eq!(actions, ["account.remove", "account.create"]);
 }
+
+/// Two operators change different fields of one account at once, each
+/// through another instance: both changes land. Each change reads the
+/// stored row, merges and writes it back only if the row is still what it
+/// read (else it reads again), so neither write undoes the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_of_different_fields_made_at_once_on_two_instances_both_land() {
+    let c = Cluster::start(Setup::default()).await;
+    c.wait_owner(Duration::from_secs(10)).await;
+    let url = |i: usize| {
+        format!(
+            "{}/v1/admin/accounts/{}",
+            c.hub(i).base,
+            crate::cluster::APPID
+        )
+    };
+    let patch = |i: usize, body: Value| {
+        let req = c.http.patch(url(i)).bearer_auth(&c.admin).json(&body);
+        async move { req.send().await.unwrap().status().as_u16() }
+    };
+    for round in 0..8 {
+        let name = format!("Name {round}");
+        let domain = format!("d{round}.example.com");
+        let (a, b) = tokio::join!(
+            patch(0, json!({"name": name})),
+            patch(1, json!({"jssdk_domains": [domain]}))
+        );
+        assert_eq!((a, b), (200, 200), "round {round}");
+        // Both fields everywhere: a lost write never shows up.
+        let started = Instant::now();
+        loop {
+            let mut all = true;
+            for i in c.live() {
+                let v: Value = c
+                    .http
+                    .get(url(i))
+                    .bearer_auth(&c.admin)
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                all &= v["name"] == name.as_str() && v["jssdk_domains"] == json!([domain]);
+            }
+            if all {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(3),
+                "round {round}: one of the two changes was lost"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}

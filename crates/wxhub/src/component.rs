@@ -262,10 +262,47 @@ fn audience(component: &str) -> String {
     format!("component:{component}")
 }
 
-/// The state's id: the return URL's hash, so the signature covers it.
-fn return_id(return_to: &str) -> String {
+/// The state's id: 64 random bits, so that no two starts share a state
+/// (each is used once), then 64 bits of a hash of them and the return URL,
+/// so that the signature covers the return URL.
+fn start_id(return_to: &str) -> String {
+    let mut nonce = [0u8; 8];
+    rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut nonce);
+    let nonce = hex::encode(nonce);
+    let bound = return_hash(&nonce, return_to);
+    format!("{nonce}{bound}")
+}
+
+fn return_hash(nonce: &str, return_to: &str) -> String {
     use sha2::Digest;
-    hex::encode(&sha2::Sha256::digest(return_to.as_bytes())[..16])
+    let mut h = sha2::Sha256::new();
+    h.update(nonce.as_bytes());
+    h.update(b"\0");
+    h.update(return_to.as_bytes());
+    hex::encode(&h.finalize()[..8])
+}
+
+/// Whether a verified state's id was made for `return_to`.
+fn id_is_for(id: &str, return_to: &str) -> bool {
+    let (Some(nonce), Some(bound)) = (id.get(..16), id.get(16..)) else {
+        return false;
+    };
+    let want = return_hash(nonce, return_to);
+    bool::from(subtle::ConstantTimeEq::ct_eq(
+        bound.as_bytes(),
+        want.as_bytes(),
+    ))
+}
+
+/// Where a start's state is kept until its return uses it, among the
+/// hand-over tickets (whose keys are bare SHA-256 hex, so none can be
+/// this).
+fn start_key(state: &str) -> String {
+    use sha2::Digest;
+    format!(
+        "component-start:{}",
+        hex::encode(sha2::Sha256::digest(state.as_bytes()))
+    )
 }
 
 /// `return` parsed and checked against the component's `return_origins`.
@@ -335,9 +372,15 @@ pub async fn start(app: &Arc<App>, appid: &str, return_to: &str) -> Result<Strin
     let state = crate::oauth::sign_state(
         &app.config.oauth.state_secret,
         &audience(appid),
-        &return_id(return_to),
+        &start_id(return_to),
         now + START_TTL,
     );
+    // The return may come once: a replayed return URL would spend a call
+    // of the platform's on a code it already took.
+    app.store
+        .save_ticket(&start_key(&state), appid, "", now + START_TTL, now)
+        .await
+        .map_err(ApiError::internal)?;
     let mut back = url::Url::parse(&format!(
         "{}/component/{appid}/return",
         app.public_url.trim_end_matches('/')
@@ -384,11 +427,7 @@ pub async fn finish(
         }
         _ => bad_state("the state is not one this hub signed for this platform"),
     })?;
-    let want = return_id(return_to);
-    if !bool::from(subtle::ConstantTimeEq::ct_eq(
-        id.as_bytes(),
-        want.as_bytes(),
-    )) {
+    if !id_is_for(&id, return_to) {
         return Err(bad_state(
             "the return URL is not the one the start page was given",
         ));
@@ -401,6 +440,16 @@ pub async fn finish(
             "the platform sent no auth_code: the administrator did not approve",
         ));
     };
+    let unused = app
+        .store
+        .redeem_ticket(&start_key(state), app.clock.now())
+        .await
+        .map_err(ApiError::internal)?;
+    if unused.is_none() {
+        return Err(bad_state(
+            "this authorization's return was already taken: start it again",
+        ));
+    }
     let authorizer = exchange(app, cfg, AuthorizationCode::new(code), None).await?;
     back.query_pairs_mut()
         .append_pair("authorizer_appid", authorizer.as_str());

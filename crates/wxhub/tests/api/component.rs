@@ -654,6 +654,24 @@ async fn the_start_page_and_the_return_handler_add_the_account() {
     .await;
     assert_eq!(t.hub().app().creds.authorizer_count(COMPONENT), 1);
 
+    // The same return again (a reload, a replay): refused before the
+    // platform is asked.
+    let exchanges = || {
+        t.sim.sim().stats()["apps"][AUTHORIZER]["calls"]["/cgi-bin/component/api_query_auth"]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    let before = exchanges();
+    let r = t.http.get(&back).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "invalid_state", "{v}");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("already"),
+        "{v}"
+    );
+    assert_eq!(exchanges(), before, "a replayed return asked the platform");
+
     // A return URL the platform was not told about, a forged state, a
     // return that is not the one signed.
     let r = t

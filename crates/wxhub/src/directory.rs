@@ -102,13 +102,17 @@ struct Read {
 }
 
 impl Read {
-    /// The version of what was read: a digest of the stored row (sealed
-    /// rows differ with every write, so every change is a new version).
     fn etag(&self) -> String {
-        use sha2::Digest;
-        let digest = sha2::Sha256::digest(self.stored.as_deref().unwrap_or("").as_bytes());
-        format!("\"{}\"", hex::encode(&digest[..12]))
+        etag_of(self.stored.as_deref())
     }
+}
+
+/// An account's version: a digest of its stored row (sealed rows differ
+/// with every write, so every change is a new version).
+fn etag_of(stored: Option<&str>) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(stored.unwrap_or("").as_bytes());
+    format!("\"{}\"", hex::encode(&digest[..12]))
 }
 
 /// How often a change is tried again when another instance's change to the
@@ -216,6 +220,16 @@ impl Directory {
 
     fn in_file(&self, appid: &str) -> bool {
         self.file_accounts.contains(appid)
+    }
+
+    /// Whether an account exists by its stored row (what every instance
+    /// reads alike), not by what this instance has applied yet.
+    fn exists(&self, appid: &str, read: &Read) -> bool {
+        match read.row {
+            Some(Row::Removed) => false,
+            Some(_) => true,
+            None => self.in_file(appid),
+        }
     }
 
     /// Applies everything stored (at start-up, and after falling behind
@@ -443,8 +457,8 @@ impl Directory {
     }
 
     /// Stores a row (or deletes it) if it is still as `read`, audits the
-    /// change and applies it here. False, with nothing done, when another
-    /// instance changed it meanwhile.
+    /// change and applies it here; the version written. `None`, with
+    /// nothing done, when another instance changed it meanwhile.
     async fn commit(
         &self,
         app: &App,
@@ -453,7 +467,7 @@ impl Directory {
         read: &Read,
         row: Option<Row>,
         audit: AuditEntry,
-    ) -> Result<bool, ApiError> {
+    ) -> Result<Option<String>, ApiError> {
         let text = row.as_ref().map(Row::encode);
         let sealed = text
             .as_deref()
@@ -466,14 +480,14 @@ impl Directory {
             .await
             .map_err(stored_error)?;
         if !written {
-            return Ok(false);
+            return Ok(None);
         }
         if let Err(e) = app.store.audit_append(&audit).await {
             tracing::error!(error = %e, action = %audit.action, target = %audit.target, "cannot write the audit log");
         }
         tracing::info!(actor = %audit.actor, action = %audit.action, target = %audit.target, fields = ?audit.fields, "directory changed");
         self.apply(app, section, name, sealed.as_deref()).await;
-        Ok(true)
+        Ok(Some(etag_of(sealed.as_deref())))
     }
 
     fn audit(
@@ -519,7 +533,7 @@ impl Directory {
         map.remove("appid");
         for _ in 0..WRITE_TRIES {
             let read = self.read(app, Section::Account, appid).await?;
-            let new = app.creds.account(appid).is_none();
+            let new = !self.exists(appid, &read);
             cond.check((!new).then(|| read.etag()).as_deref())?;
             let action = if new {
                 "account.create"
@@ -528,11 +542,11 @@ impl Directory {
             };
             let audit = Self::audit(app, actor, action, appid, Some(&Value::Object(map.clone())));
             let row = Some(Row::Define(map.clone()));
-            if self
+            if let Some(etag) = self
                 .commit(app, Section::Account, appid, &read, row, audit)
                 .await?
             {
-                return Ok((new, self.etag(app, appid).await?));
+                return Ok((new, etag));
             }
         }
         Err(busy(appid))
@@ -594,11 +608,11 @@ impl Directory {
             };
             self.check_oauth(app, &cfg)?;
             let audit = Self::audit(app, actor, "account.change", appid, Some(&patch));
-            if self
+            if let Some(etag) = self
                 .commit(app, Section::Account, appid, &read, Some(new_row), audit)
                 .await?
             {
-                return self.etag(app, appid).await;
+                return Ok(etag);
             }
         }
         Err(busy(appid))
@@ -618,11 +632,8 @@ impl Directory {
     ) -> Result<(), ApiError> {
         let _one = self.writing.lock().await;
         for _ in 0..WRITE_TRIES {
-            if app.creds.account(appid).is_none() {
-                return Err(ApiError::not_found(format!("no account {appid}")));
-            }
             let read = self.read(app, Section::Account, appid).await?;
-            if matches!(read.row, Some(Row::Removed)) {
+            if !self.exists(appid, &read) {
                 return Err(ApiError::not_found(format!("no account {appid}")));
             }
             cond.check(Some(&read.etag()))?;
@@ -635,6 +646,7 @@ impl Directory {
             if self
                 .commit(app, Section::Account, appid, &read, row, audit)
                 .await?
+                .is_some()
             {
                 return Ok(());
             }
@@ -720,7 +732,7 @@ impl Directory {
         if read.row.as_ref().is_some_and(|r| *r != Row::Removed) {
             return Err(taken());
         }
-        if !self
+        if self
             .commit(
                 app,
                 Section::Client,
@@ -730,6 +742,7 @@ impl Directory {
                 audit,
             )
             .await?
+            .is_none()
         {
             return Err(taken());
         }
@@ -761,6 +774,7 @@ impl Directory {
             if self
                 .commit(app, Section::Client, name, &read, row, audit)
                 .await?
+                .is_some()
             {
                 return Ok(());
             }

@@ -12,7 +12,9 @@
 //!
 //! Not under the account: `push:lanes`, a sorted set of every configured
 //! (account, subscriber) and when an instance last had it, so that the
-//! queues of one gone for `push.keep_secs` are forgotten.
+//! queues of one gone for `push.keep_secs` are forgotten; and
+//! `push:lanes:adopted`, set once the queues older than that set were
+//! found and recorded in it.
 //!
 //! A queue entry is read into the consumer group by the one instance that
 //! delivers for the account (its lease holder), so it sits in that
@@ -52,7 +54,14 @@ fn lane_member(appid: &str, sub: &str) -> String {
 pub(super) struct LaneBook {
     registered: HashSet<String>,
     refreshed_at: Option<i64>,
+    // Where the search for queues older than `push:lanes` is (see
+    // `adopt_unrecorded`); done once the marker key says so.
+    adopt_cursor: u64,
+    adopted: bool,
 }
+
+/// Keys one sweep's `SCAN` step looks at while adopting old queues.
+const ADOPT_SCAN: usize = 1000;
 
 // KEYS: dedup, message, follower hash, follower zset, then one queue per
 // subscriber. ARGV: message id, openid, raw xml, received_at, keep secs,
@@ -620,6 +629,7 @@ impl RedisStore {
                 book.refreshed_at = Some(now);
             }
         }
+        self.adopt_unrecorded(now, &live).await?;
         let cutoff = now - keep_secs;
         let old: Vec<String> = self
             .conn()
@@ -650,6 +660,61 @@ impl RedisStore {
             gone += 1;
         }
         Ok(gone)
+    }
+
+    /// Records in `push:lanes` the queues of subscribers removed before
+    /// hubs kept that set, so that they are forgotten like any other: one
+    /// `SCAN` step per sweep until the keyspace has been walked once, then
+    /// a marker key ends it for every instance. A queue found is recorded
+    /// as of now (when its subscriber went is not known), and only if it is
+    /// not recorded already.
+    async fn adopt_unrecorded(&self, now: i64, live: &HashSet<String>) -> Result<(), StoreError> {
+        let marker = self.key("push:lanes:adopted");
+        let cursor = {
+            let book = self.push_lanes.lock().unwrap_or_else(|e| e.into_inner());
+            if book.adopted {
+                return Ok(());
+            }
+            book.adopt_cursor
+        };
+        if cursor == 0 && self.conn().exists::<_, bool>(&marker).await? {
+            self.push_lanes
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .adopted = true;
+            return Ok(());
+        }
+        let pattern = format!("{}:{{*}}:push:q:*", self.prefix());
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(&pattern)
+            .arg("COUNT")
+            .arg(ADOPT_SCAN)
+            .query_async(&mut self.conn())
+            .await?;
+        let found: Vec<(i64, String)> = keys
+            .iter()
+            .filter_map(|k| self.parse_app_key(k, "push:q:"))
+            .map(|(appid, sub)| lane_member(appid, sub))
+            .filter(|m| !live.contains(m))
+            .map(|m| (now, m))
+            .collect();
+        if !found.is_empty() {
+            let _: () = redis::cmd("ZADD")
+                .arg(self.key("push:lanes"))
+                .arg("NX")
+                .arg(&found)
+                .query_async(&mut self.conn())
+                .await?;
+        }
+        if next == 0 {
+            let _: () = self.conn().set(&marker, 1).await?;
+        }
+        let mut book = self.push_lanes.lock().unwrap_or_else(|e| e.into_inner());
+        book.adopt_cursor = next;
+        book.adopted = next == 0;
+        Ok(())
     }
 
     /// A follower record.

@@ -372,7 +372,7 @@ impl RedisStore {
     }
 
     /// `prefix:{appid}:KIND NAME` → (appid, name).
-    fn parse_app_key<'a>(&self, key: &'a str, kind: &str) -> Option<(&'a str, &'a str)> {
+    pub(super) fn parse_app_key<'a>(&self, key: &'a str, kind: &str) -> Option<(&'a str, &'a str)> {
         let rest = key.strip_prefix(&self.prefix)?.strip_prefix(":{")?;
         let (appid, rest) = rest.split_once("}:")?;
         Some((appid, rest.strip_prefix(kind)?))

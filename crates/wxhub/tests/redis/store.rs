@@ -591,3 +591,58 @@ async fn a_subscriber_gone_for_the_keep_time_leaves_no_queue_and_one_back_keeps_
     assert_eq!(recorded, vec![format!("{appid}\na")]);
     cleanup(&s).await;
 }
+
+/// A queue left by a subscriber removed before hubs recorded subscribers in
+/// `push:lanes` is found by the sweeps' one-off `SCAN`, recorded as of
+/// then, and forgotten once the keep time has passed; a configured
+/// subscriber's is kept, and once the walk is done no instance walks again.
+#[tokio::test]
+async fn a_queue_older_than_the_record_of_subscribers_is_found_and_forgotten() {
+    const KEEP: i64 = 86_400;
+    let appid = "wx1111111111111111";
+    let s = store().await;
+    s.push_accept(&push_for("m:1", &["kept", "orphan"]))
+        .await
+        .expect("accept");
+    let queue = |sub: &str| s.app_key(appid, &format!("push:q:{sub}"));
+    let exists = |k: String| {
+        let s = s.clone();
+        async move { s.conn().exists::<_, bool>(k).await.expect("exists") }
+    };
+    let live = vec![(appid.to_string(), "kept".to_string())];
+    // Walk the whole keyspace (one SCAN step per sweep): within the keep
+    // time, nothing goes.
+    let marker = format!("{}:push:lanes:adopted", s.prefix());
+    let mut sweeps = 0;
+    while !exists(marker.clone()).await {
+        assert_eq!(s.push_sweep(NOW, &live, KEEP).await.expect("sweep"), 0);
+        sweeps += 1;
+        assert!(sweeps < 10_000, "the walk never ended");
+    }
+    let recorded: f64 = s
+        .conn()
+        .zscore(
+            format!("{}:push:lanes", s.prefix()),
+            format!("{appid}\norphan"),
+        )
+        .await
+        .expect("zscore");
+    assert_eq!(
+        recorded as i64, NOW,
+        "recorded as of the sweep that found it"
+    );
+    assert!(exists(queue("orphan")).await);
+
+    assert_eq!(
+        s.push_sweep(NOW + KEEP + 60, &live, KEEP)
+            .await
+            .expect("sweep"),
+        1
+    );
+    assert!(
+        !exists(queue("orphan")).await,
+        "forgotten after the keep time"
+    );
+    assert!(exists(queue("kept")).await);
+    cleanup(&s).await;
+}

@@ -307,10 +307,13 @@ fn account_card(
         esc(&a.name),
         a.token_mode,
     );
+    out.push_str(&platform_lines(a, now));
     if !a.managed {
-        out.push_str(
-            "<p class=\"muted\">A website app: the hub keeps no token for it.</p></section>",
-        );
+        // A revoked authorizer keeps no token either, and says why above.
+        if a.component.is_none() {
+            out.push_str("<p class=\"muted\">A website app: the hub keeps no token for it.</p>");
+        }
+        out.push_str("</section>");
         return out;
     }
     for s in &a.slots {
@@ -359,6 +362,49 @@ fn account_card(
         ));
     }
     out.push_str("</div></section>");
+    out
+}
+
+/// A third-party platform's verify ticket and authorizers; for an account
+/// authorized to one, which, and whether its administrator revoked it.
+fn platform_lines(a: &AccountStatus, now: i64) -> String {
+    let mut out = String::new();
+    if let Some(p) = &a.platform {
+        let ticket = match (p.ticket_created_at, &p.ticket_warning) {
+            (_, Some(w)) => format!(
+                "<div class=\"reason\"><b>verify ticket</b>: {}</div>",
+                esc(w)
+            ),
+            (Some(at), None) => format!(
+                "<span class=\"muted\">newest verify ticket {}</span>",
+                rel(at, now)
+            ),
+            (None, None) => String::new(),
+        };
+        let _ = write!(
+            out,
+            "<div class=\"platform\" id=\"platform-{0}\"><p>Third-party platform: <b class=\"authorizers\">{1}</b> account{2} authorized · \
+administrators authorize at <code>/component/{0}/authorize?return=…</code> (a URL under its <code>return_origins</code>) {3}</p></div>",
+            esc(&a.appid),
+            p.authorizers,
+            if p.authorizers == 1 { "" } else { "s" },
+            ticket,
+        );
+    }
+    if let Some(c) = &a.component {
+        let _ = write!(
+            out,
+            "<p class=\"muted via\">authorized through the third-party platform <a href=\"/console/apps/{0}\"><code>{0}</code></a></p>",
+            esc(c)
+        );
+        if let Some(at) = a.revoked_at {
+            let _ = write!(
+                out,
+                "<div class=\"reason\"><b>revoked</b>: its administrator revoked the platform's authorization ({}); it is refreshed again once they authorize it anew</div>",
+                rel(at, now)
+            );
+        }
+    }
     out
 }
 

@@ -127,13 +127,18 @@ impl Credentials {
         let total = matching.len();
         let page: Vec<Arc<Account>> = matching.into_iter().skip(q.offset).take(q.limit).collect();
         let counts = self.today_counts(&page, now).await;
-        let mut out = self.status_with(&page, &counts);
+        let out = self.with_platforms(self.status_with(&page, &counts)).await;
+        (total, out)
+    }
+
+    /// Adds their own figures to the third-party platforms among `out`.
+    async fn with_platforms(&self, mut out: Vec<AccountStatus>) -> Vec<AccountStatus> {
         for st in &mut out {
             if st.kind == "component" {
                 st.platform = Some(self.platform_status(&st.appid).await);
             }
         }
-        (total, out)
+        out
     }
 
     /// A third-party platform's ticket and authorizers.
@@ -205,7 +210,7 @@ impl Credentials {
             total,
             unhealthy,
             degraded,
-            apps: self.status_with(&page, &counts),
+            apps: self.with_platforms(self.status_with(&page, &counts)).await,
         }
     }
 
@@ -220,7 +225,9 @@ impl Credentials {
             .unwrap_or(0);
         let forced = self.store.counter(appid, "forced", day).await.unwrap_or(0);
         let counts = BTreeMap::from([(appid.to_string(), (fetches, forced))]);
-        self.status_with(&[account], &counts).pop()
+        self.with_platforms(self.status_with(&[account], &counts))
+            .await
+            .pop()
     }
 
     /// Whether this instance can serve, from memory only (`/readyz` must

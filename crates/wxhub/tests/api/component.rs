@@ -1047,3 +1047,56 @@ async fn an_authorized_accounts_messages_reach_the_platforms_subscribers() {
         .unwrap();
     assert_eq!(r.status(), 404, "a revoked account takes no pushes");
 }
+
+/// The console page of a platform shows its verify ticket (or that none
+/// came) and how many accounts are authorized to it; an authorized
+/// account's page names its platform, and says when its administrator
+/// revoked it.
+#[tokio::test]
+async fn the_console_shows_a_platforms_ticket_and_authorizers_and_an_accounts_platform() {
+    let t = platform(1).await;
+    let page = |appid: &'static str| {
+        let req = t
+            .http
+            .get(t.url(&format!("/console/apps/{appid}")))
+            .bearer_auth(&t.admin);
+        async move {
+            let r = req.send().await.unwrap();
+            assert_eq!(r.status().as_u16(), 200);
+            r.text().await.unwrap()
+        }
+    };
+    let p = page(COMPONENT).await;
+    assert!(p.contains("no component_verify_ticket received yet"), "{p}");
+    assert!(
+        p.contains("<b class=\"authorizers\">0</b> accounts authorized"),
+        "{p}"
+    );
+
+    first_ticket(&t).await;
+    authorize(&t, AUTHORIZER).await;
+    let p = page(COMPONENT).await;
+    assert!(p.contains(&format!("id=\"platform-{COMPONENT}\"")), "{p}");
+    assert!(
+        p.contains("<b class=\"authorizers\">1</b> account authorized"),
+        "{p}"
+    );
+    assert!(p.contains("newest verify ticket"), "{p}");
+    assert!(!p.contains("no component_verify_ticket"), "{p}");
+
+    let via = format!(
+        "authorized through the third-party platform <a href=\"/console/apps/{COMPONENT}\">"
+    );
+    let p = page(AUTHORIZER).await;
+    assert!(p.contains(&via), "{p}");
+    assert!(!p.contains("<b>revoked</b>"), "{p}");
+    let r = t
+        .sim_post(
+            &format!("/_sim/components/{COMPONENT}/unauthorize"),
+            json!({"authorizer_appid": AUTHORIZER}),
+        )
+        .await;
+    assert_eq!(r["event_delivered"], true, "{r}");
+    let p = page(AUTHORIZER).await;
+    assert!(p.contains("<b>revoked</b>"), "{p}");
+}

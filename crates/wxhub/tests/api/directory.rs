@@ -590,16 +590,7 @@ async fn a_change_made_from_an_older_version_is_refused_with_412_and_changes_not
         .get_as(&format!("/v1/apps/{NEW}/access_token"), &key)
         .await;
     assert_eq!(served.status(), 200);
-    let audit: Value = hub
-        .http
-        .get(hub.url("/v1/admin/audit"))
-        .bearer_auth(&hub.admin)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, audit) = admin(&hub).get("/v1/admin/audit").await;
     let actions: Vec<&str> = audit["entries"]
         .as_array()
         .unwrap()

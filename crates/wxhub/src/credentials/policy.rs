@@ -220,7 +220,14 @@ pub enum FailureClass {
     Quota(i64),
     /// A person must fix the configuration: retry slowly.
     Config,
+    /// Nothing here can fix it and it may last for days (a restricted
+    /// account, an authorization to renew on the platform): a check an
+    /// hour, not a fetch every few minutes that costs the platform's quota.
+    Suspended,
 }
+
+/// How often a suspended account is tried again, at the least.
+pub const SUSPENDED_RETRY_SECS: i64 = 3600;
 
 impl FailureClass {
     /// For the `result` label of `wxhub_refresh_total`.
@@ -228,7 +235,8 @@ impl FailureClass {
         match self {
             FailureClass::Transient => "upstream_error",
             FailureClass::Quota(_) => "quota",
-            FailureClass::Config => "config_error",
+            // Among the documented results: a person must act.
+            FailureClass::Config | FailureClass::Suspended => "config_error",
         }
     }
 }
@@ -239,8 +247,8 @@ pub fn classify(e: &WxError, now: i64) -> (FailureClass, String) {
     // loop (component-platform.md §12).
     match e.errcode().map(wx_api::ErrCode::as_i64) {
         Some(61003) => return (FailureClass::Config, "the account's administrator revoked the third-party platform's authorization (61003): it must authorize the platform again".to_string()),
-        Some(61023) => return (FailureClass::Config, "the platform rejected the authorizer_refresh_token (61023) and api_get_authorizer_list did not give a working one: the account's administrator must authorize the third-party platform again".to_string()),
-        Some(50002) => return (FailureClass::Config, "the account is restricted (50002 user limited): refreshing is suspended until it is lifted on the WeChat side".to_string()),
+        Some(61023) => return (FailureClass::Suspended, "the platform rejected the authorizer_refresh_token (61023) and api_get_authorizer_list did not give a working one: the account's administrator must authorize the third-party platform again (a new authorization is taken at once; until then the hub tries hourly)".to_string()),
+        Some(50002) => return (FailureClass::Suspended, "the account is restricted (50002 user limited): it must be lifted on the WeChat side; the hub tries hourly until then".to_string()),
         _ => {}
     }
     match e.action() {
@@ -325,6 +333,11 @@ pub fn failed(
         }
         FailureClass::Quota(until) => (until, mild, Some(until)),
         FailureClass::Config => (now + s.config_error_retry_secs, Severity::Unhealthy, None),
+        FailureClass::Suspended => (
+            now + s.config_error_retry_secs.max(SUSPENDED_RETRY_SECS),
+            Severity::Unhealthy,
+            None,
+        ),
     };
     let reason = if valid && severity == Severity::Degraded {
         format!(

@@ -1100,3 +1100,42 @@ async fn the_console_shows_a_platforms_ticket_and_authorizers_and_an_accounts_pl
     let p = page(AUTHORIZER).await;
     assert!(p.contains("<b>revoked</b>"), "{p}");
 }
+
+/// A restricted account (50002 on every refresh) may stay so for days: it
+/// is shown as a problem and tried once an hour, not every few minutes.
+#[tokio::test]
+async fn a_restricted_account_is_tried_hourly_and_says_why() {
+    let t = authorized_platform().await;
+    let r = t
+        .sim_post(
+            &format!("/_sim/accounts/{AUTHORIZER}"),
+            json!({"restricted": true}),
+        )
+        .await;
+    assert!(r.get("error").is_none(), "{r}");
+    let calls = authorizer_calls(&t, AUTHORIZER);
+    // A day in steps of five minutes, the ticket pushed as the platform would.
+    for step in 0..288 {
+        if step % 12 == 0 {
+            push_ticket(&t).await;
+        }
+        t.advance(300);
+        t.run_due().await;
+    }
+    let tried = authorizer_calls(&t, AUTHORIZER) - calls;
+    assert!(
+        (20..=26).contains(&tried),
+        "{tried} refreshes of a restricted account in a day"
+    );
+    let apps = t.apps().await;
+    let a = apps["apps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["appid"] == AUTHORIZER)
+        .cloned()
+        .unwrap();
+    let reason = a["problem"]["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("50002"), "{a}");
+    assert!(reason.contains("hourly"), "{a}");
+}

@@ -464,3 +464,25 @@ fn jitter_spreads_uniformly_and_stays_in_range() {
     assert_eq!(Jitter::MOST.of(0), 0);
     assert_eq!(Jitter::MOST.of(-5), 0);
 }
+
+#[test]
+fn a_restricted_or_unauthorized_account_is_checked_hourly_not_every_few_minutes() {
+    let s = settings();
+    for (code, words) in [
+        (50002, "restricted"),
+        (61023, "authorize the third-party platform again"),
+    ] {
+        let (class, reason) = classify(
+            &api_error(code, "/cgi-bin/component/api_authorizer_token"),
+            T,
+        );
+        assert_eq!(class, FailureClass::Suspended, "{code}");
+        assert_eq!(class.label(), "config_error", "a documented result");
+        assert!(reason.contains(words), "{code}: {reason}");
+        assert!(reason.contains("hourly"), "{code}: {reason}");
+        let st = holding(cred("v", T - 8000, 7200));
+        let f = failed(&s, &st, TOKEN, class, reason, T, Jitter::MOST);
+        assert_eq!(f.next_refresh_at - T, SUSPENDED_RETRY_SECS, "{code}");
+        assert_eq!(f.problem.severity, Severity::Unhealthy);
+    }
+}

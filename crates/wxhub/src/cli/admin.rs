@@ -45,6 +45,9 @@ pub enum Accounts {
     Put {
         /// The AppID.
         appid: String,
+        /// Only if the account is still this version (`etag` of `show`).
+        #[arg(long)]
+        if_match: Option<String>,
         #[command(flatten)]
         fields: Fields,
     },
@@ -53,6 +56,10 @@ pub enum Accounts {
     Set {
         /// The AppID.
         appid: String,
+        /// Only if the account is still this version (`etag` of `show`):
+        /// a change made meanwhile by someone else is not undone.
+        #[arg(long)]
+        if_match: Option<String>,
         #[command(flatten)]
         fields: Fields,
     },
@@ -61,6 +68,9 @@ pub enum Accounts {
     Remove {
         /// The AppID.
         appid: String,
+        /// Only if the account is still this version (`etag` of `show`).
+        #[arg(long)]
+        if_match: Option<String>,
     },
 }
 
@@ -154,6 +164,17 @@ async fn call(
     path: &str,
     body: Option<Value>,
 ) -> anyhow::Result<Value> {
+    call_if(t, method, path, body, None).await
+}
+
+/// As [`call`], with `If-Match` when a version is given.
+async fn call_if(
+    t: &Target,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+    if_match: Option<&str>,
+) -> anyhow::Result<Value> {
     let key = std::env::var(&t.admin_key_env).map_err(|_| {
         anyhow::anyhow!("--admin-key-env: set {} to the admin key", t.admin_key_env)
     })?;
@@ -162,6 +183,9 @@ async fn call(
         .request(method, &url)
         .bearer_auth(key)
         .header("x-wxhub-actor", whoami());
+    if let Some(tag) = if_match {
+        req = req.header("if-match", tag);
+    }
     if let Some(b) = &body {
         req = req.json(b);
     }
@@ -232,39 +256,50 @@ pub async fn accounts(t: &Target, cmd: Accounts) -> anyhow::Result<()> {
             )
             .await?,
         ),
-        Accounts::Put { appid, fields } => {
+        Accounts::Put {
+            appid,
+            if_match,
+            fields,
+        } => {
             let body = fields.body()?;
             print(
-                &call(
+                &call_if(
                     t,
                     Method::PUT,
                     &format!("/v1/admin/accounts/{}", enc(&appid)),
                     Some(body),
+                    if_match.as_deref(),
                 )
                 .await?,
             )
         }
-        Accounts::Set { appid, fields } => {
+        Accounts::Set {
+            appid,
+            if_match,
+            fields,
+        } => {
             let body = fields.body()?;
             if body.as_object().is_some_and(Map::is_empty) {
                 bail!("nothing to change: give --from or a field flag");
             }
             print(
-                &call(
+                &call_if(
                     t,
                     Method::PATCH,
                     &format!("/v1/admin/accounts/{}", enc(&appid)),
                     Some(body),
+                    if_match.as_deref(),
                 )
                 .await?,
             )
         }
-        Accounts::Remove { appid } => {
-            call(
+        Accounts::Remove { appid, if_match } => {
+            call_if(
                 t,
                 Method::DELETE,
                 &format!("/v1/admin/accounts/{}", enc(&appid)),
                 None,
+                if_match.as_deref(),
             )
             .await?;
             println!("removed {appid}");

@@ -127,7 +127,10 @@ pub async fn delete_account(
     Ok(StatusCode::NO_CONTENT)
 }
 
-fn with_etag(status: StatusCode, view: Value, etag: &str) -> Response {
+/// The account's version in `ETag`, and in the body as `etag` for clients
+/// that read only the JSON (the CLI among them).
+fn with_etag(status: StatusCode, mut view: Value, etag: &str) -> Response {
+    view["etag"] = Value::String(etag.to_string());
     let mut resp = (status, Json(view)).into_response();
     if let Ok(v) = HeaderValue::from_str(etag) {
         resp.headers_mut().insert(axum::http::header::ETAG, v);

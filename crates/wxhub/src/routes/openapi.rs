@@ -312,7 +312,8 @@ fn directory_paths(paths: &mut serde_json::Map<String, Value>) {
         "oauth_return_origins": {"type": "array", "items": {"type": "string"}},
         "component": {"type": "string", "nullable": true, "description": "The third-party platform it is authorized to"},
         "revoked_at": {"type": "integer", "nullable": true, "description": "When its administrator revoked the platform"},
-        "push": {"type": ["object", "null"]}
+        "push": {"type": ["object", "null"]},
+        "etag": {"type": "string", "description": "Its version, as in the ETag header: give it in If-Match"}
     }});
     let definition = json!({"required": true, "content": {"application/json": {"schema": {"type": "object",
         "description": "The fields of an [[accounts]] entry; secrets inline (secret, push.token, ...), never *_env or *_file"}}}});

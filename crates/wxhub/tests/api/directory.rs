@@ -446,6 +446,49 @@ async fn the_cli_adds_changes_and_removes_accounts_and_makes_clients() {
     )
     .await;
     assert!(!ok && out.contains("--secret-env"), "{out}");
+    // A change from the version shown goes through; one from an older
+    // version is refused and changes nothing.
+    let (ok, out) = cli(&hub, &["accounts", "show", NEW], &[]).await;
+    assert!(ok, "{out}");
+    let shown: Value = serde_json::from_str(&out).expect("show prints JSON");
+    let tag = shown["etag"].as_str().expect("an etag").to_string();
+    let (ok, out) = cli(
+        &hub,
+        &[
+            "accounts",
+            "set",
+            NEW,
+            "--if-match",
+            &tag,
+            "--name",
+            "Renamed",
+        ],
+        &[],
+    )
+    .await;
+    assert!(ok && out.contains("Renamed"), "{out}");
+    let (ok, out) = cli(
+        &hub,
+        &[
+            "accounts",
+            "set",
+            NEW,
+            "--if-match",
+            &tag,
+            "--name",
+            "Stale",
+        ],
+        &[],
+    )
+    .await;
+    assert!(
+        !ok && out.contains("412") && out.contains("changed since"),
+        "{out}"
+    );
+    let (ok, out) = cli(&hub, &["accounts", "remove", NEW, "--if-match", &tag], &[]).await;
+    assert!(!ok && out.contains("412"), "{out}");
+    let (_, v) = admin(&hub).get(&format!("/v1/admin/accounts/{NEW}")).await;
+    assert_eq!(v["name"], "Renamed");
     let (ok, out) = cli(&hub, &["audit"], &[]).await;
     assert!(
         ok && out.contains("account.create") && out.contains("admin (bob)"),

@@ -61,7 +61,7 @@ pub(super) struct LaneBook {
 }
 
 /// Keys one sweep's `SCAN` step looks at while adopting old queues.
-const ADOPT_SCAN: usize = 1000;
+const ADOPT_SCAN: usize = 10_000;
 
 // KEYS: dedup, message, follower hash, follower zset, then one queue per
 // subscriber. ARGV: message id, openid, raw xml, received_at, keep secs,

@@ -99,6 +99,16 @@ fn authorizer_calls(t: &TestHub, appid: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// The account's entry in `GET /v1/apps` (null if it is not listed).
+async fn app_entry(t: &TestHub, appid: &str) -> Value {
+    let apps = t.apps().await;
+    apps["apps"]
+        .as_array()
+        .and_then(|all| all.iter().find(|a| a["appid"] == appid))
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
 /// Waits (real time, bounded) for something the hub does in a task of its
 /// own after answering a push.
 async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
@@ -295,15 +305,8 @@ async fn an_authorized_account_is_served_like_any_other_for_48_hours() {
     assert!(s == 200 || s == 403, "jssdk/config answers: {s} {v}");
 
     // `/v1/apps` says where it came from.
-    let apps = t.apps().await;
-    let listed = apps["apps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|a| a["appid"] == AUTHORIZER)
-        .cloned()
-        .unwrap_or(Value::Null);
-    assert_eq!(listed["component"], COMPONENT, "{apps}");
+    let listed = app_entry(&t, AUTHORIZER).await;
+    assert_eq!(listed["component"], COMPONENT, "{listed}");
 
     let end = t.now() + 48 * 3600;
     let mut dead = 0;
@@ -851,14 +854,7 @@ async fn a_refresh_token_the_platform_rejects_is_read_back_from_the_authorizer_l
     assert_eq!(listed, 1, "one reconciliation");
     // Rejected for good: the account says what to do, and is not hammered.
     next_refresh_refused(&t, 61023, 1000).await;
-    let apps = t.apps().await;
-    let a = apps["apps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|a| a["appid"] == AUTHORIZER)
-        .cloned()
-        .unwrap();
+    let a = app_entry(&t, AUTHORIZER).await;
     let reason = a["problem"]["reason"]
         .as_str()
         .unwrap_or_default()
@@ -1127,14 +1123,7 @@ async fn a_restricted_account_is_tried_hourly_and_says_why() {
         (20..=26).contains(&tried),
         "{tried} refreshes of a restricted account in a day"
     );
-    let apps = t.apps().await;
-    let a = apps["apps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|a| a["appid"] == AUTHORIZER)
-        .cloned()
-        .unwrap();
+    let a = app_entry(&t, AUTHORIZER).await;
     let reason = a["problem"]["reason"].as_str().unwrap_or_default();
     assert!(reason.contains("50002"), "{a}");
     assert!(reason.contains("hourly"), "{a}");

@@ -166,6 +166,17 @@ async fn authorize(t: &TestHub, appid: &str) -> Value {
     r
 }
 
+/// The account's administrator revokes the platform (the event is pushed).
+async fn unauthorize(t: &TestHub, appid: &str) {
+    let r = t
+        .sim_post(
+            &format!("/_sim/components/{COMPONENT}/unauthorize"),
+            json!({"authorizer_appid": appid}),
+        )
+        .await;
+    assert_eq!(r["event_delivered"], true, "{r}");
+}
+
 async fn token_of(t: &TestHub, appid: &str) -> (u16, Value) {
     t.get(&format!("/v1/apps/{appid}/access_token")).await
 }
@@ -352,13 +363,7 @@ async fn unauthorize_stops_refreshing_and_a_new_authorization_brings_it_back() {
     let t = authorized_platform().await;
     assert_eq!(token_of(&t, AUTHORIZER).await.0, 200);
 
-    let r = t
-        .sim_post(
-            &format!("/_sim/components/{COMPONENT}/unauthorize"),
-            json!({"authorizer_appid": AUTHORIZER}),
-        )
-        .await;
-    assert_eq!(r["event_delivered"], true, "{r}");
+    unauthorize(&t, AUTHORIZER).await;
     let (s, v) = token_of(&t, AUTHORIZER).await;
     assert_eq!(s, 403, "{v}");
     assert_eq!(v["error"]["code"], "authorization_revoked");
@@ -941,13 +946,7 @@ async fn web_authorization_of_an_authorized_account_goes_through_the_component_e
     assert_eq!(calls("/sns/oauth2/access_token"), 0, "{stats}");
 
     // Revoked: a sign-in is refused up front, with the same clear error.
-    let r = t
-        .sim_post(
-            &format!("/_sim/components/{COMPONENT}/unauthorize"),
-            json!({"authorizer_appid": AUTHORIZER}),
-        )
-        .await;
-    assert_eq!(r["event_delivered"], true, "{r}");
+    unauthorize(&t, AUTHORIZER).await;
     let mut refused = None;
     for _ in 0..200 {
         let r = t
@@ -1024,13 +1023,7 @@ async fn an_authorized_accounts_messages_reach_the_platforms_subscribers() {
     assert_eq!(sub.bad_signatures(), 0);
 
     // Revoked: the hub no longer takes the account's pushes.
-    let r = t
-        .sim_post(
-            &format!("/_sim/components/{COMPONENT}/unauthorize"),
-            json!({"authorizer_appid": AUTHORIZER}),
-        )
-        .await;
-    assert_eq!(r["event_delivered"], true, "{r}");
+    unauthorize(&t, AUTHORIZER).await;
     answers(&t, AUTHORIZER, 403).await;
     let r = t
         .http
@@ -1086,13 +1079,7 @@ async fn the_console_shows_a_platforms_ticket_and_authorizers_and_an_accounts_pl
     let p = page(AUTHORIZER).await;
     assert!(p.contains(&via), "{p}");
     assert!(!p.contains("<b>revoked</b>"), "{p}");
-    let r = t
-        .sim_post(
-            &format!("/_sim/components/{COMPONENT}/unauthorize"),
-            json!({"authorizer_appid": AUTHORIZER}),
-        )
-        .await;
-    assert_eq!(r["event_delivered"], true, "{r}");
+    unauthorize(&t, AUTHORIZER).await;
     let p = page(AUTHORIZER).await;
     assert!(p.contains("<b>revoked</b>"), "{p}");
 }

@@ -189,6 +189,14 @@ impl Precondition {
     }
 }
 
+fn source_of(row: Option<&Row>) -> &'static str {
+    match row {
+        Some(Row::Define(_)) => "api",
+        Some(Row::Change(_)) => "file+api",
+        _ => "file",
+    }
+}
+
 fn stored_error(e: StoreError) -> ApiError {
     ApiError::internal(e)
 }
@@ -654,13 +662,19 @@ impl Directory {
         Err(busy(appid))
     }
 
-    /// An account's version, for `ETag` and `If-Match`: it changes with
-    /// every change made through the admin API.
+    /// Where an account's definition comes from (as [`Directory::source`])
+    /// and its version, for `ETag` and `If-Match` (it changes with every
+    /// change made through the admin API), from one read of its row.
     ///
     /// # Errors
     /// 500 on a store failure.
-    pub async fn etag(&self, app: &App, appid: &str) -> Result<String, ApiError> {
-        Ok(self.read(app, Section::Account, appid).await?.etag())
+    pub async fn version(
+        &self,
+        app: &App,
+        appid: &str,
+    ) -> Result<(&'static str, String), ApiError> {
+        let read = self.read(app, Section::Account, appid).await?;
+        Ok((source_of(read.row.as_ref()), read.etag()))
     }
 
     /// Web authorization needs a state secret every instance shares.
@@ -785,11 +799,9 @@ impl Directory {
     /// Where an account's definition comes from: `file`, `api` or
     /// `file+api` (the file's entry with fields changed).
     pub async fn source(&self, app: &App, appid: &str) -> Result<&'static str, ApiError> {
-        Ok(match self.row(app, Section::Account, appid).await? {
-            Some(Row::Define(_)) => "api",
-            Some(Row::Change(_)) => "file+api",
-            _ => "file",
-        })
+        Ok(source_of(
+            self.row(app, Section::Account, appid).await?.as_ref(),
+        ))
     }
 
     /// Where a client comes from: `file` or `api`.

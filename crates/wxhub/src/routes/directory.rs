@@ -54,13 +54,14 @@ pub async fn get_account(
     _: Admin,
     AppPath(appid): AppPath<String>,
 ) -> Result<Response, ApiError> {
-    if app.creds.account(&appid).is_none() {
-        return Err(ApiError::not_found(format!("no account {appid}")));
-    }
-    let etag = app.directory.etag(&app, &appid).await?;
+    let account = app
+        .creds
+        .account(&appid)
+        .ok_or_else(|| ApiError::not_found(format!("no account {appid}")))?;
+    let (source, etag) = app.directory.version(&app, &appid).await?;
     Ok(with_etag(
         StatusCode::OK,
-        current(&app, &appid).await?,
+        account_view(&account.cfg, source),
         &etag,
     ))
 }

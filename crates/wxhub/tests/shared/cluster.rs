@@ -334,6 +334,19 @@ apps = ["*"]
         r.json().await.ok()
     }
 
+    /// `GET path` on hub `i` with the admin key, as JSON.
+    pub async fn admin_get(&self, i: usize, path: &str) -> Value {
+        self.http
+            .get(format!("{}{path}", self.hub(i).base))
+            .bearer_auth(&self.admin)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
     pub async fn account(&self, i: usize) -> Value {
         self.apps(i).await.expect("hub answers")["apps"][0].clone()
     }

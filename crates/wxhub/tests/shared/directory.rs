@@ -91,16 +91,7 @@ async fn an_account_added_on_one_instance_is_served_by_every_instance_within_a_s
     c.advance(3 * 7200).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(fetched(&c), 1);
-    let audit: Value = c
-        .http
-        .get(format!("{}/v1/admin/audit", c.hub(2).base))
-        .bearer_auth(&c.admin)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let audit = c.admin_get(2, "/v1/admin/audit").await;
     let actions: Vec<&str> = audit["entries"]
         .as_array()
         .unwrap()
@@ -118,15 +109,10 @@ async fn an_account_added_on_one_instance_is_served_by_every_instance_within_a_s
 async fn changes_of_different_fields_made_at_once_on_two_instances_both_land() {
     let c = Cluster::start(Setup::default()).await;
     c.wait_owner(Duration::from_secs(10)).await;
-    let url = |i: usize| {
-        format!(
-            "{}/v1/admin/accounts/{}",
-            c.hub(i).base,
-            crate::cluster::APPID
-        )
-    };
+    let path = format!("/v1/admin/accounts/{}", crate::cluster::APPID);
     let patch = |i: usize, body: Value| {
-        let req = c.http.patch(url(i)).bearer_auth(&c.admin).json(&body);
+        let url = format!("{}{path}", c.hub(i).base);
+        let req = c.http.patch(url).bearer_auth(&c.admin).json(&body);
         async move { req.send().await.unwrap().status().as_u16() }
     };
     for round in 0..8 {
@@ -142,16 +128,7 @@ async fn changes_of_different_fields_made_at_once_on_two_instances_both_land() {
         loop {
             let mut all = true;
             for i in c.live() {
-                let v: Value = c
-                    .http
-                    .get(url(i))
-                    .bearer_auth(&c.admin)
-                    .send()
-                    .await
-                    .unwrap()
-                    .json()
-                    .await
-                    .unwrap();
+                let v = c.admin_get(i, &path).await;
                 all &= v["name"] == name.as_str() && v["jssdk_domains"] == json!([domain]);
             }
             if all {

@@ -99,6 +99,10 @@ async fn a_hub_killed_right_after_acknowledging_delivers_after_restart() {
     c.push_to(0).await;
     c.act("alice", "text", json!({"content": "acked-0"})).await;
     c.act("alice", "text", json!({"content": "acked-1"})).await;
+    // The first attempt of acked-0 answered (503), and nothing more due
+    // while the clock stands: an attempt still on the wire at the kill
+    // would be accepted under `Up` below without the hub ever learning it.
+    sub.wait_quiet(1, Duration::from_millis(300)).await;
     // Acknowledged to the platform; then SIGKILL, nothing graceful.
     c.kill(0);
     sub.set(Mode::Up);
@@ -135,6 +139,8 @@ async fn shared_mode_another_instance_finishes_what_a_killed_deliverer_was_retry
     let tried = sub.all().len();
     assert!(tried >= 4, "the owner was retrying: {tried} attempts");
     assert!(sub.delivered().is_empty());
+    // No attempt of the owner's still on the wire (see the test above).
+    sub.wait_quiet(tried, Duration::from_millis(500)).await;
     c.kill(owner);
     sub.set(Mode::Up);
     let (new_owner, took) = c.wait_owner(Duration::from_secs(15)).await;

@@ -10,6 +10,7 @@
 //! push gateway.
 
 mod console;
+mod durable;
 mod push;
 
 use std::net::SocketAddr;
@@ -927,14 +928,7 @@ async fn start_hub(
     key: &str,
     account_extra: &str,
 ) -> anyhow::Result<(wxhub::RunningHub, std::path::PathBuf)> {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static N: AtomicU32 = AtomicU32::new(0);
-    let store = std::env::temp_dir().join(format!(
-        "wxhub-bench-{}-{}.db",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    ));
-    remove_store(&store);
+    let store = new_store_path();
     let config_text = format!(
         r#"
 listen = "127.0.0.1:0"
@@ -975,6 +969,19 @@ apps = ["*"]
     let clock = Arc::new(wxhub::clock::SimClock(sim.sim().clone()));
     let hub = wxhub::Application::build(config, clock).await?.spawn();
     Ok((hub, store))
+}
+
+/// A fresh SQLite file in the system temp dir, none of its files left.
+fn new_store_path() -> PathBuf {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    let store = std::env::temp_dir().join(format!(
+        "wxhub-bench-{}-{}.db",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    remove_store(&store);
+    store
 }
 
 /// Removes a SQLite store and its WAL files.

@@ -23,7 +23,7 @@ use wx_api::push::component::{ComponentEvent, ComponentPush};
 
 use crate::app::App;
 use crate::config::{ComponentConfig, Via};
-use crate::directory::{Actor, Precondition};
+use crate::directory::Actor;
 use crate::error::ApiError;
 
 /// The largest body taken at the authorization-event URL: a push is a few
@@ -206,13 +206,15 @@ pub async fn exchange(
         let name = current
             .as_ref()
             .map_or_else(|| appid.as_str().to_string(), |a| a.cfg.name.clone());
+        // A revoked account comes back as its operator left it.
         app.directory
-            .put_account(
+            .record_authorization(
                 app,
                 &Actor(format!("component:{}", cfg.appid.as_str())),
                 appid.as_str(),
+                cfg.appid.as_str(),
                 cfg.authorizer_definition(&name),
-                &Precondition::default(),
+                None,
             )
             .await?;
     }
@@ -237,15 +239,16 @@ pub async fn revoke(
     if account.cfg.via != Via::Authorizer(cfg.appid.clone()) {
         return Ok(());
     }
-    let mut body = cfg.authorizer_definition(&account.cfg.name);
-    body["revoked_at"] = app.clock.now().into();
+    // Only `revoked_at` changes: what the operator set on the account
+    // stays for when its administrator authorizes the platform again.
     app.directory
-        .put_account(
+        .record_authorization(
             app,
             &Actor(format!("component:{}", cfg.appid.as_str())),
             authorizer.as_str(),
-            body,
-            &Precondition::default(),
+            cfg.appid.as_str(),
+            cfg.authorizer_definition(&account.cfg.name),
+            Some(app.clock.now()),
         )
         .await?;
     app.creds.forget_revoked(authorizer.as_str()).await;

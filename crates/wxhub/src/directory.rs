@@ -560,6 +560,95 @@ impl Directory {
         Err(busy(appid))
     }
 
+    /// Records the platform's word on an account authorized to
+    /// `component`: its administrator revoked it at `revoked_at`, or (with
+    /// `None`) authorized it. Only `revoked_at` changes, so what an operator
+    /// set on the account outlives a revocation and a new authorization; an
+    /// account not stored yet is added as `fresh` (a revocation of one is
+    /// nothing to record). An account of the configuration file gets
+    /// `fresh` as its whole definition, as it always has.
+    ///
+    /// # Errors
+    /// 409 `account_exists` when the stored account has its own secret or
+    /// another platform; 409 when other changes kept landing first; 500 on
+    /// a store failure.
+    pub async fn record_authorization(
+        &self,
+        app: &App,
+        actor: &Actor,
+        appid: &str,
+        component: &str,
+        fresh: Value,
+        revoked_at: Option<i64>,
+    ) -> Result<(), ApiError> {
+        let _one = self.writing.lock().await;
+        let Value::Object(mut fresh) = fresh else {
+            return Err(ApiError::internal(
+                "an authorized account's definition is an object",
+            ));
+        };
+        if let Some(at) = revoked_at {
+            fresh.insert("revoked_at".into(), at.into());
+        }
+        let change = json!({ "revoked_at": revoked_at });
+        for _ in 0..WRITE_TRIES {
+            let read = self.read(app, Section::Account, appid).await?;
+            let (action, body) = match read.row.clone() {
+                Some(Row::Define(mut b)) => {
+                    if b.get("component").and_then(Value::as_str) != Some(component) {
+                        return Err(ApiError::new(
+                            axum::http::StatusCode::CONFLICT,
+                            "account_exists",
+                            format!(
+                                "{appid} is in this hub with its own secret or another platform; {component}'s word on it is not recorded"
+                            ),
+                        ));
+                    }
+                    let stored = b.get("revoked_at").and_then(Value::as_i64);
+                    if stored.is_some() == revoked_at.is_some() {
+                        return Ok(());
+                    }
+                    match revoked_at {
+                        Some(at) => b.insert("revoked_at".into(), at.into()),
+                        None => b.remove("revoked_at"),
+                    };
+                    ("account.change", b)
+                }
+                // The file's entry, changed at run time or not.
+                Some(Row::Change(_)) => ("account.replace", fresh.clone()),
+                None if self.in_file(appid) => ("account.replace", fresh.clone()),
+                None | Some(Row::Removed) => {
+                    if revoked_at.is_some() {
+                        return Ok(());
+                    }
+                    ("account.create", fresh.clone())
+                }
+            };
+            account_from_json(appid, &Value::Object(body.clone())).map_err(invalid)?;
+            let fields = if action == "account.change" {
+                change.clone()
+            } else {
+                Value::Object(body.clone())
+            };
+            let audit = Self::audit(app, actor, action, appid, Some(&fields));
+            if self
+                .commit(
+                    app,
+                    Section::Account,
+                    appid,
+                    &read,
+                    Some(Row::Define(body)),
+                    audit,
+                )
+                .await?
+                .is_some()
+            {
+                return Ok(());
+            }
+        }
+        Err(busy(appid))
+    }
+
     /// Changes the fields given of an account, if `cond` holds. A change
     /// made meanwhile on another instance is read and this one merged
     /// into it, so two changes of different fields both land. Returns the

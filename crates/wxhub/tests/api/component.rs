@@ -393,6 +393,71 @@ async fn unauthorize_stops_refreshing_and_a_new_authorization_brings_it_back() {
     assert!(works(&t, v["access_token"].as_str().unwrap()).await);
 }
 
+/// `method path` with the admin key and a JSON body: (status, body).
+async fn admin_send(
+    t: &TestHub,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<&Value>,
+) -> (u16, Value) {
+    let r = t.send_as(method, path, &t.admin, body).await;
+    let s = r.status().as_u16();
+    (s, r.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn what_the_operator_set_on_an_authorized_account_outlives_a_revocation_and_a_new_authorization()
+ {
+    let t = authorized_platform().await;
+    let path = format!("/v1/admin/accounts/{AUTHORIZER}");
+    let change = json!({"name": "Shop A", "jssdk_domains": ["shop.example.com"], "tickets": []});
+    let (s, v) = admin_send(&t, reqwest::Method::PATCH, &path, Some(&change)).await;
+    assert_eq!(s, 200, "{v}");
+    let kept = |v: &Value| {
+        assert_eq!(v["name"], "Shop A", "{v}");
+        assert_eq!(v["jssdk_domains"], json!(["shop.example.com"]), "{v}");
+        assert_eq!(v["tickets"], json!([]), "{v}");
+        assert_eq!(v["component"], COMPONENT, "{v}");
+    };
+
+    unauthorize(&t, AUTHORIZER).await;
+    answers(&t, AUTHORIZER, 403).await;
+    let (s, v) = admin_send(&t, reqwest::Method::GET, &path, None).await;
+    assert_eq!(s, 200, "{v}");
+    kept(&v);
+    assert!(v["revoked_at"].is_i64(), "{v}");
+
+    authorize(&t, AUTHORIZER).await;
+    answers(&t, AUTHORIZER, 200).await;
+    let (s, v) = admin_send(&t, reqwest::Method::GET, &path, None).await;
+    assert_eq!(s, 200, "{v}");
+    kept(&v);
+    assert!(v.get("revoked_at").is_none_or(Value::is_null), "{v}");
+
+    // The platform's events are in the audit as changes of `revoked_at`
+    // alone, by the platform.
+    let (s, audit) = admin_send(&t, reqwest::Method::GET, "/v1/admin/audit?limit=100", None).await;
+    assert_eq!(s, 200, "{audit}");
+    let by_platform: Vec<(&str, Value)> = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["target"] == AUTHORIZER && e["actor"] == format!("component:{COMPONENT}"))
+        .map(|e| (e["action"].as_str().unwrap(), e["fields"].clone()))
+        .collect();
+    let changes = by_platform
+        .iter()
+        .filter(|(action, fields)| *action == "account.change" && *fields == json!(["revoked_at"]))
+        .count();
+    assert_eq!(changes, 2, "{audit:#}");
+    assert!(
+        by_platform
+            .iter()
+            .all(|(action, _)| *action != "account.replace"),
+        "{audit:#}"
+    );
+}
+
 #[tokio::test]
 async fn a_restart_keeps_refreshing_with_the_stored_refresh_token_and_a_killed_refresh_loses_nothing()
  {

@@ -202,3 +202,80 @@ async fn a_used_up_daily_quota_pauses_fetching_until_the_next_beijing_day() {
     let (s, _) = hub.get(&format!("/v1/apps/{APPID}/access_token")).await;
     assert_eq!(s, 200);
 }
+
+/// WxJava #3043: a forced refresh against a platform that does not answer
+/// hung its caller. Here no caller waits longer than
+/// `refresh.wait_for_token_ms` (3 s in these tests) for a fetch the
+/// platform holds for 8 s: first requests and a report of a dead token get
+/// 503 with Retry-After, the one fetch finishes in the background, and
+/// nobody's wait made a second one.
+#[tokio::test]
+async fn a_platform_that_holds_a_fetch_keeps_no_caller_past_the_wait_for_a_token() {
+    let hub = TestHub::with(Options {
+        tickets: "[]",
+        timeout_ms: 20_000,
+        ..Options::default()
+    })
+    .await;
+    let bounded = |started: std::time::Instant, what: &str| {
+        let took = started.elapsed();
+        assert!(
+            took < std::time::Duration::from_secs(6),
+            "{what} waited {took:?} for a fetch the platform holds for 8 s"
+        );
+    };
+    let hold = json!({"endpoint": "/cgi-bin/stable_token", "count": 1, "delay_ms": 8000});
+
+    // No token yet: every first request waits at most the bound.
+    hub.fault(hold.clone()).await;
+    let started = std::time::Instant::now();
+    let path = format!("/v1/apps/{APPID}/access_token");
+    let answers = futures::future::join_all((0..4).map(|_| hub.get_as(&path, &hub.key))).await;
+    bounded(started, "a first request");
+    for r in answers {
+        assert_eq!(r.status(), 503);
+        assert!(r.headers().contains_key("retry-after"));
+    }
+    let mut fetched = false;
+    for _ in 0..200 {
+        if hub.issued("stable") == 1 {
+            fetched = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(fetched, "the held fetch finishes");
+    let t1 = hub.token().await;
+
+    // The token killed elsewhere; the report of it forces a fetch the
+    // platform holds again.
+    hub.kill_token_elsewhere("stable").await;
+    hub.fault(hold).await;
+    let calls = hub.calls("/cgi-bin/stable_token");
+    let started = std::time::Instant::now();
+    let (s, v) = hub.invalidate(&t1).await;
+    bounded(started, "the report of a dead token");
+    assert_eq!(s, 503, "the fetch is still held: {v}");
+    assert_eq!(v["error"]["code"], "unavailable", "{v}");
+    // Not waiting on the held fetch either. (What it answers meanwhile is
+    // the token the platform rejected: see docs/lifecycle.md, "Known
+    // gaps".)
+    let started = std::time::Instant::now();
+    let (s, v) = hub.get(&path).await;
+    bounded(started, "a request during the forced fetch");
+    assert!(s == 200 || s == 503, "{s} {v}");
+    for _ in 0..200 {
+        if hub.calls("/cgi-bin/stable_token") > calls && hub.issued("stable") == 3 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let (s, v) = hub.get(&path).await;
+    assert_eq!(s, 200, "{v}");
+    assert_ne!(v["access_token"], t1.as_str());
+    assert_eq!(
+        hub.calls("/cgi-bin/stable_token") - calls,
+        1,
+        "one fetch for the report and every wait"
+    );
+}

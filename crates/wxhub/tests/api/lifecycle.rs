@@ -285,3 +285,48 @@ async fn a_confirmed_dead_token_is_never_served_while_its_replacement_is_retried
     assert_ne!(fresh, dead);
     assert_eq!(hub.use_token(fresh).await, 0);
 }
+
+/// wechatpy PR #152: a client that retried a token error with a fresh
+/// token from its store, for ever, when the error was not about the token.
+/// `HubClient::call` reports once, retries once with what the hub answers,
+/// and then gives the platform's error back: two calls and one report
+/// however often the platform says 40001, and no fetch.
+#[tokio::test]
+async fn the_sdk_retries_a_token_error_once_and_then_gives_it_back() {
+    let hub = TestHub::with(Options {
+        tickets: "[]",
+        ..Options::default()
+    })
+    .await;
+    let openid = hub.openid("alice").await;
+    let sim = hub.sim.sim().clone();
+    let sdk = wxhub_client::HubClient::new(&hub.hub().base_url(), hub.key.clone(), APPID)
+        .unwrap()
+        .with_clock(move || sim.clock.now());
+    let url = format!("{}/cgi-bin/user/info", hub.sim.base_url());
+    let v = sdk
+        .call(reqwest::Method::GET, &url, &[("openid", &openid)], None)
+        .await
+        .unwrap();
+    assert!(v["openid"].is_string(), "{v}");
+    let (calls, fetches) = (hub.calls("/cgi-bin/user/info"), hub.issued("stable"));
+
+    // The platform answers 40001 to every call, whatever the token.
+    hub.fault(json!({"endpoint": "/cgi-bin/user/info", "count": 100, "errcode": 40001}))
+        .await;
+    let e = sdk
+        .call(reqwest::Method::GET, &url, &[("openid", &openid)], None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, wxhub_client::Error::WeChat { errcode: 40001, .. }),
+        "{e:?}"
+    );
+    assert_eq!(hub.calls("/cgi-bin/user/info") - calls, 2, "one retry");
+    let m = hub.metrics().await;
+    assert!(
+        m.contains(&format!("wxhub_reports_total{{appid=\"{APPID}\",kind=\"access_token\",outcome=\"still_valid\"}} 1")),
+        "one report, and the platform vouched for the token: {m}"
+    );
+    assert_eq!(hub.issued("stable"), fetches, "nothing fetched");
+}

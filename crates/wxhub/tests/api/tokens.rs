@@ -188,6 +188,27 @@ async fn jssdk_config_signs_the_url_without_its_fragment_for_allowed_domains() {
     );
     assert_eq!(v["appId"], APPID);
     assert_eq!(v["timestamp"], hub.now());
+    // Signed as given, never re-serialized: a URL parser would lower the
+    // host, drop the default port and the dot segment, and upper the
+    // escapes, and the page's own signature check would then fail.
+    let raw = "https://APP.example.com:443/a/./b?q=%e4%b8%ad&x&y=a+b";
+    let (s, v) = hub
+        .post(
+            &format!("/v1/apps/{APPID}/jssdk/config"),
+            json!({"url": format!("{raw}#frag")}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let string1 = format!(
+        "jsapi_ticket={ticket}&noncestr={}&timestamp={}&url={raw}",
+        v["nonceStr"].as_str().unwrap(),
+        v["timestamp"]
+    );
+    assert_eq!(
+        v["signature"].as_str().unwrap(),
+        hex(&Sha1::digest(string1.as_bytes())),
+        "signed byte for byte"
+    );
     let cases = [
         (json!({"url": "https://evil.example.com/"}), 403),
         (json!({"url": "not a url"}), 400),

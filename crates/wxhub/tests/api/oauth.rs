@@ -76,12 +76,22 @@ pub(crate) async fn walk(hub: &TestHub, start: &str, person: &str, decision: &st
                 .get("location")
                 .map(|v| v.to_str().unwrap().to_string())
                 .unwrap_or_default();
+            let status = r.status().as_u16();
+            // A refusal with `deny_mode = "no_redirect"` stays on a page.
+            let body = if location.is_empty() {
+                r.text().await.unwrap_or_default()
+            } else {
+                String::new()
+            };
             steps.push(Step {
-                status: r.status().as_u16(),
+                status,
                 url: "decide".into(),
                 location: location.clone(),
-                body: String::new(),
+                body,
             });
+            if location.is_empty() {
+                break;
+            }
             url = location;
             continue;
         }
@@ -514,6 +524,58 @@ async fn website_qr_login_goes_through_the_same_flow() {
     // A website app has no global token.
     let (s, _) = hub.get(&format!("/v1/apps/{WEB_APPID}/access_token")).await;
     assert_eq!(s, 404);
+}
+
+/// A refusal that never comes back (Android's blank page: the platform
+/// does not redirect, so neither the hub nor the business server hears of
+/// it). The abandoned sign-in holds its state only until the state
+/// expires: the same person can start again at once, and when abandoned
+/// rounds fill `oauth.max_pending_states`, sign-ins are refused (503, no
+/// upstream call) until the states expire, then work again.
+#[tokio::test]
+async fn a_refusal_that_never_comes_back_holds_its_state_only_until_it_expires() {
+    let hub = TestHub::with(Options {
+        world: format!("{}\n[settings]\ndeny_mode = \"no_redirect\"\n", world("")),
+        oauth: "max_pending_states = 4".into(),
+        ..Options::default()
+    })
+    .await;
+    // dave is asked, refuses, and stays on the platform's page.
+    let steps = walk(
+        &hub,
+        &authorize_url(&hub, APPID, "userinfo"),
+        "dave",
+        "deny",
+    )
+    .await;
+    let last = steps.last().unwrap();
+    assert!(
+        last.url == "decide" && last.status == 200 && last.location.is_empty(),
+        "no redirect back: {steps:#?}"
+    );
+    // He tries again, and agrees.
+    let steps = walk(
+        &hub,
+        &authorize_url(&hub, APPID, "userinfo"),
+        "dave",
+        "allow",
+    )
+    .await;
+    assert!(landed(&steps).contains("wxhub_ticket="), "{steps:#?}");
+    // Each consent round took two states (the silent round and the asked
+    // one): the four are used up, and the next sign-in is refused without
+    // a call to the platform.
+    let exchanges = hub.calls("/sns/oauth2/access_token");
+    let steps = walk(&hub, &authorize_url(&hub, APPID, "base"), "bob", "allow").await;
+    let last = steps.last().unwrap();
+    assert_eq!(last.status, 503, "{steps:#?}");
+    assert!(last.body.contains("too_many_sign_ins"), "{}", last.body);
+    assert_eq!(hub.calls("/sns/oauth2/access_token"), exchanges);
+    // Once the states have expired (and their count with them), sign-ins
+    // work again.
+    hub.advance(2 * 600 + 1);
+    let steps = walk(&hub, &authorize_url(&hub, APPID, "base"), "bob", "allow").await;
+    assert!(landed(&steps).contains("wxhub_ticket="), "{steps:#?}");
 }
 
 #[tokio::test]

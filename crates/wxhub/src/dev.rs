@@ -168,6 +168,7 @@ pub async fn start(
             oauth_return_origins: vec![demo_url.clone()],
             push: Some(push),
             via: crate::config::Via::Own,
+            paused: false,
         }],
         clients: vec![ClientConfig {
             name: "dev".into(),

@@ -924,6 +924,7 @@ pub fn account_view(cfg: &AccountConfig, source: &str) -> Value {
             crate::config::Via::Revoked { at, .. } => Some(*at),
             _ => None,
         },
+        "paused": cfg.paused,
         "push": cfg.push.as_ref().map(|p| json!({
             "mode": p.mode.as_str(),
             "subscribers": p.subscribers.iter().map(|s| json!({

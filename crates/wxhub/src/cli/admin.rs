@@ -99,6 +99,10 @@ pub struct Fields {
     /// Web authorization return origins, comma-separated.
     #[arg(long, value_delimiter = ',')]
     pub oauth_return_origins: Option<Vec<String>>,
+    /// `true` stops the account's fetches (its stored values are served
+    /// while valid); `false` resumes them.
+    #[arg(long, value_name = "true|false")]
+    pub paused: Option<bool>,
 }
 
 impl Fields {
@@ -134,6 +138,7 @@ impl Fields {
         put("tickets", self.tickets.map(list));
         put("jssdk_domains", self.jssdk_domains.map(list));
         put("oauth_return_origins", self.oauth_return_origins.map(list));
+        put("paused", self.paused.map(Value::from));
         Ok(Value::Object(map))
     }
 }

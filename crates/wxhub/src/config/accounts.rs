@@ -90,6 +90,8 @@ pub(crate) struct RawAccount {
     component: Option<String>,
     /// With `component`: revoked by its administrator then.
     revoked_at: Option<i64>,
+    #[serde(default)]
+    paused: bool,
 }
 
 fn default_tickets() -> Vec<TicketKind> {
@@ -120,6 +122,10 @@ pub struct AccountConfig {
     /// How its access token is obtained: its own secret, or as a
     /// third-party platform, or through one.
     pub via: Via,
+    /// An operator stopped its fetches (`paused = true`): nothing is
+    /// fetched, scheduled, reported or missing, and what the store holds is
+    /// served while it is valid.
+    pub paused: bool,
 }
 
 impl RawAccount {
@@ -198,6 +204,7 @@ impl RawAccount {
             kind: self.kind,
             oauth_return_origins,
             push,
+            paused: self.paused,
             // Authorizer tokens behave as classic tokens: every fetch mints
             // a new one and the previous dies soon after.
             token_mode: if via == Via::Own {

@@ -154,6 +154,7 @@ impl ComponentConfig {
             oauth_return_origins: Vec::new(),
             push: None,
             via: Via::Component,
+            paused: false,
         }
     }
 

@@ -113,6 +113,7 @@ struct AccountPatch {
     jssdk_domains: Option<Vec<String>>,
     kind: Option<AccountKind>,
     oauth_return_origins: Option<Vec<String>>,
+    paused: Option<bool>,
     // `null` removes the push set-up; absent keeps it.
     #[serde(default, deserialize_with = "present")]
     push: Option<Option<RawPush>>,
@@ -171,6 +172,9 @@ pub fn patch_account(base: &AccountConfig, patch: &Value) -> Result<AccountConfi
     }
     if let Some(o) = p.oauth_return_origins {
         out.oauth_return_origins = check_origins("", &o).map_err(at_top)?;
+    }
+    if let Some(paused) = p.paused {
+        out.paused = paused;
     }
     if let Some(push) = p.push {
         out.push = push

@@ -16,6 +16,10 @@ use crate::config::TokenMode;
 use crate::history::{Entry, Reason};
 use crate::store::{Record, Written};
 
+/// How often a paused slot is looked at again (an un-pause re-applies the
+/// account and looks at once).
+const PAUSED_RECHECK_SECS: i64 = 3600;
+
 impl Credentials {
     /// Runs the refresh in its own task, so a caller that gives up waiting
     /// does not cancel an upstream call half-way.
@@ -112,6 +116,9 @@ impl Credentials {
             }
             Admission::Fetch => {}
         }
+        if account.cfg.paused {
+            return Err(self.paused(slot, now));
+        }
         self.gate(account, slot, &trigger, now).await?;
         self.pace.turn().await;
         let fence = self.claim(account, slot, now).await?;
@@ -147,6 +154,24 @@ impl Credentials {
         entry.at = self.clock.now();
         self.record_history(account.appid(), &entry).await;
         result
+    }
+
+    /// An operator paused the account's fetches: nothing is fetched, the
+    /// slot is looked at again in an hour (un-pausing applies a new
+    /// configuration, which looks at once), and the status page says why.
+    /// Degraded, not unhealthy, even with nothing left to serve: the pause
+    /// is deliberate and must not take the hub out of a load balancer.
+    fn paused(&self, slot: &Slot, now: i64) -> CredError {
+        let reason = format!(
+            "fetching the {} is paused by an operator (paused = true); what the store holds is served while it is valid",
+            slot.kind.label()
+        );
+        slot.lock().next_refresh_at = now + PAUSED_RECHECK_SECS;
+        self.set_problem(slot, Severity::Degraded, reason.clone(), now);
+        CredError::Unavailable {
+            reason,
+            retry_after: 60,
+        }
     }
 
     /// Adds an entry to the account's refresh history; a failure to write

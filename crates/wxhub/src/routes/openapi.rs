@@ -312,6 +312,7 @@ fn directory_paths(paths: &mut serde_json::Map<String, Value>) {
         "oauth_return_origins": {"type": "array", "items": {"type": "string"}},
         "component": {"type": "string", "nullable": true, "description": "The third-party platform it is authorized to"},
         "revoked_at": {"type": "integer", "nullable": true, "description": "When its administrator revoked the platform"},
+        "paused": {"type": "boolean", "description": "An operator stopped its fetches: the stored values are served while valid, nothing is fetched"},
         "push": {"type": ["object", "null"]},
         "etag": {"type": "string", "description": "Its version, as in the ETag header: give it in If-Match"}
     }});

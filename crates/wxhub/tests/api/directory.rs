@@ -489,6 +489,13 @@ async fn the_cli_adds_changes_and_removes_accounts_and_makes_clients() {
     assert!(!ok && out.contains("412"), "{out}");
     let (_, v) = admin(&hub).get(&format!("/v1/admin/accounts/{NEW}")).await;
     assert_eq!(v["name"], "Renamed");
+    assert_eq!(v["paused"], false);
+    let (ok, out) = cli(&hub, &["accounts", "set", NEW, "--paused", "true"], &[]).await;
+    assert!(ok && out.contains("\"paused\": true"), "{out}");
+    let (ok, out) = cli(&hub, &["accounts", "set", NEW, "--paused", "maybe"], &[]).await;
+    assert!(!ok && out.contains("--paused"), "{out}");
+    let (ok, out) = cli(&hub, &["accounts", "set", NEW, "--paused", "false"], &[]).await;
+    assert!(ok && out.contains("\"paused\": false"), "{out}");
     let (ok, out) = cli(&hub, &["audit"], &[]).await;
     assert!(
         ok && out.contains("account.create") && out.contains("admin (bob)"),
@@ -658,4 +665,59 @@ async fn a_change_made_from_an_older_version_is_refused_with_412_and_changes_not
     assert_eq!(s, 200, "{v}");
     let (s, _, _) = send(Method::DELETE, Some(("if-match", now.unwrap())), None).await;
     assert_eq!(s, 204);
+}
+
+/// chanjarster #266: a switch that stops an account's fetches (while
+/// another system takes the token over, or the quota is nearly gone).
+/// Paused, the hub fetches nothing (scheduled, missing or reported), serves
+/// the stored token while it is valid, then answers 503 saying why, and
+/// stays ready; un-paused, it fetches once, at once.
+#[tokio::test]
+async fn a_paused_account_fetches_nothing_until_it_is_resumed() {
+    let hub = TestHub::start().await;
+    let t1 = hub.token().await;
+    let path = format!("/v1/admin/accounts/{APPID}");
+    let (s, v) = admin(&hub).patch_with(&path, json!({"paused": true})).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["paused"], true, "{v}");
+    let fetches = || {
+        (
+            sim_calls(&hub, APPID, "/cgi-bin/stable_token"),
+            sim_calls(&hub, APPID, "/cgi-bin/ticket/getticket"),
+        )
+    };
+    let before = fetches();
+    assert_eq!(hub.token().await, t1, "the stored token is served");
+    // Past the token's and the ticket's expiry: nothing is fetched.
+    for _ in 0..6 {
+        hub.advance(1800);
+        hub.run_due().await;
+    }
+    let (s, v) = hub.get(&format!("/v1/apps/{APPID}/access_token")).await;
+    assert_eq!(s, 503, "{v}");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("paused"),
+        "{v}"
+    );
+    let (s, v) = hub.invalidate(&t1).await;
+    assert_eq!(s, 503, "{v}");
+    let (s, v) = hub.get(&format!("/v1/apps/{APPID}/jsapi_ticket")).await;
+    assert_eq!(s, 503, "{v}");
+    assert_eq!(fetches(), before, "nothing fetched while paused");
+    // Deliberate, so not a reason to take the hub out of service.
+    let (s, v) = hub.readyz().await;
+    assert_eq!(s, 200, "{v}");
+    let (_, apps) = admin(&hub).get("/v1/apps").await;
+    assert!(apps.to_string().contains("paused by an operator"), "{apps}");
+
+    let (s, v) = admin(&hub)
+        .patch_with(&path, json!({"paused": false}))
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["paused"], false, "{v}");
+    hub.run_due().await;
+    let t2 = hub.token().await;
+    assert_ne!(t2, t1);
+    assert_eq!(hub.use_token(&t2).await, 0);
+    assert_eq!(fetches().0, before.0 + 1, "one fetch on resuming");
 }

@@ -167,24 +167,34 @@ async fn jsapi_tickets_are_fetched_with_the_token_and_kept_from_first_sight() {
 async fn jssdk_config_signs_the_url_without_its_fragment_for_allowed_domains() {
     use sha1::{Digest, Sha1};
     let hub = TestHub::start().await;
-    let url = "https://app.example.com/page?x=1#section";
-    let (s, v) = hub
-        .post(
-            &format!("/v1/apps/{APPID}/jssdk/config"),
-            json!({"url": url}),
-        )
-        .await;
-    assert_eq!(s, 200, "{v}");
+    let config = |url: String| {
+        let hub = &hub;
+        async move {
+            let (s, v) = hub
+                .post(
+                    &format!("/v1/apps/{APPID}/jssdk/config"),
+                    json!({"url": url}),
+                )
+                .await;
+            assert_eq!(s, 200, "{v}");
+            v
+        }
+    };
+    // What the page computes: the ticket, the nonce, the time and `signed`.
+    let signature = |v: &serde_json::Value, ticket: &str, signed: &str| {
+        let string1 = format!(
+            "jsapi_ticket={ticket}&noncestr={}&timestamp={}&url={signed}",
+            v["nonceStr"].as_str().unwrap(),
+            v["timestamp"]
+        );
+        hex(&Sha1::digest(string1.as_bytes()))
+    };
+    let v = config("https://app.example.com/page?x=1#section".into()).await;
     let (_, t) = hub.get(&format!("/v1/apps/{APPID}/jsapi_ticket")).await;
     let ticket = t["jsapi_ticket"].as_str().unwrap();
-    let string1 = format!(
-        "jsapi_ticket={ticket}&noncestr={}&timestamp={}&url=https://app.example.com/page?x=1",
-        v["nonceStr"].as_str().unwrap(),
-        v["timestamp"]
-    );
     assert_eq!(
         v["signature"].as_str().unwrap(),
-        hex(&Sha1::digest(string1.as_bytes()))
+        signature(&v, ticket, "https://app.example.com/page?x=1")
     );
     assert_eq!(v["appId"], APPID);
     assert_eq!(v["timestamp"], hub.now());
@@ -192,21 +202,10 @@ async fn jssdk_config_signs_the_url_without_its_fragment_for_allowed_domains() {
     // host, drop the default port and the dot segment, and upper the
     // escapes, and the page's own signature check would then fail.
     let raw = "https://APP.example.com:443/a/./b?q=%e4%b8%ad&x&y=a+b";
-    let (s, v) = hub
-        .post(
-            &format!("/v1/apps/{APPID}/jssdk/config"),
-            json!({"url": format!("{raw}#frag")}),
-        )
-        .await;
-    assert_eq!(s, 200, "{v}");
-    let string1 = format!(
-        "jsapi_ticket={ticket}&noncestr={}&timestamp={}&url={raw}",
-        v["nonceStr"].as_str().unwrap(),
-        v["timestamp"]
-    );
+    let v = config(format!("{raw}#frag")).await;
     assert_eq!(
         v["signature"].as_str().unwrap(),
-        hex(&Sha1::digest(string1.as_bytes())),
+        signature(&v, ticket, raw),
         "signed byte for byte"
     );
     let cases = [

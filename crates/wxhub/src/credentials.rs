@@ -239,7 +239,7 @@ impl Credentials {
     fn served(&self, account: &Account, slot: &Slot) -> Option<Served> {
         let now = self.clock.now();
         let st = slot.lock();
-        let cred = st.valid(now)?;
+        let cred = st.servable(now)?;
         let next = policy::next_fetch(self.shared.is_some(), &st, now);
         let expires_at = policy::serve_until(
             &self.settings,

@@ -280,6 +280,11 @@ pub(crate) struct SlotState {
     /// The platform's error code of the last failed fetch, cleared by a
     /// success: the console explains it as `wxhub explain` does.
     pub last_errcode: Option<i64>,
+    /// The value the platform rejected on a caller's report, once a fetch
+    /// to replace it was let through: no longer served (a caller would
+    /// only come back with it), whatever its expiry says. Cleared by the
+    /// next value fetched.
+    pub rejected: Option<Secret>,
 }
 
 /// A note on why the next fetch happens; see [`SlotState::note`].
@@ -299,6 +304,13 @@ impl SlotState {
     /// Whether `value` is the current value.
     pub fn is_current(&self, value: &Secret) -> bool {
         self.current.as_ref().is_some_and(|c| c.value.ct_eq(value))
+    }
+
+    /// The current value, if it has not expired at `now` and the platform
+    /// has not rejected it: what callers may be given.
+    pub fn servable(&self, now: i64) -> Option<&Cred> {
+        self.valid(now)
+            .filter(|c| !self.rejected.as_ref().is_some_and(|r| c.value.ct_eq(r)))
     }
 }
 

@@ -36,11 +36,26 @@ impl Credentials {
         match tokio::time::timeout(wait, task).await {
             Ok(Ok(Ok(()))) => {
                 let slot = account.slot(kind).expect("slot exists");
-                self.served(&account, slot)
-                    .ok_or_else(|| CredError::Unavailable {
-                        reason: "the platform returned an already expired credential".into(),
-                        retry_after: 1,
-                    })
+                self.served(&account, slot).ok_or_else(|| {
+                    let now = self.clock.now();
+                    let st = slot.lock();
+                    if st.rejected.is_some() && st.valid(now).is_some() {
+                        // Its replacement failed; the next attempt is the
+                        // scheduler's, after the backoff.
+                        CredError::Unavailable {
+                            reason: format!(
+                                "the platform rejected the current {}; the hub fetches a new one at its next attempt",
+                                kind.label()
+                            ),
+                            retry_after: (st.next_refresh_at - now).clamp(1, 300),
+                        }
+                    } else {
+                        CredError::Unavailable {
+                            reason: "the platform returned an already expired credential".into(),
+                            retry_after: 1,
+                        }
+                    }
+                })
             }
             Ok(Ok(Err(e))) => Err(e),
             Ok(Err(join)) => {
@@ -120,6 +135,19 @@ impl Credentials {
             return Err(self.paused(slot, now));
         }
         self.gate(account, slot, &trigger, now).await?;
+        // The fetch is let through: from now on the value the platform
+        // rejected is not handed out; callers wait for its replacement
+        // (bounded) instead of coming back with it.
+        if let Trigger::Reported {
+            failed,
+            rejected: true,
+        } = &trigger
+        {
+            let mut st = slot.lock();
+            if st.is_current(failed) {
+                st.rejected = Some(failed.clone());
+            }
+        }
         self.pace.turn().await;
         let fence = self.claim(account, slot, now).await?;
         let force = matches!(trigger, Trigger::Reported { .. });
@@ -138,6 +166,7 @@ impl Credentials {
         let result = match self.fetch(account, kind, force, fence).await {
             Ok((value, expires_in)) => {
                 entry.expires_in = Some(expires_in);
+                slot.lock().rejected = None;
                 self.fetched(account, slot, fence, now, force, value, expires_in)
                     .await
             }

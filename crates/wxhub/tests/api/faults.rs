@@ -257,13 +257,12 @@ async fn a_platform_that_holds_a_fetch_keeps_no_caller_past_the_wait_for_a_token
     bounded(started, "the report of a dead token");
     assert_eq!(s, 503, "the fetch is still held: {v}");
     assert_eq!(v["error"]["code"], "unavailable", "{v}");
-    // Not waiting on the held fetch either. (What it answers meanwhile is
-    // the token the platform rejected: see docs/lifecycle.md, "Known
-    // gaps".)
+    // A request meanwhile gets neither the token the platform rejected nor
+    // a wait past the bound.
     let started = std::time::Instant::now();
     let (s, v) = hub.get(&path).await;
     bounded(started, "a request during the forced fetch");
-    assert!(s == 200 || s == 503, "{s} {v}");
+    assert_eq!(s, 503, "the rejected token is not served: {v}");
     for _ in 0..200 {
         if hub.calls("/cgi-bin/stable_token") > calls && hub.issued("stable") == 3 {
             break;
@@ -278,4 +277,53 @@ async fn a_platform_that_holds_a_fetch_keeps_no_caller_past_the_wait_for_a_token
         1,
         "one fetch for the report and every wait"
     );
+}
+
+/// A token the platform confirmed dead is not handed out again when its
+/// replacement fails: callers get 503 with Retry-After (and no fetch of
+/// their own), until the scheduler's retry brings a new one.
+#[tokio::test]
+async fn a_rejected_token_is_not_served_after_its_replacement_failed() {
+    let hub = TestHub::with(Options {
+        tickets: "[]",
+        ..Options::default()
+    })
+    .await;
+    let t1 = hub.token().await;
+    hub.kill_token_elsewhere("stable").await;
+    assert_ne!(hub.use_token(&t1).await, 0, "killed");
+    hub.fault(json!({"endpoint": "/cgi-bin/stable_token", "count": 1, "errcode": -1}))
+        .await;
+    let (s, v) = hub.invalidate(&t1).await;
+    assert_eq!(s, 503, "the replacement failed: {v}");
+    let path = format!("/v1/apps/{APPID}/access_token");
+    let calls = hub.calls("/cgi-bin/stable_token");
+    let mut retry_after = 0;
+    for _ in 0..5 {
+        let r = hub.get_as(&path, &hub.key).await;
+        assert_eq!(r.status(), 503);
+        retry_after = r.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let v: serde_json::Value = r.json().await.unwrap();
+        assert!(
+            v["error"]["message"].as_str().unwrap().contains("rejected"),
+            "{v}"
+        );
+    }
+    assert_eq!(
+        hub.calls("/cgi-bin/stable_token"),
+        calls,
+        "no fetch of their own"
+    );
+    assert!(retry_after >= 1, "{retry_after}");
+    hub.advance(retry_after);
+    hub.run_due().await;
+    let (s, v) = hub.get(&path).await;
+    assert_eq!(s, 200, "{v}");
+    let t2 = v["access_token"].as_str().unwrap();
+    assert_ne!(t2, t1);
+    assert_eq!(hub.use_token(t2).await, 0);
 }

@@ -289,6 +289,11 @@ impl Gateway {
         // The replier's entry needs the reply as it is now, not as it was
         // when the entry was read.
         let carried = q.message.take().filter(|_| !sub.replier);
+        // The time before the read, not after: a reply stored between the
+        // read and a late look at the clock (this thread runs at a lower
+        // priority and can wait seconds under load) would otherwise be
+        // taken for one never given, and the replier sent the message again.
+        let read_at = self.clock.now();
         let read = match carried {
             Some(m) => Ok(Some(m)),
             None => self.store.push_message(appid, &q).await,
@@ -312,7 +317,7 @@ impl Gateway {
             // The synchronous call may still be running (here or on another
             // instance): its deadline, and a second, first.
             let wait = account.config.reply_deadline.as_secs() as i64 + 2;
-            if self.clock.now() < msg.received_at + wait {
+            if read_at < msg.received_at + wait {
                 return Outcome::Retry(Box::new(Queued {
                     next_at: msg.received_at + wait,
                     ..q
